@@ -1,0 +1,207 @@
+"""Stage bench: real perf_analyzer per model over a concurrency range.
+
+    python -m mnist_jobs.bench --url localhost:8001 --protocol grpc --models mnist_onnx,mnist_bls \
+        --batch-size 1 --concurrency 1:257:64 --measurement-mode time_windows \
+        --measurement-interval-ms 2000 --stability-percentage 20 --out runs/demo/bench
+
+One perf_analyzer process per (model, concurrency) point, so progress is one
+line per point as it finishes and a failing point does not lose the others.
+Everything goes to --out: ``<model>-<protocol>.csv`` (perf_analyzer's CSV
+rows of every point, sorted by concurrency), ``<model>-<protocol>.log``
+(its stdout) and ``bench.json`` (all parsed rows with every field). The
+result stays compact: per model its rows (concurrency, infer/s, p50, p99,
+queue, compute, Little's-law verdict), the best point and the dynamic-batching
+gain (best / lowest concurrency). Rows failing Little's law (tolerance
+--little-tolerance, default 20 %) are flagged ``little: "FAIL(ratio)"``. A
+point where perf_analyzer fails fails the stage (after writing what it has).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ._stage import InputError, StageError, fmt, run_stage, stage_parser
+from . import perf
+
+PROTOCOLS = ("grpc", "http")
+
+
+def _client(protocol: str, url: str):
+    if protocol == "grpc":
+        import tritonclient.grpc as client
+    else:
+        import tritonclient.http as client
+    return client.InferenceServerClient(url=url)
+
+
+def served_models(protocol: str, url: str) -> dict[str, str]:
+    """name -> state, from the server's repository index."""
+    try:
+        c = _client(protocol, url)
+        if protocol == "grpc":
+            index = c.get_model_repository_index(as_json=True).get("models", [])
+        else:
+            index = c.get_model_repository_index()
+    except Exception as exc:  # connection refused, wrong protocol on the port, ...
+        raise InputError("--url", f"cannot read the repository index of {url} over "
+                         f"{protocol}: {str(exc).splitlines()[0][:200]}") from None
+    return {m["name"]: m.get("state", "") for m in index}
+
+
+def bls_downstream(protocol: str, url: str, model: str, served: dict[str, str]) -> list[str]:
+    """The models a BLS model calls (for --bls-composing-models)."""
+    try:
+        c = _client(protocol, url)
+        cfg = c.get_model_config(model, as_json=True) if protocol == "grpc" else c.get_model_config(model)
+        cfg = cfg.get("config", cfg)
+        value = cfg.get("parameters", {}).get("downstream_model", {})
+        name = value.get("string_value") or value.get("stringValue")
+        if name:
+            return [name]
+    except Exception:
+        pass
+    return [m for m in ("mnist_trt", "mnist_onnx") if served.get(m) == "READY"][:1]
+
+
+def compact_row(r: perf.Row) -> dict:
+    return {"c": r.concurrency, "inferPerSec": fmt(r.throughput, 1), "p50Us": r.p50_us,
+            "p99Us": r.p99_us, "queueUs": r.server_queue_us, "computeUs": r.server_compute_us,
+            "little": "ok" if r.little_ok else f"FAIL({fmt(r.little_ratio, 2)})"}
+
+
+def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrency: str,
+              mode: str, interval_ms: int, count: int, stability: int, out: Path,
+              tolerance: float = perf.LITTLE_TOLERANCE, max_trials: int | None = None,
+              point_timeout_s: int = 300) -> dict:
+    if protocol not in PROTOCOLS:
+        raise InputError("--protocol", f"unknown protocol {protocol!r}; choose grpc or http")
+    try:
+        start, end, step = perf.parse_concurrency(concurrency)
+    except ValueError as exc:
+        raise InputError("--concurrency", str(exc)) from None
+    if batch < 1:
+        raise InputError("--batch-size", "must be >= 1")
+    if mode not in ("time_windows", "count_windows"):
+        raise InputError("--measurement-mode", f"unknown mode {mode!r}")
+    if interval_ms < 1 or count < 1:
+        raise InputError("--measurement-interval-ms", "must be >= 1")
+    if not 0 < stability <= 100:
+        raise InputError("--stability-percentage", "must be in 1..100")
+    if not models:
+        raise InputError("--models", "empty list")
+    try:
+        pa = perf.find_perf_analyzer()
+    except FileNotFoundError as exc:
+        raise StageError(str(exc), reason="PerfAnalyzerNotFound") from None
+    served = served_models(protocol, url)
+    for m in models:
+        if served.get(m) != "READY":
+            have = ", ".join(f"{n} ({s})" for n, s in sorted(served.items())) or "none"
+            raise InputError("--models", f"model {m!r} is not served at {url} (served: {have})")
+
+    out.mkdir(parents=True, exist_ok=True)
+    points = perf.concurrency_values(start, end, step)
+    all_rows: dict[str, list[dict]] = {}
+    summary: dict[str, dict] = {}
+    failures: list[str] = []
+    for model in models:
+        composing = bls_downstream(protocol, url, model, served) if model == "mnist_bls" else None
+        rows: list[perf.Row] = []
+        header = None
+        csv_lines: list[str] = []
+        log_path = out / f"{model}-{protocol}.log"
+        log_path.write_text("")
+        for c in points:
+            with tempfile.TemporaryDirectory() as tmp:
+                csv_path = Path(tmp) / "pa.csv"
+                cmd = perf.command(pa, model, url, protocol, batch, f"{c}:{c}:1", mode,
+                                   interval_ms, count, stability, csv_path, composing, max_trials)
+                try:
+                    proc = subprocess.run(cmd, capture_output=True, text=True,
+                                          timeout=point_timeout_s)
+                    output, code = proc.stdout + proc.stderr, proc.returncode
+                except subprocess.TimeoutExpired as exc:
+                    output = (exc.stdout or b"").decode(errors="replace") if isinstance(
+                        exc.stdout, bytes) else (exc.stdout or "")
+                    code = -1
+                    output += f"\n[timed out after {point_timeout_s} s]"
+                with log_path.open("a") as log:
+                    log.write(f"$ {' '.join(cmd)}\n{output}\n")
+                text = csv_path.read_text() if csv_path.exists() else ""
+            if code != 0 or not text.strip():
+                last = [l for l in output.strip().splitlines() if l.strip()][-1:] or ["no output"]
+                failures.append(f"{model} c={c}: {last[0][:160]}")
+                print(f"bench: {model} {protocol} c={c}: perf_analyzer failed (exit {code}): "
+                      f"{last[0][:160]}", file=sys.stderr, flush=True)
+                continue
+            parsed = perf.parse_csv(text, batch, tolerance)
+            lines = text.strip().splitlines()
+            header = header or lines[0]
+            csv_lines += lines[1:]
+            for r in parsed:
+                rows.append(r)
+                print(f"bench: {model} {protocol} c={r.concurrency}: {r.throughput:.1f} infer/s, "
+                      f"p99 {r.p99_us} us, avg {r.avg_latency_us} us, Little "
+                      f"{'ok' if r.little_ok else 'FAIL'} ({r.little_ratio:.2f})",
+                      file=sys.stderr, flush=True)
+        if header:
+            csv_lines.sort(key=lambda l: int(l.split(",")[0]))
+            (out / f"{model}-{protocol}.csv").write_text("\n".join([header, *csv_lines]) + "\n")
+        rows.sort(key=lambda r: r.concurrency)
+        all_rows[model] = [r.as_dict() for r in rows]
+        if rows:
+            best = max(rows, key=lambda r: r.throughput)
+            summary[model] = {
+                "rows": [compact_row(r) for r in rows],
+                "best": {"c": best.concurrency, "inferPerSec": fmt(best.throughput, 1),
+                         "p99Us": best.p99_us},
+                "batchingGain": fmt(best.throughput / rows[0].throughput, 2)
+                if rows[0].throughput > 0 else "0",
+                "littleFailures": sum(not r.little_ok for r in rows),
+            }
+            if composing:
+                summary[model]["composing"] = composing
+    (out / "bench.json").write_text(json.dumps({
+        "url": url, "protocol": protocol, "batchSize": batch, "concurrency": concurrency,
+        "measurementMode": mode, "measurementIntervalMs": interval_ms,
+        "measurementRequestCount": count, "stabilityPercentage": stability,
+        "littleTolerance": tolerance, "failures": failures, "rows": all_rows}, indent=1))
+    if failures:
+        raise StageError(f"perf_analyzer failed at {len(failures)} point(s): {failures[0]} "
+                         f"(logs in {out})", reason="PerfAnalyzerFailed")
+    return {"protocol": protocol, "batchSize": batch, "concurrency": concurrency,
+            "littleTolerance": fmt(tolerance, 2), "models": summary, "out": str(out)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = stage_parser("bench", "Measure served models with perf_analyzer.")
+    p.add_argument("--url", required=True, help="HOST:PORT of the protocol's endpoint")
+    p.add_argument("--protocol", default="grpc", help="grpc or http")
+    p.add_argument("--models", default="mnist_onnx,mnist_bls")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--concurrency", default="1:257:64", help="START:END:STEP, end inclusive")
+    p.add_argument("--measurement-mode", default="time_windows")
+    p.add_argument("--measurement-interval-ms", type=int, default=5000)
+    p.add_argument("--measurement-request-count", type=int, default=50,
+                   help="requests per window in count_windows mode")
+    p.add_argument("--stability-percentage", type=int, default=10)
+    p.add_argument("--max-trials", type=int, default=None,
+                   help="perf_analyzer --max-trials (its default is 10)")
+    p.add_argument("--little-tolerance", type=float, default=perf.LITTLE_TOLERANCE,
+                   help="allowed relative deviation from Little's law (0.2 = 20%%)")
+    p.add_argument("--out", type=Path, required=True)
+
+    def body(a):
+        models = [m.strip() for m in a.models.split(",") if m.strip()]
+        return run_bench(a.url, a.protocol, models, a.batch_size, a.concurrency,
+                         a.measurement_mode, a.measurement_interval_ms,
+                         a.measurement_request_count, a.stability_percentage, a.out,
+                         a.little_tolerance, a.max_trials)
+    return run_stage("bench", p, body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""Stage repo: write a Triton model repository from the model_repo/ templates.
+
+    python -m mnist_jobs.repo --artifacts runs/demo/artifacts --out runs/demo/model_repo \
+        --models onnx,tensorrt,bls --max-batch-size 128 --instances 1 --instance-kind auto \
+        --preferred-batch-sizes 32,64 --max-queue-delay-us 100 [--cpu-only]
+
+Templates are jinja2 (``*.j2``). jinja2 is imported here only, lazily: it
+ships with torch (a torch dependency), so it is in the NGC PyTorch image and
+the project venv, but not in the tritonserver images; no other stage needs
+it. Where the templates are found, in order: ``$MNIST_JOBS_TEMPLATES``;
+``mnist_jobs/templates/model_repo`` next to this module (package data in a
+wheel; in the source checkout a symlink to the top-level ``model_repo/``);
+the top-level ``model_repo/`` of a source checkout.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ._stage import InputError, StageError, run_stage, stage_parser
+
+MODELS = ("mnist_onnx", "mnist_trt", "mnist_bls")
+ALIASES = {"onnx": "mnist_onnx", "tensorrt": "mnist_trt", "trt": "mnist_trt", "bls": "mnist_bls",
+           "mnist_onnx": "mnist_onnx", "mnist_trt": "mnist_trt", "mnist_bls": "mnist_bls"}
+KINDS = {"auto": None, "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+
+
+def templates_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    candidates = []
+    if os.environ.get("MNIST_JOBS_TEMPLATES"):
+        candidates.append(Path(os.environ["MNIST_JOBS_TEMPLATES"]))
+    candidates += [Path(__file__).parent / "templates" / "model_repo", here.parents[1] / "model_repo"]
+    for c in candidates:
+        if (c / "mnist_bls" / "config.pbtxt.j2").is_file():
+            return c
+    raise StageError("model repository templates not found (looked in "
+                     + ", ".join(str(c) for c in candidates) + ")", reason="TemplatesNotFound")
+
+
+def parse_models(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise InputError("--models", "empty list; choose from onnx, tensorrt, bls")
+    out = []
+    for n in names:
+        if n not in ALIASES:
+            raise InputError("--models", f"unknown model {n!r}; choose from onnx, tensorrt, bls "
+                             "(or mnist_onnx, mnist_trt, mnist_bls)")
+        if ALIASES[n] not in out:
+            out.append(ALIASES[n])
+    return out
+
+
+def parse_int_list(flag: str, text: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(flag, f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise InputError(flag, "every size must be >= 1")
+    return sorted(set(values))
+
+
+def render_config(template_root: Path, model: str, context: dict[str, Any]) -> str:
+    try:
+        import jinja2
+    except ImportError:
+        raise StageError("the repo stage renders jinja2 templates and jinja2 is not installed "
+                         "(pip install jinja2; it ships with torch)", reason="MissingDependency")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_root)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    text = env.get_template(f"{model}/config.pbtxt.j2").render(**context)
+    return "\n".join(line.rstrip() for line in text.strip().splitlines()) + "\n"
+
+
+def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_size: int,
+                     instances: int, instance_kind: str, preferred: list[int],
+                     max_queue_delay_us: int, cpu_only: bool, ort_threads: int = 0) -> dict:
+    onnx = artifacts / "model.onnx"
+    plan = artifacts / "model.plan"
+    if not onnx.is_file():
+        raise InputError("--artifacts", f"{onnx} not found (run the export stage first)")
+    if max_batch_size < 1:
+        raise InputError("--max-batch-size", "must be >= 1")
+    if preferred and max(preferred) > max_batch_size:
+        raise InputError("--max-batch-size", f"{max_batch_size} is smaller than the preferred "
+                         f"batch size {max(preferred)} (--preferred-batch-sizes)")
+    if instances < 1:
+        raise InputError("--instances", "must be >= 1")
+    if max_queue_delay_us < 0:
+        raise InputError("--max-queue-delay-us", "must be >= 0")
+
+    left_out: dict[str, str] = {}
+    notes: list[str] = []
+    selected = list(models)
+    if "mnist_trt" in selected and not plan.is_file():
+        selected.remove("mnist_trt")
+        left_out["mnist_trt"] = f"no TensorRT engine ({plan.name} not in artifacts)"
+    downstream = None
+    if "mnist_bls" in selected:
+        downstream = "mnist_trt" if plan.is_file() and "mnist_trt" in models else "mnist_onnx"
+        if downstream not in selected:
+            selected.insert(0, downstream)
+            notes.append(f"added {downstream}: mnist_bls calls it")
+    selected.sort(key=MODELS.index)
+
+    root = templates_dir()
+    context = dict(max_batch_size=max_batch_size, instances=instances,
+                   instance_kind=KINDS[instance_kind], preferred_batch_sizes=preferred,
+                   max_queue_delay_us=max_queue_delay_us, cpu_only=cpu_only,
+                   ort_threads=ort_threads, downstream=downstream)
+    out.mkdir(parents=True, exist_ok=True)
+    for model in MODELS:  # a stale model (e.g. an old mnist_trt) must not be served
+        shutil.rmtree(out / model, ignore_errors=True)
+    for model in selected:
+        version = out / model / "1"
+        version.mkdir(parents=True)
+        (out / model / "config.pbtxt").write_text(render_config(root, model, context))
+        if model == "mnist_onnx":
+            shutil.copy2(onnx, version / "model.onnx")
+            if cpu_only:
+                shutil.copy2(root / "mnist_onnx" / "model.py", version / "model.py")
+        elif model == "mnist_trt":
+            shutil.copy2(plan, version / "model.plan")
+        elif model == "mnist_bls":
+            shutil.copy2(root / "mnist_bls" / "model.py", version / "model.py")
+    result: dict[str, Any] = {
+        "modelRepo": str(out), "models": selected, "maxBatchSize": max_batch_size,
+        "instances": instances, "instanceKind": instance_kind,
+        "preferredBatchSizes": preferred, "maxQueueDelayUs": max_queue_delay_us,
+        "cpuOnly": cpu_only,
+    }
+    if "mnist_onnx" in selected:
+        result["onnxBackend"] = ("python backend with ONNX Runtime (--cpu-only)" if cpu_only
+                                 else "onnxruntime_onnx")
+    if downstream:
+        result["blsDownstream"] = downstream
+    if left_out:
+        result["leftOut"] = left_out
+    if notes:
+        result["notes"] = notes
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = stage_parser("repo", "Write a Triton model repository (mnist_onnx, mnist_trt, mnist_bls).")
+    p.add_argument("--artifacts", type=Path, required=True, help="directory with model.onnx [model.plan]")
+    p.add_argument("--out", type=Path, required=True, help="model repository to write")
+    p.add_argument("--models", default="onnx,tensorrt,bls", help="comma list of onnx,tensorrt,bls")
+    p.add_argument("--max-batch-size", type=int, default=128)
+    p.add_argument("--instances", type=int, default=1, help="instances per model")
+    p.add_argument("--instance-kind", choices=sorted(KINDS), default="auto",
+                   help="auto leaves the kind to Triton (GPU when there is one)")
+    p.add_argument("--preferred-batch-sizes", default="32,64")
+    p.add_argument("--max-queue-delay-us", type=int, default=100)
+    p.add_argument("--cpu-only", action="store_true",
+                   help="serve mnist_onnx through the python backend with ONNX Runtime "
+                        "(for Triton builds without the onnxruntime backend)")
+    p.add_argument("--ort-threads", type=int, default=0,
+                   help="ONNX Runtime intra-op threads in the --cpu-only model (0 = ORT default)")
+
+    def body(a):
+        return build_repository(a.artifacts, a.out, parse_models(a.models), a.max_batch_size,
+                                a.instances, a.instance_kind,
+                                parse_int_list("--preferred-batch-sizes", a.preferred_batch_sizes),
+                                a.max_queue_delay_us, a.cpu_only, a.ort_threads)
+    return run_stage("repo", p, body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
