@@ -1,0 +1,80 @@
+# mnist-serving: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export MNIST_SERVING_CACHE ?= $(HOME)/.cache/mnist-serving
+SETUP_STAMP := $(VENV)/.setup-stamp
+IMG ?= mnist-serving-operator:dev
+PYTEST := $(PY) -m pytest
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(SETUP_STAMP): pyproject.toml scripts/setup.sh
+	scripts/setup.sh
+	@touch $@
+
+.PHONY: setup
+setup: $(SETUP_STAMP) ## Create .venv with everything the local run and the tests need
+
+.PHONY: k8s
+k8s: ## Build (or reuse) the pinned control-plane binaries under ~/.cache/mnist-serving
+	scripts/build-k8s.sh
+
+.PHONY: demo
+demo: setup ## Run the whole walkthrough locally (CPU, no cluster): train, export, engine, serve, bench, analyze
+	$(VENV)/bin/mnist-serving run examples/local.yaml
+
+.PHONY: test
+test: setup k8s ## Run the whole test suite (unit, integration, real control plane); about 20 minutes
+	$(PYTEST) -m "not scale"
+
+.PHONY: test-fast
+test-fast: setup ## Unit tests and quick integration tests only (a few minutes)
+	$(PYTEST) -m "not slow and not cluster and not scale"
+
+.PHONY: test-e2e
+test-e2e: setup k8s ## Only the real control-plane tier (kube-apiserver, etcd, KWOK)
+	$(PYTEST) -m "cluster and not scale"
+
+.PHONY: test-scale
+test-scale: setup k8s ## The 500-resource scale test (slow; writes docs/BENCHMARKS.md)
+	$(PYTEST) -m scale -s
+
+.PHONY: lint
+lint: setup ## Layer contracts (import-linter)
+	$(VENV)/bin/lint-imports
+
+.PHONY: manifests
+manifests: setup ## Regenerate the CRD from the spec model
+	$(VENV)/bin/mnist-serving crd > manifests/crd/mnistservings.yaml
+
+.PHONY: render
+render: setup ## Print every object the operator would create for the sample resource
+	$(VENV)/bin/mnist-serving render manifests/samples/mnistserving.yaml
+
+.PHONY: bench
+bench: setup ## Serving benchmark on this machine; writes docs/BENCHMARKS.md
+	$(PY) benchmarks/serving.py
+
+.PHONY: docker-build
+docker-build: ## Build the operator image (needs a Docker engine)
+	docker build -t $(IMG) .
+
+.PHONY: deploy
+deploy: ## Install CRD, RBAC and the operator into the current kubectl context
+	kubectl apply -k manifests/
+
+.PHONY: undeploy
+undeploy: ## Remove what deploy installed
+	kubectl delete -k manifests/ --ignore-not-found
+
+.PHONY: kind
+kind: ## Create a GPU kind cluster with the GPU operator and this operator (needs Docker + an NVIDIA GPU)
+	hack/kind/create-cluster.sh
+
+.PHONY: clean
+clean: ## Remove local run directories (keeps .venv and the binary cache)
+	rm -rf runs/
