@@ -1,0 +1,318 @@
+"""Stage analyze: real ``model-analyzer profile`` and its best config per model.
+
+    python -m mnist_jobs.analyze --model-repo runs/demo/model_repo --models mnist_onnx \
+        --out runs/demo/analyze --max-concurrency 16 --max-batch-size 64 --max-instances 2
+
+Search modes (``--search``):
+
+* ``bounded`` (default, the demo): model-analyzer's automatic search is
+  disabled and it profiles a few named configs per model: instance counts
+  1..--max-instances (kind --instance-kind), each with dynamic batching and
+  max_batch_size --max-batch-size, plus the model's default config (which
+  model-analyzer always measures), at concurrency 1 and --max-concurrency
+  only (override with --concurrency 1,4,16), with --measurement-interval-ms
+  windows (default 1000). With the defaults that is 3 configs x 2 points;
+  on a 2-core machine about 1.5 minutes.
+* ``brute``: model-analyzer's brute-force search bounded by
+  --max-concurrency, --max-batch-size and --max-instances (the full search,
+  many minutes: DESIGN.md measured 9 configs in 372 s on 2 cores).
+
+Launch modes: ``local`` (default) starts the tritonserver found by
+:mod:`mnist_jobs.triton` itself (triton_server_path, backend_directory and
+the environment the python backend stub needs); ``remote`` profiles a
+server started with ``--model-control-mode explicit`` on the same machine
+(the operator runs it in the same pod), at --triton-http-endpoint /
+--triton-grpc-endpoint; model-analyzer then loads each config through the
+model-control API.
+
+Everything goes under --out: ``config.yaml`` (the exact config used; JSON
+syntax, which YAML accepts, so no yaml module is needed here),
+``checkpoints/``, ``results/metrics-model-inference.csv`` and the other CSVs,
+``reports/`` (summary reports; HTML when wkhtmltopdf is absent, PDF when it is
+present), ``output_model_repository/`` (the profiled configs),
+``model-analyzer.log`` and ``triton.log``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ._stage import InputError, StageError, fmt, run_stage, stage_parser
+from . import perf
+from .triton import backend_directory, find_tritonserver, free_ports, server_env
+
+THROUGHPUT = "Throughput (infer/sec)"
+P99 = "p99 Latency (ms)"
+
+
+def _find_model_analyzer() -> str:
+    env = os.environ.get("MODEL_ANALYZER")
+    if env:
+        return env
+    beside = Path(sys.executable).parent / "model-analyzer"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("model-analyzer")
+    if found:
+        return found
+    raise StageError("model-analyzer not found (pip install triton-model-analyzer, or set "
+                     "MODEL_ANALYZER)", reason="ModelAnalyzerNotFound")
+
+
+def _int_list(flag: str, text: str) -> list[int]:
+    try:
+        values = sorted({int(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise InputError(flag, f"expected comma-separated integers, got {text!r}") from None
+    if not values or values[0] < 1:
+        raise InputError(flag, "values must be >= 1")
+    return values
+
+
+def build_config(model_repo: Path, models: list[str], out: Path, *, max_concurrency: int,
+                 max_batch_size: int, max_instances: int, search: str,
+                 concurrency: list[int] | None, instance_kind: str, interval_ms: int,
+                 launch_mode: str, http_endpoint: str | None, grpc_endpoint: str | None,
+                 bls_composing: list[str], protocol: str = "grpc",
+                 stability: int = 30) -> dict:
+    cfg: dict = {
+        "model_repository": str(model_repo.resolve()),
+        "checkpoint_directory": str((out / "checkpoints").resolve()),
+        "export_path": str(out.resolve()),
+        "output_model_repository_path": str((out / "output_model_repository").resolve()),
+        "override_output_model_repository": True,
+        "client_protocol": protocol,
+        "perf_analyzer_path": perf.find_perf_analyzer(),
+        "perf_analyzer_flags": {"measurement-mode": "time_windows",
+                                "measurement-interval": str(interval_ms),
+                                "stability-percentage": str(stability)},
+        "triton_launch_mode": launch_mode,
+        "triton_output_path": str((out / "triton.log").resolve()),
+        "perf_output": True,
+        "perf_output_path": str((out / "perf_analyzer.log").resolve()),
+    }
+    if launch_mode == "local":
+        install = find_tritonserver()
+        h, g, m = free_ports(3)
+        env = server_env(install, base={"PATH": os.environ.get("PATH", "")})
+        cfg.update({
+            "triton_server_path": str(install.binary),
+            "triton_server_flags": {"backend_directory": str(backend_directory(install))},
+            "triton_server_environment": {k: env[k] for k in
+                                          ("LD_LIBRARY_PATH", "PYTHONPATH", "PATH") if k in env},
+            "triton_http_endpoint": f"localhost:{h}", "triton_grpc_endpoint": f"localhost:{g}",
+            "triton_metrics_url": f"http://localhost:{m}/metrics",
+        })
+    else:
+        cfg["triton_http_endpoint"] = http_endpoint
+        cfg["triton_grpc_endpoint"] = grpc_endpoint
+        host = (http_endpoint or "localhost:8000").rsplit(":", 1)[0]
+        cfg["triton_metrics_url"] = f"http://{host}:8002/metrics"
+    if bls_composing:
+        cfg["bls_composing_models"] = ",".join(bls_composing)
+    if search == "brute":
+        cfg.update({"run_config_search_mode": "brute",
+                    "run_config_search_max_concurrency": max_concurrency,
+                    "run_config_search_max_model_batch_size": max_batch_size,
+                    "run_config_search_max_instance_count": max_instances,
+                    "profile_models": ",".join(models)})
+        return cfg
+    points = concurrency or sorted({1, max_concurrency})
+    group = {"count": list(range(1, max_instances + 1))}
+    if instance_kind != "auto":
+        group["kind"] = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}[instance_kind]
+    cfg["run_config_search_disable"] = True
+    cfg["profile_models"] = {
+        m: {"model_config_parameters": {
+                "max_batch_size": [max_batch_size],
+                "dynamic_batching": {"max_queue_delay_microseconds": [100]},
+                "instance_group": [[group]]},
+            "parameters": {"concurrency": points, "batch_sizes": [1]}}
+        for m in models}
+    return cfg
+
+
+def _num(text: str) -> float:
+    return float(str(text).replace(",", "").strip() or "nan")
+
+
+def parse_inference_csv(text: str) -> dict[str, dict]:
+    """metrics-model-inference.csv -> {model: {best, default, rows}}.
+
+    Columns are display names. The config name (``Model Config Path``) is
+    ``<model>_config_default`` for the model's own config and
+    ``<model>_config_<n>`` for the variants.
+    """
+    reader = csv.DictReader(io.StringIO(text))
+    fields = reader.fieldnames or []
+    for need in ("Model", THROUGHPUT, P99):
+        if need not in fields:
+            raise ValueError(f"metrics-model-inference.csv lacks column {need!r} "
+                             f"(has: {', '.join(fields)})")
+    config_col = next((c for c in ("Model Config Path", "Model Config") if c in fields), None)
+    out: dict[str, dict] = {}
+    for rec in reader:
+        if not rec.get("Model"):
+            continue
+        row = {
+            "config": (rec.get(config_col) or "") if config_col else "",
+            "batch": int(_num(rec.get("Batch", "1") or "1")),
+            "concurrency": int(_num(rec.get("Concurrency", "0") or "0")),
+            "instances": (rec.get("Instance Group") or "").strip(),
+            "maxBatchSize": (rec.get("Max Batch Size") or "").strip(),
+            "dynamicBatching": (rec.get("Dynamic Batcher") or rec.get("Dynamic Batching")
+                                or "").strip(),
+            "throughput": _num(rec[THROUGHPUT]),
+            "p99Ms": _num(rec[P99]),
+            "satisfies": (rec.get("Satisfies Constraints") or "").strip(),
+        }
+        out.setdefault(rec["Model"], {"rows": []})["rows"].append(row)
+    if not out:
+        raise ValueError("metrics-model-inference.csv has no rows")
+    for model, entry in out.items():
+        rows = entry["rows"]
+        entry["best"] = max(rows, key=lambda r: r["throughput"])
+        defaults = [r for r in rows if r["config"].endswith("_config_default")]
+        entry["default"] = max(defaults, key=lambda r: r["throughput"]) if defaults else None
+    return out
+
+
+def summarize(parsed: dict[str, dict]) -> dict:
+    result = {}
+    for model, entry in parsed.items():
+        b, d = entry["best"], entry["default"]
+        s = {"bestConfig": b["config"], "batch": b["batch"], "concurrency": b["concurrency"],
+             "instances": b["instances"], "maxBatchSize": b["maxBatchSize"],
+             "throughput": fmt(b["throughput"], 1), "p99Ms": fmt(b["p99Ms"], 2),
+             "configsMeasured": len({r["config"] for r in entry["rows"]})}
+        if d is not None:
+            s["defaultThroughput"] = fmt(d["throughput"], 1)
+            s["bestOverDefault"] = fmt(b["throughput"] / d["throughput"], 2) if d["throughput"] else "0"
+        result[model] = s
+    return result
+
+
+def run_analyze(a) -> dict:
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    if not models:
+        raise InputError("--models", "empty list")
+    repo = a.model_repo
+    if not repo.is_dir():
+        raise InputError("--model-repo", f"{repo} is not a directory")
+    for m in models:
+        if not (repo / m / "config.pbtxt").is_file():
+            raise InputError("--models", f"{m!r} is not in {repo} (no {m}/config.pbtxt)")
+    for flag, v in (("--max-concurrency", a.max_concurrency), ("--max-batch-size", a.max_batch_size),
+                    ("--max-instances", a.max_instances)):
+        if v < 1:
+            raise InputError(flag, "must be >= 1")
+    if a.triton_launch_mode == "remote" and not (a.triton_http_endpoint and a.triton_grpc_endpoint):
+        raise InputError("--triton-http-endpoint", "remote launch mode needs "
+                         "--triton-http-endpoint and --triton-grpc-endpoint")
+    concurrency = _int_list("--concurrency", a.concurrency) if a.concurrency else None
+    composing = []
+    if "mnist_bls" in models:
+        text = (repo / "mnist_bls" / "config.pbtxt").read_text()
+        found = re.search(r'key: "downstream_model"\s*value: \{ string_value: "([^"]+)"', text)
+        composing = [found.group(1)] if found else []
+    out = a.out
+    ma = _find_model_analyzer()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg = build_config(repo, models, out, max_concurrency=a.max_concurrency,
+                           max_batch_size=a.max_batch_size, max_instances=a.max_instances,
+                           search=a.search, concurrency=concurrency,
+                           instance_kind=a.instance_kind, interval_ms=a.measurement_interval_ms,
+                           launch_mode=a.triton_launch_mode,
+                           http_endpoint=a.triton_http_endpoint,
+                           grpc_endpoint=a.triton_grpc_endpoint, bls_composing=composing,
+                           stability=a.stability_percentage)
+    except FileNotFoundError as exc:
+        raise StageError(str(exc), reason="PerfAnalyzerNotFound") from None
+    config_path = out / "config.yaml"
+    config_path.write_text("# model-analyzer profile config written by mnist_jobs.analyze "
+                           "(JSON is valid YAML)\n" + json.dumps(cfg, indent=2) + "\n")
+    cmd = [ma, "profile", "-f", str(config_path)]
+    log_path = out / "model-analyzer.log"
+    print(f"analyze: {' '.join(cmd)} (log {log_path})", file=sys.stderr, flush=True)
+    started = time.time()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            assert proc.stdout is not None
+            deadline = started + a.timeout_s
+            for line in proc.stdout:
+                log.write(f"[+{time.time() - started:6.1f}s] {line}")
+                log.flush()
+                if "Profiling " in line or "measurement" in line.lower() and "INFO" in line:
+                    print(f"analyze: {line.strip()[:200]}", file=sys.stderr, flush=True)
+                if time.time() > deadline:
+                    raise StageError(f"model-analyzer ran over --timeout-s {a.timeout_s}; "
+                                     f"log {log_path}", reason="Timeout")
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, 9)
+                    proc.wait()
+    seconds = int(round(time.time() - started))
+    if code != 0:
+        tail = [l for l in log_path.read_text(errors="replace").splitlines() if l.strip()][-1:]
+        raise StageError(f"model-analyzer exited {code}: {(tail or [''])[0][:200]} "
+                         f"(log {log_path})", reason="ModelAnalyzerFailed")
+    csv_path = out / "results" / "metrics-model-inference.csv"
+    if not csv_path.is_file():
+        raise StageError(f"model-analyzer wrote no {csv_path}", reason="NoResults")
+    try:
+        parsed = parse_inference_csv(csv_path.read_text())
+    except ValueError as exc:
+        raise StageError(str(exc), reason="BadResults") from None
+    reports = sorted(str(p.relative_to(out)) for p in (out / "reports").rglob("*")
+                     if p.suffix in (".html", ".pdf"))
+    log_text = log_path.read_text(errors="replace")
+    report_note = ("PDF" if any(r.endswith(".pdf") for r in reports) else
+                   "HTML (wkhtmltopdf is not installed, so model-analyzer wrote HTML instead of PDF)"
+                   if "wkhtmltopdf is not installed" in log_text else "HTML")
+    (out / "best.json").write_text(json.dumps(parsed, indent=1))
+    return {"search": a.search, "launchMode": a.triton_launch_mode,
+            "profileSeconds": seconds, "models": summarize(parsed),
+            "reports": reports[:6], "reportFormat": report_note, "out": str(out)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = stage_parser("analyze", "Profile served models with model-analyzer (bounded by default).")
+    p.add_argument("--model-repo", type=Path, required=True)
+    p.add_argument("--models", default="mnist_onnx")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--max-concurrency", type=int, default=16)
+    p.add_argument("--max-batch-size", type=int, default=64)
+    p.add_argument("--max-instances", type=int, default=2)
+    p.add_argument("--search", choices=("bounded", "brute"), default="bounded",
+                   help="bounded: a few named configs (the demo); brute: model-analyzer's search")
+    p.add_argument("--concurrency", default="",
+                   help="bounded search: concurrency points, e.g. 1,4,16 (default 1,MAX)")
+    p.add_argument("--instance-kind", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--measurement-interval-ms", type=int, default=1000)
+    p.add_argument("--stability-percentage", type=int, default=30,
+                   help="perf_analyzer -s for every measurement (its default is 10)")
+    p.add_argument("--timeout-s", type=int, default=1800)
+    p.add_argument("--triton-launch-mode", choices=("local", "remote"), default="local")
+    p.add_argument("--triton-http-endpoint", help="remote mode: HOST:PORT")
+    p.add_argument("--triton-grpc-endpoint", help="remote mode: HOST:PORT")
+    return run_stage("analyze", p, run_analyze, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
