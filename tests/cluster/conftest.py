@@ -28,12 +28,13 @@ report and the log folder is kept (its path is printed).
 from __future__ import annotations
 
 import json
+import signal
 import time
 import uuid
 
 import pytest
 
-from .plane import ControlPlane, ControlPlaneError, MissingBinaries, find_binaries, gpu_node_manifest
+from .plane import ControlPlane, ControlPlaneError, MissingBinaries, pid_alive, find_binaries, gpu_node_manifest
 
 _STATE: dict = {}
 
@@ -167,6 +168,17 @@ def sa_kubeconfig(control_plane):
 
 # --------------------------------------------------------------------------- reporting and teardown
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"received signal {signum}")
+
+
+def pytest_configure(config):
+    # SIGTERM (CI timeouts, `timeout`) becomes an interruption, so session teardown stops the
+    # control plane; SIGKILL is covered by PR_SET_PDEATHSIG in every component.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -193,20 +205,14 @@ def pytest_sessionfinish(session, exitstatus):
     if plane is None:
         return
     _STATE["timings"] = dict(plane.timings)
-    keep = bool(_STATE.get("failed")) or exitstatus not in (0, 5)
+    # keep the logs when a test failed or pytest itself broke; not for a clean run or an interruption
+    keep = bool(_STATE.get("failed")) or exitstatus in (1, 3)
     plane.keep_workdir = keep
     pids = plane.pids()
     plane.stop()
-    left = [p for p in pids if _alive(p)]
+    left = [p for p in pids if pid_alive(p)]
     if left:
         raise RuntimeError(f"control-plane processes survived teardown: {left}")
     if keep:
         print(f"\ncontrol-plane logs kept in {plane.log_dir}")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False

@@ -267,6 +267,28 @@ def _wait(what: str, predicate, timeout: float, components=(), interval: float =
 
 # --------------------------------------------------------------------------- the plane
 
+WORKDIR_PREFIX = "mnist-k8s-"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _sweep_stale_workdirs() -> None:
+    """Remove work dirs of sessions that were SIGKILLed (their processes died with them)."""
+    for d in Path(tempfile.gettempdir()).glob(WORKDIR_PREFIX + "*"):
+        try:
+            owner = int((d / "owner.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        if not (d / "KEEP").exists() and not pid_alive(owner):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 @dataclass
 class ControlPlane:
     """etcd + kube-apiserver, plus (``start_pods_tier``) controller-manager, scheduler and KWOK."""
@@ -279,7 +301,9 @@ class ControlPlane:
 
     def __post_init__(self):
         self.binaries = self.binaries or find_binaries()
-        self.workdir = Path(self.workdir or tempfile.mkdtemp(prefix="mnist-k8s-"))
+        _sweep_stale_workdirs()
+        self.workdir = Path(self.workdir or tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        (self.workdir / "owner.pid").write_text(str(os.getpid()))
         self.log_dir = self.workdir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.pki = PKI(self.workdir / "pki")
@@ -453,7 +477,9 @@ class ControlPlane:
             c.stop()
         atexit.unregister(self.stop)
         shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
-        if not self.keep_workdir:
+        if self.keep_workdir:
+            (self.workdir / "KEEP").touch()
+        else:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     # ---- API objects for tests

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from .plane import K8S_VERSION, REPO
+from .plane import K8S_VERSION, REPO, pid_alive
 
 pytestmark = pytest.mark.cluster
 
@@ -178,6 +178,23 @@ def test_service_account_kubeconfig_is_limited_by_its_role(namespace, kubectl, s
     assert kubectl.run("auth", "can-i", "delete", "configmaps", "-n", namespace, kubeconfig=kc).stdout.strip() == "no"
 
 
+def test_helm_renders_for_the_pinned_kubernetes_and_the_server_accepts_it(control_plane, namespace, kubectl,
+                                                                         tmp_path):
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\nkubeVersion: '>=1.30.0-0'\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-probe\n"
+        "data:\n  kubeVersion: {{ .Capabilities.KubeVersion.Version | quote }}\n")
+    helm = control_plane.binaries["helm"]
+    rendered = subprocess.run([str(helm), "template", "demo", str(chart)], capture_output=True, text=True)
+    assert rendered.returncode == 0, rendered.stderr  # the chart's kubeVersion: >=1.30 holds by default
+    assert 'kubeVersion: "v1.36.0"' in rendered.stdout
+    out = kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered.stdout)
+    assert "configmap/demo-probe created (server dry run)" in out
+    assert kubectl.run("get", "configmap", "demo-probe", "-n", namespace).returncode != 0
+
+
 def test_component_processes_die_with_their_parent(control_plane, tmp_path):
     """PR_SET_PDEATHSIG: even a SIGKILLed test process leaves no etcd behind."""
     script = textwrap.dedent(f"""
@@ -203,12 +220,7 @@ def test_component_processes_die_with_their_parent(control_plane, tmp_path):
     parent.kill()
     parent.wait()
 
-    def gone():
-        try:
-            return Path(f"/proc/{child}/stat").read_text().split()[2] == "Z"
-        except FileNotFoundError:
-            return True
-    wait_for(f"etcd pid {child} to die with its parent", gone, timeout=10)
+    wait_for(f"etcd pid {child} to die with its parent", lambda: not pid_alive(child), timeout=10)
 
 
 # --------------------------------------------------------------------------- pods tier
