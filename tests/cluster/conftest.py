@@ -49,7 +49,8 @@ def _plane_or_fail() -> ControlPlane:
             plane = ControlPlane().start()
         except (MissingBinaries, ControlPlaneError) as e:
             _STATE["error"] = str(e)
-            pytest.fail(str(e), pytrace=False)
+        if "error" in _STATE:  # failed outside the except block: one clear message, no chained traceback
+            pytest.fail(_STATE["error"], pytrace=False)
         _STATE["plane"] = plane
     return plane
 
@@ -69,7 +70,8 @@ def cluster(control_plane):
         control_plane.start_pods_tier()
     except ControlPlaneError as e:
         _STATE["pods_error"] = str(e)
-        pytest.fail(str(e), pytrace=False)
+    if "pods_error" in _STATE:
+        pytest.fail(_STATE["pods_error"], pytrace=False)
     return control_plane
 
 
