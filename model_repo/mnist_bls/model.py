@@ -60,8 +60,10 @@ class TritonPythonModel:
             if output.shape[0] != batch.shape[0]:
                 raise RuntimeError(f"returned {output.shape[0]} rows for a batch of {batch.shape[0]}")
         except Exception as exc:  # one error, reported on every request of this batch
-            error = pb_utils.TritonError(f"mnist_bls -> {self.downstream}: {exc}")
-            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+            message = f"mnist_bls -> {self.downstream}: {exc}"
+            # one TritonError object per response: the backend owns each one
+            return [pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+                    for _ in requests]
         responses, offset = [], 0
         for n in sizes:
             tensor = pb_utils.Tensor("output", output[offset:offset + n].astype(self.out_dtype))

@@ -49,8 +49,10 @@ class TritonPythonModel:
             batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
             output = self.session.run(["output"], {"input": np.ascontiguousarray(batch, np.float32)})[0]
         except Exception as exc:
-            error = pb_utils.TritonError(f"mnist_onnx (onnxruntime): {exc}")
-            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+            message = f"mnist_onnx (onnxruntime): {exc}"
+            # one TritonError object per response: the backend owns each one
+            return [pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+                    for _ in requests]
         responses, offset = [], 0
         for n in sizes:
             tensor = pb_utils.Tensor("output", output[offset:offset + n].astype(self.out_dtype))

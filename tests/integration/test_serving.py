@@ -1,0 +1,175 @@
+"""repo + serve + client against a real tritonserver (python backend, ONNX Runtime)."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import os
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, last_json, run_cli, triton_processes
+
+pytestmark = pytest.mark.integration
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, stage: str, flag: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"{stage}: error: {flag}"), lines[0]
+    return lines[0]
+
+
+def test_repo_result_and_models_loaded(model_repo, triton):
+    from mnist_jobs.triton import repository_index
+    _, result = model_repo
+    assert result["models"] == ["mnist_onnx", "mnist_bls"]
+    assert "mnist_trt" in result["leftOut"]          # no TensorRT engine on this machine
+    assert result["blsDownstream"] == "mnist_onnx"
+    assert "python backend" in result["onnxBackend"]
+    states = {m["name"]: m["state"] for m in repository_index(triton.http_url)}
+    assert states["mnist_onnx"] == "READY" and states["mnist_bls"] == "READY"
+
+
+def test_client_accuracy_http_and_grpc(trained_model, triton):
+    from mnist_jobs.client import evaluate
+    urls = {"http": triton.http_url, "grpc": triton.grpc_url}
+    out = evaluate(urls, ["mnist_onnx", "mnist_bls"], trained_model.images, trained_model.labels)
+    expected = f"{trained_model.ort_accuracy:.4f}"
+    for model in ("mnist_onnx", "mnist_bls"):
+        assert out["accuracy"][model] == {"http": expected, "grpc": expected}
+    assert out["agree"] is True and out["disagreements"] == 0
+    assert trained_model.ort_accuracy > 0.85
+
+
+def test_client_cli(trained_model, triton):
+    res = run_cli("client", "--http-url", triton.http_url, "--grpc-url", triton.grpc_url,
+                  "--models", "mnist_onnx,mnist_bls", "--samples", "300",
+                  "--data-source", "offline", "--data-dir", str(trained_model.data_dir))
+    assert res.returncode == 0, res.stderr
+    out = last_json(res.stdout)
+    expected = f"{(trained_model.ort_predictions[:300] == trained_model.labels[:300]).mean():.4f}"
+    assert out["accuracy"]["mnist_onnx"] == {"http": expected, "grpc": expected}
+    assert out["accuracy"]["mnist_bls"] == {"http": expected, "grpc": expected}
+    assert out["agree"] is True
+
+
+def test_bls_equals_direct_on_batched_requests(trained_model, triton):
+    """Concurrent requests of different batch sizes through BLS (so the dynamic
+    batcher merges them and BLS splits the answer) equal the direct model."""
+    import tritonclient.grpc as grpcclient
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    images = trained_model.images
+    sizes = [1, 3, 7, 16, 2, 5, 31, 1]
+    chunks, start = [], 0
+    for n in sizes:
+        chunks.append(images[start:start + n])
+        start += n
+    results: dict[tuple[str, int], np.ndarray] = {}
+    done = []
+
+    def callback(key):
+        def cb(result, error):
+            assert error is None, error
+            results[key] = result.as_numpy("output")
+            done.append(key)
+        return cb
+    for model in ("mnist_bls", "mnist_onnx"):
+        for i, chunk in enumerate(chunks):
+            inp = grpcclient.InferInput("input", list(chunk.shape), "FP32")
+            inp.set_data_from_numpy(chunk)
+            client.async_infer(model, [inp], callback((model, i)))
+    deadline = time.time() + 30
+    while len(done) < 2 * len(chunks) and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(done) == 2 * len(chunks)
+    for i, chunk in enumerate(chunks):
+        assert results[("mnist_bls", i)].shape == (len(chunk), 10)
+        np.testing.assert_allclose(results[("mnist_bls", i)], results[("mnist_onnx", i)],
+                                   rtol=1e-4, atol=1e-4)
+    client.close()
+
+
+def test_bls_downstream_error_fails_each_request(trained_model, triton):
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+    client = httpclient.InferenceServerClient(triton.http_url, concurrency=4)
+    x = trained_model.images[:4]
+    inp = httpclient.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    pending = [client.async_infer("mnist_bls_missing", [inp]) for _ in range(4)]
+    for p in pending:
+        with pytest.raises(InferenceServerException, match="mnist_missing"):
+            p.get_result()
+    client.close()
+
+
+def test_repo_unknown_model_is_input_error(trained_model, tmp_path):
+    res = run_cli("repo", "--artifacts", str(trained_model.artifacts), "--out", str(tmp_path),
+                  "--models", "onnx,resnet")
+    line = _one_line_error(res, "repo", "--models")
+    assert "resnet" in line
+
+
+def test_repo_max_batch_below_preferred_is_input_error(trained_model, tmp_path):
+    res = run_cli("repo", "--artifacts", str(trained_model.artifacts), "--out", str(tmp_path),
+                  "--max-batch-size", "16", "--preferred-batch-sizes", "32,64")
+    _one_line_error(res, "repo", "--max-batch-size")
+
+
+def _free() -> int:
+    from mnist_jobs.triton import free_ports
+    return free_ports(1)[0]
+
+
+def test_serve_port_in_use_is_input_error(model_repo, triton):
+    repo, _ = model_repo
+    busy = triton.ports["grpc"]
+    before = triton_processes(str(repo))
+    res = run_cli("serve", "--model-repo", str(repo), "--grpc-port", str(busy),
+                  "--http-port", str(_free()), "--metrics-port", str(_free()), timeout=30)
+    line = _one_line_error(res, "serve", "--grpc-port")
+    assert str(busy) in line
+    assert triton_processes(str(repo)) == before      # nothing new was started
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_cleanly_on_signal(trained_model, tmp_path, signum):
+    """serve on a small repository (mnist_onnx only), stopped like a user would."""
+    repo = tmp_path / "repo"
+    res = run_cli("repo", "--artifacts", str(trained_model.artifacts), "--out", str(repo),
+                  "--models", "onnx", "--cpu-only")
+    assert res.returncode == 0, res.stderr
+    result_path = tmp_path / "serve.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "jobs"))
+    http, grpc, metrics = _free(), _free(), _free()
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_jobs.serve", "--model-repo", str(repo),
+                             "--http-port", str(http), "--grpc-port", str(grpc),
+                             "--metrics-port", str(metrics), "--result", str(result_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 90
+        while not result_path.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        ready = json.loads(result_path.read_text())
+        assert ready["server"] == "Ready"
+        assert ready["models"] == {"mnist_onnx": "READY"}
+        assert ready["endpoints"]["grpc"].endswith(f":{grpc}")
+        running = triton_processes(str(repo))
+        assert any("tritonserver" in c for _, c in running), running
+        assert any("triton_python_backend_stub" in c for _, c in running)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    final = json.loads(result_path.read_text())
+    assert final["server"] == "Stopped" and final["stoppedBy"] == signum.name
+    assert final["tritonExitCode"] == 0
+    assert triton_processes(str(repo)) == []
