@@ -1,0 +1,37 @@
+"""One bounded, real model-analyzer run (local launch mode, pytriton's tritonserver)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from conftest import last_json, run_cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_analyze_bounded_local(model_repo, tmp_path):
+    repo, _ = model_repo
+    out = tmp_path / "analyze"
+    res = run_cli("analyze", "--model-repo", str(repo), "--models", "mnist_onnx", "--out", str(out),
+                  "--max-concurrency", "8", "--max-batch-size", "64", "--max-instances", "2",
+                  "--instance-kind", "cpu", "--measurement-interval-ms", "1000", timeout=420)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = last_json(res.stdout)
+    best = result["models"]["mnist_onnx"]
+    # the best config is the highest-throughput row of model-analyzer's own CSV
+    with open(out / "results" / "metrics-model-inference.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["Model"] == "mnist_onnx"]
+    top = max(rows, key=lambda r: float(r["Throughput (infer/sec)"]))
+    assert best["bestConfig"] == top["Model Config Path"]
+    assert best["throughput"] == f'{float(top["Throughput (infer/sec)"]):.1f}'
+    assert best["configsMeasured"] == 3                     # default + 1 and 2 instances
+    assert {r["Model Config Path"] for r in rows} == {
+        "mnist_onnx_config_default", "mnist_onnx_config_0", "mnist_onnx_config_1"}
+    assert float(best["bestOverDefault"]) >= 1.0
+    assert (out / "config.yaml").is_file() and (out / "checkpoints").is_dir()
+    assert any(r.endswith("result_summary.html") for r in result["reports"])
+    cfg = json.loads((out / "config.yaml").read_text().split("\n", 1)[1])
+    assert cfg["run_config_search_disable"] is True
+    assert cfg["profile_models"]["mnist_onnx"]["parameters"]["concurrency"] == [1, 8]

@@ -1,0 +1,111 @@
+"""perf_analyzer CSV parsing and the Little's-law check, on real perf_analyzer
+output (tests/unit/data/perf-*.csv, written by perf_analyzer 2.45 against the
+pytriton tritonserver on this machine)."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from mnist_jobs import perf
+
+DATA = Path(__file__).parent / "data"
+
+
+def real(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+def test_rows_fields_and_little():
+    text = real("perf-range-mnist_bls-grpc.csv")
+    raw = list(csv.DictReader(io.StringIO(text)))
+    rows = perf.parse_csv(text)
+    assert [r.concurrency for r in rows] == sorted(int(r["Concurrency"]) for r in raw)
+    for r, rec in zip(rows, sorted(raw, key=lambda x: int(x["Concurrency"]))):
+        assert r.throughput == float(rec["Inferences/Second"])
+        assert r.p99_us == int(rec["p99 latency"]) and r.p50_us == int(rec["p50 latency"])
+        assert r.server_queue_us == int(rec["Server Queue"])
+        assert r.server_compute_us == sum(int(rec[k]) for k in (
+            "Server Compute Input", "Server Compute Infer", "Server Compute Output"))
+        assert r.avg_latency_us == sum(int(rec[k]) for k in perf.COMPONENTS)
+        expected = r.throughput * r.avg_latency_us / 1e6 / r.concurrency
+        assert r.little_ratio == pytest.approx(expected)
+        assert r.little_ok                                 # a real closed loop obeys it
+
+
+def test_rows_are_resorted_by_concurrency():
+    text = real("perf-range-mnist_bls-grpc.csv")
+    header, *lines = text.strip().splitlines()
+    shuffled = "\n".join([header, *reversed(lines)])      # perf_analyzer sorts by throughput
+    assert [r.concurrency for r in perf.parse_csv(shuffled)] == [1, 64]
+
+
+@pytest.mark.parametrize("name", ["perf-mnist_onnx-grpc.csv", "perf-mnist_bls-grpc.csv"])
+def test_merged_bench_csvs(name):
+    rows = perf.parse_csv(real(name))
+    assert [r.concurrency for r in rows] == [1, 64]
+    assert all(r.little_ok for r in rows)
+
+
+def test_a_row_breaking_littles_law_is_flagged_not_dropped():
+    # the real c=1 row relabelled as concurrency 8: 8 != X * W, so it must fail
+    header, first, *rest = real("perf-range-mnist_bls-grpc.csv").strip().splitlines()
+    broken = "\n".join([header, "8" + first[first.index(","):], *rest])
+    rows = perf.parse_csv(broken)
+    assert [r.concurrency for r in rows] == [8, 64]
+    assert not rows[0].little_ok and rows[0].little_ratio < 0.2
+    assert rows[1].little_ok
+
+
+def test_batch_size_enters_littles_law():
+    rows = perf.parse_csv(real("perf-range-mnist_bls-grpc.csv"), batch=4)
+    assert all(not r.little_ok for r in rows)             # 4x fewer requests than inferences
+    assert rows[0].little_ratio == pytest.approx(perf.parse_csv(
+        real("perf-range-mnist_bls-grpc.csv"))[0].little_ratio / 4)
+
+
+def test_bad_csvs():
+    with pytest.raises(perf.PerfParseError, match="lacks columns"):
+        perf.parse_csv("Concurrency,Inferences/Second\n1,10\n")
+    with pytest.raises(perf.PerfParseError, match="no rows"):
+        perf.parse_csv(real("perf-mnist_onnx-grpc.csv").splitlines()[0] + "\n")
+    with pytest.raises(perf.PerfParseError, match="empty"):
+        perf.parse_csv("")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1:257:64", (1, 257, 64)), ("4", (4, 4, 1)), ("2:8", (2, 8, 1)),
+])
+def test_concurrency_ranges(text, expected):
+    assert perf.parse_concurrency(text) == expected
+
+
+def test_concurrency_values_include_end_like_perf_analyzer():
+    assert perf.concurrency_values(1, 257, 64) == [1, 65, 129, 193, 257]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("9:1:1", "end 1 < start 9"), ("1:9:0", "step"), ("0:4:1", "start"),
+    ("a:b", "integers"), ("1:2:3:4", "START:END:STEP"),
+])
+def test_bad_concurrency_ranges(text, message):
+    with pytest.raises(ValueError, match=message):
+        perf.parse_concurrency(text)
+
+
+def test_command_line():
+    cmd = perf.command("pa", "mnist_bls", "h:1", "grpc", 1, "1:9:8", "count_windows", 500, 40, 20,
+                       Path("o.csv"), ["mnist_onnx"])
+    assert cmd[:3] == ["pa", "-m", "mnist_bls"]
+    for pair in (["-i", "grpc"], ["-u", "h:1"], ["-b", "1"], ["--concurrency-range", "1:9:8"],
+                 ["--measurement-mode", "count_windows"], ["--measurement-request-count", "40"],
+                 ["-s", "20"], ["--shape", "input:1,28,28"], ["-f", "o.csv"],
+                 ["--bls-composing-models", "mnist_onnx"]):
+        i = cmd.index(pair[0])
+        assert cmd[i:i + 2] == pair
+    assert "--measurement-interval" not in cmd
+    cmd = perf.command("pa", "m", "h:1", "http", 1, "1", "time_windows", 500, 40, 20, Path("o"))
+    assert cmd[cmd.index("--measurement-interval") + 1] == "500"
+    assert "--bls-composing-models" not in cmd
