@@ -20,6 +20,17 @@ function scope
   sa_kubeconfig   factory: sa_kubeconfig(namespace, name) -> kubeconfig path
                   authenticating as that ServiceAccount (TokenRequest)
 
+ControlPlane (what control_plane/cluster return) also offers: .kubeconfig,
+.server, .ca_file, .log_dir, .api_get(path) -> (status, body) with admin
+credentials (/metrics, /readyz), .api_client(kubeconfig=None),
+.service_account_kubeconfig(ns, name), .restart(component, down_for=0,
+grace=2) for fault tests, .check_alive(), .components[name].proc (pids).
+
+KWOK pod behaviour is driven by labels/annotations on the pod (template): see
+kwok/stages.yaml (simulate=fail|hang|unready, simulated-duration,
+simulated-start-delay, simulated-exit-code, simulated-result -> termination
+message).
+
 A missing binary fails every cluster test with the command that builds it;
 nothing is skipped. On a failure the component logs' tails are attached to the
 report and the log folder is kept (its path is printed).

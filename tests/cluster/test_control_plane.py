@@ -349,3 +349,37 @@ def test_namespace_deletion_finishes(cluster, kubectl, gpu_nodes):
                                         if p["status"]["phase"] == "Running"])
     kubectl("delete", "namespace", "t-doomed", "--timeout=60s")
     assert kubectl.run("get", "namespace", "t-doomed").returncode != 0
+
+
+def test_api_server_restart_keeps_state_and_watches_resume(cluster, pod_namespace, kubectl, api_client):
+    """The fault the reliability tests inject: kube-apiserver goes away under a watcher and comes back."""
+    import threading
+
+    core = client.CoreV1Api(api_client)
+    kubectl("create", "configmap", "before", "-n", pod_namespace)
+    seen: list[str] = []
+
+    def watch():  # a client-side watch loop as an operator runs it: re-list and re-watch on errors
+        from kubernetes import watch as kwatch
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "after" not in seen:
+            try:
+                for ev in kwatch.Watch().stream(core.list_namespaced_config_map, pod_namespace, timeout_seconds=5):
+                    seen.append(ev["object"].metadata.name)
+                    if "after" in seen:
+                        return
+            except Exception:  # noqa: BLE001 - connection refused while the server is down
+                time.sleep(0.2)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    wait_for("the watch to see the first object", lambda: "before" in seen, timeout=15)
+    started = time.monotonic()
+    cluster.restart("kube-apiserver", down_for=1.0)
+    restart_s = time.monotonic() - started
+    kubectl("create", "configmap", "after", "-n", pod_namespace)
+    t.join(30)
+    assert "after" in seen, seen
+    assert kubectl.run("get", "configmap", "before", "-n", pod_namespace).returncode == 0  # etcd kept it
+    assert restart_s < 60
+    cluster.check_alive()  # controller-manager, scheduler and kwok rode it out
