@@ -202,6 +202,18 @@ def is_ready(http_url: str, timeout: float = 1.0) -> bool:
     return status == 200
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: SIGTERM the child when the process that started it dies
+    (even by SIGKILL), so a killed serve/test never leaves Triton running.
+    Linux only; elsewhere a no-op."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class TritonServer:
     """One ``tritonserver`` child process in its own process group."""
 
@@ -249,7 +261,7 @@ class TritonServer:
             out = subprocess.DEVNULL
         self.proc = subprocess.Popen(self.command(), env=server_env(self.install),
                                      stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_die_with_parent)
         return self
 
     def log_tail(self, n: int = 15) -> str:

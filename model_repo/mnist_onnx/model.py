@@ -10,6 +10,7 @@ reported on every request of the batch.
 Config parameters (written by ``mnist_jobs.repo``):
   onnx_file          file name inside the version directory (model.onnx)
   intra_op_threads   ONNX Runtime intra-op threads (0 = ORT's default)
+  allow_spinning     "0": idle ORT threads sleep instead of busy-waiting
 """
 import json
 import os
@@ -32,6 +33,10 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(_param(self.model_config, "intra_op_threads", "0"))
         options.inter_op_num_threads = 1
+        if _param(self.model_config, "allow_spinning", "1") == "0":
+            # idle ORT threads sleep instead of spinning: on a few cores the
+            # spinning steals the CPU Triton, the BLS stub and clients need
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if (args.get("model_instance_kind") == "GPU"
                 and "CUDAExecutionProvider" in ort.get_available_providers()):

@@ -137,24 +137,55 @@ def test_serve_port_in_use_is_input_error(model_repo, triton):
     assert triton_processes(str(repo)) == before      # nothing new was started
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_serve_stops_cleanly_on_signal(trained_model, tmp_path, signum):
-    """serve on a small repository (mnist_onnx only), stopped like a user would."""
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:            # a failed assertion: stop serve the polite way first
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _start_serve(trained_model, tmp_path):
     repo = tmp_path / "repo"
     res = run_cli("repo", "--artifacts", str(trained_model.artifacts), "--out", str(repo),
                   "--models", "onnx", "--cpu-only")
     assert res.returncode == 0, res.stderr
     result_path = tmp_path / "serve.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "jobs"))
-    http, grpc, metrics = _free(), _free(), _free()
+    ports = [_free(), _free(), _free()]
     proc = subprocess.Popen([sys.executable, "-m", "mnist_jobs.serve", "--model-repo", str(repo),
-                             "--http-port", str(http), "--grpc-port", str(grpc),
-                             "--metrics-port", str(metrics), "--result", str(result_path)],
+                             "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+                             "--metrics-port", str(ports[2]), "--result", str(result_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 90
+    while not result_path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    return proc, repo, result_path, ports
+
+
+def test_serve_killed_leaves_no_triton(trained_model, tmp_path):
+    """Even SIGKILL of serve (no chance to clean up) takes Triton down with it."""
+    proc, repo, result_path, _ = _start_serve(trained_model, tmp_path)
     try:
-        deadline = time.time() + 90
-        while not result_path.exists() and proc.poll() is None and time.time() < deadline:
+        assert json.loads(result_path.read_text())["server"] == "Ready"
+        assert any("tritonserver" in c for _, c in triton_processes(str(repo)))
+        proc.kill()
+        proc.wait(10)
+        deadline = time.time() + 30
+        while triton_processes(str(repo)) and time.time() < deadline:
             time.sleep(0.2)
+        assert triton_processes(str(repo)) == []
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_cleanly_on_signal(trained_model, tmp_path, signum):
+    """serve on a small repository (mnist_onnx only), stopped like a user would."""
+    proc, repo, result_path, (_, grpc, _) = _start_serve(trained_model, tmp_path)
+    try:
         ready = json.loads(result_path.read_text())
         assert ready["server"] == "Ready"
         assert ready["models"] == {"mnist_onnx": "READY"}
@@ -165,9 +196,7 @@ def test_serve_stops_cleanly_on_signal(trained_model, tmp_path, signum):
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
     assert proc.returncode == 0, err
     final = json.loads(result_path.read_text())
     assert final["server"] == "Stopped" and final["stoppedBy"] == signum.name

@@ -87,6 +87,8 @@ def test_cpu_only_serves_onnx_through_python_backend(artifacts, tmp_path):
     assert "python backend with ONNX Runtime" in text           # says so in the config
     assert "ONNX Runtime" in result["onnxBackend"] and result["cpuOnly"] is True
     assert (out / "mnist_onnx" / "1" / "model.py").is_file()
+    assert cfg.parameters["allow_spinning"].string_value == "0"
+    assert cfg.parameters["onnx_file"].string_value == "model.onnx"
     assert (out / "mnist_onnx" / "1" / "model.onnx").is_file()
 
 
