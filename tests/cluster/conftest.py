@@ -4,9 +4,9 @@ Fixture API (put cluster tests under tests/cluster/, subfolders included, and
 mark them ``@pytest.mark.cluster``):
 
 session scope
-  control_plane   ControlPlane with etcd + kube-apiserver only (API tier, ~5 s)
+  control_plane   ControlPlane with etcd + kube-apiserver only (API tier, ~3 s)
   cluster         the same ControlPlane with kube-controller-manager,
-                  kube-scheduler and KWOK started too (pods tier, a few s more)
+                  kube-scheduler and KWOK started too (pods tier, ~5 s more)
   kubeconfig      admin kubeconfig path (system:masters client certificate)
   kubectl         kubectl(*args, input=None, check=True, kubeconfig=None) ->
                   stdout str; kubectl.run(...) -> CompletedProcess; pinned binary

@@ -75,7 +75,7 @@ def find_binaries(names=BINARIES) -> dict[str, Path]:
     if missing:
         raise MissingBinaries(
             f"control-plane binaries missing from {base}: {', '.join(missing)}.\n"
-            f"Build them (once, ~25 min on 2 cores; cached outside the clone) with:\n"
+            f"Build them (once: ~11 min on 2 cores with a cold Go cache; cached outside the clone) with:\n"
             f"    {BUILD_SCRIPT}      (or: make k8s)\n"
             f"The cluster tier never skips: it needs a real kube-apiserver, etcd and KWOK."
         )
