@@ -82,7 +82,7 @@ def build_config(model_repo: Path, models: list[str], out: Path, *, max_concurre
                  concurrency: list[int] | None, instance_kind: str, interval_ms: int,
                  launch_mode: str, http_endpoint: str | None, grpc_endpoint: str | None,
                  bls_composing: list[str], protocol: str = "grpc",
-                 stability: int = 30) -> dict:
+                 stability: int = 30, metrics_url: str | None = None) -> dict:
     cfg: dict = {
         "model_repository": str(model_repo.resolve()),
         "checkpoint_directory": str((out / "checkpoints").resolve()),
@@ -115,7 +115,7 @@ def build_config(model_repo: Path, models: list[str], out: Path, *, max_concurre
         cfg["triton_http_endpoint"] = http_endpoint
         cfg["triton_grpc_endpoint"] = grpc_endpoint
         host = (http_endpoint or "localhost:8000").rsplit(":", 1)[0]
-        cfg["triton_metrics_url"] = f"http://{host}:8002/metrics"
+        cfg["triton_metrics_url"] = metrics_url or f"http://{host}:8002/metrics"
     if bls_composing:
         cfg["bls_composing_models"] = ",".join(bls_composing)
     if search == "brute":
@@ -234,9 +234,11 @@ def run_analyze(a) -> dict:
                            launch_mode=a.triton_launch_mode,
                            http_endpoint=a.triton_http_endpoint,
                            grpc_endpoint=a.triton_grpc_endpoint, bls_composing=composing,
-                           stability=a.stability_percentage)
+                           stability=a.stability_percentage,
+                           metrics_url=a.triton_metrics_url)
     except FileNotFoundError as exc:
         raise StageError(str(exc), reason="PerfAnalyzerNotFound") from None
+    (out / "perf_analyzer_error.log").unlink(missing_ok=True)   # only this run's errors count
     config_path = out / "config.yaml"
     config_path.write_text("# model-analyzer profile config written by mnist_jobs.analyze "
                            "(JSON is valid YAML)\n" + json.dumps(cfg, indent=2) + "\n")
@@ -286,7 +288,15 @@ def run_analyze(a) -> dict:
                    "HTML (wkhtmltopdf is not installed, so model-analyzer wrote HTML instead of PDF)"
                    if "wkhtmltopdf is not installed" in log_text else "HTML")
     (out / "best.json").write_text(json.dumps(parsed, indent=1))
-    return {"search": a.search, "launchMode": a.triton_launch_mode,
+    errors_log = out / "perf_analyzer_error.log"
+    failed = errors_log.read_text(errors="replace").count("Command:") if errors_log.is_file() else 0
+    extra = {}
+    if failed:
+        extra["failedMeasurements"] = failed
+        extra["warning"] = (f"perf_analyzer failed {failed} measurement(s); those configs are "
+                            f"missing from the results: see {errors_log}")
+        print(f"analyze: warning: {extra['warning']}", file=sys.stderr, flush=True)
+    return {**extra, "search": a.search, "launchMode": a.triton_launch_mode,
             "profileSeconds": seconds, "models": summarize(parsed),
             "reports": reports[:6], "reportFormat": report_note, "out": str(out)}
 
@@ -311,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--triton-launch-mode", choices=("local", "remote"), default="local")
     p.add_argument("--triton-http-endpoint", help="remote mode: HOST:PORT")
     p.add_argument("--triton-grpc-endpoint", help="remote mode: HOST:PORT")
+    p.add_argument("--triton-metrics-url",
+                   help="remote mode: http://HOST:PORT/metrics (default: the HTTP host, port 8002)")
     return run_stage("analyze", p, run_analyze, argv)
 
 

@@ -8,9 +8,10 @@ import pytest
 
 from conftest import last_json, run_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_analyze_bounded_local(model_repo, tmp_path):
     repo, _ = model_repo
     out = tmp_path / "analyze"
@@ -19,6 +20,7 @@ def test_analyze_bounded_local(model_repo, tmp_path):
                   "--instance-kind", "cpu", "--measurement-interval-ms", "1000", timeout=420)
     assert res.returncode == 0, res.stderr[-3000:]
     result = last_json(res.stdout)
+    assert "failedMeasurements" not in result
     best = result["models"]["mnist_onnx"]
     # the best config is the highest-throughput row of model-analyzer's own CSV
     with open(out / "results" / "metrics-model-inference.csv") as f:
@@ -35,3 +37,37 @@ def test_analyze_bounded_local(model_repo, tmp_path):
     cfg = json.loads((out / "config.yaml").read_text().split("\n", 1)[1])
     assert cfg["run_config_search_disable"] is True
     assert cfg["profile_models"]["mnist_onnx"]["parameters"]["concurrency"] == [1, 8]
+
+
+@pytest.mark.slow
+def test_analyze_remote_mode_against_explicit_triton(model_repo, tmp_path):
+    """The cluster's shape: Triton started with --model-control-mode explicit,
+    model-analyzer loading each config into it through the model-control API."""
+    from mnist_jobs.triton import TritonServer, free_ports
+    repo, _ = model_repo
+    h, g, m = free_ports(3)
+    out = tmp_path / "analyze"
+    with TritonServer(repo, h, g, m, log_path=tmp_path / "triton.log",
+                      extra_args=["--model-control-mode=explicit"]) as server:
+        server.wait_ready(120)
+        res = run_cli("analyze", "--model-repo", str(repo), "--models", "mnist_onnx",
+                      "--out", str(out), "--max-concurrency", "8", "--max-instances", "2",
+                      "--instance-kind", "cpu", "--triton-launch-mode", "remote",
+                      "--triton-http-endpoint", server.http_url,
+                      "--triton-grpc-endpoint", server.grpc_url,
+                      "--triton-metrics-url", f"http://{server.metrics_url}/metrics", timeout=420)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = last_json(res.stdout)
+    assert result["launchMode"] == "remote" and "failedMeasurements" not in result
+    assert result["models"]["mnist_onnx"]["configsMeasured"] == 3
+    cfg = json.loads((out / "config.yaml").read_text().split("\n", 1)[1])
+    assert cfg["triton_launch_mode"] == "remote" and "triton_server_path" not in cfg
+
+
+def test_analyze_bad_input(model_repo, tmp_path):
+    repo, _ = model_repo
+    res = run_cli("analyze", "--model-repo", str(repo), "--models", "mnist_vgg", "--out", str(tmp_path))
+    assert res.returncode == 2 and res.stderr.strip().startswith("analyze: error: --models")
+    res = run_cli("analyze", "--model-repo", str(repo), "--out", str(tmp_path),
+                  "--triton-launch-mode", "remote")
+    assert res.returncode == 2 and "--triton-http-endpoint" in res.stderr
