@@ -230,6 +230,7 @@ class TritonServer:
         self.exit_timeout_s = exit_timeout_s
         self.proc: subprocess.Popen | None = None
         self._log = None
+        self._log_start = 0
 
     @property
     def http_url(self) -> str:
@@ -256,6 +257,7 @@ class TritonServer:
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "ab")
+            self._log_start = self._log.tell()
             out = self._log
         else:
             out = subprocess.DEVNULL
@@ -269,6 +271,22 @@ class TritonServer:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
+    def _first_error(self) -> str:
+        """': <first error line of the log>' or ''."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_start)
+            lines = f.read().decode(errors="replace").splitlines()
+        for line in lines:  # a model that failed to load says why
+            if "failed to load" in line:
+                return ": " + line.split("] ", 1)[-1].strip().strip('"').split("\\n")[0][:300]
+        noise = ("CudaDriverHelper", "NVML", "GPU metrics")
+        for line in lines:
+            if line[:1] == "E" and not any(n in line for n in noise):
+                return ": " + line.split("] ", 1)[-1].strip()[:300]
+        return ""
+
     def wait_ready(self, timeout: float = 120.0,
                    progress: Callable[[float], None] | None = None) -> None:
         assert self.proc is not None
@@ -277,8 +295,9 @@ class TritonServer:
         while True:
             code = self.proc.poll()
             if code is not None:
-                raise StageError(f"tritonserver exited with code {code} before it was ready; "
-                                 f"log: {self.log_path}", reason="ServerFailed")
+                raise StageError(f"tritonserver exited with code {code} before it was ready"
+                                 f"{self._first_error()}; log: {self.log_path}",
+                                 reason="ServerFailed")
             if is_ready(self.http_url):
                 return
             waited = time.monotonic() - start

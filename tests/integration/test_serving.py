@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -202,3 +203,17 @@ def test_serve_stops_cleanly_on_signal(trained_model, tmp_path, signum):
     assert final["server"] == "Stopped" and final["stoppedBy"] == signum.name
     assert final["tritonExitCode"] == 0
     assert triton_processes(str(repo)) == []
+
+
+def test_serve_reports_a_model_that_fails_to_load(model_repo, tmp_path):
+    repo, _ = model_repo
+    broken = tmp_path / "repo"
+    shutil.copytree(repo / "mnist_onnx", broken / "mnist_onnx")
+    (broken / "mnist_onnx" / "1" / "model.onnx").write_bytes(b"this is not an ONNX model")
+    res = run_cli("serve", "--model-repo", str(broken), "--http-port", str(_free()),
+                  "--grpc-port", str(_free()), "--metrics-port", str(_free()), timeout=120)
+    assert res.returncode == 1
+    result = last_json(res.stdout)
+    assert result["state"] == "Failed" and result["reason"] == "ServerFailed"
+    assert "failed to load 'mnist_onnx'" in result["message"]
+    assert triton_processes(str(broken)) == []
