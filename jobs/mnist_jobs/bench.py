@@ -72,6 +72,22 @@ def compact_row(r: perf.Row) -> dict:
             "little": "ok" if r.little_ok else f"FAIL({fmt(r.little_ratio, 2)})"}
 
 
+def shrink(result: dict, limit: int = 3200) -> dict:
+    """A long sweep must still fit the 4 KiB termination message: shrink the
+    per-row detail (everything stays in bench.json), never the verdicts."""
+    summary, out = result["models"], result["out"]
+    if len(json.dumps(result)) > limit:
+        for entry in summary.values():
+            entry["rows"] = [[r["c"], r["inferPerSec"], r["p99Us"], r["little"]]
+                             for r in entry["rows"]]
+        result["rowFormat"] = ["c", "inferPerSec", "p99Us", "little"]
+    if len(json.dumps(result)) > limit:
+        for entry in summary.values():
+            entry["rows"] = [r for r in entry["rows"] if r[3] != "ok"][:5]
+        result["rowsNote"] = f"only rows failing Little's law are listed; all rows in {out}/bench.json"
+    return result
+
+
 def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrency: str,
               mode: str, interval_ms: int, count: int, stability: int, out: Path,
               tolerance: float = perf.LITTLE_TOLERANCE, max_trials: int | None = None,
@@ -172,8 +188,9 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
     if failures:
         raise StageError(f"perf_analyzer failed at {len(failures)} point(s): {failures[0]} "
                          f"(logs in {out})", reason="PerfAnalyzerFailed")
-    return {"protocol": protocol, "batchSize": batch, "concurrency": concurrency,
-            "littleTolerance": fmt(tolerance, 2), "models": summary, "out": str(out)}
+    result = {"protocol": protocol, "batchSize": batch, "concurrency": concurrency,
+              "littleTolerance": fmt(tolerance, 2), "models": summary, "out": str(out)}
+    return shrink(result)
 
 
 def main(argv: list[str] | None = None) -> int:
