@@ -47,16 +47,26 @@ def test_client_accuracy_http_and_grpc(trained_model, triton):
     assert trained_model.ort_accuracy > 0.85
 
 
-def test_client_cli(trained_model, triton):
+def test_client_cli_matches_held_out_accuracy(trained_model, triton):
+    """The client CLI on the whole held-out split: served accuracy over HTTP
+    and gRPC equals ONNX Runtime's here and the train stage's reported one."""
     res = run_cli("client", "--http-url", triton.http_url, "--grpc-url", triton.grpc_url,
-                  "--models", "mnist_onnx,mnist_bls", "--samples", "300",
+                  "--models", "mnist_onnx,mnist_bls", "--samples", "100000",
                   "--data-source", "offline", "--data-dir", str(trained_model.data_dir))
     assert res.returncode == 0, res.stderr
     out = last_json(res.stdout)
-    expected = f"{(trained_model.ort_predictions[:300] == trained_model.labels[:300]).mean():.4f}"
-    assert out["accuracy"]["mnist_onnx"] == {"http": expected, "grpc": expected}
-    assert out["accuracy"]["mnist_bls"] == {"http": expected, "grpc": expected}
-    assert out["agree"] is True
+    from mnist_jobs.client import load_test_digits
+    import onnxruntime as ort
+    images, labels = load_test_digits("offline", trained_model.data_dir, 100000)
+    assert out["samples"] == len(labels)
+    sess = ort.InferenceSession(str(trained_model.artifacts / "model.onnx"),
+                                providers=["CPUExecutionProvider"])
+    expected = (sess.run(["output"], {"input": images})[0].argmax(1) == labels).mean()
+    for model in ("mnist_onnx", "mnist_bls"):
+        assert out["accuracy"][model] == {"http": f"{expected:.4f}", "grpc": f"{expected:.4f}"}
+    assert out["agree"] is True and out["disagreements"] == 0
+    if "accuracy" in trained_model.train_result:           # the real train stage ran
+        assert abs(expected - float(trained_model.train_result["accuracy"])) <= 0.002
 
 
 def test_bls_equals_direct_on_batched_requests(trained_model, triton):
