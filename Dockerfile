@@ -1,0 +1,54 @@
+# The operator image: the kopf operator (control plane) plus the mnist_jobs
+# stage package, which stage pods copy out of this image with an init
+# container into an emptyDir on PYTHONPATH:
+#     cp -R /opt/mnist-serving/jobs/. /mnt/stages/     (then PYTHONPATH=/mnt/stages)
+# (plain `cp`, so the same command works in any image that has this layer),
+# so the stages run inside stock NGC images. No torch, no Triton here.
+#
+#   docker build -t mnist-serving-operator:dev .     (or: make docker-build)
+
+# One pinned base for both stages: the wheel is pure Python, but building and
+# installing under the same interpreter keeps the venv's paths valid.
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+
+# ----------------------------------------------------------------- builder
+FROM ${PYTHON_IMAGE} AS builder
+# The operator's runtime dependencies, pinned (the versions the tests run).
+# Until pyproject's base dependencies are the operator's alone, the wheel is
+# installed with --no-deps and these are installed explicitly, so torch,
+# onnxruntime and tritonclient never enter the image.
+ARG OPERATOR_REQUIREMENTS="kopf==1.45.2 kubernetes==37.0.2 PyYAML==6.0.4 Jinja2==3.1.6"
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m pip install "setuptools==80.9.0" "wheel==0.45.1"
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+COPY jobs/ jobs/
+RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-deps /dist/mnist_serving-*.whl \
+ && /opt/venv/bin/pip install ${OPERATOR_REQUIREMENTS} \
+ && /opt/venv/bin/mnist-serving --help >/dev/null
+
+# ----------------------------------------------------------------- runtime
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="mnist-serving-operator" \
+      org.opencontainers.image.description="Kubernetes operator for the NVIDIA Triton MNIST walkthrough (MnistServing)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="0.1.0"
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MNIST_SERVING_JOBS_DIR=/opt/mnist-serving/jobs
+COPY --from=builder /opt/venv /opt/venv
+# The stage package as plain source (no bytecode: stage images run other
+# Python versions); stage pods copy it out with the `cp` line at the top.
+COPY --from=builder /src/jobs/mnist_jobs /opt/mnist-serving/jobs/mnist_jobs
+# Non-root, numeric so runAsNonRoot can verify it without /etc/passwd lookups.
+RUN groupadd --system --gid 65532 mnist \
+ && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin mnist
+USER 65532:65532
+WORKDIR /tmp
+# 8080: kopf liveness (/healthz); 8000: Prometheus metrics (/metrics).
+EXPOSE 8080 8000
+ENTRYPOINT ["mnist-serving", "operator"]
