@@ -39,7 +39,10 @@ TRITON_MODEL = {"onnx": "mnist_onnx", "tensorrt": "mnist_trt", "bls": "mnist_bls
 PROTOCOLS = ("grpc", "http")
 
 DECIMAL_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$"
-IMAGE_PATTERN = r"^[a-z0-9][^\s@:]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+# [registry[:port]/]path[:tag][@sha256:digest]
+IMAGE_PATTERN = (r"^([a-z0-9][a-z0-9.-]*(:[0-9]+)?/)?[a-z0-9][^\s@:]*"
+                 r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+IMAGE_MAX_LENGTH = 512
 QUANTITY_PATTERN = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
                     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -82,12 +85,16 @@ class Images:
     image (the operator image) only delivers the mnist_jobs package through an
     init container that copies it into an emptyDir on PYTHONPATH."""
     pytorch: str = f("nvcr.io/nvidia/pytorch:24.12-py3", pattern=IMAGE_PATTERN, minLength=1,
+                     maxLength=IMAGE_MAX_LENGTH,
                      desc="Image for train, export and engine (needs torch, onnx, TensorRT).")
     triton: str = f("nvcr.io/nvidia/tritonserver:24.12-py3", pattern=IMAGE_PATTERN, minLength=1,
+                    maxLength=IMAGE_MAX_LENGTH,
                     desc="Triton Inference Server image for repo, serving and the analyze sidecar.")
     sdk: str = f("nvcr.io/nvidia/tritonserver:24.12-py3-sdk", pattern=IMAGE_PATTERN, minLength=1,
+                 maxLength=IMAGE_MAX_LENGTH,
                  desc="Triton SDK image (perf_analyzer, model-analyzer) for bench and analyze.")
     stages: str = f("ghcr.io/mnist-serving/operator:0.1.0", pattern=IMAGE_PATTERN, minLength=1,
+                    maxLength=IMAGE_MAX_LENGTH,
                     desc="Image holding the mnist_jobs stage package (the operator image); "
                          "an init container copies it into each stage pod.")
     pull_policy: str = f("IfNotPresent", enum=["Always", "IfNotPresent", "Never"],
@@ -175,9 +182,12 @@ class Storage:
                   desc="PVC size (default 2Gi); must be empty with existingClaim.")
     storage_class_name: str = f("", maxLength=253, noDefault=True,
                                 desc="StorageClass of the PVC; empty uses the cluster default.")
-    access_mode: str = f("ReadWriteOnce", enum=["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"],
+    # No ReadWriteOncePod: the Triton pods and the bench/client/analyze Jobs mount
+    # the volume at the same time.
+    access_mode: str = f("ReadWriteOnce", enum=["ReadWriteOnce", "ReadWriteMany"],
                          desc="ReadWriteOnce pins every pod that mounts it to one node; "
-                              "serving.replicas > 1 on several nodes needs ReadWriteMany.")
+                              "serving.replicas > 1 needs ReadWriteMany. With existingClaim, "
+                              "say the claim's access mode here.")
     existing_claim: str = f("", maxLength=253, noDefault=True,
                             desc="Use this PVC instead of creating one (never deleted).")
     keep_on_delete: bool = f(False, desc="Keep the created PVC when the MnistServing is deleted.")
@@ -325,11 +335,11 @@ def _has(sel: str) -> str:
 
 CROSS_FIELD_RULES: list[Rule] = [
     Rule("training", "learningRate",
-         f"!self.learningRate.matches('{DECIMAL_PATTERN}') || double(self.learningRate) > 0.0",
+         f"!self.learningRate.matches(r'{DECIMAL_PATTERN}') || double(self.learningRate) > 0.0",
          "must be > 0",
          lambda s: (_dec(s.training.learning_rate) is None or _dec(s.training.learning_rate) > 0)),
     Rule("training", "momentum",
-         f"!self.momentum.matches('{DECIMAL_PATTERN}') || double(self.momentum) < 1.0",
+         f"!self.momentum.matches(r'{DECIMAL_PATTERN}') || double(self.momentum) < 1.0",
          "must be < 1",
          lambda s: (_dec(s.training.momentum) is None or _dec(s.training.momentum) < 1)),
     Rule("tensorrt", "optBatch", "self.minBatch <= self.optBatch",
@@ -363,6 +373,11 @@ CROSS_FIELD_RULES: list[Rule] = [
          "!self.serving.cpuOnly || self.serving.gpus == 0",
          "must be 0 with cpuOnly: true",
          lambda s: not s.serving.cpu_only or s.serving.gpus == 0),
+    Rule("", "serving.replicas",
+         "self.serving.replicas == 1 || self.storage.accessMode == 'ReadWriteMany'",
+         "must be 1 with a ReadWriteOnce volume (every replica would need the same node); "
+         "use storage.accessMode: ReadWriteMany for more replicas",
+         lambda s: s.serving.replicas == 1 or s.storage.access_mode == "ReadWriteMany"),
     Rule("storage", "existingClaim",
          f"!({_has('existingClaim')}) || !({_has('size')})",
          "existingClaim and size are mutually exclusive",

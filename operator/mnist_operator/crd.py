@@ -1,0 +1,352 @@
+"""The MnistServing CustomResourceDefinition and the operator's RBAC rules, generated.
+
+Pure: the CRD's OpenAPI schema comes from the dataclasses in :mod:`spec`
+(each field's ``metadata``: description, enum, minimum, pattern, ...) and
+the CEL rules from ``spec.CROSS_FIELD_RULES``, so the Python validation
+(``render``, the operator) and the API server's cannot drift. The RBAC rules
+live here too, so the kustomize manifests and the Helm chart are generated
+from one source.
+
+    mnist-serving crd                        # the CRD as YAML (manifests/crd/mnistservings.yaml)
+    mnist-serving crd --rbac [--namespaced]  # the ClusterRole (or Role) as YAML
+    mnist-serving crd --write-manifests DIR  # every generated file under DIR (`make manifests`)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import spec as S
+
+CRD_NAME = f"{S.PLURAL}.{S.GROUP}"
+CATEGORIES = ["mnist-serving", "all"]
+OPERATOR_NAME = "mnist-serving-operator"
+OPERATOR_NAMESPACE = "mnist-serving-system"
+
+#: Phases the operator writes to .status.phase (documentation; not an enum in the
+#: schema, so a newer operator can add one without a CRD change).
+PHASES = ("Pending", "Training", "Exporting", "BuildingEngine", "Deploying", "Benchmarking",
+          "Analyzing", "Ready", "Failed")
+
+# Every string a CEL rule reads is bounded (maxLength) and every list (maxItems),
+# so the API server's cost estimate stays under its budget; list items that are
+# enums get a maxLength too because the estimator does not read enum values.
+_ENUM_ITEM_MAX_LENGTH = 16
+
+
+# --------------------------------------------------------------------------- spec schema
+def _scalar_type(tp: Any) -> str:
+    return {bool: "boolean", int: "integer", str: "string"}[tp]
+
+
+def _item_schema(md: dict) -> dict:
+    item = md.get("itemType", str)
+    if dataclasses.is_dataclass(item):
+        return object_schema(item)
+    out: dict[str, Any] = {"type": _scalar_type(item)}
+    if "itemsEnum" in md:
+        out["enum"] = list(md["itemsEnum"])
+        out["maxLength"] = _ENUM_ITEM_MAX_LENGTH
+    if "itemsMinimum" in md:
+        out["minimum"] = md["itemsMinimum"]
+    return out
+
+
+def _default(fl: dataclasses.Field) -> Any:
+    if fl.default is not dataclasses.MISSING:
+        return S.to_dict(fl.default)
+    return S.to_dict(fl.default_factory())  # type: ignore[misc]
+
+
+def section_default(cls: type) -> dict:
+    """The defaulted contents of a whole section, without its ``noDefault`` fields.
+
+    The API server checks a default against the CEL rules as it is (it does not
+    default inside a default), so an omitted section must default to its full
+    contents, not to ``{}``."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for fl in dataclasses.fields(cls):
+        if fl.metadata.get("noDefault"):
+            continue
+        tp = hints[fl.name]
+        out[S.camel(fl.name)] = section_default(tp) if dataclasses.is_dataclass(tp) else _default(fl)
+    return out
+
+
+def field_schema(tp: Any, fl: dataclasses.Field) -> dict:
+    """The OpenAPI schema of one dataclass field (its metadata says the rest)."""
+    md = fl.metadata
+    if typing.get_origin(tp) is typing.Union:  # Optional[int]
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    out: dict[str, Any] = {"description": md["description"]}
+    if dataclasses.is_dataclass(tp):
+        out.update(object_schema(tp))
+        if not md.get("noDefault"):
+            # Every section has a default, so CEL rules always see its fields.
+            out["default"] = section_default(tp)
+        return out
+    if tp is list or typing.get_origin(tp) is list:
+        out["type"] = "array"
+        out["items"] = _item_schema(md)
+        if md.get("listType"):
+            out["x-kubernetes-list-type"] = md["listType"]
+    elif tp is dict or typing.get_origin(tp) is dict:
+        out["type"] = "object"
+        out["additionalProperties"] = {"type": "string", "maxLength": 253}
+    else:
+        out["type"] = _scalar_type(tp)
+        if tp is int:
+            out["format"] = "int64" if md.get("maximum", 0) > 2**31 - 1 else "int32"
+    for key in ("enum", "minimum", "maximum", "pattern", "minLength", "maxLength", "minItems",
+                "maxItems", "maxProperties"):
+        if key in md:
+            out[key] = list(md[key]) if key == "enum" else md[key]
+    if not md.get("noDefault"):
+        out["default"] = _default(fl)
+    return out
+
+
+def object_schema(cls: type) -> dict:
+    hints = typing.get_type_hints(cls)
+    props = {S.camel(fl.name): field_schema(hints[fl.name], fl)
+             for fl in dataclasses.fields(cls)}
+    return {"type": "object", "properties": props}
+
+
+def _at(schema: dict, dotted: str) -> dict:
+    for part in filter(None, dotted.split(".")):
+        schema = schema["properties"][part]
+    return schema
+
+
+def spec_schema() -> dict:
+    """``.spec``: the dataclass schema plus the CEL cross-field rules where they sit."""
+    schema = object_schema(S.MnistServingSpec)
+    schema["description"] = (S.MnistServingSpec.__doc__ or "").strip()
+    schema["default"] = section_default(S.MnistServingSpec)
+    for rule in S.CROSS_FIELD_RULES:
+        target = _at(schema, rule.at)
+        target.setdefault("x-kubernetes-validations", []).append(
+            {"rule": rule.cel, "message": rule.message, "fieldPath": "." + rule.field_path})
+    return schema
+
+
+# --------------------------------------------------------------------------- status schema
+def condition_schema() -> dict:
+    """metav1.Condition, as Kubernetes API conventions type it."""
+    return {
+        "type": "object",
+        "description": "One aspect of the resource's state (Ready, Progressing, Degraded, ...).",
+        "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+        "properties": {
+            "type": {"type": "string", "maxLength": 316,
+                     "pattern": r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                                r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
+                     "description": "Condition type in CamelCase."},
+            "status": {"type": "string", "enum": ["True", "False", "Unknown"],
+                       "description": "True, False or Unknown."},
+            "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0,
+                                   "description": "metadata.generation the condition was set for."},
+            "lastTransitionTime": {"type": "string", "format": "date-time",
+                                   "description": "When status last changed."},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 1024,
+                       "pattern": r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+                       "description": "CamelCase reason for the last transition."},
+            "message": {"type": "string", "maxLength": 32768,
+                        "description": "Human-readable detail."},
+        },
+    }
+
+
+def _open(description: str, **props: Any) -> dict:
+    """An object whose known keys are typed and whose other keys are kept."""
+    out: dict[str, Any] = {"type": "object", "description": description,
+                           "x-kubernetes-preserve-unknown-fields": True}
+    if props:
+        out["properties"] = props
+    return out
+
+
+def _str(description: str) -> dict:
+    return {"type": "string", "description": description}
+
+
+def status_schema() -> dict:
+    return _open(
+        "Observed state, written by the operator only (status subresource). Known fields are "
+        "typed; per-stage results keep every field their stage reports.",
+        phase=_str(f"Where the pipeline is: one of {', '.join(PHASES)}."),
+        message=_str("One line about the current phase."),
+        observedGeneration={"type": "integer", "format": "int64", "minimum": 0,
+                            "description": "The metadata.generation the status reflects."},
+        conditions={"type": "array", "maxItems": 32, "items": condition_schema(),
+                    "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
+                    "description": "Kubernetes API conventions conditions (Ready, ...)."},
+        stages={"type": "object", "description": "Per step (train, export, ..., bench-grpc): "
+                "Job name, state, fingerprint, times and the stage's result fields.",
+                "additionalProperties": _open("One step's record.")},
+        model=_open("The trained model.", accuracy=_str("Held-out accuracy, a decimal string.")),
+        endpoints=_open("Where Triton serves.", http=_str("HTTP/REST URL."),
+                        grpc=_str("gRPC HOST:PORT."), metrics=_str("Prometheus metrics URL.")),
+        benchmark=_open("perf_analyzer and model-analyzer results.",
+                        bestThroughput=_str("Best infer/s measured by perf_analyzer, a decimal "
+                                            "string.")),
+    )
+
+
+PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Accuracy", "type": "string", "jsonPath": ".status.model.accuracy"},
+    {"name": "Throughput", "type": "string", "jsonPath": ".status.benchmark.bestThroughput",
+     "description": "Best infer/s measured by perf_analyzer"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def crd() -> dict:
+    """The apiextensions.k8s.io/v1 CRD for MnistServing."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": CRD_NAME,
+                     "labels": {"app.kubernetes.io/name": "mnist-serving",
+                                "app.kubernetes.io/part-of": "mnist-serving"}},
+        "spec": {
+            "group": S.GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": S.KIND, "listKind": f"{S.KIND}List", "plural": S.PLURAL,
+                      "singular": S.SINGULAR, "shortNames": list(S.SHORT_NAMES),
+                      "categories": list(CATEGORIES)},
+            "versions": [{
+                "name": S.VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": PRINTER_COLUMNS,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "MnistServing trains an MNIST model, exports it to ONNX, builds "
+                                   "a TensorRT engine, serves them from one Triton and benchmarks "
+                                   "them; every result lands in status.",
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": spec_schema(),
+                        "status": status_schema(),
+                    },
+                }},
+            }],
+        },
+    }
+
+
+# --------------------------------------------------------------------------- RBAC
+def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> dict:
+    return {"apiGroups": groups, "resources": resources, "verbs": verbs}
+
+
+#: What the operator does in the namespaces it watches (least privilege).
+#: * mnistservings: kopf watches and patches them (finalizers, progress annotations);
+#:   /status is where results go; /finalizers "update" is what the API server asks of
+#:   an owner reference with blockOwnerDeletion where OwnerReferencesPermissionEnforcement
+#:   is on.
+#: * jobs: one per step and attempt, deleted when superseded; pods are only read (the
+#:   step result is the termination message; FallbackToLogsOnError puts the log tail
+#:   there, so pods/log is not needed).
+#: * deployments, services, persistentvolumeclaims: the Triton server and the model volume.
+#: * events: kopf.info/warn post them.
+NAMESPACED_RULES: list[dict] = [
+    _rule([S.GROUP], [S.PLURAL], ["get", "list", "watch", "patch", "update"]),
+    _rule([S.GROUP], [f"{S.PLURAL}/status"], ["get", "patch", "update"]),
+    _rule([S.GROUP], [f"{S.PLURAL}/finalizers"], ["update"]),
+    _rule(["batch"], ["jobs"], ["get", "list", "watch", "create", "delete"]),
+    _rule([""], ["pods"], ["get", "list", "watch"]),
+    _rule(["apps"], ["deployments"], ["get", "list", "watch", "create", "patch", "delete"]),
+    _rule([""], ["services"], ["get", "list", "watch", "create", "patch", "delete"]),
+    _rule([""], ["persistentvolumeclaims"], ["get", "list", "watch", "create", "delete"]),
+    _rule([""], ["events"], ["create", "patch"]),
+    _rule(["events.k8s.io"], ["events"], ["create", "patch"]),
+]
+
+#: Cluster-wide only: kopf lists and watches CRDs to notice MnistServing being
+#: (re)installed. No kopf peering objects: the operator runs one replica in
+#: standalone mode, so it needs neither kopf.dev peerings nor coordination leases.
+CLUSTER_ONLY_RULES: list[dict] = [
+    _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["get", "list", "watch"]),
+]
+
+OPERATOR_RULES: list[dict] = NAMESPACED_RULES + CLUSTER_ONLY_RULES
+
+
+def _labels() -> dict:
+    return {"app.kubernetes.io/name": "mnist-serving",
+            "app.kubernetes.io/component": "operator",
+            "app.kubernetes.io/part-of": "mnist-serving"}
+
+
+def cluster_role(name: str = OPERATOR_NAME) -> dict:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": _labels()},
+            "rules": OPERATOR_RULES}
+
+
+def namespaced_role(name: str = OPERATOR_NAME, namespace: str = OPERATOR_NAMESPACE) -> dict:
+    """The alternative for an operator that watches its own namespace only."""
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": name, "namespace": namespace, "labels": _labels()},
+            "rules": NAMESPACED_RULES}
+
+
+# --------------------------------------------------------------------------- CLI
+GENERATED_HEADER = "# GENERATED by `mnist-serving crd` from operator/mnist_operator/{src}; do not edit.\n" \
+                   "# Regenerate with: make manifests\n"
+
+
+def to_yaml(obj: dict, src: str = "spec.py") -> str:
+    return GENERATED_HEADER.format(src=src) + yaml.safe_dump(obj, sort_keys=False, width=100)
+
+
+def generated_files() -> dict[str, str]:
+    """Relative path under manifests/ -> content, for every generated manifest."""
+    return {
+        "crd/mnistservings.yaml": to_yaml(crd()),
+        "rbac/role.yaml": to_yaml(cluster_role(), "crd.py"),
+        "rbac/namespaced/role.yaml": to_yaml(namespaced_role(), "crd.py"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mnist-serving crd",
+                                description="Print the MnistServing CRD (or the operator's RBAC) "
+                                            "generated from the spec model.")
+    p.add_argument("--rbac", action="store_true", help="print the operator's ClusterRole instead")
+    p.add_argument("--namespaced", action="store_true",
+                   help="with --rbac: a namespaced Role (operator watching one namespace)")
+    p.add_argument("--write-manifests", metavar="DIR", type=Path,
+                   help="write every generated manifest under DIR (crd/, rbac/)")
+    a = p.parse_args(argv)
+    if a.write_manifests:
+        for rel, text in generated_files().items():
+            path = a.write_manifests / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}", file=sys.stderr)
+        return 0
+    if a.rbac:
+        sys.stdout.write(to_yaml(namespaced_role() if a.namespaced else cluster_role(), "crd.py"))
+    else:
+        sys.stdout.write(to_yaml(crd()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
