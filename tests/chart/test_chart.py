@@ -1,0 +1,254 @@
+"""The Helm chart: lint, render for Kubernetes 1.36 (default values and both
+RBAC scopes), rendered objects checked against the Kubernetes 1.36 JSON schemas,
+bad values rejected naming the key, CRD and RBAC rules identical to the
+operator's Python source (the same one manifests/ is generated from)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from .tools import CHART, ROOT, require_tool
+
+sys.path.insert(0, str(ROOT / "operator"))
+from mnist_operator import crd as source  # noqa: E402  the one source of truth
+
+KUBE_VERSION = "1.36.0"
+RELEASE, NAMESPACE = "demo", "mnist-system"
+
+
+@pytest.fixture(scope="module")
+def helm():
+    return require_tool("helm")
+
+
+def render(helm, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([str(helm), "template", RELEASE, str(CHART), "-n", NAMESPACE,
+                          "--kube-version", KUBE_VERSION, *args], capture_output=True, text=True, timeout=60)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def objects(helm, *args: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(render(helm, *args).stdout) if d]
+
+
+def one(objs: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def kinds(objs: list[dict]) -> list[tuple[str, str | None]]:
+    return sorted((o["kind"], o["metadata"].get("namespace")) for o in objs)
+
+
+# ------------------------------------------------------------------ lint and schemas
+
+def test_helm_lint_strict_passes(helm):
+    out = subprocess.run([str(helm), "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in out.stdout
+
+
+@pytest.mark.parametrize("values", [
+    [],
+    ["--set", "rbac.scope=namespace"],
+    ["--set", "rbac.scope=namespace", "--set", "rbac.namespaces={team-a,team-b}"],
+    ["--set", "crds.install=false", "--set", "metrics.enabled=false", "--set", "serviceAccount.name=op"],
+], ids=["defaults", "namespace-scope", "namespace-scope-two", "minimal"])
+def test_rendered_objects_are_valid_kubernetes_1_36(helm, values):
+    objs = objects(helm, *values)
+    assert objs
+    for obj in objs:  # strict: an unknown field anywhere fails too
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+# ------------------------------------------------------------------ one source of truth
+
+def test_generated_chart_files_match_the_operator_source():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen-chart.py"), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def test_rendered_crd_is_the_generated_crd_plus_helm_metadata(helm):
+    crd = one(objects(helm), "CustomResourceDefinition")
+    expected = source.crd()
+    assert crd["spec"] == expected["spec"]  # numbers, patterns, CEL rules survive fromYaml/toYaml
+    assert crd["metadata"]["name"] == expected["metadata"]["name"] == "mnistservings.mnist.serving.dev"
+    assert expected["metadata"]["labels"].items() <= crd["metadata"]["labels"].items()
+    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+
+
+def test_crd_keep_and_install_switches(helm):
+    not_kept = one(objects(helm, "--set", "crds.keep=false"), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in not_kept["metadata"].get("annotations", {})
+    assert not [o for o in objects(helm, "--set", "crds.install=false") if o["kind"] == "CustomResourceDefinition"]
+
+
+def test_cluster_scope_grants_every_operator_rule_cluster_wide(helm):
+    objs = objects(helm)
+    role = one(objs, "ClusterRole")
+    assert role["rules"] == source.NAMESPACED_RULES + source.CLUSTER_ONLY_RULES
+    binding = one(objs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo-mnist-serving", "namespace": NAMESPACE}]
+    assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")]
+    args = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--all-namespaces" in args and not [a for a in args if a.startswith("--namespace")]
+
+
+def test_namespace_scope_grants_roles_only_in_watched_namespaces(helm):
+    objs = objects(helm, "--set", "rbac.scope=namespace", "--set", "rbac.namespaces={team-a,team-b}")
+    roles = [o for o in objs if o["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert all(r["rules"] == source.NAMESPACED_RULES for r in roles)
+    bindings = [o for o in objs if o["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    assert all(b["subjects"][0]["namespace"] == NAMESPACE for b in bindings)
+    # Only the cluster-level rules (CRD watch) stay cluster-wide.
+    assert one(objs, "ClusterRole")["rules"] == source.CLUSTER_ONLY_RULES
+    container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert [a for a in container["args"] if a.startswith("--namespace")] == ["--namespace=team-a", "--namespace=team-b"]
+    assert "--all-namespaces" not in container["args"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MNIST_SERVING_WATCH_NAMESPACES"] == "team-a,team-b"
+
+
+def test_namespace_scope_defaults_to_the_release_namespace(helm):
+    objs = objects(helm, "--set", "rbac.scope=namespace")
+    assert [r["metadata"]["namespace"] for r in objs if r["kind"] == "Role"] == [NAMESPACE]
+
+
+# ------------------------------------------------------------------ the operator Deployment
+
+def test_operator_deployment_shape(helm):
+    objs = objects(helm)
+    dep = one(objs, "Deployment")
+    spec = dep["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == one(objs, "ServiceAccount")["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (c,) = pod["containers"]
+    assert c["image"] == "ghcr.io/mnist-serving/operator:0.1.0"  # tag defaults to appVersion
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "readinessProbe" not in c
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"health": 8080, "metrics": 8000}
+    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    svc = one(objs, "Service")
+    assert svc["spec"]["selector"] == spec["selector"]["matchLabels"]
+    assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def test_stage_defaults_reach_the_operator_as_env(helm):
+    dep = one(objects(helm, "--set", "stageDefaults.images.sdk=registry.local/sdk:1",
+                      "--set", "stageDefaults.gpus.serving=2",
+                      "--set", "stageDefaults.nodeSelector.nvidia\\.com/gpu\\.product=NVIDIA-H100",
+                      "--set", "image.tag=dev"), "Deployment")
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MNIST_SERVING_DEFAULT_IMAGE_SDK"] == "registry.local/sdk:1"
+    assert env["MNIST_SERVING_DEFAULT_IMAGE_PYTORCH"] == "nvcr.io/nvidia/pytorch:24.12-py3"
+    assert env["MNIST_SERVING_DEFAULT_IMAGE_TRITON"] == "nvcr.io/nvidia/tritonserver:24.12-py3"
+    assert env["MNIST_SERVING_DEFAULT_IMAGE_STAGES"] == "ghcr.io/mnist-serving/operator:dev"
+    assert env["MNIST_SERVING_DEFAULT_GPUS_SERVING"] == "2"
+    assert json.loads(env["MNIST_SERVING_DEFAULT_NODE_SELECTOR"]) == {"nvidia.com/gpu.product": "NVIDIA-H100"}
+    assert json.loads(env["MNIST_SERVING_DEFAULT_TOLERATIONS"]) == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_default_ngc_images_are_one_release():
+    images = yaml.safe_load((CHART / "values.yaml").read_text())["stageDefaults"]["images"]
+    tags = {name: images[name].rsplit(":", 1)[1] for name in ("pytorch", "triton", "sdk")}
+    releases = {re.match(r"(\d\d\.\d\d)-py3", t).group(1) for t in tags.values()}
+    assert releases == {"24.12"}, tags
+
+
+def test_service_monitor_is_optional(helm):
+    assert not [o for o in objects(helm) if o["kind"] == "ServiceMonitor"]
+    sm = one(objects(helm, "--set", "metrics.serviceMonitor.enabled=true",
+                     "--set", "metrics.serviceMonitor.labels.release=prom"), "ServiceMonitor")
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
+    assert sm["metadata"]["labels"]["release"] == "prom"
+
+
+# ------------------------------------------------------------------ bad values
+
+@pytest.mark.parametrize("values, key", [
+    ("rbac:\n  scope: global\n", "/rbac/scope"),
+    ("image:\n  tag: 5\n", "/image/tag"),
+    ("stageDefaults:\n  gpus:\n    serving: two\n", "/stageDefaults/gpus/serving"),
+    ("metrics:\n  port: 70000\n", "/metrics/port"),
+    ("replicas: 2\n", "replicas"),
+    ("stageDefaults:\n  images:\n    tritn: x\n", "tritn"),
+], ids=["bad-enum", "wrong-type", "string-for-int", "out-of-range", "unknown-key", "typo-in-nested-key"])
+def test_bad_values_fail_naming_the_key(helm, tmp_path, values, key):
+    bad = tmp_path / "values.yaml"
+    bad.write_text(values)
+    out = render(helm, "-f", str(bad), check=False)
+    assert out.returncode != 0
+    assert "don't meet the specifications of the schema" in out.stderr
+    assert key in out.stderr, out.stderr
+
+
+def test_every_value_is_in_the_schema_and_documented():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    lines = (CHART / "values.yaml").read_text().splitlines()
+
+    def walk(node: dict, path: str):
+        assert node.get("additionalProperties") is False, f"schema object {path or '<root>'} is not strict"
+        for name, sub in node["properties"].items():
+            yield f"{path}.{name}".lstrip(".")
+            if sub.get("type") == "object" and "properties" in sub:
+                yield from walk(sub, f"{path}.{name}")
+
+    declared = set(walk(schema, ""))
+    defaults = yaml.safe_load("\n".join(lines))
+
+    def keys(node, path=""):
+        for name, sub in node.items():
+            full = f"{path}.{name}".lstrip(".")
+            yield full
+            if isinstance(sub, dict) and full in declared and "properties" in _at(schema, full):
+                yield from keys(sub, full)
+
+    assert set(keys(defaults)) == declared
+    # Every declared key has a comment right above it, unless it is a section
+    # whose children carry theirs.
+    stack: list[tuple[int, str]] = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z]+):", line)
+        if not m:
+            continue
+        indent = len(m.group(1))
+        stack = [(n, k) for n, k in stack if n < indent] + [(indent, m.group(2))]
+        path = ".".join(k for _, k in stack)
+        if path in declared and not lines[i - 1].lstrip().startswith("#") and not _is_section(lines, i):
+            pytest.fail(f"values.yaml line {i + 1}: {path} has no comment above it")
+
+
+def _at(schema: dict, dotted: str) -> dict:
+    node = schema
+    for part in dotted.split("."):
+        node = node["properties"][part]
+    return node
+
+
+def _is_section(lines: list[str], i: int) -> bool:
+    """A key whose value is a nested block (documented by its children)."""
+    line = lines[i]
+    if not line.rstrip().endswith(":"):
+        return False
+    indent = len(line) - len(line.lstrip())
+    nxt = next((l for l in lines[i + 1:] if l.strip()), "")
+    return len(nxt) - len(nxt.lstrip()) > indent and not nxt.lstrip().startswith("- ")
