@@ -293,6 +293,11 @@ def _labels() -> dict:
             "app.kubernetes.io/part-of": "mnist-serving"}
 
 
+def service_account(name: str = OPERATOR_NAME, namespace: str = OPERATOR_NAMESPACE) -> dict:
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": namespace, "labels": _labels()}}
+
+
 def cluster_role(name: str = OPERATOR_NAME) -> dict:
     return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": name, "labels": _labels()},
@@ -321,6 +326,9 @@ def generated_files() -> dict[str, str]:
         "crd/mnistservings.yaml": to_yaml(crd()),
         "rbac/role.yaml": to_yaml(cluster_role(), "crd.py"),
         "rbac/namespaced/role.yaml": to_yaml(namespaced_role(), "crd.py"),
+        # The same ServiceAccount in both, so either folder stands alone.
+        "rbac/service_account.yaml": to_yaml(service_account(), "crd.py"),
+        "rbac/namespaced/service_account.yaml": to_yaml(service_account(), "crd.py"),
     }
 
 

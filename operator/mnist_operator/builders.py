@@ -1,0 +1,434 @@
+"""Pure object builders: an MnistServing body (dict) and its parsed spec in,
+Kubernetes manifests (plain dicts) out. No I/O, no Kubernetes client.
+
+The operator's reconcile core, ``render`` and the tests all build objects
+here, so what ``mnist-serving render`` prints is what the operator creates.
+
+    desired_objects(cr)                    every object for a CR (render)
+    build_pvc(cr, spec)                    the model volume (None with existingClaim)
+    build_step_job(cr, spec, step, n)      one Job per step and attempt
+    build_triton_deployment(cr, spec, s)   the Triton server (s = the serve step)
+    build_triton_service(cr, spec)         ClusterIP in front of it
+    endpoints(cr)                          where later steps reach Triton
+    child_name / job_name / labels         names and labels, deterministic
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import PurePosixPath
+from typing import Any
+
+from . import pipeline as P
+from . import spec as S
+
+API_VERSION = f"{S.GROUP}/{S.VERSION}"
+APP = "mnist-serving"
+MANAGED_BY = "mnist-serving-operator"
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_STEP = f"{S.GROUP}/step"
+LABEL_FINGERPRINT = f"{S.GROUP}/fingerprint"
+LABEL_ATTEMPT = f"{S.GROUP}/attempt"
+ANNOTATION_FINGERPRINT = f"{S.GROUP}/fingerprint"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
+
+#: The model volume's mount point in every pod; the work dir layout of docs/CONTRACT.md.
+WORK_DIR = PurePosixPath("/work")
+LAYOUT = P.Layout(WORK_DIR)
+#: Where the init container puts the mnist_jobs package (the Dockerfile's `cp` line).
+STAGES_DIR = "/mnt/stages"
+STAGES_SOURCE = "/opt/mnist-serving/jobs/."
+TERMINATION_LOG = "/dev/termination-log"
+
+#: activeDeadlineSeconds per stage: generous upper bounds, so a hung stage fails
+#: (and is retried) instead of holding a GPU forever.
+DEADLINE_SECONDS = {
+    "train": 6 * 3600, "export": 3600, "engine": 2 * 3600, "repo": 1800,
+    "client": 1800, "bench": 4 * 3600, "analyze": 4 * 3600,
+}
+DEFAULT_DEADLINE_SECONDS = 3600
+MAX_NAME = 63
+_DNS_LABEL = re.compile(S.DNS_LABEL_PATTERN)
+
+
+# --------------------------------------------------------------------------- names and labels
+def _short_hash(text: str, n: int = 6) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def _sanitize(text: str) -> str:
+    """Lowercase, every run of characters outside [a-z0-9-] becomes '-'."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
+def child_name(cr_name: str, part: str) -> str:
+    """``<cr>-<part>`` as a DNS-1123 label (<= 63 chars).
+
+    When the CR name is too long (or not a label, e.g. it has dots), it is
+    shortened and a hash of the full name keeps two such CRs apart; ``part``
+    is kept whole, so the step and attempt stay readable at the end.
+    """
+    part = _sanitize(part)
+    plain = f"{cr_name}-{part}"
+    if len(plain) <= MAX_NAME and _DNS_LABEL.match(plain):
+        return plain
+    tail = f"-{_short_hash(cr_name)}-{part}"
+    head = _sanitize(cr_name)[:MAX_NAME - len(tail)].rstrip("-") or "x"
+    return f"{head}{tail}"
+
+
+def job_name(cr_name: str, step: P.Step, attempt: int) -> str:
+    """``<cr>-<step>-<fingerprint[:6]>-<attempt>``: a restart finds the same Job
+    (never a duplicate), a spec change makes a new one, a retry bumps attempt."""
+    return child_name(cr_name, f"{step.name}-{step.fingerprint[:6]}-{attempt}")
+
+
+def claim_name(cr: dict, spec: S.MnistServingSpec) -> str:
+    return spec.storage.existing_claim or child_name(cr["metadata"]["name"], "model")
+
+
+def triton_name(cr: dict) -> str:
+    return child_name(cr["metadata"]["name"], "triton")
+
+
+def instance_label(cr_name: str) -> str:
+    """The CR name as a label value (<= 63 chars; a hash keeps long names apart)."""
+    if len(cr_name) <= MAX_NAME:
+        return cr_name
+    tail = f"-{_short_hash(cr_name)}"
+    return cr_name[:MAX_NAME - len(tail)].rstrip("-.") + tail
+
+
+def labels(cr: dict, component: str, step: P.Step | None = None) -> dict[str, str]:
+    out = {
+        LABEL_NAME: APP,
+        LABEL_INSTANCE: instance_label(cr["metadata"]["name"]),
+        LABEL_COMPONENT: component,
+        LABEL_MANAGED_BY: MANAGED_BY,
+    }
+    if step is not None:
+        out[LABEL_STEP] = step.name
+        out[LABEL_FINGERPRINT] = step.fingerprint
+    return out
+
+
+def selector_labels(cr: dict, component: str) -> dict[str, str]:
+    """The stable subset of labels a Deployment/Service selects on."""
+    full = labels(cr, component)
+    return {k: full[k] for k in (LABEL_NAME, LABEL_INSTANCE, LABEL_COMPONENT)}
+
+
+def owner_references(cr: dict) -> list[dict]:
+    """The CR as controller owner; none before the API server gave it a uid
+    (``render`` of a file), since an owner reference without one is invalid."""
+    uid = cr["metadata"].get("uid")
+    if not uid:
+        return []
+    return [{"apiVersion": cr.get("apiVersion", API_VERSION), "kind": S.KIND,
+             "name": cr["metadata"]["name"], "uid": uid,
+             "controller": True, "blockOwnerDeletion": True}]
+
+
+def _metadata(cr: dict, name: str, component: str, step: P.Step | None = None,
+              owned: bool = True) -> dict:
+    md: dict[str, Any] = {"name": name, "namespace": namespace(cr),
+                          "labels": labels(cr, component, step)}
+    refs = owner_references(cr) if owned else []
+    if refs:
+        md["ownerReferences"] = refs
+    return md
+
+
+def namespace(cr: dict) -> str:
+    return cr["metadata"].get("namespace") or "default"
+
+
+def endpoints(cr: dict) -> P.Endpoints:
+    """How the client, bench and analyze steps reach Triton: the Service's DNS name."""
+    return P.Endpoints(host=f"{triton_name(cr)}.{namespace(cr)}.svc")
+
+
+# --------------------------------------------------------------------------- pod pieces
+def _gpu_resources(gpus: int) -> dict:
+    # Extended resources: requests must equal limits.
+    if gpus <= 0:
+        return {}
+    return {"requests": {GPU_RESOURCE: str(gpus)}, "limits": {GPU_RESOURCE: str(gpus)}}
+
+
+def _tolerations(spec: S.MnistServingSpec, gpus: int) -> list[dict]:
+    out = [S.to_dict(t) for t in spec.scheduling.tolerations]
+    out = [{k: v for k, v in t.items() if v != ""} for t in out]
+    if gpus > 0:
+        # GPU node pools are commonly tainted nvidia.com/gpu:NoSchedule.
+        gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+        if gpu_toleration not in out:
+            out.append(gpu_toleration)
+    return out
+
+
+def _node_selector(spec: S.MnistServingSpec, pin_gpu_product: bool) -> dict:
+    out = dict(spec.scheduling.node_selector)
+    if pin_gpu_product and spec.scheduling.gpu_product:
+        out[GPU_PRODUCT_LABEL] = spec.scheduling.gpu_product
+    return out
+
+
+def _affinity(cr: dict, spec: S.MnistServingSpec) -> dict | None:
+    """With a ReadWriteOnce volume every pod that mounts it must share a node:
+    require co-location with the other pods of this instance. The first pod
+    matches its own term, which the scheduler accepts when no other pod exists."""
+    if spec.storage.access_mode != "ReadWriteOnce":
+        return None
+    return {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "labelSelector": {"matchLabels": {
+            LABEL_NAME: APP, LABEL_INSTANCE: instance_label(cr["metadata"]["name"])}},
+        "topologyKey": HOSTNAME_TOPOLOGY,
+    }]}}
+
+
+def _work_volume(cr: dict, spec: S.MnistServingSpec) -> dict:
+    return {"name": "work", "persistentVolumeClaim": {"claimName": claim_name(cr, spec)}}
+
+
+def _pod_spec(cr: dict, spec: S.MnistServingSpec, *, gpus: int, pin_gpu_product: bool,
+              containers: list[dict], init_containers: list[dict], volumes: list[dict],
+              restart_policy: str) -> dict:
+    pod: dict[str, Any] = {"restartPolicy": restart_policy}
+    if init_containers:
+        pod["initContainers"] = init_containers
+    pod["containers"] = containers
+    pod["volumes"] = volumes
+    selector = _node_selector(spec, pin_gpu_product)
+    if selector:
+        pod["nodeSelector"] = selector
+    tolerations = _tolerations(spec, gpus)
+    if tolerations:
+        pod["tolerations"] = tolerations
+    affinity = _affinity(cr, spec)
+    if affinity:
+        pod["affinity"] = affinity
+    return pod
+
+
+def _http_probe(path: str, port: str, **timing: int) -> dict:
+    return {"httpGet": {"path": path, "port": port}, **timing}
+
+
+def _triton_ports() -> list[dict]:
+    return [{"name": "http", "containerPort": P.HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": P.GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": P.METRICS_PORT, "protocol": "TCP"}]
+
+
+def _tritonserver_command(*extra: str) -> list[str]:
+    return ["tritonserver", f"--model-repository={LAYOUT.model_repo}",
+            f"--http-port={P.HTTP_PORT}", f"--grpc-port={P.GRPC_PORT}",
+            f"--metrics-port={P.METRICS_PORT}", *extra]
+
+
+# The python backend (BLS, cpuOnly ONNX) passes tensors through /dev/shm, which
+# is 64 MiB in a container by default.
+def _shm_volume() -> dict:
+    return {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
+
+
+def _shm_mount() -> dict:
+    return {"name": "dshm", "mountPath": "/dev/shm"}
+
+
+# --------------------------------------------------------------------------- objects
+def build_pvc(cr: dict, spec: S.MnistServingSpec) -> dict | None:
+    """The model volume; None with storage.existingClaim (the user's claim is used
+    and never touched). keepOnDelete leaves out the owner reference, so deleting
+    the MnistServing keeps the volume."""
+    st = spec.storage
+    if st.existing_claim:
+        return None
+    pvc_spec: dict[str, Any] = {"accessModes": [st.access_mode],
+                                "resources": {"requests": {"storage": spec.storage_size}}}
+    if st.storage_class_name:
+        pvc_spec["storageClassName"] = st.storage_class_name
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": _metadata(cr, claim_name(cr, spec), "model-volume",
+                                  owned=not st.keep_on_delete),
+            "spec": pvc_spec}
+
+
+def _stages_init_container(spec: S.MnistServingSpec) -> dict:
+    return {"name": "stages", "image": spec.images.stages,
+            "imagePullPolicy": spec.images.pull_policy,
+            "command": ["cp", "-R", STAGES_SOURCE, f"{STAGES_DIR}/"],
+            "volumeMounts": [{"name": "stages", "mountPath": STAGES_DIR}]}
+
+
+def _analyze_sidecar(spec: S.MnistServingSpec, gpus: int) -> dict:
+    """Triton in the analyze pod (a native sidecar: an init container with
+    restartPolicy Always, stopped when model-analyzer exits). model-analyzer's
+    remote mode loads each config through the model-control API, so explicit
+    mode; it must run on the same machine and GPUs as the analyzer."""
+    c = {"name": "triton", "image": spec.images.triton,
+         "imagePullPolicy": spec.images.pull_policy,
+         "restartPolicy": "Always",
+         "command": _tritonserver_command("--model-control-mode=explicit"),
+         "ports": _triton_ports(),
+         "startupProbe": _http_probe("/v2/health/ready", "http", periodSeconds=5,
+                                     failureThreshold=120),
+         "volumeMounts": [{"name": "work", "mountPath": str(WORK_DIR)}, _shm_mount()]}
+    res = _gpu_resources(gpus)
+    if res:
+        c["resources"] = res
+    return c
+
+
+ANALYZE_REMOTE_ARGS = (
+    "--triton-launch-mode", "remote",
+    "--triton-http-endpoint", f"localhost:{P.HTTP_PORT}",
+    "--triton-grpc-endpoint", f"localhost:{P.GRPC_PORT}",
+    "--triton-metrics-url", f"http://localhost:{P.METRICS_PORT}/metrics",
+)
+
+
+def step_command(step: P.Step) -> list[str]:
+    args = list(step.args)
+    if step.stage == "analyze":
+        args += ANALYZE_REMOTE_ARGS
+    return ["python3", "-m", f"mnist_jobs.{step.stage}", *args, "--result", TERMINATION_LOG]
+
+
+def build_step_job(cr: dict, spec: S.MnistServingSpec, step: P.Step, attempt: int) -> dict:
+    """One Job for one step and attempt. The operator retries by creating the
+    next attempt, so the Job itself never retries (backoffLimit 0)."""
+    if step.long_running:
+        raise ValueError(f"step {step.name!r} is the Triton Deployment, not a Job")
+    name = job_name(cr["metadata"]["name"], step, attempt)
+    is_analyze = step.stage == "analyze"
+    # In the analyze pod the GPU belongs to the Triton sidecar, which runs the models.
+    main_gpus = 0 if is_analyze else step.gpus
+    main = {"name": step.stage, "image": getattr(spec.images, step.image_kind),
+            "imagePullPolicy": spec.images.pull_policy,
+            "command": step_command(step),
+            "env": [{"name": "PYTHONPATH", "value": STAGES_DIR},
+                    {"name": "PYTHONUNBUFFERED", "value": "1"}],
+            "terminationMessagePath": TERMINATION_LOG,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": [{"name": "work", "mountPath": str(WORK_DIR)},
+                             {"name": "stages", "mountPath": STAGES_DIR, "readOnly": True}]}
+    if _gpu_resources(main_gpus):
+        main["resources"] = _gpu_resources(main_gpus)
+    init = [_stages_init_container(spec)]
+    volumes = [_work_volume(cr, spec), {"name": "stages", "emptyDir": {}}]
+    if is_analyze:
+        init.append(_analyze_sidecar(spec, step.gpus))
+        volumes.append(_shm_volume())
+    # TensorRT plans only load on the GPU model they were built on: the engine
+    # build, and the analyze pod that serves the plan, go to scheduling.gpuProduct.
+    pin = step.gpus > 0 and step.stage in ("engine", "analyze")
+    pod_labels = {**labels(cr, step.name, step), LABEL_ATTEMPT: str(attempt)}
+    md = _metadata(cr, name, step.name, step)
+    md["labels"][LABEL_ATTEMPT] = str(attempt)
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": md,
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": DEADLINE_SECONDS.get(step.stage, DEFAULT_DEADLINE_SECONDS),
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": _pod_spec(cr, spec, gpus=step.gpus, pin_gpu_product=pin,
+                                  containers=[main], init_containers=init, volumes=volumes,
+                                  restart_policy="Never"),
+            },
+        },
+    }
+
+
+def build_triton_deployment(cr: dict, spec: S.MnistServingSpec, serve_step: P.Step) -> dict:
+    """Triton serving the model repository on the volume. The serve step's
+    fingerprint is a pod-template annotation: a new repository rolls the pods."""
+    gpus = spec.serving.gpus
+    container = {
+        "name": "triton", "image": spec.images.triton,
+        "imagePullPolicy": spec.images.pull_policy,
+        "command": _tritonserver_command(),
+        "ports": _triton_ports(),
+        "startupProbe": _http_probe("/v2/health/ready", "http", periodSeconds=5,
+                                    failureThreshold=120),
+        "readinessProbe": _http_probe("/v2/health/ready", "http", periodSeconds=5,
+                                      failureThreshold=3),
+        "livenessProbe": _http_probe("/v2/health/live", "http", periodSeconds=10,
+                                     failureThreshold=3),
+        "volumeMounts": [{"name": "work", "mountPath": str(WORK_DIR), "readOnly": True},
+                         _shm_mount()],
+    }
+    if _gpu_resources(gpus):
+        container["resources"] = _gpu_resources(gpus)
+    name = triton_name(cr)
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _metadata(cr, name, "triton"),
+        "spec": {
+            "replicas": spec.serving.replicas,
+            "selector": {"matchLabels": selector_labels(cr, "triton")},
+            "strategy": _rollout(spec),
+            "template": {
+                "metadata": {"labels": labels(cr, "triton"),
+                             "annotations": {ANNOTATION_FINGERPRINT: serve_step.fingerprint}},
+                "spec": _pod_spec(cr, spec, gpus=gpus, pin_gpu_product=gpus > 0,
+                                  containers=[container], init_containers=[],
+                                  volumes=[_work_volume(cr, spec), _shm_volume()],
+                                  restart_policy="Always"),
+            },
+        },
+    }
+
+
+def _rollout(spec: S.MnistServingSpec) -> dict:
+    """ReadWriteOnce: every pod is on one node, often with one GPU, where a surge
+    pod would wait forever, so replace in place. ReadWriteMany: surge first, so
+    serving never drops below the wanted replicas."""
+    if spec.storage.access_mode == "ReadWriteOnce":
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def build_triton_service(cr: dict, spec: S.MnistServingSpec) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _metadata(cr, triton_name(cr), "triton"),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(cr, "triton"),
+            "ports": [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"],
+                       "protocol": "TCP"} for p in _triton_ports()],
+        },
+    }
+
+
+def plan_for(cr: dict, spec: S.MnistServingSpec) -> list[P.Step]:
+    """The pipeline as the cluster runs it: work dir /work, Triton behind the Service."""
+    device = "cuda" if spec.training.gpus > 0 else "cpu"
+    return P.plan(spec, LAYOUT, endpoints(cr), device=device)
+
+
+def desired_objects(cr: dict) -> list[dict]:
+    """Every object the operator would create for ``cr``: the PVC, every enabled
+    step Job at attempt 0 (serve is the Deployment), the Deployment and Service.
+    Raises spec.SpecError for an invalid spec."""
+    spec = S.parse_spec(cr.get("spec") or {})
+    steps = plan_for(cr, spec)
+    out: list[dict] = []
+    pvc = build_pvc(cr, spec)
+    if pvc:
+        out.append(pvc)
+    serve = next(s for s in steps if s.long_running)
+    out += [build_step_job(cr, spec, s, 0) for s in steps if s.enabled and not s.long_running]
+    out.append(build_triton_deployment(cr, spec, serve))
+    out.append(build_triton_service(cr, spec))
+    return out
