@@ -1,0 +1,176 @@
+"""Thin Kubernetes API helpers over the official client, on plain dicts.
+
+Every object travels as the JSON the API server speaks (camelCase dicts), the
+same shape builders.py produces and reconcile.py reads, so nothing here
+converts to and from the client's generated models. Idempotent by design:
+create treats 409 as "already there", delete treats 404 as "already gone".
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from .spec import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+#: apiVersion, kind -> resource plural (the kinds an MnistServing owns).
+PLURALS = {
+    ("batch/v1", "Job"): "jobs",
+    ("v1", "Pod"): "pods",
+    ("v1", "Service"): "services",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("apps/v1", "Deployment"): "deployments",
+    (f"{GROUP}/{VERSION}", "MnistServing"): PLURAL,
+}
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+
+
+class KubeError(RuntimeError):
+    """An API call failed with a status other than the ones we treat as success."""
+
+    def __init__(self, status: int, method: str, path: str, body: str):
+        self.status = status
+        try:
+            message = json.loads(body).get("message", body)
+        except (ValueError, AttributeError):
+            message = body
+        super().__init__(f"{method} {path}: HTTP {status}: {message}")
+
+
+def api_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def collection_path(api_version: str, kind: str, namespace: str) -> str:
+    plural = PLURALS[(api_version, kind)]
+    root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    return f"{root}/namespaces/{quote(namespace)}/{plural}"
+
+
+def _request(api: client.ApiClient, method: str, path: str, body: Any = None,
+             query: dict | None = None, content_type: str = "application/json"
+             ) -> tuple[int, dict | None]:
+    if query:
+        path = f"{path}?{urlencode(query)}"
+    headers = {"Accept": "application/json", "Content-Type": content_type}
+    params = api.param_serialize(method, path, header_params=headers, body=body,
+                                 auth_settings=["BearerToken"])
+    try:
+        resp = api.call_api(*params)
+        status, raw = resp.status, resp.read()
+    except ApiException as e:  # older clients raise on non-2xx
+        status, raw = e.status, e.body
+    text = raw.decode() if isinstance(raw, bytes) else (raw or "")
+    if status >= 400:
+        raise KubeError(status, method, path, text)
+    return status, (json.loads(text) if text else None)
+
+
+def create(api: client.ApiClient, obj: dict) -> bool:
+    """Create ``obj``; False when it already exists (409)."""
+    m = obj["metadata"]
+    path = collection_path(obj["apiVersion"], obj["kind"], m["namespace"])
+    try:
+        _request(api, "POST", path, obj)
+    except KubeError as e:
+        if e.status == 409:
+            return False
+        raise
+    return True
+
+
+def patch(api: client.ApiClient, obj: dict) -> dict | None:
+    """Merge-patch the live object with ``obj`` (labels, annotations, spec)."""
+    m = obj["metadata"]
+    path = f"{collection_path(obj['apiVersion'], obj['kind'], m['namespace'])}/{quote(m['name'])}"
+    body = {k: v for k, v in obj.items() if k in ("metadata", "spec")}
+    body["metadata"] = {k: v for k, v in m.items() if k in ("labels", "annotations")}
+    return _request(api, "PATCH", path, body, content_type="application/merge-patch+json")[1]
+
+
+def delete(api: client.ApiClient, ref: dict) -> bool:
+    """Delete by reference, children in the background; False when already gone (404)."""
+    path = f"{collection_path(ref['apiVersion'], ref['kind'], ref['namespace'])}/{quote(ref['name'])}"
+    try:
+        _request(api, "DELETE", path, {"propagationPolicy": "Background"})
+    except KubeError as e:
+        if e.status == 404:
+            return False
+        raise
+    return True
+
+
+def get(api: client.ApiClient, api_version: str, kind: str, namespace: str, name: str
+        ) -> dict | None:
+    path = f"{collection_path(api_version, kind, namespace)}/{quote(name)}"
+    try:
+        return _request(api, "GET", path)[1]
+    except KubeError as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def list_objects(api: client.ApiClient, api_version: str, kind: str, namespace: str,
+                 label_selector: str) -> list[dict]:
+    _, body = _request(api, "GET", collection_path(api_version, kind, namespace),
+                       query={"labelSelector": label_selector})
+    items = (body or {}).get("items") or []
+    for item in items:  # list items omit these; builders and reconcile expect them
+        item.setdefault("apiVersion", api_version)
+        item.setdefault("kind", kind)
+    return items
+
+
+def owned_by(obj: dict, owner_uid: str | None) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return owner_uid is None or not refs or any(r.get("uid") == owner_uid for r in refs)
+
+
+def observe_children(api: client.ApiClient, cr: dict) -> dict:
+    """What reconcile.reconcile() reads: this resource's children by instance label."""
+    m = cr["metadata"]
+    ns, selector, uid = m["namespace"], f"{INSTANCE_LABEL}={m['name']}", m.get("uid")
+
+    def of(api_version: str, kind: str) -> list[dict]:
+        return [o for o in list_objects(api, api_version, kind, ns, selector) if owned_by(o, uid)]
+
+    def one(api_version: str, kind: str) -> dict | None:
+        found = of(api_version, kind)
+        return found[0] if found else None
+
+    return {
+        "jobs": of("batch/v1", "Job"),
+        # Pods belong to the Jobs (and ReplicaSets), not to the resource itself.
+        "pods": list_objects(api, "v1", "Pod", ns, selector),
+        "deployment": one("apps/v1", "Deployment"),
+        "service": one("v1", "Service"),
+        "pvc": one("v1", "PersistentVolumeClaim"),
+    }
+
+
+def get_mnistserving(api: client.ApiClient, namespace: str, name: str) -> dict | None:
+    return get(api, f"{GROUP}/{VERSION}", "MnistServing", namespace, name)
+
+
+def patch_status(api: client.ApiClient, namespace: str, name: str, status_patch: dict) -> dict:
+    """JSON-merge-patch ``.status`` through the status subresource."""
+    path = f"{collection_path(f'{GROUP}/{VERSION}', 'MnistServing', namespace)}/{quote(name)}/status"
+    return _request(api, "PATCH", path, {"status": status_patch},
+                    content_type="application/merge-patch+json")[1]
+
+
+__all__ = ["KubeError", "api_client", "create", "patch", "delete", "get", "list_objects",
+           "observe_children", "get_mnistserving", "patch_status", "collection_path",
+           "INSTANCE_LABEL", "PLURALS"]

@@ -1,0 +1,662 @@
+"""The operator's decision: ``reconcile(cr, observed, now) -> Decision``.
+
+Pure: no I/O, no clock, no Kubernetes client. The kopf shell (handlers.py)
+lists the children, calls this, applies the Decision and patches status;
+everything the operator *decides* is here and unit-tested.
+
+Level-triggered. The inputs are the resource (spec, metadata, and the status
+written last time, which persists across operator restarts) and what exists
+now; the output is the objects to create, update and delete, the new status,
+the Events to post, and when to look again. Fed its own result, the same call
+returns no actions and no Events.
+
+Rules, in the order ``pipeline.plan`` lists the steps:
+
+* One step at a time. A step is done when status records Succeeded/Skipped
+  with its current fingerprint (``pipeline.is_done``), so a spec change
+  re-runs only the steps whose fingerprint moved.
+* A disabled step is recorded Skipped (reason from the plan) without a Job.
+* ``serve`` is the Triton Deployment + Service. It is done once the
+  Deployment with the serve fingerprint has been available; later steps only
+  start while it is available. It is wanted only once every earlier step is
+  done: re-training deletes it, which frees the GPUs for the Jobs and never
+  serves a half-written repository.
+* A failed attempt posts a Warning and is retried as attempt+1 after
+  ``retries.backoffSeconds * 2**attempt`` seconds, up to ``retries.limit``;
+  then phase Failed. A new generation or a new value of the annotation
+  ``mnist.serving.dev/retry`` resumes a failed step from attempt 0 (its old
+  Jobs are deleted first, since attempt 0's Job name is reused).
+* A Job that exists but that status does not know (the operator died between
+  creating it and writing status) is adopted, never duplicated. A Job that
+  vanished before its result was recorded is recreated.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any
+
+from . import builders, results
+from .pipeline import Layout, Step, is_done, plan
+from .spec import GROUP, MnistServingSpec, SpecError, parse_spec
+from .status import (BACKING_OFF, CONDITION_FOR_STAGE, FAILED, FALSE, FINISHED, PENDING,
+                     PHASE_FOR_STAGE, READY, RUNNING, SKIPPED, SUCCEEDED, TRUE, UNKNOWN,
+                     get_condition, one_line, ordered, parse_timestamp, set_condition,
+                     stage_condition, timestamp)
+
+#: Where the model volume is mounted in every stage pod.
+WORKDIR = PurePosixPath("/work")
+
+RETRY_ANNOTATION = f"{GROUP}/retry"
+STEP_LABEL = f"{GROUP}/step"
+FINGERPRINT_LABEL = f"{GROUP}/fingerprint"
+ATTEMPT_LABEL = f"{GROUP}/attempt"
+
+#: Look again this soon while waiting for a deleted child to go away.
+DELETION_POLL_SECONDS = 2
+#: How many attempt numbers to try when a Job carries no attempt label.
+MAX_ATTEMPTS_SCANNED = 21
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str        # Normal | Warning
+    reason: str      # CamelCase
+    message: str     # one line
+
+
+@dataclass
+class Decision:
+    create: list[dict] = field(default_factory=list)   # create; "already exists" is fine
+    update: list[dict] = field(default_factory=list)   # replace the live object's spec
+    delete: list[dict] = field(default_factory=list)   # {apiVersion, kind, name, namespace}
+    status: dict = field(default_factory=dict)         # the whole new status
+    events: list[Event] = field(default_factory=list)
+    requeue_after: int | None = None                   # seconds; None: wait for a change
+
+    @property
+    def has_actions(self) -> bool:
+        return bool(self.create or self.update or self.delete or self.events)
+
+
+# --------------------------------------------------------------------------- reading children
+def _meta(obj: dict | None) -> dict:
+    return (obj or {}).get("metadata") or {}
+
+
+def _terminating(obj: dict) -> bool:
+    return bool(_meta(obj).get("deletionTimestamp"))
+
+
+def object_ref(obj: dict) -> dict:
+    m = _meta(obj)
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+            "name": m.get("name"), "namespace": m.get("namespace")}
+
+
+def object_fingerprint(obj: dict | None) -> str | None:
+    """The fingerprint a child carries: on itself or on its pod template."""
+    if not obj:
+        return None
+    template = _meta((obj.get("spec") or {}).get("template"))
+    for m in (_meta(obj), template):
+        for key in ("annotations", "labels"):
+            fp = (m.get(key) or {}).get(FINGERPRINT_LABEL)
+            if fp:
+                return fp
+    return None
+
+
+def _pods_of_job(job: dict, pods: list[dict]) -> list[dict]:
+    name = _meta(job).get("name")
+    uid = _meta(job).get("uid")
+    out = []
+    for pod in pods:
+        m = _meta(pod)
+        labels = m.get("labels") or {}
+        owned = any(r.get("kind") == "Job" and (r.get("uid") == uid if uid else r.get("name") == name)
+                    for r in m.get("ownerReferences") or [])
+        if owned or name in (labels.get("job-name"), labels.get("batch.kubernetes.io/job-name")):
+            out.append(pod)
+    return out
+
+
+def _terminated_states(pods: list[dict]) -> list[dict]:
+    """Terminated states of the stage containers (not init containers), newest last."""
+    states = []
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or \
+                (cs.get("lastState") or {}).get("terminated")
+            if term:
+                states.append(term)
+    return sorted(states, key=lambda t: t.get("finishedAt") or "")
+
+
+def parse_result(message: str | None) -> dict | None:
+    """The stage result JSON from a termination message, if it is one."""
+    if not message:
+        return None
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("state") else None
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    state: str                      # Running | Succeeded | Skipped | Failed
+    reason: str = ""
+    message: str = ""
+    result: dict | None = None
+    start: str | None = None
+    finish: str | None = None
+
+
+def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
+    """What a stage Job says happened: its conditions, its pods' exit codes,
+    and the result JSON the stage wrote as its termination message."""
+    st = job.get("status") or {}
+    conds = {c.get("type"): c for c in st.get("conditions") or [] if c.get("status") == "True"}
+    terms = _terminated_states(pods)
+    parsed = next((r for r in (parse_result(t.get("message")) for t in reversed(terms)) if r), None)
+    failed_term = next((t for t in reversed(terms) if t.get("exitCode", 0) != 0), None)
+    start = st.get("startTime")
+    complete = "Complete" in conds or "SuccessCriteriaMet" in conds or (st.get("succeeded") or 0) > 0
+    failed = "Failed" in conds or "FailureTarget" in conds or (
+        failed_term is not None and not st.get("active") and not complete)
+    if complete and not failed:
+        state = parsed.get("state") if parsed and parsed.get("state") in (SUCCEEDED, SKIPPED) \
+            else SUCCEEDED
+        finish = st.get("completionTime") or (terms[-1].get("finishedAt") if terms else None)
+        return JobOutcome(state, (parsed or {}).get("reason", ""), (parsed or {}).get("message", ""),
+                          parsed, start, finish)
+    if failed:
+        cond = conds.get("Failed") or conds.get("FailureTarget") or {}
+        finish = (failed_term or {}).get("finishedAt") or cond.get("lastTransitionTime")
+        if parsed and parsed.get("state") == FAILED:
+            return JobOutcome(FAILED, parsed.get("reason") or "StageFailed",
+                              parsed.get("message") or "", parsed, start, finish)
+        if failed_term is not None:
+            code = failed_term.get("exitCode")
+            reason = failed_term.get("reason") or "Error"
+            if reason == "Error":
+                reason = "ExitCode"
+            text = failed_term.get("message") or ""
+            return JobOutcome(FAILED, reason, one_line(f"exit code {code}" + (f": {text}" if text
+                                                                                else "")),
+                              None, start, finish)
+        return JobOutcome(FAILED, cond.get("reason") or "JobFailed",
+                          cond.get("message") or "the Job failed", None, start, finish)
+    return JobOutcome(RUNNING, start=start)
+
+
+def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
+    """(available, ready replicas, wanted replicas) of a Deployment whose
+    rollout the controller has observed."""
+    spec, st = dep.get("spec") or {}, dep.get("status") or {}
+    want = int(spec.get("replicas", 1))
+    ready = int(st.get("availableReplicas") or 0)
+    seen = int(st.get("observedGeneration") or 0) >= int(_meta(dep).get("generation") or 0)
+    updated = int(st.get("updatedReplicas") or 0) >= want
+    return seen and updated and ready >= want and want > 0, ready, want
+
+
+# --------------------------------------------------------------------------- status helpers
+def _clean(value: Any) -> Any:
+    """Status holds ints, strings, bools, lists and maps: never floats."""
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _trim_result(parsed: dict | None) -> dict:
+    """The stage-specific fields of a result (state/reason/message live beside it)."""
+    return _clean({k: v for k, v in (parsed or {}).items()
+                   if k not in ("stage", "state", "reason", "message")})
+
+
+def status_patch(old: dict | None, new: dict) -> dict:
+    """A JSON merge patch turning ``old`` status into ``new``: keys that went
+    away become null (stages of steps no longer planned, say)."""
+    def diff(a: Any, b: Any) -> Any:
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            return b
+        out = {k: diff(a.get(k), v) for k, v in b.items()}
+        out.update({k: None for k in a if k not in b})
+        return out
+    out = diff(old or {}, new)
+    out.pop("kopf", None)  # kopf's own bookkeeping, if a kopf version keeps any there
+    return out
+
+
+# --------------------------------------------------------------------------- the decision
+def reconcile(cr: dict, observed: dict, now: datetime) -> Decision:
+    """Decide what to do for one MnistServing.
+
+    ``observed``: {"jobs": [Job], "pods": [Pod], "deployment": Deployment|None,
+    "service": Service|None, "pvc": PVC|None}, every object as the API returns
+    it (camelCase dicts), children of this resource only.
+    """
+    try:
+        spec = parse_spec(cr.get("spec"))
+    except SpecError as err:
+        return _invalid_spec(cr, err, now)
+    return _Reconciler(cr, spec, observed, now).run()
+
+
+def _invalid_spec(cr: dict, err: SpecError, now: datetime) -> Decision:
+    old = cr.get("status") or {}
+    gen = _meta(cr).get("generation") or 0
+    message = one_line("invalid spec: " + "; ".join(err.errors))
+    before = get_condition(old.get("conditions"), READY) or {}
+    status = dict(old, observedGeneration=gen, phase="Failed",
+                  conditions=ordered(set_condition(old.get("conditions"), READY, FALSE,
+                                                   "InvalidSpec", message, gen, now)))
+    events = []
+    if (before.get("reason"), before.get("message")) != ("InvalidSpec", message):
+        events.append(Event("Warning", "InvalidSpec", message))
+    return Decision(status=_clean(status), events=events)
+
+
+class _Reconciler:
+    """One reconcile pass; methods read top to bottom like the pipeline."""
+
+    def __init__(self, cr: dict, spec: MnistServingSpec, observed: dict, now: datetime):
+        self.cr, self.spec, self.now = cr, spec, now
+        self.old = cr.get("status") or {}
+        self.old_stages: dict[str, dict] = self.old.get("stages") or {}
+        self.gen = _meta(cr).get("generation") or 0
+        self.endpoints = builders.endpoints(cr)
+        device = "cuda" if spec.training.gpus > 0 else "cpu"
+        self.steps = plan(spec, Layout(WORKDIR), self.endpoints, device=device)
+        self.jobs = [j for j in observed.get("jobs") or []]
+        self.pods = list(observed.get("pods") or [])
+        self.deployment = observed.get("deployment")
+        self.service = observed.get("service")
+        self.pvc = observed.get("pvc")
+        self.decision = Decision()
+        token = (_meta(cr).get("annotations") or {}).get(RETRY_ANNOTATION)
+        self.retry_token = token
+        old_gen = self.old.get("observedGeneration")
+        # A failed step starts over on a spec change or a new retry annotation value.
+        self.resume = (old_gen is not None and old_gen != self.gen) or \
+            (token is not None and token != self.old.get("retryToken"))
+        self.serving_available = False
+        self.serving_counts = (0, 0)
+        self._names: dict[tuple[str, int], str] = {}
+
+    # ---------------------------------------------------------------- helpers
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.decision.events.append(Event(type_, reason, one_line(message)))
+
+    def requeue(self, seconds: float) -> None:
+        s = max(1, int(math.ceil(seconds)))
+        r = self.decision.requeue_after
+        self.decision.requeue_after = s if r is None else min(r, s)
+
+    def job_name(self, step: Step, attempt: int) -> str:
+        key = (step.name, attempt)
+        if key not in self._names:
+            self._names[key] = _meta(builders.build_step_job(self.cr, self.spec, step, attempt))["name"]
+        return self._names[key]
+
+    def attempt_of(self, step: Step, job: dict) -> int | None:
+        labels = {**(_meta(job).get("annotations") or {}), **(_meta(job).get("labels") or {})}
+        if str(labels.get(ATTEMPT_LABEL, "")).isdigit():
+            return int(labels[ATTEMPT_LABEL])
+        name = _meta(job).get("name")
+        return next((a for a in range(MAX_ATTEMPTS_SCANNED) if self.job_name(step, a) == name), None)
+
+    def step_jobs(self, step: Step) -> tuple[dict[int, dict], list[dict]]:
+        """This step's Jobs at its current fingerprint: {attempt: Job} of the
+        live ones, and the list of those being deleted."""
+        live, going = {}, []
+        for job in self.jobs:
+            labels = _meta(job).get("labels") or {}
+            if labels.get(STEP_LABEL) != step.name or labels.get(FINGERPRINT_LABEL) != step.fingerprint:
+                continue
+            if _terminating(job):
+                going.append(job)
+                continue
+            attempt = self.attempt_of(step, job)
+            if attempt is not None:
+                live[attempt] = job
+        return live, going
+
+    # ---------------------------------------------------------------- the pass
+    def run(self) -> Decision:
+        self.ensure_volume()
+        self.delete_stale_jobs()
+        stages: dict[str, dict] = {}
+        blocked_at: Step | None = None
+        for step in self.steps:
+            rec = self.old_stages.get(step.name)
+            if blocked_at is not None:
+                stages[step.name] = rec if is_done(step, rec) else self.pending(step, rec)
+                continue
+            if not step.enabled:
+                new = self.disabled(step, rec)
+            elif step.long_running:
+                new = self.serve(step, rec)
+            else:
+                new = self.job_step(step, rec)
+            stages[step.name] = new
+            self.announce(step, rec, new)
+            if new.get("state") not in FINISHED:
+                blocked_at = step
+        if blocked_at is not None and self.before_serve(blocked_at):
+            self.drop_deployment()
+        self.decision.status = self.build_status(stages, blocked_at)
+        return self.decision
+
+    def before_serve(self, step: Step) -> bool:
+        order = [s.name for s in self.steps]
+        return order.index(step.name) < order.index("serve")
+
+    def ensure_volume(self) -> None:
+        pvc = builders.build_pvc(self.cr, self.spec)
+        if pvc is not None and (self.pvc is None or _terminating(self.pvc)):
+            if self.pvc is None:
+                self.decision.create.append(pvc)
+            else:
+                self.requeue(DELETION_POLL_SECONDS)
+
+    def delete_stale_jobs(self) -> None:
+        """Jobs of fingerprints (or steps) the plan no longer has."""
+        current = {s.name: s.fingerprint for s in self.steps}
+        for job in self.jobs:
+            labels = _meta(job).get("labels") or {}
+            step = labels.get(STEP_LABEL)
+            if step is None or _terminating(job):
+                continue
+            if current.get(step) != labels.get(FINGERPRINT_LABEL):
+                self.decision.delete.append(object_ref(job))
+
+    def drop_deployment(self) -> None:
+        if self.deployment is not None and not _terminating(self.deployment):
+            self.decision.delete.append(object_ref(self.deployment))
+            self.event("Normal", "ServingStopped",
+                       "Triton Deployment deleted until the model is rebuilt")
+
+    # ---------------------------------------------------------------- step kinds
+    def base(self, step: Step, rec: dict | None, **fields: Any) -> dict:
+        return _clean({"fingerprint": step.fingerprint, **fields})
+
+    def pending(self, step: Step, rec: dict | None, reason: str = "Waiting",
+                message: str = "") -> dict:
+        waiting_for = message or f"{step.name} waits for the steps before it"
+        if rec and rec.get("fingerprint") == step.fingerprint and rec.get("state") == PENDING \
+                and rec.get("reason") == reason:
+            return rec
+        return self.base(step, rec, state=PENDING, reason=reason, message=waiting_for, attempt=0)
+
+    def disabled(self, step: Step, rec: dict | None) -> dict:
+        if is_done(step, rec) and rec.get("state") == SKIPPED:
+            return rec
+        return self.base(step, rec, state=SKIPPED, reason=step.skip_reason or "Disabled",
+                         message=f"{step.name} is disabled in the spec", attempt=0)
+
+    def serve(self, step: Step, rec: dict | None) -> dict:
+        want = builders.build_triton_deployment(self.cr, self.spec, step)
+        want_fp = object_fingerprint(want) or step.fingerprint
+        dep = self.deployment
+        if self.service is None or _terminating(self.service):
+            if self.service is None:
+                self.decision.create.append(builders.build_triton_service(self.cr, self.spec))
+            else:
+                self.requeue(DELETION_POLL_SECONDS)
+        if dep is None:
+            self.decision.create.append(want)
+        elif _terminating(dep):
+            self.requeue(DELETION_POLL_SECONDS)
+            dep = None
+        elif object_fingerprint(dep) != want_fp:
+            self.decision.update.append(want)
+            dep = None
+        available, ready, wanted = deployment_readiness(dep) if dep else (False, 0, 0)
+        self.serving_available = available
+        self.serving_counts = (ready, wanted or self.spec.serving.replicas)
+        name = _meta(want).get("name")
+        same = rec if rec and rec.get("fingerprint") == step.fingerprint else None
+        if available:
+            if same and same.get("state") == SUCCEEDED:
+                return {**same, "readyReplicas": ready, "replicas": wanted}
+            return self.base(step, rec, state=SUCCEEDED, reason="Available",
+                             message=f"Triton serving {', '.join(self.spec.served_triton_models())}",
+                             deployment=name, attempt=0,
+                             startTime=(same or {}).get("startTime") or timestamp(self.now),
+                             completionTime=timestamp(self.now), readyReplicas=ready,
+                             replicas=wanted)
+        if same and same.get("state") == SUCCEEDED:
+            # Served before with this fingerprint: nothing re-runs; Ready turns False.
+            return {**same, "readyReplicas": ready, "replicas": wanted or same.get("replicas", 0)}
+        if same and same.get("state") == RUNNING:
+            return {**same, "readyReplicas": ready}
+        return self.base(step, rec, state=RUNNING, reason="RollingOut",
+                         message=f"waiting for Deployment {name} to become available",
+                         deployment=name, attempt=0, startTime=timestamp(self.now),
+                         readyReplicas=ready, replicas=self.spec.serving.replicas)
+
+    def after_serve(self, step: Step) -> bool:
+        return "serve" in self._upstream(step)
+
+    def _upstream(self, step: Step) -> set[str]:
+        by_name = {s.name: s for s in self.steps}
+        seen, todo = set(), list(step.needs)
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.add(n)
+                todo.extend(by_name[n].needs if n in by_name else ())
+        return seen
+
+    def job_step(self, step: Step, rec: dict | None) -> dict:
+        if is_done(step, rec):
+            return rec
+        cur = rec if rec and rec.get("fingerprint") == step.fingerprint else None
+        live, going = self.step_jobs(step)
+
+        if self.resume and cur and cur.get("state") in (FAILED, BACKING_OFF):
+            cur = self.base(step, cur, state=PENDING, reason="Resumed", attempt=0,
+                            message=f"{step.name} resumed from attempt 0")
+            self.event("Normal", "Resumed", f"{step.name}: retrying from attempt 0")
+        if cur and cur.get("state") == PENDING and cur.get("reason") == "Resumed":
+            # Attempt 0's Job name is reused: the old Jobs must be gone first.
+            if live or going:
+                self.decision.delete.extend(object_ref(j) for j in live.values())
+                self.requeue(DELETION_POLL_SECONDS)
+                return cur
+            return self.start(step, cur, 0)
+
+        attempt = int((cur or {}).get("attempt") or 0)
+        if live and max(live) > attempt or (cur is None and live):
+            # A Job status does not know about: adopt it, never duplicate it.
+            attempt = max(live)
+            cur = self.base(step, cur, state=RUNNING, reason="Adopted", attempt=attempt,
+                            job=_meta(live[attempt]).get("name"),
+                            message=f"adopted Job {_meta(live[attempt]).get('name')}")
+        state = (cur or {}).get("state")
+        if state == FAILED:
+            return cur   # retries exhausted: wait for a spec change or the retry annotation
+        if state == BACKING_OFF:
+            retry_at = parse_timestamp(cur.get("retryTime")) or self.now
+            if self.now < retry_at:
+                self.requeue((retry_at - self.now).total_seconds())
+                return cur
+            return self.start(step, cur, attempt + 1)
+
+        job = live.get(attempt)
+        if job is None:
+            if any(_meta(j).get("name") == self.job_name(step, attempt) for j in going):
+                self.requeue(DELETION_POLL_SECONDS)
+                return cur or self.pending(step, rec)
+            if state == RUNNING and cur.get("job"):
+                self.event("Warning", "JobMissing",
+                           f"{step.name}: Job {cur['job']} disappeared before its result was "
+                           f"recorded; recreating it")
+            return self.start(step, cur, attempt)
+        return self.observe(step, cur, attempt, job)
+
+    def start(self, step: Step, cur: dict | None, attempt: int) -> dict:
+        if self.after_serve(step) and not self.serving_available:
+            return self.pending(step, cur, "WaitingForTriton",
+                                f"{step.name} waits for Triton to become available")
+        job = builders.build_step_job(self.cr, self.spec, step, attempt)
+        self.decision.create.append(job)
+        return self.base(step, cur, state=RUNNING, reason="JobCreated", attempt=attempt,
+                         job=_meta(job).get("name"), startTime=timestamp(self.now),
+                         message=f"Job {_meta(job).get('name')} created (attempt {attempt})")
+
+    def observe(self, step: Step, cur: dict | None, attempt: int, job: dict) -> dict:
+        name = _meta(job).get("name")
+        out = job_outcome(job, _pods_of_job(job, self.pods))
+        common = dict(attempt=attempt, job=name,
+                      startTime=out.start or (cur or {}).get("startTime") or timestamp(self.now))
+        if out.state == RUNNING:
+            if cur and cur.get("state") == RUNNING and cur.get("job") == name:
+                return cur
+            return self.base(step, cur, state=RUNNING, reason="JobRunning",
+                             message=f"Job {name} running (attempt {attempt})", **common)
+        finished = out.finish or timestamp(self.now)
+        if out.state in FINISHED:
+            return self.base(step, cur, state=out.state, reason=out.reason or out.state,
+                             message=out.message or f"{step.name} {out.state.lower()}",
+                             completionTime=finished, result=_trim_result(out.result), **common)
+        # Failed: retry after backoff, or give up.
+        limit, base = self.spec.retries.limit, self.spec.retries.backoff_seconds
+        failed = dict(reason=out.reason, completionTime=finished,
+                      result=_trim_result(out.result), **common)
+        if attempt < limit:
+            delay = base * 2 ** attempt
+            retry_at = (parse_timestamp(finished) or self.now) + timedelta(seconds=delay)
+            if retry_at > self.now:
+                self.requeue((retry_at - self.now).total_seconds())
+            return self.base(step, cur, state=BACKING_OFF, retryTime=timestamp(retry_at),
+                             message=one_line(f"attempt {attempt} failed: {out.message}; "
+                                              f"retrying in {delay}s"), **failed)
+        return self.base(step, cur, state=FAILED,
+                         message=one_line(f"failed after {attempt + 1} attempt(s): {out.message}"),
+                         **failed)
+
+    # ---------------------------------------------------------------- events
+    def announce(self, step: Step, old: dict | None, new: dict) -> None:
+        """One Event per transition of a step's record (none when nothing moved)."""
+        key = lambda r: (r or {}).get("fingerprint"), lambda r: (r or {}).get("state"), \
+            lambda r: (r or {}).get("attempt"), lambda r: (r or {}).get("job")
+        if all(k(old) == k(new) for k in key):
+            return
+        state, name = new.get("state"), step.name
+        if old and old.get("state") in FINISHED and old.get("fingerprint") != new.get("fingerprint"):
+            self.event("Normal", "SpecChanged", f"{name}: inputs changed, running it again")
+        if state == RUNNING:
+            if new.get("reason") == "JobCreated":
+                self.event("Normal", "StageStarted", f"{name}: {new.get('message')}")
+            elif step.long_running:
+                self.event("Normal", "StageStarted", f"{name}: {new.get('message')}")
+        elif state == SUCCEEDED:
+            self.event("Normal", "StageSucceeded", f"{name}: {new.get('message')}")
+        elif state == SKIPPED:
+            self.event("Normal", "StageSkipped", f"{name} skipped ({new.get('reason')}): "
+                                                  f"{new.get('message')}")
+        elif state in (BACKING_OFF, FAILED):
+            self.event("Warning", "StageFailed", f"{name} ({new.get('reason')}): "
+                                                 f"{new.get('message')}")
+
+    # ---------------------------------------------------------------- status
+    def build_status(self, stages: dict[str, dict], active: Step | None) -> dict:
+        gen, now = self.gen, self.now
+        conditions = list(self.old.get("conditions") or [])
+        by_stage: dict[str, list[dict]] = {}
+        for step in self.steps:
+            by_stage.setdefault(step.stage, []).append(stages[step.name])
+        for stage, type_ in CONDITION_FOR_STAGE.items():
+            if stage not in by_stage:
+                continue
+            if stage == "serve":
+                st, reason, msg = self.serving_condition(by_stage[stage][0])
+            else:
+                st, reason, msg = stage_condition(by_stage[stage], stage)
+                if all(r.get("state") == PENDING and r.get("reason") != "Resumed"
+                       for r in by_stage[stage]):
+                    st = UNKNOWN
+            conditions = set_condition(conditions, type_, st, reason, msg, gen, now)
+
+        failed = next((s for s in self.steps if stages[s.name].get("state") == FAILED), None)
+        if failed is not None:
+            rec = stages[failed.name]
+            phase, ready = "Failed", (FALSE, "StageFailed", f"{failed.name}: {rec.get('message')}")
+        elif active is None and self.serving_available:
+            phase, ready = "Ready", (TRUE, "Ready", "every stage done; Triton is serving "
+                                     + ", ".join(self.spec.served_triton_models()))
+        elif active is None:
+            phase, ready = "Deploying", self.unavailable()
+        else:
+            phase = PHASE_FOR_STAGE[active.stage]
+            rec = stages[active.name]
+            if stages["serve"].get("state") == SUCCEEDED and not self.serving_available:
+                ready = self.unavailable()
+            else:
+                ready = (FALSE, "Progressing", f"{active.name}: {rec.get('message')}")
+        before = get_condition(conditions, READY) or {}
+        conditions = set_condition(conditions, READY, *ready, gen, now)
+        self.ready_events(before, ready, phase)
+
+        summary_input = {
+            s.name: {"stage": s.stage, "state": stages[s.name]["state"],
+                     "reason": stages[s.name].get("reason", ""),
+                     "message": stages[s.name].get("message", ""),
+                     **(stages[s.name].get("result") or {})}
+            for s in self.steps if stages[s.name].get("state") in FINISHED}
+        summary = results.summarize(summary_input) or {}
+        status = {
+            "observedGeneration": gen,
+            "phase": phase,
+            "message": get_condition(conditions, READY)["message"],
+            "conditions": ordered(conditions),
+            "stages": stages,
+            "endpoints": self.endpoints.as_status(),
+            # model, benchmark (and clientAccuracy once the client step ran)
+            **{k: v for k, v in summary.items() if v is not None},
+        }
+        if self.retry_token is not None:
+            status["retryToken"] = self.retry_token
+        return _clean(status)
+
+    def unavailable(self) -> tuple[str, str, str]:
+        ready, want = self.serving_counts
+        return FALSE, "TritonUnavailable", f"Triton has {ready}/{want} replicas available"
+
+    def serving_condition(self, rec: dict) -> tuple[str, str, str]:
+        if self.serving_available:
+            ready, want = self.serving_counts
+            return TRUE, "Available", f"{ready}/{want} Triton replicas available"
+        if rec.get("state") == SUCCEEDED:
+            return self.unavailable()
+        if rec.get("state") == RUNNING:
+            return FALSE, "RollingOut", rec.get("message", "")
+        return UNKNOWN, "Pending", "serving waits for the model repository"
+
+    def ready_events(self, before: dict, ready: tuple[str, str, str], phase: str) -> None:
+        st, reason, msg = ready
+        if (before.get("status"), before.get("reason")) == (st, reason):
+            return
+        if st == TRUE:
+            self.event("Normal", "Ready", msg)
+        elif reason == "TritonUnavailable" and before.get("status") == TRUE:
+            self.event("Warning", "TritonUnavailable", msg)
+        elif reason == "StageFailed":
+            self.event("Warning", "Failed", msg)
+
+
+__all__ = ["Decision", "Event", "reconcile", "job_outcome", "deployment_readiness",
+           "parse_result", "object_ref", "object_fingerprint", "status_patch", "WORKDIR",
+           "RETRY_ANNOTATION", "STEP_LABEL", "FINGERPRINT_LABEL", "ATTEMPT_LABEL"]
