@@ -60,7 +60,7 @@ bench: setup ## Serving benchmark on this machine; writes docs/BENCHMARKS.md
 	$(PY) benchmarks/serving.py
 
 .PHONY: docker-build
-docker-build: ## Build the operator image (needs a Docker engine)
+docker-build: ## Build the operator image (needs a Docker engine; no torch inside)
 	docker build -t $(IMG) .
 
 .PHONY: deploy
@@ -72,8 +72,12 @@ undeploy: ## Remove what deploy installed
 	kubectl delete -k manifests/ --ignore-not-found
 
 .PHONY: kind
-kind: ## Create a GPU kind cluster with the GPU operator and this operator (needs Docker + an NVIDIA GPU)
-	hack/kind/create-cluster.sh
+kind: ## GPU kind cluster (nvkind) + GPU Operator + this chart + the sample, waited to Ready (needs Docker + an NVIDIA GPU)
+	IMG=$(IMG) hack/kind/create-cluster.sh
+
+.PHONY: chart
+chart: ## Regenerate the chart's CRD and RBAC rules (charts/mnist-serving/files) from the operator source
+	$(PY) scripts/gen-chart.py
 
 .PHONY: clean
 clean: ## Remove local run directories (keeps .venv and the binary cache)
