@@ -1,9 +1,9 @@
 # The operator image: the kopf operator (control plane) plus the mnist_jobs
-# stage package, which stage pods copy out of this image with an init
-# container into an emptyDir on PYTHONPATH:
+# stage package. Stages run inside stock NGC images; each stage pod gets the
+# package from this image with an init container that copies it into an
+# emptyDir, which the stage container puts on PYTHONPATH:
 #     cp -R /opt/mnist-serving/jobs/. /mnt/stages/     (then PYTHONPATH=/mnt/stages)
-# (plain `cp`, so the same command works in any image that has this layer),
-# so the stages run inside stock NGC images. No torch, no Triton here.
+# No torch, no Triton in this image.
 #
 #   docker build -t mnist-serving-operator:dev .     (or: make docker-build)
 
