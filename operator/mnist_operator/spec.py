@@ -491,7 +491,7 @@ def _check_field_schema(cls: type, obj: Any, path: str, errors: list[str], only:
     """The single-field constraints the CRD schema states (enum, minimum, ...)."""
     for fl in dataclasses.fields(cls):
         key = camel(fl.name)
-        if key not in only:
+        if fl.name not in only:  # ``only`` holds the Python field names that were given
             continue
         v = getattr(obj, fl.name)
         md = fl.metadata

@@ -1,0 +1,98 @@
+"""The typed MnistServing spec: defaults, and one-line errors that name the field."""
+from __future__ import annotations
+
+import pytest
+
+from mnist_operator.spec import (CROSS_FIELD_RULES, MnistServingSpec, SpecError, parse_spec,
+                                 validate)
+
+
+def errors_of(spec: dict) -> list[str]:
+    with pytest.raises(SpecError) as exc:
+        parse_spec(spec)
+    return exc.value.errors
+
+
+def test_empty_spec_gets_every_default():
+    spec = parse_spec({})
+    d = spec.to_dict()
+    assert d["training"]["epochs"] == 2 and d["training"]["learningRate"] == "0.0025"
+    assert d["serving"]["models"] == ["onnx", "tensorrt", "bls"]
+    assert d["tensorrt"] == {"enabled": True, "precision": "fp32", "minBatch": 1, "optBatch": 64,
+                             "maxBatch": 128, "gpus": 1}
+    assert spec.storage_size == "2Gi"
+    assert spec.served_triton_models() == ["mnist_onnx", "mnist_trt", "mnist_bls"]
+    # to_dict round-trips through parse_spec unchanged
+    assert parse_spec(d).to_dict() == d
+    assert validate(MnistServingSpec()) == []
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ({"training": {"epochs": -1}}, "spec.training.epochs: must be >= 1 (got -1)"),
+    ({"training": {"epochs": "two"}}, "spec.training.epochs: must be an integer"),
+    ({"training": {"epochs": True}}, "spec.training.epochs: must be an integer"),
+    ({"training": {"learningRate": "0"}}, "spec.training.learningRate: must be > 0"),
+    ({"training": {"learningRate": "fast"}}, "spec.training.learningRate: 'fast' does not match"),
+    ({"training": {"momentum": "1.5"}}, "spec.training.momentum: must be < 1"),
+    ({"tensorrt": {"optBatch": 512, "maxBatch": 256}}, "spec.tensorrt.optBatch: must be <= maxBatch (256)"),
+    ({"tensorrt": {"minBatch": 8, "optBatch": 4}}, "spec.tensorrt.optBatch: must be >= minBatch (8)"),
+    ({"tensorrt": {"precision": "int4"}}, "spec.tensorrt.precision: must be one of 'fp32', 'fp16' (got 'int4')"),
+    ({"serving": {"models": ["vgg"]}}, "spec.serving.models[0]: unknown value 'vgg'; must be one of onnx, tensorrt, bls"),
+    ({"serving": {"models": []}}, "spec.serving.models: must have at least 1 item(s)"),
+    ({"serving": {"models": ["onnx", "onnx"]}}, "spec.serving.models: must not contain duplicates"),
+    ({"serving": {"models": ["bls"]}}, "spec.serving.models: bls needs onnx or tensorrt in the same list"),
+    ({"serving": {"maxBatchSize": 256}},
+     "spec.serving.models: serving.maxBatchSize must be <= tensorrt.maxBatch when tensorrt is served"),
+    ({"serving": {"models": ["tensorrt"]}, "tensorrt": {"enabled": False}},
+     "spec.serving.models: tensorrt needs tensorrt.enabled: true"),
+    ({"serving": {"models": ["onnx"], "cpuOnly": True}}, "spec.serving.gpus: must be 0 with cpuOnly: true"),
+    ({"serving": {"models": ["onnx"], "maxBatchSize": 16}},
+     "spec.serving.dynamicBatching.preferredBatchSizes: each must be <= serving.maxBatchSize (16)"),
+    ({"serving": {"replicas": 2}}, "spec.serving.replicas: must be 1 with a ReadWriteOnce volume"),
+    ({"images": {"pytorch": ""}}, "spec.images.pytorch: must not be empty"),
+    ({"images": {"triton": "Not An Image"}}, "spec.images.triton: 'Not An Image' does not match"),
+    ({"images": {"sdk": None, "stages": 3}}, "spec.images.stages: must be a string"),
+    ({"storage": {"existingClaim": "mine", "size": "1Gi"}},
+     "spec.storage.existingClaim: existingClaim and size are mutually exclusive"),
+    ({"storage": {"size": "lots"}}, "spec.storage.size: 'lots' does not match"),
+    ({"storage": {"accessMode": "ReadWriteOncePod"}}, "spec.storage.accessMode: must be one of"),
+    ({"benchmark": {"perfAnalyzer": {"concurrency": {"start": 10, "end": 2}}}},
+     "spec.benchmark.perfAnalyzer.concurrency.end: must be >= concurrency.start (empty range): 10:2"),
+    ({"serving": {"models": ["onnx"]}, "tensorrt": {"enabled": False},
+      "benchmark": {"perfAnalyzer": {"models": ["bls"]}}},
+     "spec.benchmark.perfAnalyzer.models: each must be in serving.models"),
+    ({"benchmark": {"perfAnalyzer": {"batchSize": 512}}},
+     "spec.benchmark.perfAnalyzer.batchSize: must be <= serving.maxBatchSize"),
+    ({"training": {"epoch": 3}}, "spec.training.epoch: unknown field"),
+    ({"serving": "all"}, "spec.serving: must be an object"),
+    ({"scheduling": {"nodeSelector": {"a": 1}}}, "spec.scheduling.nodeSelector: must be a map of strings"),
+])
+def test_bad_spec_names_the_field(spec, expected):
+    errors = errors_of(spec)
+    assert any(e.startswith(expected) for e in errors), errors
+    assert all("\n" not in e for e in errors)
+
+
+def test_every_error_is_reported_not_just_the_first():
+    errors = errors_of({"training": {"epochs": 0, "batchSize": 0}, "export": {"opset": 99}})
+    assert [e.split(":")[0] for e in errors] == [
+        "spec.training.epochs", "spec.training.batchSize", "spec.export.opset"]
+
+
+def test_valid_variants_parse():
+    for spec in (
+        {"serving": {"replicas": 3}, "storage": {"accessMode": "ReadWriteMany"}},
+        {"images": {"stages": "localhost:5000/mnist/operator:dev"}},
+        {"images": {"triton": "nvcr.io/nvidia/tritonserver@sha256:" + "a" * 64}},
+        {"serving": {"models": ["onnx"], "cpuOnly": True, "gpus": 0}, "tensorrt": {"enabled": False}},
+        {"storage": {"existingClaim": "shared-models"}},
+        {"training": {"learningRate": ".01", "momentum": "0"}},
+    ):
+        parse_spec(spec)
+
+
+def test_rule_paths_are_unique_per_message():
+    # Each rule names its field as the API server will (spec.<at>.<fieldPath>).
+    seen = {(r.path, r.message) for r in CROSS_FIELD_RULES}
+    assert len(seen) == len(CROSS_FIELD_RULES)
+    assert all(r.path.startswith("spec.") for r in CROSS_FIELD_RULES)
