@@ -138,10 +138,12 @@ def owned_by(obj: dict, owner_uid: str | None) -> bool:
     return owner_uid is None or not refs or any(r.get("uid") == owner_uid for r in refs)
 
 
-def observe_children(api: client.ApiClient, cr: dict) -> dict:
-    """What reconcile.reconcile() reads: this resource's children by instance label."""
+def observe_children(api: client.ApiClient, cr: dict, selector: str) -> dict:
+    """What reconcile.reconcile() reads: this resource's children, found by
+    ``selector`` (its instance label) and, where they carry owner references,
+    owned by it."""
     m = cr["metadata"]
-    ns, selector, uid = m["namespace"], f"{INSTANCE_LABEL}={m['name']}", m.get("uid")
+    ns, uid = m["namespace"], m.get("uid")
 
     def of(api_version: str, kind: str) -> list[dict]:
         return [o for o in list_objects(api, api_version, kind, ns, selector) if owned_by(o, uid)]

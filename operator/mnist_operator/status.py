@@ -80,9 +80,8 @@ def one_line(text: Any, limit: int = 1024) -> str:
 def camel_reason(text: str) -> str:
     """A reason the CRD's pattern accepts: CamelCase letters and digits only."""
     words = re.split(r"[^A-Za-z0-9]+", str(text or ""))
-    out = "".join(w[:1].upper() + w[1:] for w in words if w)
-    out = out.lstrip("0123456789")
-    return out or "Unknown"
+    out = "".join(w[:1].upper() + w[1:] for w in words if w).lstrip("0123456789")
+    return out[:1].upper() + out[1:] if out else "Unknown"
 
 
 def get_condition(conditions: list[dict] | None, type_: str) -> dict | None:

@@ -1,0 +1,170 @@
+"""The kopf shell: read children -> reconcile() -> apply the Decision -> patch status.
+
+Thin on purpose: every decision lives in reconcile.py. Run it as
+``mnist-serving operator [--namespace NS ...|--all-namespaces] [--liveness URL]``
+or ``kopf run -m mnist_operator.handlers`` (both register the same handlers).
+
+Triggers, all funnelling into one ``reconcile_resource`` per MnistServing:
+create/update/resume of the resource; a level-triggered timer
+(``MNIST_SERVING_RECONCILE_SECONDS``, default 10) that also ends retry
+backoffs; and events of the Jobs, Pods and Deployment it owns (by label),
+so a finished stage moves the pipeline on at once. Deletion needs no
+finalizer: owner references let the garbage collector remove the children
+(the PVC has none when ``storage.keepOnDelete`` is set).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+import kopf
+
+from . import builders, kube
+from .reconcile import Decision, reconcile, status_patch
+from .spec import GROUP, KIND, PLURAL, VERSION
+
+log = logging.getLogger("mnist_operator")
+
+RECONCILE_SECONDS = float(os.environ.get("MNIST_SERVING_RECONCILE_SECONDS", "10"))
+MANAGED = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY}
+
+_api = None
+_api_lock = threading.Lock()
+_locks: dict[tuple[str, str], threading.Lock] = {}
+
+
+def api():
+    global _api
+    with _api_lock:
+        if _api is None:
+            _api = kube.api_client()
+        return _api
+
+
+def _lock_for(namespace: str, name: str) -> threading.Lock:
+    # Timer, resource and child handlers run in parallel threads: one pass per resource at a time.
+    with _api_lock:
+        return _locks.setdefault((namespace, name), threading.Lock())
+
+
+# --------------------------------------------------------------------------- the one pass
+def apply(decision: Decision, cr: dict) -> None:
+    """Carry out a Decision; each call is idempotent (409 on create, 404 on delete)."""
+    a = api()
+    for ref in decision.delete:
+        kube.delete(a, ref)
+    for obj in decision.create:
+        kube.create(a, obj)
+    for obj in decision.update:
+        kube.patch(a, obj)
+    for ev in decision.events:
+        kopf.event(cr, type=ev.type, reason=ev.reason, message=ev.message)
+
+
+def reconcile_resource(namespace: str, name: str) -> Decision | None:
+    """Read the resource and its children fresh, decide, act, write status."""
+    with _lock_for(namespace, name):
+        a = api()
+        cr = kube.get_mnistserving(a, namespace, name)
+        if cr is None or cr["metadata"].get("deletionTimestamp"):
+            return None
+        selector = f"{kube.INSTANCE_LABEL}={builders.instance_label(name)}"
+        observed = kube.observe_children(a, cr, selector)
+        decision = reconcile(cr, observed, datetime.now(timezone.utc))
+        apply(decision, cr)
+        old = cr.get("status") or {}
+        if decision.status != {k: v for k, v in old.items() if k != "kopf"}:
+            kube.patch_status(a, namespace, name, status_patch(old, decision.status))
+        if decision.requeue_after is not None:
+            log.debug("%s/%s: look again in %ss", namespace, name, decision.requeue_after)
+        return decision
+
+
+# --------------------------------------------------------------------------- handlers
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Handler progress in annotations only, so .status holds nothing but ours.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    settings.posting.level = logging.WARNING  # our own Events are posted explicitly
+    settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = [1, 2, 5, 10]
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+def on_change(namespace: str, name: str, **_: Any) -> None:
+    reconcile_resource(namespace, name)  # returns None: kopf writes nothing into status
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
+def periodic(namespace: str, name: str, **_: Any) -> None:
+    reconcile_resource(namespace, name)
+
+
+def _owner(meta: dict) -> str | None:
+    """The MnistServing a child belongs to: its owner reference, else its instance label."""
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(GROUP + "/"):
+            return ref.get("name")
+    return None
+
+
+def _on_child(meta: dict, namespace: str, type_: str | None) -> None:
+    owner = _owner(meta)
+    if owner is None:  # pods: owned by their Job or ReplicaSet, named by the instance label
+        owner = (meta.get("labels") or {}).get(kube.INSTANCE_LABEL)
+    if owner and type_ is not None:  # type None: the initial listing, already covered by resume
+        try:
+            reconcile_resource(namespace, owner)
+        except kube.KubeError as e:
+            log.warning("%s/%s: %s", namespace, owner, e)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+def job_event(meta: dict, namespace: str, type: str | None, **_: Any) -> None:
+    _on_child(meta, namespace, type)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+def deployment_event(meta: dict, namespace: str, type: str | None, **_: Any) -> None:
+    _on_child(meta, namespace, type)
+
+
+@kopf.on.event("v1", "pods", labels=MANAGED)
+def pod_event(meta: dict, namespace: str, type: str | None, **_: Any) -> None:
+    _on_child(meta, namespace, type)
+
+
+# --------------------------------------------------------------------------- entry point
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mnist-serving operator",
+                                description="Run the MnistServing operator (kopf) against the "
+                                            "cluster of the current kubeconfig or service account.")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
+                       help="watch this namespace (repeatable; glob patterns as kopf allows)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true",
+                       help="watch every namespace (the default when no --namespace is given)")
+    p.add_argument("--liveness", metavar="URL", default=None,
+                   help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--verbose", action="store_true", help="log debug messages")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    kopf.configure(verbose=args.verbose)
+    # One replica with a Recreate strategy: no peering needed.
+    kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace,
+             liveness_endpoint=args.liveness)
+    return 0
+
+
+__all__ = ["main", "reconcile_resource", "apply", "configure"]
