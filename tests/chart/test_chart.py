@@ -62,8 +62,9 @@ def test_helm_lint_strict_passes(helm):
     [],
     ["--set", "rbac.scope=namespace"],
     ["--set", "rbac.scope=namespace", "--set", "rbac.namespaces={team-a,team-b}"],
-    ["--set", "crds.install=false", "--set", "metrics.enabled=false", "--set", "serviceAccount.name=op"],
-], ids=["defaults", "namespace-scope", "namespace-scope-two", "minimal"])
+    ["--set", "crds.install=false", "--set", "serviceAccount.name=op"],
+    ["--set", "metrics.enabled=true", "--set", "operator.logLevel=verbose"],
+], ids=["defaults", "namespace-scope", "namespace-scope-two", "minimal", "metrics"])
 def test_rendered_objects_are_valid_kubernetes_1_36(helm, values):
     objs = objects(helm, *values)
     assert objs
@@ -132,7 +133,7 @@ def test_namespace_scope_defaults_to_the_release_namespace(helm):
 # ------------------------------------------------------------------ the operator Deployment
 
 def test_operator_deployment_shape(helm):
-    objs = objects(helm)
+    objs = objects(helm, "--set", "metrics.enabled=true")
     dep = one(objs, "Deployment")
     spec = dep["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
@@ -175,23 +176,38 @@ def test_default_ngc_images_are_one_release():
 
 
 def test_service_monitor_is_optional(helm):
-    assert not [o for o in objects(helm) if o["kind"] == "ServiceMonitor"]
-    sm = one(objects(helm, "--set", "metrics.serviceMonitor.enabled=true",
+    assert not [o for o in objects(helm) if o["kind"] in ("ServiceMonitor", "Service")]
+    sm = one(objects(helm, "--set", "metrics.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
                      "--set", "metrics.serviceMonitor.labels.release=prom"), "ServiceMonitor")
     assert sm["spec"]["endpoints"][0]["port"] == "metrics"
     assert sm["metadata"]["labels"]["release"] == "prom"
+
+
+@pytest.mark.parametrize("values", [[], ["--set", "rbac.scope=namespace", "--set", "rbac.namespaces={a,b}"],
+                                    ["--set", "operator.logLevel=verbose"]], ids=["cluster", "namespace", "verbose"])
+def test_operator_accepts_the_rendered_arguments(helm, values):
+    """The chart's args parse with the operator's own argument parser (the image's ENTRYPOINT)."""
+    from mnist_operator import handlers
+
+    container = one(objects(helm, *values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    args = handlers.parser().parse_args(container["args"])
+    assert args.liveness == "http://0.0.0.0:8080/healthz"
+    assert args.all_namespaces == ("rbac.scope=namespace" not in values)
+    assert args.namespace == (["a", "b"] if "rbac.scope=namespace" in values else [])
+    assert args.verbose == ("operator.logLevel=verbose" in values)
 
 
 # ------------------------------------------------------------------ bad values
 
 @pytest.mark.parametrize("values, key", [
     ("rbac:\n  scope: global\n", "/rbac/scope"),
+    ("operator:\n  logLevel: debug\n", "/operator/logLevel"),
     ("image:\n  tag: 5\n", "/image/tag"),
     ("stageDefaults:\n  gpus:\n    serving: two\n", "/stageDefaults/gpus/serving"),
     ("metrics:\n  port: 70000\n", "/metrics/port"),
     ("replicas: 2\n", "replicas"),
     ("stageDefaults:\n  images:\n    tritn: x\n", "tritn"),
-], ids=["bad-enum", "wrong-type", "string-for-int", "out-of-range", "unknown-key", "typo-in-nested-key"])
+], ids=["bad-enum", "bad-log-level", "wrong-type", "string-for-int", "out-of-range", "unknown-key", "typo-in-nested-key"])
 def test_bad_values_fail_naming_the_key(helm, tmp_path, values, key):
     bad = tmp_path / "values.yaml"
     bad.write_text(values)

@@ -17,7 +17,7 @@ def test_rendered_chart_passes_server_side_dry_run(control_plane, namespace, kub
     helm = control_plane.binaries["helm"]
     rendered = subprocess.run(
         [str(helm), "template", "demo", str(CHART), "-n", namespace, "--kube-version", "1.36.3",
-         "--set", f"rbac.scope={scope}"], capture_output=True, text=True, timeout=60)
+         "--set", f"rbac.scope={scope}", "--set", "metrics.enabled=true"], capture_output=True, text=True, timeout=60)
     assert rendered.returncode == 0, rendered.stderr
     out = kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered.stdout)
     expected = ["serviceaccount/demo-mnist-serving", "service/demo-mnist-serving-metrics",
