@@ -108,6 +108,8 @@ def field_schema(tp: Any, fl: dataclasses.Field) -> dict:
                 "maxItems", "maxProperties"):
         if key in md:
             out[key] = list(md[key]) if key == "enum" else md[key]
+    if "enum" in out and "maxLength" not in out:
+        out["maxLength"] = max(len(e) for e in out["enum"])  # bounds CEL cost estimates
     if not md.get("noDefault"):
         out["default"] = _default(fl)
     return out
