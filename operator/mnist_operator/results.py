@@ -1,0 +1,161 @@
+"""Step results -> the compact parts of ``.status`` (model, benchmark, client).
+
+Pure, no I/O. Both the operator and the local runner call :func:`summarize`
+with the recorded step results (step name -> the stage's result JSON, step
+names from :func:`mnist_operator.pipeline.plan`) and show what it returns.
+The output holds only ints, strings and nested maps (API conventions: no
+floats, no bools, no lists whose order could churn the status).
+
+A step that is missing, still running or failed contributes nothing here;
+its state and reason live in ``status.stages``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+SUCCEEDED, SKIPPED = "Succeeded", "Skipped"
+
+
+def _ok(result: dict | None) -> bool:
+    return bool(result) and result.get("state") == SUCCEEDED
+
+
+def _scalar(value: Any) -> int | str:
+    """Ints stay ints; everything else becomes a string (bools as true/false)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return value
+    return str(value)
+
+
+def _pick(result: dict, keys: dict[str, str]) -> dict[str, int | str]:
+    return {out: _scalar(result[src]) for out, src in keys.items() if result.get(src) is not None}
+
+
+def _stage_line(result: dict | None) -> str:
+    """One line for a stage that may have been skipped: 'Succeeded', 'Skipped: ...'."""
+    if not result:
+        return "NotRun"
+    state = result.get("state", "Unknown")
+    if state == SUCCEEDED:
+        return state
+    message = result.get("message") or result.get("reason") or ""
+    return f"{state}: {message}" if message else state
+
+
+def model_part(results: dict[str, dict]) -> dict[str, int | str]:
+    train, export, engine, repo = (results.get(n) for n in ("train", "export", "engine", "repo"))
+    out: dict[str, int | str] = {}
+    if _ok(train):
+        out.update(_pick(train, {"accuracy": "accuracy", "trainDevice": "device",
+                                 "epochs": "epochs", "trainSamples": "trainSamples",
+                                 "testSamples": "testSamples", "dataSource": "dataSource"}))
+    if _ok(export):
+        out.update(_pick(export, {"onnxMaxAbsDiff": "maxAbsDiff", "opset": "opset",
+                                  "onnx": "onnx"}))
+    if engine:
+        out["engine"] = _stage_line(engine)
+        if _ok(engine):
+            out.update(_pick(engine, {"enginePrecision": "precision", "engineGpu": "gpu",
+                                      "engineComputeCapability": "computeCapability",
+                                      "engineThroughputQps": "throughputQps"}))
+    if _ok(repo):
+        out["served"] = ",".join(repo.get("models", []))
+        if repo.get("onnxBackend"):
+            out["onnxBackend"] = repo["onnxBackend"]
+        if repo.get("blsDownstream"):
+            out["blsDownstream"] = repo["blsDownstream"]
+    return out
+
+
+def _bench_rows(entry: dict) -> list[dict]:
+    """Rows of one model in a bench result, in either of its two shapes
+    (dicts, or lists in ``rowFormat`` order once the result was shrunk)."""
+    rows = entry.get("rows", [])
+    if rows and isinstance(rows[0], list):
+        return [{"c": r[0], "inferPerSec": r[1], "p99Us": r[2], "little": r[3]} for r in rows]
+    return rows
+
+
+def _points(concurrency: str, fallback: int) -> int:
+    """How many concurrency points START:END:STEP measured (rows may have been
+    dropped from a shrunk result, the range was not)."""
+    try:
+        start, end, step = (int(p) for p in concurrency.split(":"))
+        return len(range(start, end + 1, step))
+    except ValueError:
+        return fallback
+
+
+def perf_part(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """model -> protocol -> best point, its p99, batching gain, Little's-law failures."""
+    out: dict[str, dict[str, dict]] = {}
+    for name in sorted(results):
+        result = results[name]
+        if not name.startswith("bench-") or not _ok(result):
+            continue
+        protocol = result.get("protocol") or name.removeprefix("bench-")
+        for model, entry in sorted(result.get("models", {}).items()):
+            best = entry.get("best", {})
+            rows = _bench_rows(entry)
+            point = {
+                "bestInferPerSec": _scalar(best.get("inferPerSec", "0")),
+                "p99UsAtBest": _scalar(best.get("p99Us", 0)),
+                "concurrencyAtBest": _scalar(best.get("c", 0)),
+                "batchingGain": _scalar(entry.get("batchingGain", "0")),
+                "littleFailures": _scalar(entry.get("littleFailures", 0)),
+                "points": _points(result.get("concurrency", ""), len(rows)),
+            }
+            lowest = min(rows, key=lambda r: r["c"]) if rows and "rowsNote" not in result else None
+            if lowest is not None:
+                point["lowestConcurrency"] = _scalar(lowest["c"])
+                point["inferPerSecAtLowest"] = _scalar(lowest["inferPerSec"])
+            out.setdefault(model, {})[protocol] = point
+    return out
+
+
+def analyzer_part(result: dict | None) -> dict[str, Any]:
+    if not result:
+        return {}
+    if not _ok(result):
+        return {"state": _stage_line(result)}
+    out: dict[str, Any] = {}
+    for model, entry in sorted(result.get("models", {}).items()):
+        out[model] = _pick(entry, {
+            "bestConfig": "bestConfig", "throughput": "throughput", "p99Ms": "p99Ms",
+            "concurrency": "concurrency", "instances": "instances", "maxBatchSize": "maxBatchSize",
+            "defaultThroughput": "defaultThroughput", "bestOverDefault": "bestOverDefault",
+            "configsMeasured": "configsMeasured"})
+    if result.get("failedMeasurements"):
+        out["failedMeasurements"] = _scalar(result["failedMeasurements"])
+    return out
+
+
+def client_part(result: dict | None) -> dict[str, Any]:
+    if not _ok(result):
+        return {}
+    out: dict[str, Any] = {model: {p: _scalar(acc) for p, acc in sorted(per.items())}
+                           for model, per in sorted(result.get("accuracy", {}).items())}
+    out["samples"] = _scalar(result.get("samples", 0))
+    out["disagreements"] = _scalar(result.get("disagreements", 0))
+    return out
+
+
+def summarize(results: dict[str, dict]) -> dict:
+    """The ``model``, ``benchmark`` and ``clientAccuracy`` parts of the status."""
+    benchmark: dict[str, Any] = {}
+    perf = perf_part(results)
+    if perf:
+        benchmark["perfAnalyzer"] = perf
+    analyzer = analyzer_part(results.get("analyze"))
+    if analyzer:
+        benchmark["modelAnalyzer"] = analyzer
+    out: dict[str, Any] = {"model": model_part(results), "benchmark": benchmark}
+    client = client_part(results.get("client"))
+    if client:
+        out["clientAccuracy"] = client
+    return out
+
+
+__all__ = ["summarize"]
