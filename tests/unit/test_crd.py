@@ -256,3 +256,44 @@ def test_rbac_is_least_privilege_and_covers_the_operator():
     assert not any("customresourcedefinitions" in r["resources"] for r in C.NAMESPACED_RULES)
     for obj in (C.cluster_role(), C.namespaced_role(), C.service_account()):
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+# --------------------------------------------------------------------------- manifests/ (kustomize)
+def _kustomizations():
+    return sorted(MANIFESTS.rglob("kustomization.yaml"))
+
+
+def test_kustomizations_reference_files_that_exist_and_valid_objects():
+    seen = set()
+    for k in _kustomizations():
+        doc = yaml.safe_load(k.read_text())
+        for res in doc.get("resources", []):
+            target = (k.parent / res).resolve()
+            assert target.exists(), f"{k.relative_to(ROOT)}: {res} does not exist"
+            assert target.is_dir() or target.suffix == ".yaml"
+            if target.is_file():
+                seen.add(target)
+    for path in sorted(seen):
+        for obj in yaml.safe_load_all(path.read_text()):
+            if obj["kind"] == "MnistServing":
+                assert is_valid(obj)
+            else:
+                kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_manager_runs_the_operator_with_a_liveness_probe_as_non_root():
+    dep = yaml.safe_load((MANIFESTS / "manager" / "manager.yaml").read_text())
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == C.service_account()["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    c = pod["containers"][0]
+    assert c["command"] == ["mnist-serving", "operator"]
+    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {p["name"]: p["containerPort"] for p in c["ports"]}[c["livenessProbe"]["httpGet"]["port"]] == 8080
+    assert "readinessProbe" not in c
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    binding = yaml.safe_load((MANIFESTS / "rbac" / "role_binding.yaml").read_text())
+    assert binding["roleRef"]["name"] == C.cluster_role()["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]

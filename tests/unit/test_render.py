@@ -1,0 +1,99 @@
+"""`mnist-serving render FILE [-n NS]`: every object as YAML, or one line per error."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import yaml
+
+from mnist_operator import render as R
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "manifests" / "samples" / "mnistserving.yaml"
+K8S_VERSION = "1.36.0"
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnist_operator.cli", "render", *args],
+                          input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def test_render_the_sample_prints_every_object_as_valid_kubernetes_yaml():
+    res = cli(str(SAMPLE), "-n", "ml")
+    assert res.returncode == 0, res.stderr
+    docs = [d for d in yaml.safe_load_all(res.stdout) if d]
+    kinds = [(d["kind"], d["metadata"]["name"]) for d in docs]
+    assert kinds[0] == ("PersistentVolumeClaim", "demo-model")
+    assert kinds[-2:] == [("Deployment", "demo-triton"), ("Service", "demo-triton")]
+    jobs = [d for d in docs if d["kind"] == "Job"]
+    assert [j["metadata"]["labels"]["mnist.serving.dev/step"] for j in jobs] == [
+        "train", "export", "engine", "repo", "client", "bench-grpc", "bench-http", "analyze"]
+    assert all(j["metadata"]["name"].endswith("-0") for j in jobs)
+    for d in docs:
+        assert d["metadata"]["namespace"] == "ml"
+        kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+    # the sample's fp16 engine reaches the engine stage's command line
+    engine = next(j for j in jobs if j["metadata"]["labels"]["mnist.serving.dev/step"] == "engine")
+    cmd = engine["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert cmd[cmd.index("--precision") + 1] == "fp16"
+
+
+def test_render_is_deterministic_and_uses_the_resource_namespace_by_default():
+    text = SAMPLE.read_text()
+    assert R.to_yaml(R.render(text)) == R.to_yaml(R.render(text))
+    assert {o["metadata"]["namespace"] for o in R.render(text)} == {"default"}
+    own = text.replace("name: demo\n", "name: demo\n  namespace: team-a\n")
+    assert {o["metadata"]["namespace"] for o in R.render(own)} == {"team-a"}
+    assert {o["metadata"]["namespace"] for o in R.render(own, "other")} == {"other"}
+
+
+def test_bad_spec_exits_2_with_one_line_per_error_naming_the_field():
+    bad = yaml.safe_load(SAMPLE.read_text())
+    bad["spec"]["training"]["epochs"] = -1
+    bad["spec"]["tensorrt"]["optBatch"] = 512
+    bad["spec"]["serving"]["models"] = ["onnx", "resnet"]
+    res = cli("-", stdin=yaml.safe_dump(bad))
+    assert res.returncode == 2 and res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert lines == [
+        "mnist-serving render: error: spec.training.epochs: must be >= 1 (got -1)",
+        "mnist-serving render: error: spec.serving.models[1]: unknown value 'resnet'; "
+        "must be one of onnx, tensorrt, bls",
+    ]
+    # cross-field rules run once the single fields are valid
+    bad["spec"]["training"]["epochs"] = 1
+    bad["spec"]["serving"]["models"] = ["onnx", "tensorrt"]
+    res = cli("-", stdin=yaml.safe_dump(bad))
+    assert res.returncode == 2
+    assert res.stderr.strip() == ("mnist-serving render: error: spec.tensorrt.optBatch: "
+                                  "must be <= maxBatch (128)")
+
+
+def test_bad_documents_name_what_is_wrong():
+    res = cli("-", stdin="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name}\n")
+    assert res.returncode == 2
+    errors = res.stderr.strip().splitlines()
+    assert any("apiVersion: must be mnist.serving.dev/v1alpha1" in e for e in errors)
+    assert any("kind: must be MnistServing" in e for e in errors)
+    assert any("metadata.name: 'Bad_Name' is not a DNS-1123 subdomain" in e for e in errors)
+    missing = cli(str(ROOT / "no-such-file.yaml"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip().endswith("no-such-file.yaml: No such file or directory")
+    assert cli("-", stdin="a: [\n").returncode == 2
+    assert "no MnistServing" in cli("-", stdin="").stderr
+
+
+def test_several_resources_in_one_file():
+    one = yaml.safe_load(SAMPLE.read_text())
+    two = {**one, "metadata": {"name": "second"},
+           "spec": {"serving": {"models": ["onnx"]}, "tensorrt": {"enabled": False}}}
+    objs = R.render(yaml.safe_dump_all([one, two]))
+    instances = {o["metadata"]["labels"]["app.kubernetes.io/instance"] for o in objs}
+    assert instances == {"demo", "second"}
+    bad = {**two, "spec": {"training": {"epochs": 0}}}
+    res = cli("-", stdin=yaml.safe_dump_all([one, bad]))
+    assert res.returncode == 2
+    assert res.stderr.strip() == ("mnist-serving render: error: document 2: spec.training.epochs: "
+                                  "must be >= 1 (got 0)")
