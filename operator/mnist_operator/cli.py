@@ -4,6 +4,7 @@
   render FILE    print every object the operator would create (like helm template)
   crd            print the CustomResourceDefinition generated from the spec model
   operator       run the kopf operator (what the operator image starts)
+  compare ...    gather results of local runs and/or cluster resources into one table + plot
 
 Each subcommand lives in its own module and is imported only when chosen, so
 ``render`` and ``crd`` start without torch or the Kubernetes client.
@@ -18,6 +19,7 @@ COMMANDS = {
     "render": ("mnist_operator.render", "print every object the operator would create"),
     "crd": ("mnist_operator.crd", "print the generated CustomResourceDefinition"),
     "operator": ("mnist_operator.handlers", "run the operator (kopf) against the current cluster"),
+    "compare": ("mnist_operator.compare", "one table and plot from many runs or resources"),
 }
 
 
