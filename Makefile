@@ -48,8 +48,8 @@ lint: setup ## Layer contracts (import-linter)
 	$(VENV)/bin/lint-imports
 
 .PHONY: manifests
-manifests: setup ## Regenerate the CRD from the spec model
-	$(VENV)/bin/mnist-serving crd > manifests/crd/mnistservings.yaml
+manifests: setup ## Regenerate the CRD and RBAC under manifests/ from the spec model
+	$(VENV)/bin/mnist-serving crd --write-manifests manifests
 
 .PHONY: render
 render: setup ## Print every object the operator would create for the sample resource
