@@ -38,6 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 SERVE_READY_TIMEOUT_S = 300
 
 RUN, REUSE, DISABLED = "run", "reuse", "disabled"
+RESTARTED = "restarted"   # serve: Triton started again for later steps, same fingerprint
 
 
 class UsageError(Exception):
@@ -151,21 +152,26 @@ def build_status(name: str, steps: list[Step], records: dict[str, dict],
                  phase: str) -> dict:
     """What the operator would write to ``.status`` for this run (plus where it ran)."""
     stages = {}
+    fingerprints = {s.name: s.fingerprint for s in steps}
     for step in steps:
         rec = records.get(step.name)
-        if not rec:
+        if not rec or rec.get("fingerprint") != step.fingerprint:
+            # never ran, or its result is from another spec: not this run's
             stages[step.name] = {"state": "Pending", "fingerprint": step.fingerprint}
             continue
         entry = {"state": rec.get("state", "Unknown"), "fingerprint": step.fingerprint,
                  "durationSeconds": int(rec.get("durationSeconds", 0)),
-                 "run": {RUN: "ran", REUSE: "reused", DISABLED: "disabled"}.get(
+                 "run": {RUN: "ran", REUSE: "reused", DISABLED: "disabled",
+                         RESTARTED: "restarted"}.get(
                      decisions.get(step.name, ""), "not run")}
         for key in ("reason", "message", "startTime", "completionTime"):
             if rec.get(key):
                 entry[key] = str(rec[key])
         stages[step.name] = entry
+    current = {n: r for n, r in records.items()
+               if r and r.get("fingerprint") == fingerprints.get(n)}
     return {"name": name, "phase": phase, "stages": stages,
-            **results.summarize({n: r for n, r in records.items() if r}),
+            **results.summarize(current),
             "endpoints": {**endpoints.as_status(),
                           "note": "served by the local Triton during the run; stopped at its end"},
             "workdir": str(workdir)}
@@ -210,7 +216,7 @@ def summary_lines(status: dict, status_path: Path) -> list[str]:
     for name, st in status["stages"].items():
         extra = st.get("message", "") if st["state"] != "Succeeded" else ""
         out.append(f"  {name:<11} {st['state']:<10} {st.get('durationSeconds', 0):>5} s  "
-                   f"{st.get('run', ''):<8} {st['fingerprint']}  {extra}".rstrip())
+                   f"{st.get('run', ''):<9} {st['fingerprint']}  {extra}".rstrip())
     model = status.get("model", {})
     if model:
         out += ["", "model"]
@@ -397,6 +403,7 @@ class Run:
         self.serve: processes.Background | None = None
         self.serve_step: Step | None = None
         self.serve_started = ""
+        self.current: tuple[Step, str] | None = None
 
     def command(self, step: Step) -> list[str]:
         return [sys.executable, "-m", f"mnist_jobs.{step.stage}", *step.args,
@@ -445,6 +452,7 @@ class Run:
 
     def run_step(self, step: Step) -> bool:
         started = _now()
+        self.current = (step, started)
         self.progress.start(step.name)
         outcome = processes.run_stage(self.command(step), Path(self.lay.result(step.name)),
                                       self.log(step),
@@ -455,7 +463,19 @@ class Run:
                        f"{_last_log_line(outcome.log)}"}
         rec = _record(Path(self.lay.result(step.name)), result, step, started, outcome.seconds)
         self.records[step.name] = rec
+        self.current = None
         return self.finish(step, rec, outcome.seconds)
+
+    def interrupted(self) -> None:
+        """Record the step that was running when the user stopped the run."""
+        if self.current is None:
+            return
+        step, started = self.current
+        self.current = None
+        self.records[step.name] = _record(
+            Path(self.lay.result(step.name)),
+            {"stage": step.stage, "state": "Failed", "reason": "Interrupted",
+             "message": "interrupted by the user"}, step, started, 0)
 
     def finish(self, step: Step, rec: dict, seconds: float) -> bool:
         state = rec.get("state")
@@ -469,6 +489,8 @@ class Run:
 
     def start_serve(self, step: Step, needed_by: list[str]) -> bool:
         self.serve_started = _now()
+        if self.decisions[step.name] == REUSE:
+            self.decisions[step.name] = RESTARTED
         self.progress.start(step.name)
         self.serve_step = step
         self.serve = processes.Background(
@@ -511,6 +533,15 @@ class Run:
                             self.workdir, phase)
 
 
+def _interrupt(signum, _frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _ignore_interrupts() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
     out = sys.stdout
     try:
@@ -545,19 +576,25 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(name, steps, lay, workdir, endpoints, decisions, progress)
     started = time.time()
     code = 0
+    # Ctrl-C, and SIGTERM from a CI runner or `timeout`, stop Triton and the
+    # running stage; set explicitly because a shell starting us with `&`
+    # hands us SIGINT ignored.
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         phase = run.execute()
         code = 0 if phase == "Ready" else 1
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not skip cleanup
+        _ignore_interrupts()   # a second Ctrl-C must not skip the cleanup
         phase = "Failed"
         progress.note("interrupted: stopping Triton and the running stage")
+        run.interrupted()
         code = 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _ignore_interrupts()
         run.stop_serve()
         progress.close()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     status = run.status(phase)
     if code == 130:
         status["message"] = "interrupted by the user"

@@ -1,0 +1,100 @@
+"""results.summarize on the step results of a real local run
+(tests/unit/data/results-demo/*.json: `mnist-serving run examples/local.yaml`
+on this 2-core machine, pytriton tritonserver, perf_analyzer 2.45,
+model-analyzer 1.58)."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from mnist_operator.results import summarize
+
+DATA = Path(__file__).parent / "data" / "results-demo"
+
+
+@pytest.fixture
+def demo() -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(DATA.glob("*.json"))}
+
+
+def scalars_only(value) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and scalars_only(v) for k, v in value.items())
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def test_model_part(demo):
+    model = summarize(demo)["model"]
+    assert model["accuracy"] == demo["train"]["accuracy"]
+    assert float(model["accuracy"]) >= 0.93
+    assert model["onnxMaxAbsDiff"] == demo["export"]["maxAbsDiff"]
+    assert model["engine"].startswith("Skipped: TensorRT not available")
+    assert model["served"] == "mnist_onnx,mnist_bls"
+    assert model["blsDownstream"] == "mnist_onnx"
+
+
+def test_perf_part_per_model_and_protocol(demo):
+    perf = summarize(demo)["benchmark"]["perfAnalyzer"]
+    assert set(perf) == {"mnist_onnx", "mnist_bls"}
+    for model in perf:
+        assert set(perf[model]) == {"grpc", "http"}
+        for protocol, point in perf[model].items():
+            rows = demo[f"bench-{protocol}"]["models"][model]["rows"]
+            best = max(rows, key=lambda r: float(r["inferPerSec"]))
+            lowest = min(rows, key=lambda r: r["c"])
+            assert point["bestInferPerSec"] == best["inferPerSec"]
+            assert point["p99UsAtBest"] == best["p99Us"]
+            assert point["concurrencyAtBest"] == best["c"]
+            gain = float(best["inferPerSec"]) / float(lowest["inferPerSec"])
+            assert float(point["batchingGain"]) == pytest.approx(gain, abs=0.01)
+            assert point["littleFailures"] == sum(r["little"] != "ok" for r in rows)
+            assert point["points"] == len(rows)
+
+
+def test_analyzer_and_client_parts(demo):
+    out = summarize(demo)
+    ma = out["benchmark"]["modelAnalyzer"]["mnist_onnx"]
+    real = demo["analyze"]["models"]["mnist_onnx"]
+    assert ma["bestConfig"] == real["bestConfig"]
+    assert ma["throughput"] == real["throughput"]
+    assert ma["bestOverDefault"] == real["bestOverDefault"]
+    client = out["clientAccuracy"]
+    assert client["mnist_bls"]["grpc"] == demo["client"]["accuracy"]["mnist_bls"]["grpc"]
+    assert client["samples"] == 1000 and client["disagreements"] == 0
+
+
+def test_only_ints_and_strings(demo):
+    assert scalars_only(summarize(demo))
+
+
+def test_shrunk_bench_result_keeps_verdicts(demo):
+    # a long sweep's result lists rows as [c, inferPerSec, p99Us, little] and
+    # may keep only the failing rows; the summary must still be right
+    bench = copy.deepcopy(demo["bench-grpc"])
+    entry = bench["models"]["mnist_onnx"]
+    entry["rows"] = [[r["c"], r["inferPerSec"], r["p99Us"], "FAIL(1.31)"] for r in entry["rows"]]
+    entry["littleFailures"] = len(entry["rows"])
+    bench["rowFormat"] = ["c", "inferPerSec", "p99Us", "little"]
+    bench["rowsNote"] = "only rows failing Little's law are listed"
+    point = summarize({"bench-grpc": bench})["benchmark"]["perfAnalyzer"]["mnist_onnx"]["grpc"]
+    assert point["littleFailures"] == len(entry["rows"])
+    assert point["bestInferPerSec"] == entry["best"]["inferPerSec"]
+    assert bench["concurrency"] == "1:49:48"
+    assert point["points"] == 2   # 1 and 49: counted from the range, not the kept rows
+
+
+def test_failed_and_missing_steps_contribute_nothing(demo):
+    failed = dict(demo)
+    failed["bench-http"] = {"stage": "bench", "state": "Failed", "reason": "PerfAnalyzerFailed",
+                            "message": "perf_analyzer failed at 1 point(s)"}
+    failed["analyze"] = {"stage": "analyze", "state": "Skipped", "reason": "Disabled",
+                         "message": "analyze is disabled in the spec"}
+    del failed["client"]
+    out = summarize(failed)
+    assert set(out["benchmark"]["perfAnalyzer"]["mnist_onnx"]) == {"grpc"}
+    assert out["benchmark"]["modelAnalyzer"] == {"state": "Skipped: analyze is disabled in the spec"}
+    assert "clientAccuracy" not in out
+    assert summarize({}) == {"model": {}, "benchmark": {}}
