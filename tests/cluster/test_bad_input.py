@@ -1,0 +1,166 @@
+"""Bad input: every invalid MnistServing is refused by the real API server
+with a message naming the field, and `mnist-serving render` refuses the same
+file (exit 2, one line naming the same field), so client and server agree.
+
+Each case is one fault on top of a small valid resource. The server side goes
+through `kubectl create` (strict field validation, as a user applies a file).
+"""
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .plane import REPO
+
+pytestmark = pytest.mark.cluster
+
+CRD = REPO / "manifests" / "crd" / "mnistservings.yaml"
+CLI = Path(sys.executable).with_name("mnist-serving")
+
+VALID = {
+    "apiVersion": "mnist.serving.dev/v1alpha1",
+    "kind": "MnistServing",
+    "metadata": {"name": "bad"},
+    "spec": {"serving": {"models": ["onnx", "tensorrt", "bls"]}},
+}
+
+
+def with_fault(patch: dict) -> dict:
+    """VALID with ``patch`` deep-merged into it (a None value deletes the key)."""
+    def merge(base: dict, extra: dict) -> dict:
+        out = copy.deepcopy(base)
+        for k, v in extra.items():
+            if v is None:
+                out.pop(k, None)
+            elif isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = merge(out[k], v)
+            else:
+                out[k] = copy.deepcopy(v)
+        return out
+    return merge(VALID, patch)
+
+
+def spec(**sections) -> dict:
+    return {"spec": sections}
+
+
+# (id, patch, field path both sides must name)
+CASES = [
+    # types
+    ("epochs-string", spec(training={"epochs": "two"}), "spec.training.epochs"),
+    ("enabled-not-bool", spec(tensorrt={"enabled": "yes"}), "spec.tensorrt.enabled"),
+    ("models-not-list", spec(serving={"models": "onnx"}), "spec.serving.models"),
+    ("learning-rate-number", spec(training={"learningRate": 0.01}), "spec.training.learningRate"),
+    ("unknown-field", spec(training={"epoch": 2}), "spec.training.epoch"),
+    # ranges
+    ("epochs-zero", spec(training={"epochs": 0}), "spec.training.epochs"),
+    ("opset-too-old", spec(export={"opset": 6}), "spec.export.opset"),
+    ("max-batch-too-big", spec(serving={"maxBatchSize": 5000}), "spec.serving.maxBatchSize"),
+    ("retries-negative", spec(retries={"limit": -1}), "spec.retries.limit"),
+    ("training-gpus-9", spec(training={"gpus": 9}), "spec.training.gpus"),
+    ("engine-gpus-0", spec(tensorrt={"gpus": 0}), "spec.tensorrt.gpus"),
+    ("serving-gpus-negative", spec(serving={"gpus": -1}), "spec.serving.gpus"),
+    ("duplicate-model", spec(serving={"models": ["onnx", "bls", "onnx"]}), "spec.serving.models"),
+    # enums
+    ("precision-int8", spec(tensorrt={"precision": "int8"}), "spec.tensorrt.precision"),
+    ("pull-policy", spec(images={"pullPolicy": "Sometimes"}), "spec.images.pullPolicy"),
+    ("unknown-model-name", spec(serving={"models": ["onnx", "pytorch"]}), "spec.serving.models[1]"),
+    ("protocol", spec(benchmark={"perfAnalyzer": {"protocols": ["udp"]}}),
+     "spec.benchmark.perfAnalyzer.protocols[0]"),
+    ("rwop-access-mode", spec(storage={"accessMode": "ReadWriteOncePod"}), "spec.storage.accessMode"),
+    # patterns
+    ("image-with-space", spec(images={"pytorch": "nvcr.io/nvidia/pytorch:24.12 py3"}),
+     "spec.images.pytorch"),
+    ("image-uppercase-registry", spec(images={"triton": "NVCR.IO/nvidia/tritonserver:24.12-py3"}),
+     "spec.images.triton"),
+    ("image-bad-digest", spec(images={"sdk": "nvcr.io/nvidia/tritonserver@sha256:1234"}),
+     "spec.images.sdk"),
+    ("learning-rate-text", spec(training={"learningRate": "fast"}), "spec.training.learningRate"),
+    ("storage-size", spec(storage={"size": "two gigs"}), "spec.storage.size"),
+    ("run-id", spec(benchmark={"runId": "-nope-"}), "spec.benchmark.runId"),
+    # cross-field CEL rules
+    ("learning-rate-zero", spec(training={"learningRate": "0"}), "spec.training.learningRate"),
+    ("momentum-one", spec(training={"momentum": "1.0"}), "spec.training.momentum"),
+    ("opt-above-max", spec(tensorrt={"optBatch": 256, "maxBatch": 128}), "spec.tensorrt.optBatch"),
+    ("opt-below-min", spec(tensorrt={"minBatch": 32, "optBatch": 16}), "spec.tensorrt.optBatch"),
+    ("concurrency-end-before-start",
+     spec(benchmark={"perfAnalyzer": {"concurrency": {"start": 64, "end": 8}}}),
+     "spec.benchmark.perfAnalyzer.concurrency.end"),
+    ("bls-alone", spec(serving={"models": ["bls"]}), "spec.serving.models"),
+    ("perf-model-not-served",
+     spec(serving={"models": ["onnx"]}, benchmark={"perfAnalyzer": {"models": ["tensorrt"]}}),
+     "spec.benchmark.perfAnalyzer.models"),
+    ("analyzer-model-not-served",
+     spec(serving={"models": ["onnx", "bls"]}, benchmark={"modelAnalyzer": {"models": ["tensorrt"]}}),
+     "spec.benchmark.modelAnalyzer.models"),
+    ("tensorrt-served-but-disabled", spec(tensorrt={"enabled": False}), "spec.serving.models"),
+    ("serving-batch-above-engine", spec(serving={"maxBatchSize": 256}), "spec.serving.models"),
+    ("preferred-batch-above-max",
+     spec(serving={"maxBatchSize": 16, "dynamicBatching": {"preferredBatchSizes": [8, 32]}},
+          tensorrt={"optBatch": 16}),
+     "spec.serving.dynamicBatching.preferredBatchSizes"),
+    ("client-batch-above-max", spec(benchmark={"perfAnalyzer": {"batchSize": 256}}),
+     "spec.benchmark.perfAnalyzer.batchSize"),
+    ("existing-claim-with-size", spec(storage={"existingClaim": "models", "size": "5Gi"}),
+     "spec.storage.existingClaim"),
+    ("existing-claim-with-class", spec(storage={"existingClaim": "models", "storageClassName": "fast"}),
+     "spec.storage.existingClaim"),
+    ("cpu-only-with-gpus", spec(serving={"models": ["onnx", "bls"], "cpuOnly": True, "gpus": 1}),
+     "spec.serving.gpus"),
+    ("cpu-only-with-tensorrt", spec(serving={"cpuOnly": True, "gpus": 0}), "spec.serving.models"),
+    ("replicas-on-rwo", spec(serving={"replicas": 2}), "spec.serving.replicas"),
+]
+IDS = [c[0] for c in CASES]
+
+
+@pytest.fixture(scope="module")
+def crd(control_plane, kubectl):
+    """The generated CRD, installed and Established (shared, never deleted: other tests use it)."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kubectl("wait", "--for=condition=Established", "crd/mnistservings.mnist.serving.dev", "--timeout=60s")
+    # Established can come a moment before the CEL rules and the REST endpoint serve.
+    deadline = time.monotonic() + 30
+    while kubectl.run("get", "mnistservings", "-A").returncode != 0:
+        assert time.monotonic() < deadline, "mnistservings never became listable"
+        time.sleep(0.2)
+    return CRD
+
+
+def render(doc: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CLI), "render", "-"], input=yaml.safe_dump(doc),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_base_resource_is_valid_on_both_sides(crd, namespace, kubectl):
+    out = kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(VALID))
+    assert "created (server dry run)" in out
+    assert render(VALID).returncode == 0
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_api_server_refuses_naming_the_field(crd, namespace, kubectl, case):
+    _, patch, field = case
+    p = kubectl.run("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(with_fault(patch)))
+    assert p.returncode != 0, f"the API server accepted it:\n{p.stdout}"
+    error = p.stderr.strip()
+    assert field in error, error
+    # nothing was stored
+    assert kubectl.json("get", "mnistservings", "-n", namespace)["items"] == []
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_render_refuses_with_one_line_naming_the_field(case):
+    _, patch, field = case
+    p = render(with_fault(patch))
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("mnist-serving render: error: "), lines[0]
+    assert f"{field}:" in lines[0] or f"{field}[" in lines[0], lines[0]
+    assert p.stdout == ""
