@@ -48,8 +48,13 @@ lint: setup ## Layer contracts (import-linter)
 	$(VENV)/bin/lint-imports
 
 .PHONY: manifests
-manifests: setup ## Regenerate the CRD and RBAC under manifests/ from the spec model
+manifests: setup ## Regenerate the CRD and RBAC under manifests/ and the chart's copies from the spec model
 	$(VENV)/bin/mnist-serving crd --write-manifests manifests
+	$(PY) scripts/gen-chart.py
+
+.PHONY: docs
+docs: setup ## Regenerate the README's resource reference from the spec model
+	$(VENV)/bin/mnist-serving reference --write README.md
 
 .PHONY: render
 render: setup ## Print every object the operator would create for the sample resource

@@ -20,6 +20,7 @@ COMMANDS = {
     "crd": ("mnist_operator.crd", "print the generated CustomResourceDefinition"),
     "operator": ("mnist_operator.handlers", "run the operator (kopf) against the current cluster"),
     "compare": ("mnist_operator.compare", "one table and plot from many runs or resources"),
+    "reference": ("mnist_operator.reference", "print the resource reference (README section)"),
 }
 
 

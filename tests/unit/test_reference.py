@@ -1,0 +1,36 @@
+"""The README's resource reference is generated from the spec model and must not drift."""
+from pathlib import Path
+
+from mnist_operator import reference, spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_reference_matches_the_spec_model():
+    readme = (ROOT / "README.md").read_text()
+    assert reference.splice(readme, reference.markdown()) == readme, \
+        "README.md's resource reference is stale: run `make docs`"
+
+
+def test_every_spec_field_has_a_row_with_its_default():
+    text = reference.markdown()
+    assert "| `spec.training.epochs` | integer | `2` |" in text
+    assert "| `spec.benchmark.perfAnalyzer.concurrency.end` | integer | `257` |" in text
+    assert "`spec.tensorrt.optBatch`: must be <= maxBatch" in text
+    # one row per leaf field of every section, none twice
+    rows = [line for line in text.splitlines() if line.startswith("| `spec.")]
+    assert len(rows) == len(set(rows)) == _leaf_count(spec.MnistServingSpec)
+
+
+def _leaf_count(cls) -> int:
+    import dataclasses
+    import typing
+    hints = typing.get_type_hints(cls)
+    return sum(_leaf_count(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else 1
+               for f in dataclasses.fields(cls))
+
+
+def test_splice_refuses_a_document_without_markers():
+    import pytest
+    with pytest.raises(ValueError, match="markers"):
+        reference.splice("no markers here", "x")
