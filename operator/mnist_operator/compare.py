@@ -1,0 +1,473 @@
+"""``mnist-serving compare``: one table and one plot across runs and clusters.
+
+    mnist-serving compare [PATH ...] [--cluster] [--kubeconfig F] [--context C]
+                          [-n NS | -A] [--out DIR] [--docs FILE]
+
+A PATH is a local run directory (``runs/<name>/``, holding the ``status.json``
+the local runner writes) or a ``status.json`` file; with no PATH and no
+``--cluster``, every ``runs/*/status.json`` is read. ``--cluster`` lists every
+MnistServing the kubeconfig reaches and reads its ``.status``.
+
+The output is one row per (source, model, protocol): the GPU or device, the
+best perf_analyzer throughput with its p99 and concurrency, the dynamic-
+batching gain, the rows failing Little's law and model-analyzer's best config.
+It is printed as markdown and written to ``DIR/compare.csv``; a plot of
+throughput against p99 latency per model goes to ``DIR/compare.png``.
+
+Layout: pure functions turn a status (plus its benchmark sweeps) into
+:class:`Row` objects and rows into markdown / CSV; the thin shells read files,
+call the Kubernetes API and draw the plot. The Kubernetes client and
+matplotlib are imported only when used.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .spec import GROUP, PLURAL, VERSION
+
+STATUS_FILE = "status.json"
+CSV_FILE, PNG_FILE = "compare.csv", "compare.png"
+DOCS_HEADING = "## Comparison"
+BENCH_PREFIX = "bench-"
+#: A sweep is trusted only if it holds the best point the summary reports
+#: (same concurrency, throughput within this relative difference).
+SAME_POINT_TOLERANCE = 0.001
+
+
+class Unusable(Exception):
+    """A source that gives no row; the message is one line, without the source name."""
+
+
+@dataclass(frozen=True)
+class Point:
+    concurrency: int
+    infer_per_sec: float
+    p99_us: int
+
+
+@dataclass(frozen=True)
+class Row:
+    source: str
+    model: str
+    protocol: str
+    device: str
+    best_infer_per_sec: str
+    p99_ms_at_best: str
+    concurrency_at_best: int
+    batching_gain: str
+    little_failures: str
+    analyzer_config: str
+    analyzer_gain: str
+    #: the concurrency sweep behind the best point, or just the best point
+    sweep: tuple[Point, ...] = field(default=(), compare=False)
+
+
+COLUMNS = (
+    ("source", "source"),
+    ("model", "model"),
+    ("protocol", "protocol"),
+    ("device", "GPU / device"),
+    ("best_infer_per_sec", "best infer/s"),
+    ("p99_ms_at_best", "p99 ms at best"),
+    ("concurrency_at_best", "concurrency at best"),
+    ("batching_gain", "batching gain (best / lowest c)"),
+    ("little_failures", "Little's law fails / points"),
+    ("analyzer_config", "model-analyzer best config"),
+    ("analyzer_gain", "best / default"),
+)
+
+
+# --------------------------------------------------------------------------- pure
+
+def _number(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def device_of(status: dict, gpu_product: str = "") -> str:
+    """What ran it: the GPU the engine was built on, else the GPU type the CR
+    pins its pods to, else the training device (``cpu``/``cuda``)."""
+    model = status.get("model") or {}
+    if model.get("engineGpu"):
+        return str(model["engineGpu"])
+    if gpu_product:
+        return gpu_product
+    if model.get("trainDevice"):
+        return f"{model['trainDevice']} (train)"
+    return "-"
+
+
+def sweep_points(entry: dict) -> list[Point]:
+    """The rows of one model in a bench result, in either shape the stage
+    writes (dicts, or lists in ``rowFormat`` order once shrunk)."""
+    out = []
+    for row in entry.get("rows") or []:
+        c, ips, p99 = ((row[0], row[1], row[2]) if isinstance(row, list)
+                       else (row.get("c"), row.get("inferPerSec"), row.get("p99Us")))
+        if _number(c) is None or _number(ips) is None or _number(p99) is None:
+            continue
+        out.append(Point(int(c), float(ips), int(p99)))
+    return sorted(out, key=lambda p: p.concurrency)
+
+
+def bench_json_points(doc: dict, model: str) -> list[Point]:
+    """The full sweep of one model from ``bench/<protocol>/bench.json``."""
+    rows = (doc.get("rows") or {}).get(model) or []
+    return sweep_points({"rows": [{"c": r.get("concurrency"), "inferPerSec": r.get("throughput"),
+                                   "p99Us": r.get("p99_us")} for r in rows]})
+
+
+def _holds_best(points: list[Point], best: Point) -> bool:
+    return any(p.concurrency == best.concurrency
+               and abs(p.infer_per_sec - best.infer_per_sec)
+               <= SAME_POINT_TOLERANCE * max(best.infer_per_sec, 1.0) for p in points)
+
+
+def sweeps_of(bench_results: dict[str, dict]) -> dict[tuple[str, str], list[Point]]:
+    """(model, protocol) -> sweep, from bench step results (``bench-<protocol>``).
+    A result shrunk to its failing rows (``rowsNote``) has no sweep to give."""
+    out: dict[tuple[str, str], list[Point]] = {}
+    for step, result in bench_results.items():
+        if not step.startswith(BENCH_PREFIX) or not result or result.get("rowsNote"):
+            continue
+        protocol = result.get("protocol") or step.removeprefix(BENCH_PREFIX)
+        for model, entry in (result.get("models") or {}).items():
+            points = sweep_points(entry)
+            if points:
+                out[(model, protocol)] = points
+    return out
+
+
+def _ms(us: Any) -> str:
+    value = _number(us)
+    return f"{value / 1000:.2f}" if value is not None else "-"
+
+
+def _gain(point: dict) -> str:
+    gain = point.get("batchingGain")
+    if _number(gain) is None or _number(gain) == 0:
+        return "-"
+    lowest = point.get("lowestConcurrency")
+    return str(gain) if lowest in (None, 1) else f"{gain} (vs c={lowest})"
+
+
+def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]] | None = None,
+            gpu_product: str = "") -> list[Row]:
+    """The table rows of one status (local ``status.json`` or a CR's ``.status``).
+    Raises :class:`Unusable` when it holds no perf_analyzer result."""
+    if not isinstance(status, dict):
+        raise Unusable("status is not a JSON object")
+    benchmark = status.get("benchmark") or {}
+    perf = benchmark.get("perfAnalyzer") or {}
+    if not perf:
+        if "phase" not in status and "stages" not in status:
+            raise Unusable("not an MnistServing status (no phase, stages or benchmark)")
+        raise Unusable(f"no benchmark results in status.benchmark.perfAnalyzer "
+                       f"(phase {status.get('phase', '-')})")
+    analyzer = benchmark.get("modelAnalyzer") or {}
+    device = device_of(status, gpu_product)
+    rows = []
+    for model, per in sorted(perf.items()):
+        ma = analyzer.get(model) if isinstance(analyzer.get(model), dict) else {}
+        for protocol, point in sorted(per.items()):
+            best = Point(int(_number(point.get("concurrencyAtBest")) or 0),
+                         _number(point.get("bestInferPerSec")) or 0.0,
+                         int(_number(point.get("p99UsAtBest")) or 0))
+            sweep = (sweeps or {}).get((model, protocol)) or []
+            if not _holds_best(sweep, best):
+                sweep = [best]  # missing, shrunk or from another run: show the summary only
+            rows.append(Row(
+                source=source, model=model, protocol=protocol, device=device,
+                best_infer_per_sec=str(point.get("bestInferPerSec", "-")),
+                p99_ms_at_best=_ms(point.get("p99UsAtBest")),
+                concurrency_at_best=best.concurrency,
+                batching_gain=_gain(point),
+                little_failures=f"{point.get('littleFailures', '-')}/{point.get('points', '-')}",
+                analyzer_config=str(ma.get("bestConfig", "-")),
+                analyzer_gain=str(ma.get("bestOverDefault", "-")),
+                sweep=tuple(sweep)))
+    return rows
+
+
+def stage_results(status: dict) -> dict[str, dict]:
+    """Step name -> result, from a CR's ``status.stages.<step>.result`` (the
+    operator copies each stage's result there); finished steps only."""
+    out = {}
+    for step, entry in (status.get("stages") or {}).items():
+        if isinstance(entry, dict) and entry.get("state") == "Succeeded" and entry.get("result"):
+            out[step] = entry["result"]
+    return out
+
+
+def cluster_source(context: str, item: dict) -> str:
+    meta = item.get("metadata") or {}
+    prefix = f"{context}:" if context else ""
+    return f"{prefix}{meta.get('namespace', '-')}/{meta.get('name', '-')}"
+
+
+def rows_from_list(body: dict, context: str = "") -> tuple[list[Row], list[str]]:
+    """Rows and one-line warnings from the body of a MnistServing list call."""
+    rows: list[Row] = []
+    warnings: list[str] = []
+    for item in body.get("items") or []:
+        source = cluster_source(context, item)
+        status = item.get("status") or {}
+        gpu_product = ((item.get("spec") or {}).get("scheduling") or {}).get("gpuProduct", "")
+        try:
+            rows += rows_of(source, status, sweeps_of(stage_results(status)), gpu_product)
+        except Unusable as exc:
+            warnings.append(f"{source}: {exc}; skipped")
+    return rows, warnings
+
+
+def ordered(rows: Iterable[Row]) -> list[Row]:
+    """Same model and protocol next to each other, so sources compare line by line."""
+    return sorted(rows, key=lambda r: (r.model, r.protocol, r.source))
+
+
+def _cells(row: Row) -> list[str]:
+    return [str(getattr(row, attr)) for attr, _ in COLUMNS]
+
+
+def markdown(rows: list[Row]) -> str:
+    head = [title for _, title in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[Row]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([attr for attr, _ in COLUMNS])
+    writer.writerows(_cells(r) for r in rows)
+    return buf.getvalue()
+
+
+def docs_section(table: str, command: str) -> str:
+    return "\n".join([
+        DOCS_HEADING, "",
+        "One row per (source, model, protocol), from `mnist-serving compare`. "
+        "Best = the perf_analyzer point with the highest throughput; batching gain = best "
+        "throughput over the throughput at the lowest concurrency measured; best / default = "
+        "model-analyzer's best config over Triton's default config. The plot of "
+        "throughput against p99 latency is written next to the CSV.", "",
+        "```", command, "```", "", table.rstrip("\n"), ""])
+
+
+def replace_section(text: str, body: str, heading: str = DOCS_HEADING) -> str:
+    """``text`` with the ``heading`` section (up to the next ``## ``) replaced by
+    ``body``, or ``body`` appended; other sections stay as they are."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
+    if start is None:
+        return text.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    tail = [""] + lines[end:] if end < len(lines) else []
+    return "\n".join(lines[:start] + body.rstrip("\n").splitlines() + tail) + "\n"
+
+
+# ------------------------------------------------------------------------ I/O shells
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def local_bench_results(run_dir: Path, status: dict) -> dict[str, dict]:
+    """The bench step results of a local run (``results/bench-*.json``); a
+    result shrunk to its failing rows gets its full sweep back from
+    ``bench/<protocol>/bench.json``. Whether a sweep belongs to this status is
+    decided by :func:`rows_of` (it must hold the status's best point), not by
+    fingerprint: the runner may have re-planned since the file was written."""
+    out = {}
+    for step, entry in (status.get("stages") or {}).items():
+        if not step.startswith(BENCH_PREFIX) or not isinstance(entry, dict):
+            continue
+        result = _read_json(run_dir / "results" / f"{step}.json")
+        if not isinstance(result, dict) or result.get("state") != "Succeeded":
+            continue
+        if result.get("rowsNote"):
+            protocol = result.get("protocol") or step.removeprefix(BENCH_PREFIX)
+            doc = _read_json(run_dir / "bench" / protocol / "bench.json") or {}
+            models = {m: {**e, "rows": [{"c": p.concurrency, "inferPerSec": p.infer_per_sec,
+                                         "p99Us": p.p99_us} for p in bench_json_points(doc, m)]}
+                      for m, e in (result.get("models") or {}).items()}
+            result = {k: v for k, v in result.items() if k != "rowsNote"} | {"models": models}
+        out[step] = result
+    return out
+
+
+def load_local(path: Path) -> list[Row]:
+    """Rows of one local run directory or status.json file."""
+    status_path = path / STATUS_FILE if path.is_dir() else path
+    if not status_path.is_file():
+        raise Unusable(f"no {STATUS_FILE} here")
+    status = _read_json(status_path)
+    if not isinstance(status, dict):
+        raise Unusable(f"{status_path.name} is not a JSON object")
+    source = str(path if path.is_dir() else path.parent)
+    return rows_of(source, status, sweeps_of(local_bench_results(status_path.parent, status)))
+
+
+def list_cluster(kubeconfig: str | None, context: str | None, namespace: str | None,
+                 all_namespaces: bool) -> tuple[dict, str]:
+    """The MnistServing list body and the context name it came from."""
+    try:
+        from kubernetes import client, config
+    except ImportError:
+        raise Unusable("the kubernetes Python client is not installed (pip install kubernetes)")
+    try:
+        config.load_kube_config(config_file=kubeconfig, context=context)
+        contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)
+        chosen = next((c for c in contexts if c["name"] == context), current) if context else current
+        ctx_name = chosen["name"]
+        default_ns = chosen.get("context", {}).get("namespace") or "default"
+    except config.ConfigException:
+        if kubeconfig or context:
+            raise
+        config.load_incluster_config()
+        ctx_name = "in-cluster"
+        ns_file = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        default_ns = ns_file.read_text().strip() if ns_file.is_file() else "default"
+    api = client.CustomObjectsApi()
+    if all_namespaces:
+        body = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+    else:
+        body = api.list_namespaced_custom_object(GROUP, VERSION, namespace or default_ns, PLURAL)
+    return body, ctx_name
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """Throughput against p99 latency, one panel per model, one line per
+    source x protocol over its concurrency sweep (labels are concurrencies)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r.model for r in rows})
+    fig, axes = plt.subplots(1, len(models), figsize=(6.4 * len(models), 5.2), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for row in (r for r in rows if r.model == model):
+            xs = [p.p99_us / 1000 for p in row.sweep]
+            ys = [p.infer_per_sec for p in row.sweep]
+            label = f"{row.source} · {row.protocol} · {row.device}"
+            if len(row.sweep) == 1:
+                label += " (best point only)"
+            (line,) = ax.plot(xs, ys, marker="o", linewidth=1.6, label=label)
+            for p in row.sweep:
+                ax.annotate(f"c={p.concurrency}", (p.p99_us / 1000, p.infer_per_sec),
+                            textcoords="offset points", xytext=(5, -11), fontsize=8,
+                            color=line.get_color())
+        ax.set_title(model)
+        ax.set_xlabel("p99 latency (ms)")
+        ax.set_ylabel("throughput (infer/s)")
+        # from zero, with room for the labels right of and below the last point
+        panel = [p for r in rows if r.model == model for p in r.sweep]
+        ax.set_xlim(0, max(p.p99_us for p in panel) / 1000 * 1.18 or 1)
+        ax.set_ylim(0, max(p.infer_per_sec for p in panel) * 1.12 or 1)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("perf_analyzer: throughput vs p99 latency over the concurrency sweep "
+                 "(c = concurrent requests)", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mnist-serving compare",
+        description="One table (markdown + CSV) and one plot from local runs and/or the "
+                    "MnistServing resources of a cluster.")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                   help="local run directory (runs/<name>/) or status.json file; "
+                        "default: runs/*/status.json unless --cluster")
+    p.add_argument("--cluster", action="store_true",
+                   help="also read every MnistServing the kubeconfig reaches")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: the current one)")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", help="namespace (default: the context's)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    p.add_argument("--out", type=Path, default=Path("runs/compare"),
+                   help="where compare.csv and compare.png go (default: runs/compare)")
+    p.add_argument("--docs", type=Path, metavar="FILE",
+                   help="also replace the '## Comparison' section of FILE with the table")
+    return p
+
+
+def _warn(line: str) -> None:
+    print(f"mnist-serving compare: warning: {line}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if (args.kubeconfig or args.context or args.namespace or args.all_namespaces) \
+            and not args.cluster:
+        parser().error("--kubeconfig, --context, -n and -A need --cluster")
+    paths = list(args.paths)
+    if not paths and not args.cluster:
+        paths = sorted(p.parent for p in Path("runs").glob(f"*/{STATUS_FILE}"))
+        if not paths:
+            print("mnist-serving compare: error: no PATH given and no runs/*/status.json here",
+                  file=sys.stderr)
+            return 1
+
+    rows: list[Row] = []
+    for path in paths:
+        try:
+            rows += load_local(path)
+        except Unusable as exc:
+            _warn(f"{path}: {exc}; skipped")
+    if args.cluster:
+        try:
+            body, context = list_cluster(args.kubeconfig, args.context, args.namespace,
+                                         args.all_namespaces)
+            found, warnings = rows_from_list(body, context)
+            rows += found
+            for line in warnings:
+                _warn(line)
+        except Exception as exc:  # config, connection, RBAC: one line, then the rest
+            _warn(f"--cluster: {' '.join(str(exc).split())[:300]}; skipped")
+
+    if not rows:
+        print("mnist-serving compare: error: nothing to compare (no source had benchmark results)",
+              file=sys.stderr)
+        return 1
+    rows = ordered(rows)
+    status = 0
+    table = markdown(rows)
+    print(table, end="")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / CSV_FILE).write_text(csv_text(rows))
+    print(f"\nwrote {args.out / CSV_FILE}", file=sys.stderr)
+    try:
+        plot(rows, args.out / PNG_FILE)
+        print(f"wrote {args.out / PNG_FILE}", file=sys.stderr)
+    except ImportError:
+        print("mnist-serving compare: error: matplotlib is not installed (pip install matplotlib); "
+              "table and CSV written, no plot", file=sys.stderr)
+        status = 1
+    if args.docs:
+        command = "mnist-serving compare " + " ".join(argv if argv is not None else sys.argv[1:])
+        old = args.docs.read_text() if args.docs.exists() else "# Benchmarks\n"
+        args.docs.write_text(replace_section(old, docs_section(table, command.strip())))
+        print(f"wrote section {DOCS_HEADING!r} of {args.docs}", file=sys.stderr)
+    return status
+
+
+__all__ = ["Row", "Point", "Unusable", "rows_of", "rows_from_list", "sweeps_of", "stage_results",
+           "device_of", "markdown", "csv_text", "replace_section", "plot", "main"]
