@@ -202,6 +202,8 @@ def pytest_runtest_makereport(item, call):
         dead = [c.name for c in plane.components.values() if not c.alive()]
         header = f"logs kept in {plane.log_dir}" + (f"; DEAD: {', '.join(dead)}" if dead else "")
         report.sections.append(("control plane", header + "\n" + plane.logs_summary()))
+        for op in _STATE.get("operators", []):  # operators started by this test (operator_factory)
+            report.sections.append((f"operator log {op.log}", op.tail(60)))
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -229,3 +231,54 @@ def pytest_sessionfinish(session, exitstatus):
     if keep:
         print(f"\ncontrol-plane logs kept in {plane.log_dir}")
 
+
+
+# --------------------------------------------------------------------------- the operator (operator_harness.py)
+from .operator_harness import MnistKit, OperatorProcess, install_crd  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mnist_crd(control_plane, kubectl):
+    """The MnistServing CRD from manifests/crd, Established (stays for the session)."""
+    install_crd(kubectl)
+    return control_plane
+
+
+@pytest.fixture
+def kit(kubectl):
+    k = MnistKit(kubectl)
+    yield k
+    k.cleanup()
+
+
+@pytest.fixture
+def pipeline_ns(mnist_crd, pod_namespace, gpu_nodes):
+    """A fresh namespace on the pods tier, one fake 8-GPU node, the CRD installed."""
+    gpu_nodes(1)
+    return pod_namespace
+
+
+@pytest.fixture
+def operator_factory(cluster, mnist_crd, tmp_path):
+    """operator_factory(namespaces=[...], kubeconfig=None, env=None, all_namespaces=False,
+    start=True) -> OperatorProcess; every one is killed at teardown (its log is attached
+    to a failing test's report)."""
+    made: list[OperatorProcess] = []
+
+    def make(namespaces=None, *, kubeconfig=None, env=None, all_namespaces=False, start=True):
+        op = OperatorProcess(cluster.log_dir, kubeconfig or cluster.kubeconfig, namespaces=namespaces,
+                             all_namespaces=all_namespaces, env=env, name=f"operator-{len(made)}")
+        made.append(op)
+        _STATE.setdefault("operators", []).append(op)
+        return op.start() if start else op
+
+    yield make
+    for op in made:
+        op.kill()
+        _STATE.get("operators", []).remove(op)
+
+
+@pytest.fixture
+def operator(operator_factory, pipeline_ns):
+    """The real operator (`mnist-serving operator -n <pipeline_ns>`), live; killed at teardown."""
+    return operator_factory([pipeline_ns])
