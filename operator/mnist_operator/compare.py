@@ -328,6 +328,8 @@ def list_cluster(kubeconfig: str | None, context: str | None, namespace: str | N
         from kubernetes import client, config
     except ImportError:
         raise Unusable("the kubernetes Python client is not installed (pip install kubernetes)")
+    if kubeconfig and not Path(kubeconfig).is_file():
+        raise Unusable(f"--kubeconfig {kubeconfig}: no such file")
     try:
         config.load_kube_config(config_file=kubeconfig, context=context)
         contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)

@@ -1,0 +1,299 @@
+"""mnist-serving compare: table rows, markdown/CSV, the PNG, and the cluster list path.
+
+The CPU source is a local run directory rebuilt from the real stage results in
+tests/unit/data/results-demo (status.json from results.summarize, results/*.json
+as the runner leaves them). The GPU source is a cluster MnistServing whose
+stages carry those results plus a succeeded engine step and a TensorRT model in
+the sweep (its numbers are fixture inputs, not measurements); a third source
+stopped before benchmarking.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from mnist_operator import compare
+from mnist_operator.compare import Point, Unusable
+from mnist_operator.results import summarize
+
+DATA = Path(__file__).parent / "data" / "results-demo"
+H100 = "NVIDIA H100 80GB HBM3"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def demo() -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(DATA.glob("*.json"))}
+
+
+def local_status(results: dict[str, dict], phase: str = "Ready") -> dict:
+    """What the local runner writes to status.json for these step results."""
+    stages = {step: {"state": r["state"], "fingerprint": r["fingerprint"]}
+              for step, r in results.items()}
+    return {"name": "demo", "phase": phase, "stages": stages, **summarize(results)}
+
+
+def write_run(root: Path, results: dict[str, dict], phase: str = "Ready") -> Path:
+    (root / "results").mkdir(parents=True)
+    for step, result in results.items():
+        (root / "results" / f"{step}.json").write_text(json.dumps(result))
+    (root / "status.json").write_text(json.dumps(local_status(results, phase)))
+    return root
+
+
+def gpu_results(demo: dict[str, dict]) -> dict[str, dict]:
+    """The demo results as a GPU cluster would report them: engine built, mnist_trt benched."""
+    out = copy.deepcopy(demo)
+    out["engine"] = {"stage": "engine", "state": "Succeeded", "durationSeconds": 41,
+                     "precision": "fp16", "gpu": H100, "computeCapability": "9.0",
+                     "fingerprint": "e1"}
+    out["train"]["device"] = "cuda"
+    out["bench-grpc"]["concurrency"] = "1:49:24"
+    out["bench-grpc"]["models"]["mnist_trt"] = {
+        "batchingGain": "9.60", "best": {"c": 49, "inferPerSec": "24000.0", "p99Us": 5200},
+        "littleFailures": 1,
+        "rows": [{"c": 1, "inferPerSec": "2500.0", "p99Us": 610, "little": "ok"},
+                 {"c": 25, "inferPerSec": "19000.0", "p99Us": 3100, "little": "FAIL(1.31)"},
+                 {"c": 49, "inferPerSec": "24000.0", "p99Us": 5200, "little": "ok"}]}
+    return out
+
+
+def cr(name: str, namespace: str, results: dict[str, dict], phase: str = "Ready",
+       gpu_product: str = "") -> dict:
+    """A MnistServing as the API returns it: stage results under stages.<step>.result."""
+    stages = {step: {"state": r["state"], "fingerprint": r["fingerprint"],
+                     "result": {k: v for k, v in r.items()
+                                if k not in ("stage", "state", "reason", "message")}}
+              for step, r in results.items()}
+    spec = {"scheduling": {"gpuProduct": gpu_product}} if gpu_product else {}
+    return {"apiVersion": "mnist.serving.dev/v1alpha1", "kind": "MnistServing",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec,
+            "status": {"phase": phase, "stages": stages, **summarize(results)}}
+
+
+def by_key(rows):
+    return {(r.source, r.model, r.protocol): r for r in rows}
+
+
+# ------------------------------------------------------------------- rows of one status
+
+def test_rows_of_a_local_cpu_run(tmp_path, demo):
+    rows = compare.load_local(write_run(tmp_path / "demo", demo))
+    got = by_key(rows)
+    source = str(tmp_path / "demo")
+    assert set(got) == {(source, m, p) for m in ("mnist_bls", "mnist_onnx")
+                        for p in ("grpc", "http")}
+    onnx = got[(source, "mnist_onnx", "grpc")]
+    assert onnx.device == "cpu (train)"
+    assert onnx.best_infer_per_sec == "8686.1"
+    assert onnx.p99_ms_at_best == "15.50"
+    assert onnx.concurrency_at_best == 49
+    assert onnx.batching_gain == "5.12"
+    assert onnx.little_failures == "0/2"
+    assert (onnx.analyzer_config, onnx.analyzer_gain) == ("mnist_onnx_config_0", "1.00")
+    # the whole sweep from results/bench-grpc.json, lowest concurrency first
+    assert onnx.sweep == (Point(1, 1696.4, 1685), Point(49, 8686.1, 15497))
+    bls = got[(source, "mnist_bls", "http")]
+    assert (bls.best_infer_per_sec, bls.analyzer_config, bls.analyzer_gain) == ("5239.0", "-", "-")
+
+
+def test_a_status_without_benchmark_is_unusable(tmp_path, demo):
+    early = {k: v for k, v in demo.items() if not k.startswith(("bench", "analyze"))}
+    run = write_run(tmp_path / "early", early, phase="Benchmarking")
+    with pytest.raises(Unusable, match=r"status\.benchmark\.perfAnalyzer \(phase Benchmarking\)"):
+        compare.load_local(run)
+    with pytest.raises(Unusable, match="no status.json"):
+        compare.load_local(tmp_path)
+    with pytest.raises(Unusable, match="not an MnistServing status"):
+        compare.load_local(DATA / "train.json")
+
+
+def test_device_prefers_engine_gpu_then_gpu_product_then_train_device(demo):
+    gpu = summarize(gpu_results(demo))
+    assert compare.device_of(gpu, gpu_product="NVIDIA-A100") == H100
+    cpu = summarize(demo)
+    assert compare.device_of(cpu, gpu_product="NVIDIA-A100") == "NVIDIA-A100"
+    assert compare.device_of(cpu) == "cpu (train)"
+    assert compare.device_of({}) == "-"
+
+
+def test_shrunk_rows_still_give_a_sweep_but_failing_rows_only_do_not(demo):
+    result = copy.deepcopy(demo["bench-grpc"])
+    for entry in result["models"].values():
+        entry["rows"] = [[r["c"], r["inferPerSec"], r["p99Us"], r["little"]] for r in entry["rows"]]
+    result["rowFormat"] = ["c", "inferPerSec", "p99Us", "little"]
+    sweeps = compare.sweeps_of({"bench-grpc": result})
+    assert sweeps[("mnist_bls", "grpc")] == [Point(1, 879.8, 2824), Point(49, 7415.3, 16959)]
+    result["rowsNote"] = "only rows failing Little's law are listed"
+    assert compare.sweeps_of({"bench-grpc": result}) == {}
+
+
+def test_a_sweep_from_another_run_falls_back_to_the_best_point(demo):
+    status = local_status(demo)
+    stale = copy.deepcopy(demo["bench-grpc"])
+    stale["models"]["mnist_onnx"]["rows"][1]["inferPerSec"] = "9999.0"
+    rows = by_key(compare.rows_of("s", status, compare.sweeps_of({"bench-grpc": stale})))
+    assert rows[("s", "mnist_onnx", "grpc")].sweep == (Point(49, 8686.1, 15497),)
+    assert len(rows[("s", "mnist_bls", "grpc")].sweep) == 2  # its rows are still this run's
+
+
+def test_local_rows_note_reads_the_full_sweep_from_bench_json(tmp_path, demo):
+    run = write_run(tmp_path / "demo", demo)
+    shrunk = json.loads((run / "results" / "bench-grpc.json").read_text())
+    for entry in shrunk["models"].values():
+        entry["rows"] = []
+    shrunk["rowsNote"] = "only rows failing Little's law are listed; all rows in bench.json"
+    (run / "results" / "bench-grpc.json").write_text(json.dumps(shrunk))
+    (run / "bench" / "grpc").mkdir(parents=True)
+    full = {"rows": {"mnist_onnx": [
+        {"concurrency": 1, "throughput": 1696.42, "p99_us": 1685},
+        {"concurrency": 25, "throughput": 7000.5, "p99_us": 8000},
+        {"concurrency": 49, "throughput": 8686.06, "p99_us": 15497}]}}
+    (run / "bench" / "grpc" / "bench.json").write_text(json.dumps(full))
+    rows = by_key(compare.load_local(run))
+    assert [p.concurrency for p in rows[(str(run), "mnist_onnx", "grpc")].sweep] == [1, 25, 49]
+    assert len(rows[(str(run), "mnist_bls", "grpc")].sweep) == 1  # not in bench.json: best only
+
+
+def test_batching_gain_names_the_baseline_when_it_is_not_concurrency_1(demo):
+    status = local_status(demo)
+    status["benchmark"]["perfAnalyzer"]["mnist_onnx"]["grpc"]["lowestConcurrency"] = 4
+    rows = by_key(compare.rows_of("s", status))
+    assert rows[("s", "mnist_onnx", "grpc")].batching_gain == "5.12 (vs c=4)"
+    assert rows[("s", "mnist_onnx", "http")].batching_gain == "4.77"
+
+
+# --------------------------------------------------------------------------- cluster
+
+def test_rows_from_a_cluster_list(demo):
+    body = {"apiVersion": "mnist.serving.dev/v1alpha1", "kind": "MnistServingList", "items": [
+        cr("h100", "team-a", gpu_results(demo), gpu_product="NVIDIA-H100-80GB-HBM3"),
+        cr("pinned", "team-b", demo, gpu_product="NVIDIA-L4"),
+        cr("young", "team-a", {k: demo[k] for k in ("train", "export")}, phase="Exporting"),
+    ]}
+    rows, warnings = compare.rows_from_list(body, context="gpu-west")
+    got = by_key(rows)
+    trt = got[("gpu-west:team-a/h100", "mnist_trt", "grpc")]
+    assert trt.device == H100
+    assert (trt.best_infer_per_sec, trt.p99_ms_at_best, trt.concurrency_at_best) == \
+        ("24000.0", "5.20", 49)
+    assert (trt.batching_gain, trt.little_failures) == ("9.60", "1/3")
+    assert [p.concurrency for p in trt.sweep] == [1, 25, 49]  # from stages.bench-grpc.result
+    assert got[("gpu-west:team-b/pinned", "mnist_onnx", "http")].device == "NVIDIA-L4"
+    assert got[("gpu-west:team-b/pinned", "mnist_onnx", "http")].analyzer_config == \
+        "mnist_onnx_config_0"
+    assert not any(r.source.endswith("/young") for r in rows)
+    assert warnings == ["gpu-west:team-a/young: no benchmark results in "
+                        "status.benchmark.perfAnalyzer (phase Exporting); skipped"]
+
+
+def test_stage_results_only_of_succeeded_steps():
+    status = {"stages": {"bench-grpc": {"state": "Failed", "result": {"models": {}}},
+                         "bench-http": {"state": "Succeeded", "result": {"protocol": "http"}},
+                         "train": {"state": "Running"}}}
+    assert compare.stage_results(status) == {"bench-http": {"protocol": "http"}}
+
+
+# -------------------------------------------------------------------------- outputs
+
+def test_markdown_and_csv_hold_every_row_in_model_protocol_order(tmp_path, demo):
+    rows = compare.load_local(write_run(tmp_path / "cpu", demo))
+    rows += compare.rows_from_list({"items": [cr("h100", "ns", gpu_results(demo))]}, "ctx")[0]
+    rows = compare.ordered(rows)
+    assert [(r.model, r.protocol) for r in rows] == sorted((r.model, r.protocol) for r in rows)
+    md = compare.markdown(rows).splitlines()
+    assert md[0].startswith("| source | model | protocol | GPU / device | best infer/s |")
+    assert set(md[1]) <= set("|-") and md[1].count("---") == len(compare.COLUMNS)
+    assert len(md) == 2 + len(rows)
+    assert f"| ctx:ns/h100 | mnist_trt | grpc | {H100} | 24000.0 | 5.20 | 49 | 9.60 | 1/3 |" \
+        in "\n".join(md)
+    parsed = list(csv.DictReader(io.StringIO(compare.csv_text(rows))))
+    assert len(parsed) == len(rows)
+    onnx = next(r for r in parsed if r["source"] == str(tmp_path / "cpu")
+                and r["model"] == "mnist_onnx" and r["protocol"] == "http")
+    assert onnx["best_infer_per_sec"] == "8411.2" and onnx["p99_ms_at_best"] == "18.82"
+    assert onnx["device"] == "cpu (train)" and onnx["analyzer_gain"] == "1.00"
+
+
+def test_plot_writes_a_png(tmp_path, demo):
+    rows = compare.load_local(write_run(tmp_path / "cpu", demo))
+    rows += compare.rows_from_list({"items": [cr("h100", "ns", gpu_results(demo))]}, "ctx")[0]
+    out = tmp_path / "plots" / "compare.png"
+    compare.plot(compare.ordered(rows), out)
+    data = out.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 10_000
+
+
+def test_replace_section_keeps_other_sections():
+    text = "# Benchmarks\n\n## Serving\n\nnumbers\n\n## Comparison\n\nold\n\n## Later\n\nkept\n"
+    new = compare.replace_section(text, "## Comparison\n\nnew table\n")
+    assert new == "# Benchmarks\n\n## Serving\n\nnumbers\n\n## Comparison\n\nnew table\n\n" \
+                  "## Later\n\nkept\n"
+    assert compare.replace_section("# Benchmarks\n", "## Comparison\n\nx\n") == \
+        "# Benchmarks\n\n## Comparison\n\nx\n"
+
+
+# ---------------------------------------------------------------------------- main()
+
+def test_main_compares_good_sources_and_warns_about_bad_ones(tmp_path, demo, capsys):
+    cpu = write_run(tmp_path / "runs" / "cpu", demo)
+    gpu = write_run(tmp_path / "runs" / "gpu", gpu_results(demo))
+    early = write_run(tmp_path / "runs" / "early", {k: demo[k] for k in ("train",)},
+                      phase="Exporting")
+    missing = tmp_path / "runs" / "nothing"
+    missing.mkdir()
+    out, docs = tmp_path / "out", tmp_path / "BENCHMARKS.md"
+    docs.write_text("# Benchmarks\n\n## Serving\n\nkeep me\n")
+    code = compare.main([str(cpu), str(gpu / "status.json"), str(early), str(missing),
+                         "--out", str(out), "--docs", str(docs)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0
+    assert stdout.count("\n") == 2 + 4 + 5  # header, separator, 4 CPU rows, 5 GPU rows
+    assert f"| {gpu} | mnist_trt | grpc | {H100} |" in stdout
+    warnings = [line for line in stderr.splitlines() if "warning" in line]
+    assert warnings == [
+        f"mnist-serving compare: warning: {early}: no benchmark results in "
+        "status.benchmark.perfAnalyzer (phase Exporting); skipped",
+        f"mnist-serving compare: warning: {missing}: no status.json here; skipped"]
+    assert len(list(csv.reader((out / "compare.csv").open()))) == 1 + 9
+    assert (out / "compare.png").read_bytes()[:8] == PNG_MAGIC
+    text = docs.read_text()
+    assert "## Serving\n\nkeep me" in text and "## Comparison" in text
+    assert f"| {gpu} | mnist_trt | grpc |" in text and "mnist-serving compare " in text
+
+
+def test_main_exits_1_when_nothing_is_usable(tmp_path, capsys):
+    code = compare.main([str(tmp_path / "absent"), str(DATA / "bench-grpc.json"),
+                         "--out", str(tmp_path / "out")])
+    stdout, stderr = capsys.readouterr()
+    assert code == 1 and stdout == ""
+    lines = stderr.splitlines()
+    assert lines[0].endswith(f"{tmp_path / 'absent'}: no status.json here; skipped")
+    assert lines[1].endswith(f"{DATA / 'bench-grpc.json'}: not an MnistServing status "
+                             "(no phase, stages or benchmark); skipped")
+    assert lines[2] == ("mnist-serving compare: error: nothing to compare "
+                        "(no source had benchmark results)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cluster_flags_need_cluster(capsys):
+    with pytest.raises(SystemExit) as exc:
+        compare.main(["-A"])
+    assert exc.value.code == 2
+    assert "need --cluster" in capsys.readouterr().err
+
+
+def test_an_unreachable_cluster_is_one_warning_line(tmp_path, demo, capsys):
+    cpu = write_run(tmp_path / "cpu", demo)
+    code = compare.main([str(cpu), "--cluster", "--kubeconfig", str(tmp_path / "no-such-config"),
+                         "--out", str(tmp_path / "out")])
+    stderr = capsys.readouterr().err
+    assert code == 0
+    cluster_lines = [line for line in stderr.splitlines() if "--cluster" in line]
+    assert len(cluster_lines) == 1 and cluster_lines[0].endswith("; skipped")
+    assert "no-such-config" in cluster_lines[0]
