@@ -1,0 +1,138 @@
+"""`mnist-serving compare` as a user runs it: the installed command on a local
+run directory, and ``--cluster`` against a real kube-apiserver + etcd (the
+cluster tier's ControlPlane) holding MnistServing resources whose status
+carries the real stage results of tests/unit/data/results-demo.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_operator.results import summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "unit" / "data" / "results-demo"
+COMMAND = Path(sys.executable).with_name("mnist-serving")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def demo_results() -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(DATA.glob("*.json"))}
+
+
+def compare(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([str(COMMAND), "compare", *args], capture_output=True, text=True,
+                          timeout=180, cwd=cwd)
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    lines = [line for line in stdout.splitlines() if line.startswith("| ")][1:]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
+
+
+@pytest.mark.integration
+def test_installed_command_on_a_run_directory(tmp_path):
+    results = demo_results()
+    run = tmp_path / "runs" / "demo"
+    (run / "results").mkdir(parents=True)
+    for step, result in results.items():
+        (run / "results" / f"{step}.json").write_text(json.dumps(result))
+    stages = {s: {"state": r["state"], "fingerprint": r["fingerprint"]} for s, r in results.items()}
+    (run / "status.json").write_text(json.dumps(
+        {"name": "demo", "phase": "Ready", "stages": stages, **summarize(results)}))
+    (tmp_path / "runs" / "half").mkdir()  # no status.json: a warning, not a failure
+
+    # no PATH: every runs/*/status.json of the current directory
+    out = compare(cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = table_rows(out.stdout)
+    assert [(r[1], r[2]) for r in rows] == [("mnist_bls", "grpc"), ("mnist_bls", "http"),
+                                            ("mnist_onnx", "grpc"), ("mnist_onnx", "http")]
+    assert all(r[0] == "runs/demo" and r[3] == "cpu (train)" for r in rows)
+    written = list(csv.DictReader((tmp_path / "runs" / "compare" / "compare.csv").open()))
+    assert [r["best_infer_per_sec"] for r in written] == [r[4] for r in rows]
+    assert (tmp_path / "runs" / "compare" / "compare.png").read_bytes()[:8] == PNG_MAGIC
+
+    # an explicit bad path: named on one line, exit 1 when nothing else is left
+    out = compare(str(tmp_path / "runs" / "half"), cwd=tmp_path)
+    assert out.returncode == 1 and out.stdout == ""
+    assert f"{tmp_path / 'runs' / 'half'}: no status.json here; skipped" in out.stderr
+
+
+def _control_plane_class():
+    """The cluster tier's ControlPlane (tests/cluster/plane.py), loaded by path."""
+    spec = importlib.util.spec_from_file_location("mnist_cluster_plane",
+                                                  ROOT / "tests" / "cluster" / "plane.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module.ControlPlane
+
+
+def _resource(name: str, namespace: str, gpu_product: str = "") -> dict:
+    doc = yaml.safe_load((ROOT / "examples" / "local.yaml").read_text())
+    doc["metadata"] = {"name": name, "namespace": namespace}
+    if gpu_product:
+        doc["spec"]["scheduling"] = {"gpuProduct": gpu_product}
+    return doc
+
+
+def _status(results: dict[str, dict], phase: str) -> dict:
+    """The status shape the operator writes: stage records with their result fields."""
+    stages = {s: {"state": r["state"], "fingerprint": r["fingerprint"],
+                  "result": {k: v for k, v in r.items()
+                             if k not in ("stage", "state", "reason", "message")}}
+              for s, r in results.items()}
+    return {"phase": phase, "stages": stages, **summarize(results)}
+
+
+@pytest.mark.integration
+@pytest.mark.cluster
+def test_cluster_lists_every_mnistserving(tmp_path):
+    plane = _control_plane_class()().start()
+    try:
+        crd = subprocess.run([str(COMMAND), "crd"], capture_output=True, text=True, check=True)
+        plane.kubectl("apply", "-f", "-", input=crd.stdout)
+        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                      "crd/mnistservings.mnist.serving.dev")
+        results = demo_results()
+        early = {k: results[k] for k in ("train", "export")}
+        for ns in ("team-a", "team-b"):
+            plane.kubectl("create", "namespace", ns)
+        for name, ns, res, phase, gpu in (("l4", "team-a", results, "Ready", "NVIDIA-L4"),
+                                          ("young", "team-a", early, "Exporting", ""),
+                                          ("cpu", "team-b", results, "Ready", "")):
+            plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(_resource(name, ns, gpu)))
+            plane.kubectl("patch", "mnistserving", name, "-n", ns, "--subresource=status",
+                          "--type=merge", "-p", json.dumps({"status": _status(res, phase)}))
+        kubeconfig = str(plane.kubeconfig)
+        context = yaml.safe_load(Path(kubeconfig).read_text())["current-context"]
+
+        out = compare("--cluster", "--kubeconfig", kubeconfig, "-A", "--out", str(tmp_path / "all"))
+        assert out.returncode == 0, out.stderr
+        rows = table_rows(out.stdout)
+        assert {r[0] for r in rows} == {f"{context}:team-a/l4", f"{context}:team-b/cpu"}
+        assert len(rows) == 8  # 2 resources x 2 models x 2 protocols
+        l4 = {(r[1], r[2]): r for r in rows if r[0].endswith("/l4")}
+        assert l4[("mnist_onnx", "grpc")][3:8] == ["NVIDIA-L4", "8686.1", "15.50", "49", "5.12"]
+        assert f"{context}:team-a/young: no benchmark results" in out.stderr
+        assert (tmp_path / "all" / "compare.png").read_bytes()[:8] == PNG_MAGIC
+
+        out = compare("--cluster", "--kubeconfig", kubeconfig, "--context", context,
+                      "-n", "team-b", "--out", str(tmp_path / "b"))
+        assert out.returncode == 0, out.stderr
+        assert {r[0] for r in table_rows(out.stdout)} == {f"{context}:team-b/cpu"}
+
+        out = compare("--cluster", "--kubeconfig", kubeconfig, "-n", "empty",
+                      "--out", str(tmp_path / "none"))
+        assert out.returncode == 1
+        assert "nothing to compare" in out.stderr
+    finally:
+        plane.stop()
