@@ -65,6 +65,7 @@ class Row:
     little_failures: str
     analyzer_config: str
     analyzer_gain: str
+    measured: str
     #: the concurrency sweep behind the best point, or just the best point
     sweep: tuple[Point, ...] = field(default=(), compare=False)
 
@@ -81,6 +82,7 @@ COLUMNS = (
     ("little_failures", "Little's law fails / points"),
     ("analyzer_config", "model-analyzer best config"),
     ("analyzer_gain", "best / default"),
+    ("measured", "measured (UTC)"),
 )
 
 
@@ -160,6 +162,13 @@ def _gain(point: dict) -> str:
     return str(gain) if lowest in (None, 1) else f"{gain} (vs c={lowest})"
 
 
+def measured_at(status: dict, protocol: str) -> str:
+    """When the bench step of ``protocol`` finished, so runs of different days
+    are not read as one measurement."""
+    stage = (status.get("stages") or {}).get(f"{BENCH_PREFIX}{protocol}") or {}
+    return str(stage.get("completionTime") or "-")
+
+
 def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]] | None = None,
             gpu_product: str = "") -> list[Row]:
     """The table rows of one status (local ``status.json`` or a CR's ``.status``).
@@ -194,6 +203,7 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
                 little_failures=f"{point.get('littleFailures', '-')}/{point.get('points', '-')}",
                 analyzer_config=str(ma.get("bestConfig", "-")),
                 analyzer_gain=str(ma.get("bestOverDefault", "-")),
+                measured=measured_at(status, protocol),
                 sweep=tuple(sweep)))
     return rows
 
@@ -361,7 +371,7 @@ def plot(rows: list[Row], path: Path) -> None:
     models = sorted({r.model for r in rows})
     fig, axes = plt.subplots(1, len(models), figsize=(6.4 * len(models), 5.2), squeeze=False)
     for ax, model in zip(axes[0], models):
-        for row in (r for r in rows if r.model == model):
+        for index, row in enumerate(r for r in rows if r.model == model):
             xs = [p.p99_us / 1000 for p in row.sweep]
             ys = [p.infer_per_sec for p in row.sweep]
             label = f"{row.source} · {row.protocol} · {row.device}"
@@ -370,7 +380,9 @@ def plot(rows: list[Row], path: Path) -> None:
             (line,) = ax.plot(xs, ys, marker="o", linewidth=1.6, label=label)
             for p in row.sweep:
                 ax.annotate(f"c={p.concurrency}", (p.p99_us / 1000, p.infer_per_sec),
-                            textcoords="offset points", xytext=(5, -11), fontsize=8,
+                            # alternate below/above so close series keep readable labels
+                            textcoords="offset points", xytext=(5, -11 if index % 2 == 0 else 6),
+                            fontsize=8,
                             color=line.get_color())
         ax.set_title(model)
         ax.set_xlabel("p99 latency (ms)")

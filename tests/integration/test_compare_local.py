@@ -87,6 +87,7 @@ def _resource(name: str, namespace: str, gpu_product: str = "") -> dict:
 def _status(results: dict[str, dict], phase: str) -> dict:
     """The status shape the operator writes: stage records with their result fields."""
     stages = {s: {"state": r["state"], "fingerprint": r["fingerprint"],
+                  "completionTime": r["completionTime"],
                   "result": {k: v for k, v in r.items()
                              if k not in ("stage", "state", "reason", "message")}}
               for s, r in results.items()}
@@ -122,6 +123,7 @@ def test_cluster_lists_every_mnistserving(tmp_path):
         assert len(rows) == 8  # 2 resources x 2 models x 2 protocols
         l4 = {(r[1], r[2]): r for r in rows if r[0].endswith("/l4")}
         assert l4[("mnist_onnx", "grpc")][3:8] == ["NVIDIA-L4", "8686.1", "15.50", "49", "5.12"]
+        assert l4[("mnist_onnx", "grpc")][-1] == results["bench-grpc"]["completionTime"]
         assert f"{context}:team-a/young: no benchmark results" in out.stderr
         assert (tmp_path / "all" / "compare.png").read_bytes()[:8] == PNG_MAGIC
 

@@ -33,7 +33,8 @@ def demo() -> dict[str, dict]:
 
 def local_status(results: dict[str, dict], phase: str = "Ready") -> dict:
     """What the local runner writes to status.json for these step results."""
-    stages = {step: {"state": r["state"], "fingerprint": r["fingerprint"]}
+    stages = {step: {"state": r["state"], "fingerprint": r["fingerprint"],
+                     "completionTime": r.get("completionTime", "")}
               for step, r in results.items()}
     return {"name": "demo", "phase": phase, "stages": stages, **summarize(results)}
 
@@ -67,6 +68,7 @@ def cr(name: str, namespace: str, results: dict[str, dict], phase: str = "Ready"
        gpu_product: str = "") -> dict:
     """A MnistServing as the API returns it: stage results under stages.<step>.result."""
     stages = {step: {"state": r["state"], "fingerprint": r["fingerprint"],
+                     "completionTime": r.get("completionTime", ""),
                      "result": {k: v for k, v in r.items()
                                 if k not in ("stage", "state", "reason", "message")}}
               for step, r in results.items()}
@@ -96,6 +98,7 @@ def test_rows_of_a_local_cpu_run(tmp_path, demo):
     assert onnx.batching_gain == "5.12"
     assert onnx.little_failures == "0/2"
     assert (onnx.analyzer_config, onnx.analyzer_gain) == ("mnist_onnx_config_0", "1.00")
+    assert onnx.measured == demo["bench-grpc"]["completionTime"] == "2026-11-25T09:12:17Z"
     # the whole sweep from results/bench-grpc.json, lowest concurrency first
     assert onnx.sweep == (Point(1, 1696.4, 1685), Point(49, 8686.1, 15497))
     bls = got[(source, "mnist_bls", "http")]
@@ -184,6 +187,9 @@ def test_rows_from_a_cluster_list(demo):
         ("24000.0", "5.20", 49)
     assert (trt.batching_gain, trt.little_failures) == ("9.60", "1/3")
     assert [p.concurrency for p in trt.sweep] == [1, 25, 49]  # from stages.bench-grpc.result
+    assert trt.measured == demo["bench-grpc"]["completionTime"]
+    assert got[("gpu-west:team-b/pinned", "mnist_onnx", "http")].measured == \
+        demo["bench-http"]["completionTime"]
     assert got[("gpu-west:team-b/pinned", "mnist_onnx", "http")].device == "NVIDIA-L4"
     assert got[("gpu-west:team-b/pinned", "mnist_onnx", "http")].analyzer_config == \
         "mnist_onnx_config_0"
@@ -218,6 +224,7 @@ def test_markdown_and_csv_hold_every_row_in_model_protocol_order(tmp_path, demo)
                 and r["model"] == "mnist_onnx" and r["protocol"] == "http")
     assert onnx["best_infer_per_sec"] == "8411.2" and onnx["p99_ms_at_best"] == "18.82"
     assert onnx["device"] == "cpu (train)" and onnx["analyzer_gain"] == "1.00"
+    assert onnx["measured"] == demo["bench-http"]["completionTime"]
 
 
 def test_plot_writes_a_png(tmp_path, demo):
