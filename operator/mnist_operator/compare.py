@@ -5,8 +5,8 @@
 
 A PATH is a local run directory (``runs/<name>/``, holding the ``status.json``
 the local runner writes) or a ``status.json`` file; with no PATH and no
-``--cluster``, every ``runs/*/status.json`` is read. ``--cluster`` lists every
-MnistServing the kubeconfig reaches and reads its ``.status``.
+``--cluster``, every ``runs/*/status.json`` is read. ``--cluster`` lists the
+MnistServings of one namespace (or every one, ``-A``) and reads their ``.status``.
 
 The output is one row per (source, model, protocol): the GPU or device, the
 best perf_analyzer throughput with its p99 and concurrency, the dynamic-
@@ -410,7 +410,8 @@ def parser() -> argparse.ArgumentParser:
                    help="local run directory (runs/<name>/) or status.json file; "
                         "default: runs/*/status.json unless --cluster")
     p.add_argument("--cluster", action="store_true",
-                   help="also read every MnistServing the kubeconfig reaches")
+                   help="also read the MnistServings of one namespace (-n, default: the "
+                        "context's) or of every namespace (-A)")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context (default: the current one)")
     scope = p.add_mutually_exclusive_group()
