@@ -177,13 +177,19 @@ def build_status(name: str, steps: list[Step], records: dict[str, dict],
             "workdir": str(workdir)}
 
 
+def _in_model_order(by_model: dict) -> list[tuple[str, object]]:
+    """Models as the seed lists them (onnx, trt, bls), anything else after."""
+    rank = {m: i for i, m in enumerate(pipeline.TRITON_MODEL.values())}
+    return sorted(by_model.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
+
+
 def perf_table(status: dict) -> list[str]:
     perf = status.get("benchmark", {}).get("perfAnalyzer", {})
     lines = []
     if perf:
         lines.append(f"  {'model':<12} {'protocol':<8} {'best infer/s':>12} {'p99 ms':>8} "
                      f"{'at conc':>7} {'c-lowest infer/s':>16} {'gain':>6} {'Little fails':>12}")
-        for model, per in perf.items():
+        for model, per in _in_model_order(perf):
             for protocol, p in per.items():
                 lines.append(
                     f"  {model:<12} {protocol:<8} {p['bestInferPerSec']:>12} "
@@ -226,7 +232,7 @@ def summary_lines(status: dict, status_path: Path) -> list[str]:
         out += ["", f"client accuracy (real held-out digits through Triton, "
                     f"{client.get('samples')} each; disagreements {client.get('disagreements')})"]
         out += [f"  {m:<12} " + "  ".join(f"{p} {a}" for p, a in per.items())
-                for m, per in client.items() if isinstance(per, dict)]
+                for m, per in _in_model_order(client) if isinstance(per, dict)]
     table = perf_table(status)
     if table:
         out += ["", "perf_analyzer (best point per model and protocol; gain = best / "
