@@ -214,6 +214,33 @@ def _die_with_parent() -> None:
         pass
 
 
+def _numpy_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("numpy")
+    except PackageNotFoundError:
+        return "0"
+
+
+def stub_numpy_problem(install: TritonInstall, numpy_version: str) -> str | None:
+    """Why the python backend of ``install`` cannot work with this numpy, or None.
+
+    The python-backend stubs inside the pytriton wheel are built against
+    numpy 1.x; with numpy 2 in the stub's environment, tensors cross the
+    stub boundary with the wrong byte sizes and every output comes back
+    empty, with no error in Triton's log (seen on the lent GPU machine, whose
+    image ships numpy 2). Stock Triton images bring a stub that matches
+    their own numpy, so only the pytriton build is checked.
+    """
+    if install.source != "pytriton":
+        return None
+    major = numpy_version.split(".", 1)[0]
+    if major.isdigit() and int(major) >= 2:
+        return (f"the python backend stub of the pytriton build needs numpy<2, but this "
+                f"environment has numpy {numpy_version}: install 'numpy<2' (pip install 'numpy<2')")
+    return None
+
+
 class TritonServer:
     """One ``tritonserver`` child process in its own process group."""
 
@@ -221,6 +248,9 @@ class TritonServer:
                  log_path: Path | None = None, extra_args: Iterable[str] = (),
                  host: str = "127.0.0.1", exit_timeout_s: int = 5):
         self.install = find_tritonserver()
+        problem = stub_numpy_problem(self.install, _numpy_version())
+        if problem:
+            raise StageError(problem, reason="IncompatibleNumpy")
         self.backend_dir = backend_directory(self.install)
         self.model_repo = Path(model_repo).resolve()
         self.ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
