@@ -105,6 +105,8 @@ def train(args) -> dict:
         "testSamples": int(len(test_y)), "device": device, "epochs": args.epochs,
         "dataSource": args.data_source,
     }
+    if device == "cuda":  # which GPU trained it: comparisons across clusters read this
+        summary["gpu"] = torch.cuda.get_device_name(0)
     hyper = {"batchSize": args.batch_size, "learningRate": str(args.learning_rate),
              "momentum": str(args.momentum), "seed": args.seed}
     (args.out / "model.json").write_text(json.dumps({**summary, **hyper}, indent=2) + "\n")

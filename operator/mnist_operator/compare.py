@@ -97,12 +97,15 @@ def _number(text: Any) -> float | None:
 
 def device_of(status: dict, gpu_product: str = "") -> str:
     """What ran it: the GPU the engine was built on, else the GPU type the CR
-    pins its pods to, else the training device (``cpu``/``cuda``)."""
+    pins its pods to, else the GPU that trained it, else the training device
+    (``cpu``/``cuda``)."""
     model = status.get("model") or {}
     if model.get("engineGpu"):
         return str(model["engineGpu"])
     if gpu_product:
         return gpu_product
+    if model.get("trainGpu"):
+        return f"{model['trainGpu']} (train)"
     if model.get("trainDevice"):
         return f"{model['trainDevice']} (train)"
     return "-"

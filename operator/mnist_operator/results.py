@@ -48,7 +48,7 @@ def model_part(results: dict[str, dict]) -> dict[str, int | str]:
     train, export, engine, repo = (results.get(n) for n in ("train", "export", "engine", "repo"))
     out: dict[str, int | str] = {}
     if _ok(train):
-        out.update(_pick(train, {"accuracy": "accuracy", "trainDevice": "device",
+        out.update(_pick(train, {"accuracy": "accuracy", "trainDevice": "device", "trainGpu": "gpu",
                                  "epochs": "epochs", "trainSamples": "trainSamples",
                                  "testSamples": "testSamples", "dataSource": "dataSource"}))
     if _ok(export):

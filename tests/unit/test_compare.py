@@ -304,3 +304,11 @@ def test_an_unreachable_cluster_is_one_warning_line(tmp_path, demo, capsys):
     cluster_lines = [line for line in stderr.splitlines() if "--cluster" in line]
     assert len(cluster_lines) == 1 and cluster_lines[0].endswith("; skipped")
     assert "no-such-config" in cluster_lines[0]
+
+
+def test_device_prefers_the_engine_gpu_then_the_pinned_product_then_the_training_gpu():
+    from mnist_operator.compare import device_of
+    assert device_of({"model": {"engineGpu": "NVIDIA H100", "trainGpu": "NVIDIA A10"}}) == "NVIDIA H100"
+    assert device_of({"model": {"trainGpu": "NVIDIA H200"}}, "NVIDIA-L4") == "NVIDIA-L4"
+    assert device_of({"model": {"trainGpu": "NVIDIA H200", "trainDevice": "cuda"}}) == "NVIDIA H200 (train)"
+    assert device_of({"model": {"trainDevice": "cpu"}}) == "cpu (train)"

@@ -98,3 +98,10 @@ def test_failed_and_missing_steps_contribute_nothing(demo):
     assert out["benchmark"]["modelAnalyzer"] == {"state": "Skipped: analyze is disabled in the spec"}
     assert "clientAccuracy" not in out
     assert summarize({}) == {"model": {}, "benchmark": {}}
+
+
+def test_the_gpu_that_trained_is_named():
+    from mnist_operator import results
+    train = {"stage": "train", "state": "Succeeded", "accuracy": "0.9560", "device": "cuda",
+             "gpu": "NVIDIA H200", "epochs": 6}
+    assert results.summarize({"train": train})["model"]["trainGpu"] == "NVIDIA H200"
