@@ -165,8 +165,10 @@ def _gpu_resources(gpus: int) -> dict:
 def _tolerations(spec: S.MnistServingSpec, gpus: int) -> list[dict]:
     out = [S.to_dict(t) for t in spec.scheduling.tolerations]
     out = [{k: v for k, v in t.items() if v != ""} for t in out]
-    if gpus > 0:
-        # GPU node pools are commonly tainted nvidia.com/gpu:NoSchedule.
+    # GPU node pools are commonly tainted nvidia.com/gpu:NoSchedule. With a
+    # ReadWriteOnce volume every pod of the instance must follow Triton onto
+    # its GPU node (see _affinity), GPU-less steps included.
+    if gpus > 0 or spec.storage.access_mode == "ReadWriteOnce":
         gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
         if gpu_toleration not in out:
             out.append(gpu_toleration)

@@ -183,8 +183,11 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
              "--measurement-request-count", str(pa.measurement_request_count),
              "--stability-percentage", str(pa.stability_percentage),
              "--out", str(lay.bench / protocol)],
-            {"perfAnalyzer": spec.to_dict()["benchmark"]["perfAnalyzer"], "runId": run_id,
-             "protocol": protocol}, ("serve",))
+            # each step measures one protocol: adding or removing the other
+            # protocol must not re-run this one
+            {"perfAnalyzer": {k: v for k, v in spec.to_dict()["benchmark"]["perfAnalyzer"].items()
+                              if k != "protocols"},
+             "runId": run_id, "protocol": protocol}, ("serve",))
     analyze_args = ["--model-repo", str(lay.model_repo), "--models", ",".join(spec.analyze_models()),
                     "--out", str(lay.analyze), "--max-concurrency", str(ma.max_concurrency),
                     "--max-batch-size", str(ma.max_batch_size),

@@ -185,11 +185,16 @@ def test_gpu_requests_follow_the_step():
     res = main_container(objs["Job/train"])["resources"]
     assert res == {"requests": {"nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "2"}}
     assert main_container(objs["Job/engine"])["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    gpu_taint = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    rwx = objects({"storage": {"accessMode": "ReadWriteMany"}})
     for cpu_step in ("repo", "client", "bench-grpc"):
         assert "resources" not in main_container(objs[f"Job/{cpu_step}"])
-        assert "tolerations" not in pod(objs[f"Job/{cpu_step}"])
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in \
-        pod(objs["Job/train"])["tolerations"]
+        # ReadWriteOnce (default): they share Triton's GPU node, so they tolerate its taint
+        assert gpu_taint in pod(objs[f"Job/{cpu_step}"])["tolerations"]
+        # ReadWriteMany: GPU-less pods stay off GPU nodes
+        assert "tolerations" not in pod(rwx[f"Job/{cpu_step}"])
+    assert gpu_taint in pod(objs["Job/train"])["tolerations"]
+    assert gpu_taint in pod(rwx["Job/train"])["tolerations"]
     cpu = objects({"training": {"gpus": 0}})
     assert "resources" not in main_container(cpu["Job/train"])
     cmd = main_container(cpu["Job/train"])["command"]

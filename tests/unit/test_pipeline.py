@@ -1,0 +1,86 @@
+"""The step graph: which steps a spec change re-runs (the promise both runners keep)."""
+from pathlib import PurePosixPath
+
+import pytest
+
+from mnist_operator import pipeline
+from mnist_operator.spec import parse_spec
+
+ALL = ["train", "export", "engine", "repo", "serve", "client", "bench-grpc", "bench-http", "analyze"]
+LAY = pipeline.Layout(PurePosixPath("/work"))
+
+
+def fingerprints(spec_dict: dict, lay=LAY, endpoints=pipeline.Endpoints()) -> dict[str, str]:
+    return {s.name: s.fingerprint for s in pipeline.plan(parse_spec(spec_dict), lay, endpoints)}
+
+
+def rerun(before: dict, after: dict) -> list[str]:
+    a, b = fingerprints(before), fingerprints(after)
+    return [name for name in b if a.get(name) != b[name]]
+
+
+def test_steps_in_order_with_their_stage_module():
+    steps = pipeline.plan(parse_spec({}), LAY)
+    assert [s.name for s in steps] == ALL
+    assert {s.name: s.stage for s in steps}["bench-http"] == "bench"
+    assert all(len(s.fingerprint) == 12 for s in steps)
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"training": {"learningRate": "0.01"}}, ALL),
+    ({"training": {"gpus": 0}}, []),                         # where it trains, not what
+    ({"export": {"opset": 18}}, ALL[1:]),
+    ({"tensorrt": {"precision": "fp16"}}, ["engine", "repo", "serve", "client",
+                                           "bench-grpc", "bench-http", "analyze"]),
+    ({"serving": {"instances": 2}}, ["repo", "serve", "client", "bench-grpc", "bench-http",
+                                     "analyze"]),
+    ({"serving": {"replicas": 1, "gpus": 2}}, ["serve", "client", "bench-grpc", "bench-http"]),
+    ({"benchmark": {"perfAnalyzer": {"concurrency": {"end": 65}}}}, ["bench-grpc", "bench-http"]),
+    ({"benchmark": {"perfAnalyzer": {"protocols": ["grpc"]}}}, []),   # bench-http just goes away
+    ({"benchmark": {"runId": "again"}}, ["bench-grpc", "bench-http", "analyze"]),
+    ({"benchmark": {"modelAnalyzer": {"maxInstances": 3}}}, ["analyze"]),
+])
+def test_a_spec_change_reruns_only_what_it_affects(change, expected):
+    assert rerun({}, change) == expected
+
+
+def test_fingerprints_do_not_depend_on_where_or_how_it_runs():
+    local = fingerprints({}, pipeline.Layout(PurePosixPath("/tmp/runs/demo")),
+                         pipeline.Endpoints("127.0.0.1", 18000, 18001, 18002))
+    assert local == fingerprints({})
+
+
+def test_disabled_steps_are_marked_and_need_no_gpu():
+    steps = {s.name: s for s in pipeline.plan(parse_spec(
+        {"tensorrt": {"enabled": False}, "serving": {"models": ["onnx", "bls"]},
+         "benchmark": {"modelAnalyzer": {"enabled": False}}}), LAY)}
+    for name in ("engine", "analyze"):
+        assert not steps[name].enabled and steps[name].skip_reason == "Disabled"
+        assert steps[name].gpus == 0
+
+
+def test_step_arguments_carry_the_spec_and_the_endpoints():
+    steps = {s.name: s for s in pipeline.plan(parse_spec(
+        {"benchmark": {"perfAnalyzer": {"concurrency": {"start": 4, "end": 8, "step": 2}}}}),
+        LAY, pipeline.Endpoints("demo-triton.ml.svc"))}
+    bench = list(steps["bench-grpc"].args)
+    assert bench[bench.index("--url") + 1] == "demo-triton.ml.svc:8001"
+    assert bench[bench.index("--concurrency") + 1] == "4:8:2"
+    assert bench[bench.index("--out") + 1] == "/work/bench/grpc"
+    train = list(steps["train"].args)
+    assert train[train.index("--data-dir") + 1] == "/work/data"
+
+
+def test_is_done_needs_the_same_fingerprint_and_a_finished_state():
+    step = pipeline.plan(parse_spec({}), LAY)[0]
+    assert pipeline.is_done(step, {"state": "Succeeded", "fingerprint": step.fingerprint})
+    assert pipeline.is_done(step, {"state": "Skipped", "fingerprint": step.fingerprint})
+    assert not pipeline.is_done(step, {"state": "Failed", "fingerprint": step.fingerprint})
+    assert not pipeline.is_done(step, {"state": "Succeeded", "fingerprint": "0" * 12})
+    assert not pipeline.is_done(step, None)
+
+
+def test_stale_after_follows_the_graph():
+    steps = pipeline.plan(parse_spec({}), LAY)
+    assert pipeline.stale_after(steps, "serve") == ["serve", "client", "bench-grpc", "bench-http"]
+    assert pipeline.stale_after(steps, "repo") == ALL[3:]
