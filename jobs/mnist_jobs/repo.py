@@ -2,7 +2,14 @@
 
     python -m mnist_jobs.repo --artifacts runs/demo/artifacts --out runs/demo/model_repo \
         --models onnx,tensorrt,bls --max-batch-size 128 --instances 1 --instance-kind auto \
-        --preferred-batch-sizes 32,64 --max-queue-delay-us 100 [--cpu-only]
+        --preferred-batch-sizes 32,64 --max-queue-delay-us 100 [--cpu-only] \
+        [--override mnist_onnx:instances=2,max_batch_size=64,preferred_batch_sizes=32,64]
+
+``--override MODEL:key=value,...`` (repeatable) gives one model its own
+instances, instance_kind, max_batch_size, preferred_batch_sizes and
+max_queue_delay_us: the operator's closed loop writes the config
+model-analyzer found best this way. A BLS model never batches more than the
+model it calls accepts, so its max_batch_size is lowered to its downstream's.
 
 Templates are jinja2 (``*.j2``). jinja2 is imported here only, lazily: it
 ships with torch (a torch dependency), so it is in the NGC PyTorch image and
@@ -64,6 +71,89 @@ def parse_int_list(flag: str, text: str) -> list[int]:
     return sorted(set(values))
 
 
+#: --override keys and how each value is read.
+OVERRIDE_KEYS = ("instances", "instance_kind", "max_batch_size", "preferred_batch_sizes",
+                 "max_queue_delay_us")
+
+
+def parse_override(text: str) -> tuple[str, dict[str, Any]]:
+    """``MODEL:key=value,...`` -> (model, {key: value}). A token without ``=``
+    continues the list before it (``preferred_batch_sizes=32,64``)."""
+    flag = "--override"
+    model_text, sep, body = text.partition(":")
+    model = ALIASES.get(model_text.strip())
+    if not sep or model is None:
+        raise InputError(flag, f"expected MODEL:key=value,... with MODEL one of "
+                               f"{', '.join(MODELS)}, got {text!r}")
+    raw: dict[str, list[str]] = {}
+    key = None
+    for token in (t.strip() for t in body.split(",")):
+        if "=" in token:
+            key, _, value = token.partition("=")
+            key = key.strip()
+            if key not in OVERRIDE_KEYS:
+                raise InputError(flag, f"{model}: unknown key {key!r}; choose from "
+                                       f"{', '.join(OVERRIDE_KEYS)}")
+            raw[key] = [value.strip()]
+        elif token and key == "preferred_batch_sizes":
+            raw[key].append(token)
+        elif token:
+            raise InputError(flag, f"{model}: expected key=value, got {token!r}")
+    if not raw:
+        raise InputError(flag, f"{model}: no key=value given")
+    out: dict[str, Any] = {}
+    for key, values in raw.items():
+        if key == "instance_kind":
+            if values[0] not in KINDS:
+                raise InputError(flag, f"{model}: instance_kind must be one of "
+                                       f"{', '.join(sorted(KINDS))}, got {values[0]!r}")
+            out[key] = values[0]
+        elif key == "preferred_batch_sizes":
+            out[key] = parse_int_list(f"{flag} {model}:preferred_batch_sizes", ",".join(values))
+        else:
+            try:
+                out[key] = int(values[0])
+            except ValueError:
+                raise InputError(flag, f"{model}: {key} must be an integer, "
+                                       f"got {values[0]!r}") from None
+    return model, out
+
+
+def parse_overrides(texts: list[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        model, values = parse_override(text)
+        out.setdefault(model, {}).update(values)
+    return out
+
+
+def _model_settings(base: dict[str, Any], override: dict[str, Any], model: str,
+                    notes: list[str]) -> dict[str, Any]:
+    """One model's batching and instances: the shared flags plus its override."""
+    flag = "--override" if override else None
+    s = {**base, **override}
+    for key, least in (("max_batch_size", 1), ("instances", 1), ("max_queue_delay_us", 0)):
+        if s[key] < least:
+            raise InputError(f"{flag} {model}:{key}" if key in override else f"--{key.replace('_', '-')}",
+                             f"must be >= {least}")
+    too_big = [b for b in s["preferred_batch_sizes"] if b > s["max_batch_size"]]
+    if too_big and override:
+        # the shared preferred sizes may not fit a model's own smaller batch limit
+        s["preferred_batch_sizes"] = [b for b in s["preferred_batch_sizes"]
+                                      if b <= s["max_batch_size"]]
+        notes.append(f"{model}: preferred batch sizes {too_big} dropped (above its "
+                     f"max_batch_size {s['max_batch_size']})")
+    elif too_big:
+        raise InputError("--max-batch-size", f"{s['max_batch_size']} is smaller than the "
+                         f"preferred batch size {max(too_big)} (--preferred-batch-sizes)")
+    return s
+
+
+def describe_override(values: dict[str, Any]) -> str:
+    return ",".join(f"{k}={'/'.join(map(str, v)) if isinstance(v, list) else v}"
+                    for k, v in sorted(values.items()))
+
+
 def render_config(template_root: Path, model: str, context: dict[str, Any]) -> str:
     try:
         import jinja2
@@ -78,23 +168,22 @@ def render_config(template_root: Path, model: str, context: dict[str, Any]) -> s
 
 def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_size: int,
                      instances: int, instance_kind: str, preferred: list[int],
-                     max_queue_delay_us: int, cpu_only: bool, ort_threads: int = 0) -> dict:
+                     max_queue_delay_us: int, cpu_only: bool, ort_threads: int = 0,
+                     overrides: dict[str, dict[str, Any]] | None = None) -> dict:
     onnx = artifacts / "model.onnx"
     plan = artifacts / "model.plan"
     if not onnx.is_file():
         raise InputError("--artifacts", f"{onnx} not found (run the export stage first)")
-    if max_batch_size < 1:
-        raise InputError("--max-batch-size", "must be >= 1")
-    if preferred and max(preferred) > max_batch_size:
-        raise InputError("--max-batch-size", f"{max_batch_size} is smaller than the preferred "
-                         f"batch size {max(preferred)} (--preferred-batch-sizes)")
-    if instances < 1:
-        raise InputError("--instances", "must be >= 1")
-    if max_queue_delay_us < 0:
-        raise InputError("--max-queue-delay-us", "must be >= 0")
+    overrides = overrides or {}
+    base = dict(max_batch_size=max_batch_size, instances=instances, instance_kind=instance_kind,
+                preferred_batch_sizes=preferred, max_queue_delay_us=max_queue_delay_us)
+    notes: list[str] = []
+    _model_settings(base, {}, "every model", notes)   # the shared flags alone must be valid
+    unknown = sorted(set(overrides) - set(models))
+    if unknown:
+        raise InputError("--override", f"{', '.join(unknown)} is not in --models")
 
     left_out: dict[str, str] = {}
-    notes: list[str] = []
     selected = list(models)
     if "mnist_trt" in selected and not plan.is_file():
         selected.remove("mnist_trt")
@@ -107,15 +196,22 @@ def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_si
             notes.append(f"added {downstream}: mnist_bls calls it")
     selected.sort(key=MODELS.index)
 
+    settings = {m: _model_settings(base, overrides.get(m, {}), m, notes) for m in selected}
+    if downstream and settings["mnist_bls"]["max_batch_size"] > settings[downstream]["max_batch_size"]:
+        limit = settings[downstream]["max_batch_size"]
+        settings["mnist_bls"] = _model_settings(
+            base, {**overrides.get("mnist_bls", {}), "max_batch_size": limit}, "mnist_bls", notes)
+        notes.append(f"mnist_bls: max_batch_size lowered to {limit}, the max_batch_size of "
+                     f"{downstream} it forwards whole batches to")
+
     root = templates_dir()
-    context = dict(max_batch_size=max_batch_size, instances=instances,
-                   instance_kind=KINDS[instance_kind], preferred_batch_sizes=preferred,
-                   max_queue_delay_us=max_queue_delay_us, cpu_only=cpu_only,
-                   ort_threads=ort_threads, downstream=downstream)
     out.mkdir(parents=True, exist_ok=True)
     for model in MODELS:  # a stale model (e.g. an old mnist_trt) must not be served
         shutil.rmtree(out / model, ignore_errors=True)
     for model in selected:
+        s = settings[model]
+        context = dict(s, instance_kind=KINDS[s["instance_kind"]], cpu_only=cpu_only,
+                       ort_threads=ort_threads, downstream=downstream)
         version = out / model / "1"
         version.mkdir(parents=True)
         (out / model / "config.pbtxt").write_text(render_config(root, model, context))
@@ -138,6 +234,10 @@ def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_si
                                  else "onnxruntime_onnx")
     if downstream:
         result["blsDownstream"] = downstream
+    if overrides:
+        result["overrides"] = {m: describe_override(v) for m, v in sorted(overrides.items())}
+        result["configs"] = {m: describe_override(settings[m]) for m in selected
+                             if settings[m] != base}
     if left_out:
         result["leftOut"] = left_out
     if notes:
@@ -161,12 +261,16 @@ def main(argv: list[str] | None = None) -> int:
                         "(for Triton builds without the onnxruntime backend)")
     p.add_argument("--ort-threads", type=int, default=0,
                    help="ONNX Runtime intra-op threads in the --cpu-only model (0 = ORT default)")
+    p.add_argument("--override", action="append", default=[], metavar="MODEL:KEY=VALUE,...",
+                   help="one model's own settings (repeatable), keys: " + ", ".join(OVERRIDE_KEYS)
+                        + "; e.g. mnist_onnx:instances=2,max_batch_size=64")
 
     def body(a):
         return build_repository(a.artifacts, a.out, parse_models(a.models), a.max_batch_size,
                                 a.instances, a.instance_kind,
                                 parse_int_list("--preferred-batch-sizes", a.preferred_batch_sizes),
-                                a.max_queue_delay_us, a.cpu_only, a.ort_threads)
+                                a.max_queue_delay_us, a.cpu_only, a.ort_threads,
+                                parse_overrides(a.override))
     return run_stage("repo", p, body, argv)
 
 
