@@ -185,7 +185,47 @@ def parse_inference_csv(text: str) -> dict[str, dict]:
     return out
 
 
-def summarize(parsed: dict[str, dict]) -> dict:
+def config_settings(pbtxt: str) -> dict:
+    """What a profiled config.pbtxt sets that the repo stage can apply: instance
+    count and kind, max_batch_size, dynamic batching (ints and strings)."""
+    out: dict = {}
+    mbs = re.search(r"^max_batch_size:\s*(\d+)", pbtxt, re.M)
+    if mbs:
+        out["maxBatchSize"] = int(mbs.group(1))
+    group = re.search(r"instance_group\s*\[?\s*\{([^}]*)\}", pbtxt)
+    if group:
+        count = re.search(r"count:\s*(\d+)", group.group(1))
+        kind = re.search(r"kind:\s*KIND_(\w+)", group.group(1))
+        out["instances"] = int(count.group(1)) if count else 1
+        out["instanceKind"] = kind.group(1).lower() if kind and kind.group(1) in ("CPU", "GPU") \
+            else "auto"
+    batching = re.search(r"dynamic_batching\s*\{([^}]*)\}", pbtxt)
+    out["dynamicBatching"] = "on" if batching else "off"
+    if batching:
+        sizes = [int(v) for v in re.findall(r"preferred_batch_size:\s*\[?\s*([\d,\s]+)\]?",
+                                            batching.group(1)) for v in re.findall(r"\d+", v)]
+        out["preferredBatchSizes"] = ",".join(map(str, sorted(set(sizes))))
+        delay = re.search(r"max_queue_delay_microseconds:\s*(\d+)", batching.group(1))
+        out["maxQueueDelayUs"] = int(delay.group(1)) if delay else 0
+    return out
+
+
+def csv_settings(row: dict) -> dict:
+    """The same from the CSV row alone (``Instance Group`` is ``COUNT:KIND``)."""
+    out: dict = {}
+    count, _, kind = row.get("instances", "").partition(":")
+    if count.strip().isdigit():
+        out["instances"] = int(count)
+        out["instanceKind"] = kind.strip().lower() if kind.strip() in ("CPU", "GPU") else "auto"
+    if str(row.get("maxBatchSize", "")).strip().isdigit():
+        out["maxBatchSize"] = int(row["maxBatchSize"])
+    return out
+
+
+def summarize(parsed: dict[str, dict], configs: Path | None = None) -> dict:
+    """Per model: the best config, its throughput against the default config's,
+    and under ``apply`` the settings the closed loop writes into the repository
+    (read from ``configs/<bestConfig>/config.pbtxt`` when model-analyzer left it)."""
     result = {}
     for model, entry in parsed.items():
         b, d = entry["best"], entry["default"]
@@ -196,6 +236,9 @@ def summarize(parsed: dict[str, dict]) -> dict:
         if d is not None:
             s["defaultThroughput"] = fmt(d["throughput"], 1)
             s["bestOverDefault"] = fmt(b["throughput"] / d["throughput"], 2) if d["throughput"] else "0"
+        pbtxt = configs / b["config"] / "config.pbtxt" if configs and b["config"] else None
+        s["apply"] = config_settings(pbtxt.read_text()) if pbtxt and pbtxt.is_file() \
+            else csv_settings(b)
         result[model] = s
     return result
 
@@ -297,7 +340,8 @@ def run_analyze(a) -> dict:
                             f"missing from the results: see {errors_log}")
         print(f"analyze: warning: {extra['warning']}", file=sys.stderr, flush=True)
     return {**extra, "search": a.search, "launchMode": a.triton_launch_mode,
-            "profileSeconds": seconds, "models": summarize(parsed),
+            "profileSeconds": seconds,
+            "models": summarize(parsed, out / "output_model_repository"),
             "reports": reports[:6], "reportFormat": report_note, "out": str(out)}
 
 
