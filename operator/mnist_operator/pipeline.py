@@ -268,9 +268,10 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
         ("repo",), gpus=sv.gpus if ma.enabled else 0,
         enabled=ma.enabled, skip_reason="" if ma.enabled else "Disabled")
 
-    analyze = steps[-1]
+    # only a current analysis counts: while analyze re-runs there is nothing
+    # to apply yet; both runners plan again once it has finished
     best = best_overrides(analyzed) if ma.apply_best and ma.enabled and \
-        is_done(analyze, analyzed) and analyzed.get("state") == "Succeeded" else {}
+        is_done(steps[-1], analyzed) and analyzed.get("state") == "Succeeded" else {}
     if not best:
         return steps
     tuned_args = [*repo_args]

@@ -29,6 +29,12 @@ Rules, in the order ``pipeline.plan`` lists the steps:
 * A Job that exists but that status does not know (the operator died between
   creating it and writing status) is adopted, never duplicated. A Job that
   vanished before its result was recorded is recreated.
+* Closed loop (``modelAnalyzer.applyBest``): the plan is built from the
+  recorded analyze result, and built again in the same pass once analyze
+  finishes, so ``repo-tuned`` starts at once. Two serve steps then share the
+  one Deployment: it serves the repository of the last serve step that every
+  step before it allows (``serve`` while ``repo-tuned`` writes, then
+  ``serve-tuned``: the fingerprint changes and the pods roll).
 """
 from __future__ import annotations
 
@@ -206,6 +212,19 @@ def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
     return seen and updated and ready >= want and want > 0, ready, want
 
 
+def serving_repository(deployment: dict, serve_step: Step) -> dict:
+    """The Deployment with Triton pointed at the serve step's --model-repo
+    (serve-tuned serves model_repo_tuned/)."""
+    args = list(serve_step.args)
+    repo = args[args.index("--model-repo") + 1] if "--model-repo" in args else None
+    if repo is None:
+        return deployment
+    for c in deployment["spec"]["template"]["spec"].get("containers") or []:
+        c["command"] = [f"--model-repository={repo}" if a.startswith("--model-repository=") else a
+                        for a in c.get("command") or []]
+    return deployment
+
+
 # --------------------------------------------------------------------------- status helpers
 def _clean(value: Any) -> Any:
     """Status holds ints, strings, bools, lists and maps: never floats."""
@@ -276,8 +295,8 @@ class _Reconciler:
         self.old_stages: dict[str, dict] = self.old.get("stages") or {}
         self.gen = _meta(cr).get("generation") or 0
         self.endpoints = builders.endpoints(cr)
-        device = "cuda" if spec.training.gpus > 0 else "cpu"
-        self.steps = plan(spec, Layout(WORKDIR), self.endpoints, device=device)
+        self.device = "cuda" if spec.training.gpus > 0 else "cpu"
+        self.steps = self.plan(self.old_stages.get("analyze"))
         self.jobs = [j for j in observed.get("jobs") or []]
         self.pods = list(observed.get("pods") or [])
         self.deployment = observed.get("deployment")
@@ -292,9 +311,14 @@ class _Reconciler:
             (token is not None and token != self.old.get("retryToken"))
         self.serving_available = False
         self.serving_counts = (0, 0)
+        self.serving_step: str | None = None   # the serve step the Deployment serves
         self._names: dict[tuple[str, int], str] = {}
 
     # ---------------------------------------------------------------- helpers
+    def plan(self, analyzed: dict | None) -> list[Step]:
+        return plan(self.spec, Layout(WORKDIR), self.endpoints, device=self.device,
+                    analyzed=analyzed)
+
     def event(self, type_: str, reason: str, message: str) -> None:
         self.decision.events.append(Event(type_, reason, one_line(message)))
 
@@ -338,7 +362,9 @@ class _Reconciler:
         self.delete_stale_jobs()
         stages: dict[str, dict] = {}
         blocked_at: Step | None = None
-        for step in self.steps:
+        i = 0
+        while i < len(self.steps):
+            step, i = self.steps[i], i + 1
             rec = self.old_stages.get(step.name)
             if blocked_at is not None:
                 stages[step.name] = rec if is_done(step, rec) else self.pending(step, rec)
@@ -351,6 +377,10 @@ class _Reconciler:
                 new = self.job_step(step, rec)
             stages[step.name] = new
             self.announce(step, rec, new)
+            if step.name == "analyze" and new != rec:
+                # what follows analyze depends on its result (applyBest);
+                # the steps up to it stay the same
+                self.steps = self.plan(new)
             if new.get("state") not in FINISHED:
                 blocked_at = step
         if blocked_at is not None and self.before_serve(blocked_at):
@@ -405,8 +435,30 @@ class _Reconciler:
         return self.base(step, rec, state=SKIPPED, reason=step.skip_reason or "Disabled",
                          message=f"{step.name} is disabled in the spec", attempt=0)
 
+    def drives_deployment(self, step: Step, rec: dict | None) -> bool:
+        """A serve step serves the Deployment unless it and every step up to a
+        later serve step are done (then that later one does)."""
+        if not is_done(step, rec):
+            return True
+        later = self.steps[self.steps.index(step) + 1:]
+        for other in later:
+            if other.long_running:
+                return False
+            if not is_done(other, self.old_stages.get(other.name)):
+                return True
+        return True
+
+    def want_deployment(self, obj: dict, create: bool) -> None:
+        """One desired Deployment per pass: a later serve step replaces an earlier one's."""
+        for bucket in (self.decision.create, self.decision.update):
+            bucket[:] = [o for o in bucket if o.get("kind") != "Deployment"]
+        (self.decision.create if create else self.decision.update).append(obj)
+
     def serve(self, step: Step, rec: dict | None) -> dict:
-        want = builders.build_triton_deployment(self.cr, self.spec, step)
+        if not self.drives_deployment(step, rec):
+            return rec   # done; a later serve step's repository is the one served
+        self.serving_step = step.name
+        want = serving_repository(builders.build_triton_deployment(self.cr, self.spec, step), step)
         want_fp = object_fingerprint(want) or step.fingerprint
         dep = self.deployment
         if self.service is None or _terminating(self.service):
@@ -415,12 +467,12 @@ class _Reconciler:
             else:
                 self.requeue(DELETION_POLL_SECONDS)
         if dep is None:
-            self.decision.create.append(want)
+            self.want_deployment(want, create=True)
         elif _terminating(dep):
             self.requeue(DELETION_POLL_SECONDS)
             dep = None
         elif object_fingerprint(dep) != want_fp:
-            self.decision.update.append(want)
+            self.want_deployment(want, create=False)
             dep = None
         available, ready, wanted = deployment_readiness(dep) if dep else (False, 0, 0)
         self.serving_available = available
@@ -447,7 +499,8 @@ class _Reconciler:
                          readyReplicas=ready, replicas=self.spec.serving.replicas)
 
     def after_serve(self, step: Step) -> bool:
-        return "serve" in self._upstream(step)
+        by_name = {s.name: s for s in self.steps}
+        return any(by_name[n].long_running for n in self._upstream(step) if n in by_name)
 
     def _upstream(self, step: Step) -> set[str]:
         by_name = {s.name: s for s in self.steps}
@@ -582,7 +635,7 @@ class _Reconciler:
             if stage not in by_stage:
                 continue
             if stage == "serve":
-                st, reason, msg = self.serving_condition(by_stage[stage][0])
+                st, reason, msg = self.serving_condition(stages[self.serving_step or "serve"])
             else:
                 st, reason, msg = stage_condition(by_stage[stage], stage)
                 if all(r.get("state") == PENDING and r.get("reason") != "Resumed"
@@ -602,7 +655,8 @@ class _Reconciler:
         else:
             phase = PHASE_FOR_STAGE[active.stage]
             rec = stages[active.name]
-            if stages["serve"].get("state") == SUCCEEDED and not self.serving_available:
+            if stages[self.serving_step or "serve"].get("state") == SUCCEEDED \
+                    and not self.serving_available:
                 ready = self.unavailable()
             else:
                 ready = (FALSE, "Progressing", f"{active.name}: {rec.get('message')}")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .pipeline import BENCH_TUNED, REPO_TUNED, SERVE_TUNED, analyze_models_of, best_overrides
+
 SUCCEEDED, SKIPPED = "Succeeded", "Skipped"
 
 
@@ -93,7 +95,7 @@ def perf_part(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = {}
     for name in sorted(results):
         result = results[name]
-        if not name.startswith("bench-") or not _ok(result):
+        if not name.startswith("bench-") or name.startswith(BENCH_TUNED) or not _ok(result):
             continue
         protocol = result.get("protocol") or name.removeprefix("bench-")
         for model, entry in sorted(result.get("models", {}).items()):
@@ -132,6 +134,55 @@ def analyzer_part(result: dict | None) -> dict[str, Any]:
     return out
 
 
+def _best_per_point(result: dict | None, protocol: str) -> dict[str, str]:
+    """``model/protocol`` -> best infer/s of one bench result."""
+    if not _ok(result):
+        return {}
+    return {f"{model}/{protocol}": str(entry.get("best", {}).get("inferPerSec", "0"))
+            for model, entry in sorted(result.get("models", {}).items())}
+
+
+def _ratio(after: float, before: float) -> str:
+    return f"{after / before:.2f}" if before > 0 else "0"
+
+
+def closed_loop_part(results: dict[str, dict]) -> dict[str, Any]:
+    """applyBest: the config applied per model, best infer/s before (bench-*)
+    and after (bench-tuned-*) per model/protocol, and the gain (sum of the
+    after points over the sum of the same before points)."""
+    tuned = {n.removeprefix(BENCH_TUNED): r for n, r in sorted(results.items())
+             if n.startswith(BENCH_TUNED)}
+    repo = results.get(REPO_TUNED)
+    if not repo and not tuned:
+        return {}
+    found = analyze_models_of(results.get("analyze"))
+    out: dict[str, Any] = {"applied": {
+        model: {"config": _scalar(found.get(model, {}).get("bestConfig", "")),
+                **{k: _scalar(v) for k, v in sorted(found.get(model, {}).get("apply", {}).items())}}
+        for model in best_overrides(results.get("analyze"))}}
+    unfinished = [(n, r) for n, r in ((REPO_TUNED, repo), (SERVE_TUNED, results.get(SERVE_TUNED)),
+                                      *((BENCH_TUNED + p, r) for p, r in tuned.items()))
+                  if r is not None and not _ok(r)]
+    before: dict[str, str] = {}
+    after: dict[str, str] = {}
+    for protocol, result in tuned.items():
+        after.update(_best_per_point(result, protocol))
+        before.update(_best_per_point(results.get(f"bench-{protocol}"), protocol))
+    common = sorted(set(before) & set(after))
+    if common:
+        out["before"] = {k: before[k] for k in common}
+        out["after"] = {k: after[k] for k in common}
+        out["gains"] = {k: _ratio(float(after[k]), float(before[k])) for k in common}
+        out["gain"] = _ratio(sum(float(after[k]) for k in common),
+                             sum(float(before[k]) for k in common))
+    if unfinished:
+        name, result = unfinished[0]
+        out["state"] = f"{name} {_stage_line(result)}"
+    else:
+        out["state"] = "Measured" if common else "Applied"
+    return out
+
+
 def client_part(result: dict | None) -> dict[str, Any]:
     if not _ok(result):
         return {}
@@ -151,6 +202,9 @@ def summarize(results: dict[str, dict]) -> dict:
     analyzer = analyzer_part(results.get("analyze"))
     if analyzer:
         benchmark["modelAnalyzer"] = analyzer
+    loop = closed_loop_part(results)
+    if loop:
+        benchmark["closedLoop"] = loop
     out: dict[str, Any] = {"model": model_part(results), "benchmark": benchmark}
     client = client_part(results.get("client"))
     if client:
