@@ -11,21 +11,27 @@ backoffs; and events of the Jobs, Pods and Deployment it owns (by label),
 so a finished stage moves the pipeline on at once. Deletion needs no
 finalizer: owner references let the garbage collector remove the children
 (the PVC has none when ``storage.keepOnDelete`` is set).
+
+Environment (the Helm chart sets it; see site_defaults.py): the operator-wide
+defaults ``MNIST_SERVING_DEFAULT_*`` fill the fields a resource leaves out, and
+``MNIST_SERVING_WATCH_NAMESPACES`` ("a,b") picks the namespaces when neither
+``--namespace`` nor ``--all-namespaces`` is given.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import sys
 import threading
 from datetime import datetime, timezone
 from typing import Any
 
 import kopf
 
-from . import builders, kube
+from . import builders, kube, site_defaults
 from .reconcile import Decision, reconcile, status_patch
-from .spec import GROUP, KIND, PLURAL, VERSION
+from .spec import GROUP, KIND, PLURAL, VERSION, merge_defaults
 
 log = logging.getLogger("mnist_operator")
 
@@ -34,6 +40,8 @@ MANAGED = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY}
 
 _api = None
 _api_lock = threading.Lock()
+#: The operator's defaults (a partial spec), read once from the environment at start.
+_defaults: dict | None = None
 _locks: dict[tuple[str, str], threading.Lock] = {}
 
 
@@ -43,6 +51,20 @@ def api():
         if _api is None:
             _api = kube.api_client()
         return _api
+
+
+def load_defaults(environ=os.environ) -> dict:
+    """Read (once) and keep the operator-wide defaults; ValueError names a bad variable."""
+    global _defaults
+    if _defaults is None:
+        _defaults = site_defaults.from_env(environ)
+    return _defaults
+
+
+def with_defaults(cr: dict, defaults: dict) -> dict:
+    """The resource as reconcile should see it: its spec with the operator's defaults
+    merged under it (what it sets wins). reconcile stays a pure function of this."""
+    return {**cr, "spec": merge_defaults(cr.get("spec"), defaults)}
 
 
 def _lock_for(namespace: str, name: str) -> threading.Lock:
@@ -74,7 +96,8 @@ def reconcile_resource(namespace: str, name: str) -> Decision | None:
             return None
         selector = f"{kube.INSTANCE_LABEL}={builders.instance_label(name)}"
         observed = kube.observe_children(a, cr, selector)
-        decision = reconcile(cr, observed, datetime.now(timezone.utc))
+        decision = reconcile(with_defaults(cr, load_defaults()), observed,
+                             datetime.now(timezone.utc))
         apply(decision, cr)
         old = cr.get("status") or {}
         if decision.status != {k: v for k, v in old.items() if k != "kopf"}:
@@ -94,6 +117,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING  # our own Events are posted explicitly
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
+    try:  # `kopf run -m mnist_operator.handlers` skips main(): check the defaults here too
+        defaults = load_defaults()
+    except ValueError as err:
+        raise kopf.PermanentError(f"bad operator defaults: {err}") from None
+    log.info("operator defaults: %s", defaults or "none (built-in defaults only)")
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -151,20 +179,35 @@ def parser() -> argparse.ArgumentParser:
     scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
                        help="watch this namespace (repeatable; glob patterns as kopf allows)")
     scope.add_argument("-A", "--all-namespaces", action="store_true",
-                       help="watch every namespace (the default when no --namespace is given)")
+                       help="watch every namespace (the default when no --namespace is given "
+                            f"and ${site_defaults.WATCH_NAMESPACES} is empty)")
     p.add_argument("--liveness", metavar="URL", default=None,
                    help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--verbose", action="store_true", help="log debug messages")
     return p
 
 
+def namespaces_to_watch(args: argparse.Namespace, environ=os.environ) -> list[str]:
+    """Flags first, then MNIST_SERVING_WATCH_NAMESPACES; [] means every namespace."""
+    if args.namespace or args.all_namespaces:
+        return list(args.namespace)
+    return site_defaults.watch_namespaces(environ)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        load_defaults()
+    except ValueError as err:
+        print(f"mnist-serving operator: error: {err}", file=sys.stderr)
+        return 2
     kopf.configure(verbose=args.verbose)
+    namespaces = namespaces_to_watch(args)
     # One replica with a Recreate strategy: no peering needed.
-    kopf.run(standalone=True, clusterwide=not args.namespace, namespaces=args.namespace,
+    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
              liveness_endpoint=args.liveness)
     return 0
 
 
-__all__ = ["main", "reconcile_resource", "apply", "configure"]
+__all__ = ["main", "reconcile_resource", "apply", "configure", "load_defaults", "with_defaults",
+           "namespaces_to_watch"]

@@ -8,19 +8,29 @@ live in :data:`CROSS_FIELD_RULES`: each has a Python check (used by
 the API server evaluates (``x-kubernetes-validations``), with the same message
 and the same field path.
 
+Operator-wide fields (``operatorDefault`` in their metadata: the images, the
+three GPU counts, scheduling.nodeSelector and tolerations) carry NO default in
+the CRD, so a resource that leaves one out can be told from one that sets it.
+The operator fills them from its own defaults (site_defaults.py, the Helm
+chart's ``stageDefaults``), passed to :func:`parse_spec` as ``defaults``; the
+built-in dataclass defaults come last (the local runner passes none).
+
 API conventions avoid floats: ``learningRate`` and ``momentum`` are decimal
 strings (``"0.0025"``) checked by a pattern.
 
 Public API::
 
-    parse_spec(dict) -> MnistServingSpec        # raises SpecError
+    parse_spec(dict, defaults=None) -> MnistServingSpec   # raises SpecError
+    merge_defaults(dict, defaults) -> dict      # the effective spec, resource wins
     validate(spec) -> list[str]                 # "spec.a.b: message" each
+    field_errors(dict) -> list[str]             # single-field checks of a partial spec
     spec.to_dict() -> dict                      # camelCase, every default filled in
     SpecError.errors                            # the list above
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import typing
 from dataclasses import dataclass, field
@@ -65,8 +75,14 @@ def f(default: Any = dataclasses.MISSING, *, desc: str, factory: Callable[[], An
 
     schema keys: enum, minimum, maximum, pattern, minLength, maxLength,
     minItems, maxItems, itemsEnum, itemsMinimum, listType, name (camelCase
-    override), noDefault (leave ``default`` out of the CRD).
+    override), noDefault (leave ``default`` out of the CRD), operatorDefault
+    (an operator-wide default: noDefault, and the description says so).
     """
+    if schema.get("operatorDefault"):
+        schema["noDefault"] = True
+        builtin = factory() if factory is not None else default
+        desc += (f" Left out: the operator's default (Helm stageDefaults), else "
+                 f"{json.dumps(builtin)}.")
     md = {"description": desc, **schema}
     if factory is not None:
         return field(default_factory=factory, metadata=md)
@@ -85,19 +101,20 @@ class Images:
     image (the operator image) only delivers the mnist_jobs package through an
     init container that copies it into an emptyDir on PYTHONPATH."""
     pytorch: str = f("nvcr.io/nvidia/pytorch:24.12-py3", pattern=IMAGE_PATTERN, minLength=1,
-                     maxLength=IMAGE_MAX_LENGTH,
+                     maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
                      desc="Image for train, export and engine (needs torch, onnx, TensorRT).")
     triton: str = f("nvcr.io/nvidia/tritonserver:24.12-py3", pattern=IMAGE_PATTERN, minLength=1,
-                    maxLength=IMAGE_MAX_LENGTH,
+                    maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
                     desc="Triton Inference Server image for repo, serving and the analyze sidecar.")
     sdk: str = f("nvcr.io/nvidia/tritonserver:24.12-py3-sdk", pattern=IMAGE_PATTERN, minLength=1,
-                 maxLength=IMAGE_MAX_LENGTH,
+                 maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
                  desc="Triton SDK image (perf_analyzer, model-analyzer) for bench and analyze.")
     stages: str = f("ghcr.io/mnist-serving/operator:0.1.0", pattern=IMAGE_PATTERN, minLength=1,
-                    maxLength=IMAGE_MAX_LENGTH,
+                    maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
                     desc="Image holding the mnist_jobs stage package (the operator image); "
                          "an init container copies it into each stage pod.")
     pull_policy: str = f("IfNotPresent", enum=["Always", "IfNotPresent", "Never"],
+                         operatorDefault=True,
                          desc="imagePullPolicy for every container.")
 
 
@@ -123,8 +140,8 @@ class Training:
                       desc="SGD momentum as a decimal string, 0 <= momentum < 1.")
     seed: int = f(1, minimum=0, maximum=2147483647, desc="Random seed.")
     dataset: Dataset = f(factory=Dataset, desc="Where MNIST comes from.")
-    gpus: int = f(1, minimum=0, maximum=8, desc="nvidia.com/gpu for the train and export Jobs; "
-                                               "0 trains on CPU.")
+    gpus: int = f(1, minimum=0, maximum=8, operatorDefault=True,
+                  desc="nvidia.com/gpu for the train and export Jobs; 0 trains on CPU.")
 
 
 @dataclass
@@ -142,7 +159,8 @@ class TensorRT:
     min_batch: int = f(1, minimum=1, maximum=4096, desc="Optimisation profile minimum batch.")
     opt_batch: int = f(64, minimum=1, maximum=4096, desc="Optimisation profile optimal batch.")
     max_batch: int = f(128, minimum=1, maximum=4096, desc="Optimisation profile maximum batch.")
-    gpus: int = f(1, minimum=1, maximum=8, desc="nvidia.com/gpu for the engine Job.")
+    gpus: int = f(1, minimum=1, maximum=8, operatorDefault=True,
+                  desc="nvidia.com/gpu for the engine Job.")
 
 
 @dataclass
@@ -170,7 +188,9 @@ class Serving:
     dynamic_batching: DynamicBatching = f(factory=DynamicBatching, desc="Dynamic batching.")
     replicas: int = f(1, minimum=1, maximum=64, desc="Triton Deployment replicas "
                                                    "(> 1 needs a ReadWriteMany volume).")
-    gpus: int = f(1, minimum=0, maximum=8, desc="nvidia.com/gpu per Triton pod.")
+    gpus: int = f(1, minimum=0, maximum=8, operatorDefault=True,
+                  desc="nvidia.com/gpu per Triton pod; with cpuOnly: true it must be 0 and "
+                       "defaults to 0.")
     cpu_only: bool = f(False, desc="Serve ONNX through the python backend with ONNX Runtime, for "
                                   "Triton builds without the onnxruntime backend.")
 
@@ -257,10 +277,10 @@ class Toleration:
 @dataclass
 class Scheduling:
     """Where the pods go."""
-    node_selector: dict = f(factory=dict, maxProperties=32, noDefault=True,
-                            desc="nodeSelector for every pod.")
-    tolerations: list = f(factory=list, maxItems=32, itemType=Toleration, noDefault=True,
-                          desc="Tolerations for every pod.")
+    node_selector: dict = f(factory=dict, maxProperties=32, operatorDefault=True,
+                            desc="nodeSelector for every pod (replaces the operator's, not merged).")
+    tolerations: list = f(factory=list, maxItems=32, itemType=Toleration, operatorDefault=True,
+                          desc="Tolerations for every pod (replace the operator's, not merged).")
     gpu_product: str = f("", maxLength=253, noDefault=True,
                          desc="nvidia.com/gpu.product label value; the engine Job and the Triton "
                               "pods are pinned to it (TensorRT plans only load on the GPU type "
@@ -370,7 +390,8 @@ CROSS_FIELD_RULES: list[Rule] = [
          "tensorrt cannot be served with cpuOnly: true",
          lambda s: "tensorrt" not in s.serving.models or not s.serving.cpu_only),
     Rule("", "serving.gpus",
-         "!self.serving.cpuOnly || self.serving.gpus == 0",
+         # gpus left out means 0 with cpuOnly (merge_defaults), whatever the operator's default.
+         "!self.serving.cpuOnly || !has(self.serving.gpus) || self.serving.gpus == 0",
          "must be 0 with cpuOnly: true",
          lambda s: not s.serving.cpu_only or s.serving.gpus == 0),
     Rule("", "serving.replicas",
@@ -557,10 +578,69 @@ def _explain(rule: Rule, spec: MnistServingSpec) -> str:
     return rule.message + extra
 
 
-def parse_spec(data: Any) -> MnistServingSpec:
-    """Parse ``.spec`` (camelCase keys, defaults filled in); raise SpecError."""
+def operator_default_paths() -> list[tuple[str, ...]]:
+    """camelCase paths under spec of every ``operatorDefault`` field."""
+    def walk(cls: type, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        hints, out = _hints(cls), []
+        for fl in dataclasses.fields(cls):
+            path = prefix + (camel(fl.name),)
+            if _is_dc(hints[fl.name]):
+                out += walk(hints[fl.name], path)
+            elif fl.metadata.get("operatorDefault"):
+                out.append(path)
+        return out
+    return walk(MnistServingSpec, ())
+
+
+def _merge(cls: type, data: Any, defaults: dict) -> Any:
+    """``defaults`` under ``data``, recursing only into spec sections: a list or
+    map field (tolerations, nodeSelector) is one value that the resource replaces."""
+    if not isinstance(data, dict):
+        return data  # parse reports the wrong type
+    out = dict(data)
+    hints = _hints(cls)
+    for fl in dataclasses.fields(cls):
+        key = camel(fl.name)
+        if key not in defaults or defaults[key] is None:
+            continue
+        if _is_dc(hints[fl.name]):
+            sub = {} if out.get(key) is None else out[key]
+            out[key] = _merge(hints[fl.name], sub, defaults[key])
+        elif out.get(key) is None:  # None is "left out", as in _parse
+            out[key] = defaults[key]
+    return out
+
+
+def merge_defaults(data: Any, defaults: dict | None) -> Any:
+    """The effective ``.spec``: the operator's ``defaults`` (a partial spec) deep-merged
+    UNDER the resource's ``data`` (the resource wins); built-in defaults stay for parse.
+
+    One rule beats every default: with ``serving.cpuOnly: true`` and ``serving.gpus``
+    left out by the resource, gpus is 0 (the CEL rule accepts that pair with has())."""
+    data = {} if data is None else data
+    merged = _merge(MnistServingSpec, data, defaults or {})
+    serving = merged.get("serving") if isinstance(merged, dict) else None
+    if not isinstance(serving, dict) or serving.get("cpuOnly") is not True:
+        return merged
+    own = data.get("serving") or {}
+    if isinstance(own, dict) and own.get("gpus") is None:
+        merged["serving"] = dict(serving, gpus=0)
+    return merged
+
+
+def field_errors(data: Any) -> list[str]:
+    """Single-field errors ("spec.a.b: message") of a possibly partial spec; no
+    cross-field rules (a partial spec such as operator defaults has no context)."""
     errors: list[str] = []
-    spec = _parse(MnistServingSpec, data, "spec", errors)
+    _parse(MnistServingSpec, data, "spec", errors)
+    return errors
+
+
+def parse_spec(data: Any, defaults: dict | None = None) -> MnistServingSpec:
+    """Parse ``.spec`` (camelCase keys) with ``defaults`` (the operator's partial spec)
+    merged under it and built-in defaults filling the rest; raise SpecError."""
+    errors: list[str] = []
+    spec = _parse(MnistServingSpec, merge_defaults(data, defaults), "spec", errors)
     if not errors:
         errors = validate(spec)
     if errors:

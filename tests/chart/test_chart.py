@@ -168,6 +168,63 @@ def test_stage_defaults_reach_the_operator_as_env(helm):
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
+def _operator_env(helm, *values: str) -> dict[str, str]:
+    container = one(objects(helm, *values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_rendered_defaults_parse_with_the_operator_and_reach_a_resource(helm):
+    """The env the chart renders goes through the operator's own reader (site_defaults)."""
+    from mnist_operator import site_defaults
+    from mnist_operator.spec import parse_spec
+
+    env = _operator_env(helm, "--set", "stageDefaults.images.sdk=registry.local/sdk:1",
+                        "--set", "stageDefaults.images.pullPolicy=Always",
+                        "--set", "stageDefaults.gpus.training=0", "--set", "stageDefaults.gpus.engine=2",
+                        "--set", "stageDefaults.gpus.serving=2",
+                        "--set", "stageDefaults.nodeSelector.pool=gpu", "--set", "image.tag=dev")
+    defaults = site_defaults.from_env(env)
+    assert defaults == {
+        "images": {"pytorch": "nvcr.io/nvidia/pytorch:24.12-py3",
+                   "triton": "nvcr.io/nvidia/tritonserver:24.12-py3",
+                   "sdk": "registry.local/sdk:1", "stages": "ghcr.io/mnist-serving/operator:dev",
+                   "pullPolicy": "Always"},
+        "training": {"gpus": 0}, "tensorrt": {"gpus": 2}, "serving": {"gpus": 2},
+        "scheduling": {"nodeSelector": {"pool": "gpu"},
+                       "tolerations": [{"effect": "NoSchedule", "key": "nvidia.com/gpu",
+                                        "operator": "Exists"}]}}
+    spec = parse_spec({"serving": {"gpus": 1}, "scheduling": {"tolerations": []}}, defaults)
+    assert spec.serving.gpus == 1 and spec.scheduling.tolerations == []   # the resource wins
+    assert spec.tensorrt.gpus == 2 and spec.images.stages == "ghcr.io/mnist-serving/operator:dev"
+
+
+def test_empty_selector_and_tolerations_render_as_empty_defaults(helm, tmp_path):
+    from mnist_operator import site_defaults
+
+    values = tmp_path / "values.yaml"
+    values.write_text("stageDefaults:\n  nodeSelector: {}\n  tolerations: []\n")
+    scheduling = site_defaults.from_env(_operator_env(helm, "-f", str(values)))["scheduling"]
+    assert scheduling == {"nodeSelector": {}, "tolerations": []}
+
+
+@pytest.mark.parametrize("values", [[], ["--set", "rbac.scope=namespace", "--set", "rbac.namespaces={a,b}"],
+                                    ["--set", "metrics.enabled=true"]], ids=["cluster", "namespace", "metrics"])
+def test_operator_reads_every_variable_the_chart_sets(helm, values):
+    """No promise the operator does not keep: each MNIST_SERVING_* variable is read,
+    and the watched namespaces agree with the --namespace flags."""
+    from mnist_operator import handlers, site_defaults
+
+    env = _operator_env(helm, *values)
+    ours = {name for name in env if name.startswith("MNIST_SERVING_")}
+    assert ours <= site_defaults.READ_VARS, ours - site_defaults.READ_VARS
+    assert set(site_defaults.DEFAULT_FIELDS) <= ours
+    container = one(objects(helm, *values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    flags = handlers.parser().parse_args(container["args"])
+    from_env_only = handlers.parser().parse_args([])
+    assert (handlers.namespaces_to_watch(flags, env) == handlers.namespaces_to_watch(from_env_only, env)
+            == (["a", "b"] if "rbac.scope=namespace" in values else []))
+
+
 def test_default_ngc_images_are_one_release():
     images = yaml.safe_load((CHART / "values.yaml").read_text())["stageDefaults"]["images"]
     tags = {name: images[name].rsplit(":", 1)[1] for name in ("pytorch", "triton", "sdk")}

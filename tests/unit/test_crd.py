@@ -109,12 +109,75 @@ def test_every_spec_field_is_in_the_schema_with_its_default():
             if dataclasses.is_dataclass(tp):
                 check(tp, prop, f"{path}.{key}")
     check(S.MnistServingSpec, schema()["properties"]["spec"], "spec")
-    # The spec default is exactly what parse_spec fills in, minus the optional fields.
+    # The spec default is exactly what parse_spec fills in, minus the optional fields
+    # and the operator-wide ones.
     default = schema()["properties"]["spec"]["default"]
     full = S.parse_spec({}).to_dict()
-    assert default["training"] == full["training"]
+    assert default["training"] == {k: v for k, v in full["training"].items() if k != "gpus"}
     assert "size" not in default["storage"] and "existingClaim" not in default["storage"]
     assert S.parse_spec(default).to_dict() == full
+
+
+def _defaults_reaching(path: tuple[str, ...]):
+    """Every default in the schema that could fill ``path`` (its own, or one of an
+    enclosing section's, or the spec's), as (where, value)."""
+    node = schema()["properties"]["spec"]
+    for depth in range(len(path) + 1):
+        if "default" in node:
+            value = node["default"]
+            for key in path[depth:]:
+                value = value.get(key) if isinstance(value, dict) else None
+            yield ".".join(("spec",) + path[:depth]), value
+        if depth < len(path):
+            node = node["properties"][path[depth]]
+
+
+@pytest.mark.parametrize("path", S.operator_default_paths(), ids=".".join)
+def test_operator_wide_fields_have_no_default_in_the_crd(path):
+    # The API server must leave these out, so the operator can tell "unset" (its own
+    # default applies) from "set" (the resource wins).
+    for where, value in _defaults_reaching(path):
+        assert value is None, f"the default at {where} fills spec.{'.'.join(path)} with {value!r}"
+    prop = _at_path(path)
+    assert "default" not in prop
+    assert "operator's default" in prop["description"]
+
+
+def _at_path(path):
+    node = schema()["properties"]["spec"]
+    for key in path:
+        node = node["properties"][key]
+    return node
+
+
+def test_the_operator_defaults_fields_really_are_left_out_of_a_defaulted_resource():
+    # What the API server stores for an empty spec: the spec default, then each
+    # section's default (a default is not defaulted again inside, see crd.section_default).
+    stored = schema()["properties"]["spec"]["default"]
+    for path in S.operator_default_paths():
+        node = stored
+        for key in path[:-1]:
+            node = node.get(key, {})
+        assert path[-1] not in node, path
+    site = {"images": {"sdk": "registry.local/sdk:1"}, "serving": {"gpus": 2},
+            "scheduling": {"tolerations": [{"key": "gpu", "operator": "Exists"}]}}
+    spec = S.parse_spec(stored, site)
+    assert (spec.images.sdk, spec.serving.gpus, spec.scheduling.tolerations[0].key) == (
+        "registry.local/sdk:1", 2, "gpu")
+
+
+def test_cel_rules_guard_operator_wide_fields_with_has():
+    # A CEL rule reading an absent field fails ("no such key"): every rule that reads
+    # an operator-wide field must check has() first, in the same rule.
+    guarded = 0
+    for rule in S.CROSS_FIELD_RULES:
+        at = tuple(p for p in rule.at.split(".") if p)
+        for ref in re.findall(r"(?<!has\()self((?:\.[A-Za-z]+)+)", rule.cel):
+            full = at + tuple(ref.lstrip(".").split("."))
+            if full in S.operator_default_paths():
+                assert f"!has(self{ref})" in rule.cel, rule.cel
+                guarded += 1
+    assert guarded == 1  # serving.gpus, in the cpuOnly rule
 
 
 def test_single_field_constraints_come_from_the_spec_metadata():

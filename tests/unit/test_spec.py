@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_operator.spec import (CROSS_FIELD_RULES, MnistServingSpec, SpecError, parse_spec,
-                                 validate)
+from mnist_operator.spec import (CROSS_FIELD_RULES, MnistServingSpec, SpecError, merge_defaults,
+                                 operator_default_paths, parse_spec, validate)
 
 
 def errors_of(spec: dict) -> list[str]:
@@ -45,7 +45,8 @@ def test_empty_spec_gets_every_default():
      "spec.serving.models: serving.maxBatchSize must be <= tensorrt.maxBatch when tensorrt is served"),
     ({"serving": {"models": ["tensorrt"]}, "tensorrt": {"enabled": False}},
      "spec.serving.models: tensorrt needs tensorrt.enabled: true"),
-    ({"serving": {"models": ["onnx"], "cpuOnly": True}}, "spec.serving.gpus: must be 0 with cpuOnly: true"),
+    ({"serving": {"models": ["onnx"], "cpuOnly": True, "gpus": 1}},
+     "spec.serving.gpus: must be 0 with cpuOnly: true"),
     ({"serving": {"models": ["onnx"], "maxBatchSize": 16}},
      "spec.serving.dynamicBatching.preferredBatchSizes: each must be <= serving.maxBatchSize (16)"),
     ({"serving": {"replicas": 2}}, "spec.serving.replicas: must be 1 with a ReadWriteOnce volume"),
@@ -96,3 +97,60 @@ def test_rule_paths_are_unique_per_message():
     seen = {(r.path, r.message) for r in CROSS_FIELD_RULES}
     assert len(seen) == len(CROSS_FIELD_RULES)
     assert all(r.path.startswith("spec.") for r in CROSS_FIELD_RULES)
+
+
+# --------------------------------------------------------------------------- operator defaults
+SITE = {"images": {"sdk": "registry.local/sdk:1", "pullPolicy": "Always"},
+        "training": {"gpus": 0}, "serving": {"gpus": 2},
+        "scheduling": {"nodeSelector": {"pool": "gpu"},
+                       "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}}
+
+
+def test_operator_defaults_fill_what_the_resource_leaves_out():
+    spec = parse_spec({"training": {"epochs": 3}}, SITE)
+    assert spec.images.sdk == "registry.local/sdk:1" and spec.images.pull_policy == "Always"
+    assert spec.training.gpus == 0 and spec.serving.gpus == 2
+    assert spec.scheduling.node_selector == {"pool": "gpu"}
+    assert [t.key for t in spec.scheduling.tolerations] == ["nvidia.com/gpu"]
+    # built-in defaults stay the last fallback
+    assert spec.training.epochs == 3 and spec.images.triton == "nvcr.io/nvidia/tritonserver:24.12-py3"
+    assert spec.tensorrt.gpus == 1
+
+
+def test_the_resource_wins_over_operator_defaults():
+    spec = parse_spec({"images": {"sdk": "mine/sdk:2"}, "serving": {"gpus": 1},
+                       "scheduling": {"nodeSelector": {"zone": "a"}, "tolerations": []}}, SITE)
+    assert spec.images.sdk == "mine/sdk:2" and spec.images.pull_policy == "Always"
+    assert spec.serving.gpus == 1
+    # maps and lists are replaced whole, not merged: the resource can drop a site key
+    assert spec.scheduling.node_selector == {"zone": "a"}
+    assert spec.scheduling.tolerations == []
+
+
+def test_no_defaults_means_built_in_defaults():
+    assert parse_spec({}, None) == parse_spec({}, {}) == parse_spec({}) == MnistServingSpec()
+
+
+def test_cpu_only_without_gpus_serves_on_zero_gpus_whatever_the_default():
+    cpu = {"serving": {"models": ["onnx", "bls"], "cpuOnly": True}, "tensorrt": {"enabled": False}}
+    assert parse_spec(cpu).serving.gpus == 0
+    assert parse_spec(cpu, SITE).serving.gpus == 0
+    errors = errors_of({**cpu, "serving": {**cpu["serving"], "gpus": 2}})
+    assert errors == ["spec.serving.gpus: must be 0 with cpuOnly: true"]
+
+
+def test_merge_leaves_its_inputs_alone_and_bad_shapes_to_parse():
+    data = {"serving": {"cpuOnly": True}}
+    merge_defaults(data, SITE)
+    assert data == {"serving": {"cpuOnly": True}} and SITE["serving"] == {"gpus": 2}
+    assert merge_defaults("oops", SITE) == "oops"
+    assert "spec.serving: must be an object" in errors_of({"serving": "all"})
+    # a None section or field counts as left out, as parse_spec treats it
+    assert merge_defaults({"images": None, "serving": {"gpus": None}}, SITE)["serving"]["gpus"] == 2
+
+
+def test_operator_default_fields_are_the_operator_wide_ones():
+    assert operator_default_paths() == [
+        ("images", "pytorch"), ("images", "triton"), ("images", "sdk"), ("images", "stages"),
+        ("images", "pullPolicy"), ("training", "gpus"), ("tensorrt", "gpus"), ("serving", "gpus"),
+        ("scheduling", "nodeSelector"), ("scheduling", "tolerations")]
