@@ -11,6 +11,11 @@ step's current fingerprint is reused, so a rerun after a spec change redoes
 only what the change touches. The end is the status the operator would
 write, printed and saved as ``<workdir>/status.json``.
 
+With ``benchmark.modelAnalyzer.applyBest`` the steps are planned again once
+``analyze`` has a result: ``repo-tuned`` writes ``model_repo_tuned/`` with
+the best config, Triton is restarted on it (``serve-tuned``) and the sweep
+runs again (``bench-tuned-<protocol>``); the status shows before and after.
+
 Exit codes: 0 every step finished, 1 a step failed (its one-line reason is
 printed), 2 bad input (the spec file, a flag, a busy port), 130 Ctrl-C.
 """
@@ -72,33 +77,41 @@ def load_resource(text: str, source: str) -> tuple[str, MnistServingSpec]:
     return str(name), spec
 
 
-def decide(steps: list[Step], recorded: dict[str, dict], force: list[str]) -> dict[str, str]:
+def decide(steps: list[Step], recorded: dict[str, dict], force: list[str],
+           already: dict[str, str] | None = None) -> dict[str, str]:
     """run / reuse / disabled per step.
 
     A step runs when its recorded fingerprint does not match, when it is
     forced, or when a step it reads from runs (a fresh upstream output makes
     a reused downstream result stale even if the inputs hash the same).
-    ``serve`` is the exception in the other direction: starting Triton again
-    does not invalidate what was measured against an identical repository.
+    ``serve`` (and ``serve-tuned``) is the exception in the other direction:
+    starting Triton again does not invalidate what was measured against an
+    identical repository. ``already``: decisions made before a re-plan, kept.
     """
     forced = set()
     for name in force:
-        forced.update(pipeline.stale_after(steps, name))
+        if name in {s.name for s in steps}:
+            forced.update(pipeline.stale_after(steps, name))
+    serving = {s.name for s in steps if s.long_running}
     out: dict[str, str] = {}
     for step in steps:
+        if already and step.name in already:
+            out[step.name] = already[step.name]
+            continue
         done = pipeline.is_done(step, recorded.get(step.name)) and step.name not in forced
         if not step.enabled:
             out[step.name] = REUSE if done else DISABLED
             continue
-        dirty_upstream = any(out.get(n) == RUN for n in step.needs if n != "serve")
-        fresh_serve = "serve" in step.needs and out.get("serve") == RUN
+        dirty_upstream = any(out.get(n) == RUN for n in step.needs if n not in serving)
+        fresh_serve = any(out.get(n) == RUN for n in step.needs if n in serving)
         out[step.name] = RUN if (not done or dirty_upstream or fresh_serve) else REUSE
     return out
 
 
-def serve_needed_by(steps: list[Step], decisions: dict[str, str]) -> list[str]:
-    """Steps that will run and talk to Triton (so serve must be up for them)."""
-    return [s.name for s in steps if "serve" in s.needs and decisions[s.name] == RUN]
+def serve_needed_by(steps: list[Step], decisions: dict[str, str],
+                    serve: str = "serve") -> list[str]:
+    """Steps that will run and talk to the Triton of ``serve`` (so it must be up for them)."""
+    return [s.name for s in steps if serve in s.needs and decisions.get(s.name) == RUN]
 
 
 def pick_ports(explicit: dict[str, int | None], in_use: Callable[[int], bool],
@@ -130,9 +143,10 @@ def headline(step: str, result: dict) -> str:
         return f"ONNX opset {result.get('opset')}, ORT vs torch max |diff| {result.get('maxAbsDiff')}"
     if step == "engine":
         return f"{result.get('builder')} plan {result.get('planBytes')} bytes ({result.get('gpu', '')})"
-    if step == "repo":
-        return "models " + ", ".join(result.get("models", []))
-    if step == "serve":
+    if step.startswith("repo"):
+        tuned = "; ".join(f"{m} {o}" for m, o in result.get("overrides", {}).items())
+        return "models " + ", ".join(result.get("models", [])) + (f" (tuned: {tuned})" if tuned else "")
+    if step.startswith("serve"):
         return ", ".join(f"{m} {s}" for m, s in result.get("models", {}).items())
     if step == "client":
         acc = result.get("accuracy", {})
@@ -217,6 +231,23 @@ def analyzer_table(status: dict) -> list[str]:
     return lines
 
 
+def closed_loop_table(status: dict) -> list[str]:
+    loop = status.get("benchmark", {}).get("closedLoop", {})
+    if not loop:
+        return []
+    lines = [f"  {model:<12} {', '.join(f'{k} {v}' for k, v in cfg.items())}"
+             for model, cfg in loop.get("applied", {}).items()]
+    if loop.get("before"):
+        lines.append(f"  {'model/protocol':<20} {'before infer/s':>14} {'after infer/s':>13} "
+                     f"{'gain':>6}")
+        lines += [f"  {key:<20} {loop['before'][key]:>14} {loop['after'][key]:>13} "
+                  f"{loop['gains'][key]:>6}" for key in loop["before"]]
+        lines.append(f"  overall gain {loop['gain']} ({loop.get('state')})")
+    else:
+        lines.append(f"  {loop.get('state')}")
+    return lines
+
+
 def summary_lines(status: dict, status_path: Path) -> list[str]:
     out = [f"{status['name']}: {status['phase']}  (work dir {status['workdir']})", "", "stages"]
     for name, st in status["stages"].items():
@@ -240,6 +271,9 @@ def summary_lines(status: dict, status_path: Path) -> list[str]:
     ma = analyzer_table(status)
     if ma:
         out += ["", "model-analyzer (best config per model)"] + ma
+    loop = closed_loop_table(status)
+    if loop:
+        out += ["", "closed loop (applyBest: the best config served and the sweep run again)"] + loop
     out += ["", f"status: {status_path}"]
     return out
 
@@ -400,9 +434,12 @@ class Run:
     """One run: the steps, their records, the background Triton."""
 
     def __init__(self, name: str, steps: list[Step], lay: Layout, workdir: Path,
-                 endpoints: Endpoints, decisions: dict[str, str], progress: Progress):
+                 endpoints: Endpoints, decisions: dict[str, str], progress: Progress,
+                 replan: Callable[[dict], list[Step]] | None = None,
+                 force: list[str] | None = None):
         self.name, self.steps, self.lay, self.workdir = name, steps, lay, workdir
         self.endpoints, self.decisions, self.progress = endpoints, decisions, progress
+        self.replan, self.force = replan, list(force or [])
         self.records: dict[str, dict] = {s.name: _read_json(Path(lay.result(s.name)))
                                          for s in steps}
         self.env = processes.stage_env(REPO_ROOT)
@@ -420,19 +457,24 @@ class Run:
 
     def execute(self) -> str:
         """Run every step in order; return the phase (Ready or Failed)."""
-        needs_triton = serve_needed_by(self.steps, self.decisions)
-        for step in self.steps:
+        i = 0
+        while i < len(self.steps):
+            step, i = self.steps[i], i + 1
             decision = self.decisions[step.name]
             if step.long_running:
+                needs_triton = serve_needed_by(self.steps, self.decisions, step.name)
                 if needs_triton:
+                    self.stop_serve()   # one Triton at a time: the earlier repository is done
                     if not self.start_serve(step, needs_triton):
                         return "Failed"
                 else:
                     self.report_reused(step, "Triton not started: nothing to measure")
                 continue
-            if self.serve and step.name not in needs_triton and not any(
-                    n in needs_triton for n in self.remaining_after(step)):
-                self.stop_serve()   # free the cores before a step that does not need it
+            if self.serve and self.serve_step is not None:
+                needs_triton = serve_needed_by(self.steps, self.decisions, self.serve_step.name)
+                if step.name not in needs_triton and not any(
+                        n in needs_triton for n in self.remaining_after(step)):
+                    self.stop_serve()   # free the cores before a step that does not need it
             if decision == REUSE:
                 self.report_reused(step)
             elif decision == DISABLED:
@@ -444,8 +486,28 @@ class Run:
                 self.progress.done(step.name, "--", f"Skipped ({step.skip_reason})")
             elif not self.run_step(step):
                 return "Failed"
+            if step.name == "analyze":
+                self.plan_after_analyze()
         self.stop_serve()
         return "Ready"
+
+    def plan_after_analyze(self) -> None:
+        """applyBest: the steps after analyze follow from its result."""
+        if self.replan is None:
+            return
+        steps = self.replan(self.records.get("analyze") or {})
+        if [s.fingerprint for s in steps] == [s.fingerprint for s in self.steps]:
+            return
+        names = [s.name for s in steps]
+        kept = {n: self.decisions[n] for n in names[:names.index("analyze") + 1]}
+        added = names[len(kept):]
+        for name in added:   # results of an earlier closed loop, reused if still current
+            self.records[name] = _read_json(Path(self.lay.result(name)))
+        self.steps = steps
+        self.decisions = decide(steps, self.records, self.force, already=kept)
+        if added:
+            self.progress.note(f"  applyBest: then {', '.join(added)} "
+                               f"(to run: {', '.join(n for n in added if self.decisions[n] == RUN) or 'none'})")
 
     def remaining_after(self, step: Step) -> list[str]:
         names = [s.name for s in self.steps]
@@ -562,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
         endpoints = Endpoints("127.0.0.1", ports["--http-port"], ports["--grpc-port"],
                               ports["--metrics-port"])
         device = args.device or ("cpu" if spec.training.gpus == 0 else "auto")
-        steps = pipeline.plan(spec, lay, endpoints, device=device)
+        steps = pipeline.plan(spec, lay, endpoints, device=device,
+                              analyzed=_read_json(Path(lay.result("analyze"))))
         names = [s.name for s in steps]
         force = names[:1] if "all" in args.force else args.force
         for f in force:
@@ -573,13 +636,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mnist-serving run: error: {line}", file=sys.stderr)
         return 2
 
+    def replan(analyzed: dict) -> list[Step]:
+        return pipeline.plan(spec, lay, endpoints, device=device, analyzed=analyzed)
+
     recorded = {s.name: _read_json(Path(lay.result(s.name))) for s in steps}
     decisions = decide(steps, recorded, force)
     to_run = [n for n, d in decisions.items() if d == RUN]
     print(f"mnist-serving run {args.file} -> {workdir}", file=out)
     print(f"  {len(steps)} steps; to run: {', '.join(to_run) or 'none (all reused)'}", file=out)
     progress = Progress(out, live=out.isatty())
-    run = Run(name, steps, lay, workdir, endpoints, decisions, progress)
+    run = Run(name, steps, lay, workdir, endpoints, decisions, progress, replan, force)
     started = time.time()
     code = 0
     # Ctrl-C, and SIGTERM from a CI runner or `timeout`, stop Triton and the
