@@ -65,7 +65,9 @@ def _default(fl: dataclasses.Field) -> Any:
 
 
 def section_default(cls: type) -> dict:
-    """The defaulted contents of a whole section, without its ``noDefault`` fields.
+    """The defaulted contents of a whole section, without its ``noDefault`` fields
+    (the operator-wide ones among them: the operator, not the API server, fills
+    those, so it must see them left out).
 
     The API server checks a default against the CEL rules as it is (it does not
     default inside a default), so an omitted section must default to its full
