@@ -71,6 +71,10 @@ FAST_SPEC: dict = {
                                    "concurrency": {"start": 1, "end": 1, "step": 1}},
                   "modelAnalyzer": {"enabled": True, "maxConcurrency": 2, "maxInstances": 1}},
     "retries": {"limit": 1, "backoffSeconds": 1},
+    # The fake GPU node is tainted nvidia.com/gpu:NoSchedule (as GKE's are) and a ReadWriteOnce
+    # volume pins every pod of a resource to it, but the operator only adds the toleration to
+    # pods that request GPUs: without this, repo/client/bench pods never schedule.
+    "scheduling": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
 }
 
 
@@ -145,7 +149,7 @@ class OperatorProcess:
                  all_namespaces: bool = False, env: dict | None = None, name: str = "operator"):
         self.kubeconfig = Path(kubeconfig)
         self.port = free_port()
-        args = [str(operator_binary()), "operator", "--verbose",
+        args = [str(operator_binary()), "operator",
                 f"--liveness=http://127.0.0.1:{self.port}/healthz"]
         if all_namespaces:
             args.append("--all-namespaces")
