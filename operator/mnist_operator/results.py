@@ -146,13 +146,20 @@ def _ratio(after: float, before: float) -> str:
     return f"{after / before:.2f}" if before > 0 else "0"
 
 
-def closed_loop_part(results: dict[str, dict]) -> dict[str, Any]:
+def closed_loop_part(results: dict[str, dict], apply_best: bool = False) -> dict[str, Any]:
     """applyBest: the config applied per model, best infer/s before (bench-*)
     and after (bench-tuned-*) per model/protocol, and the gain (sum of the
     after points over the sum of the same before points)."""
     tuned = {n.removeprefix(BENCH_TUNED): r for n, r in sorted(results.items())
              if n.startswith(BENCH_TUNED)}
     repo = results.get(REPO_TUNED)
+    analyzed = results.get("analyze")
+    if apply_best and not repo and not tuned and _ok(analyzed) \
+            and not best_overrides(analyzed):
+        best = ", ".join(f"{m} {e.get('bestConfig')}"
+                         for m, e in sorted(analyze_models_of(analyzed).items()))
+        return {"state": "NothingToApply",
+                "message": f"the served config is already the best one found ({best})"}
     if not repo and not tuned:
         return {}
     found = analyze_models_of(results.get("analyze"))
@@ -193,8 +200,9 @@ def client_part(result: dict | None) -> dict[str, Any]:
     return out
 
 
-def summarize(results: dict[str, dict]) -> dict:
-    """The ``model``, ``benchmark`` and ``clientAccuracy`` parts of the status."""
+def summarize(results: dict[str, dict], *, apply_best: bool = False) -> dict:
+    """The ``model``, ``benchmark`` and ``clientAccuracy`` parts of the status
+    (``apply_best``: the spec asks for the closed loop)."""
     benchmark: dict[str, Any] = {}
     perf = perf_part(results)
     if perf:
@@ -202,7 +210,7 @@ def summarize(results: dict[str, dict]) -> dict:
     analyzer = analyzer_part(results.get("analyze"))
     if analyzer:
         benchmark["modelAnalyzer"] = analyzer
-    loop = closed_loop_part(results)
+    loop = closed_loop_part(results, apply_best)
     if loop:
         benchmark["closedLoop"] = loop
     out: dict[str, Any] = {"model": model_part(results), "benchmark": benchmark}

@@ -363,7 +363,7 @@ def bench_result(protocol: str, infer: str) -> dict:
 
 
 def world_through_analyze(spec: dict) -> World:
-    w = World(spec)
+    w = World(copy.deepcopy(spec))   # edit_spec changes the CR's spec in place
     w.step()
     w.run_through("train", "export", "engine", "repo", "serve", "client")
     for p in ("grpc", "http"):
@@ -487,4 +487,28 @@ def test_operator_turning_apply_best_off_serves_the_spec_again():
     w.set_serving(True)
     w.step(1)
     assert w.status["phase"] == "Ready"
+    assert_quiet(w)
+
+
+def test_nothing_to_apply_when_the_served_config_is_the_best(demo):
+    # the real demo analysis: its best config is mnist_onnx_config_0 (not the default), so
+    # make it the default one as in a run where the served config won
+    analyzed = dict(demo["analyze"], models={"mnist_onnx": dict(
+        demo["analyze"]["models"]["mnist_onnx"], bestConfig="mnist_onnx_config_default")})
+    run = {**demo, "analyze": analyzed}
+    assert summarize_of(run).get("closedLoop") is None      # applyBest off: nothing said
+    loop = results.summarize(run, apply_best=True)["benchmark"]["closedLoop"]
+    assert loop == {"state": "NothingToApply", "message": "the served config is already the "
+                    "best one found (mnist_onnx mnist_onnx_config_default)"}
+    text = "\n".join(runner.closed_loop_table({"benchmark": {"closedLoop": loop}}))
+    assert "NothingToApply: the served config is already the best" in text
+
+
+def test_operator_says_when_there_is_nothing_to_apply():
+    w = world_through_analyze(APPLY)
+    w.finish("analyze", result={"models": {"mnist_onnx": {
+        "bestConfig": "mnist_onnx_config_default", "apply": {"instances": 1}}}})
+    d = w.step(1)
+    assert w.status["phase"] == "Ready" and not d.create and not d.update
+    assert w.status["benchmark"]["closedLoop"]["state"] == "NothingToApply"
     assert_quiet(w)

@@ -163,7 +163,7 @@ def headline(step: str, result: dict) -> str:
 
 def build_status(name: str, steps: list[Step], records: dict[str, dict],
                  decisions: dict[str, str], endpoints: Endpoints, workdir: Path,
-                 phase: str) -> dict:
+                 phase: str, apply_best: bool = False) -> dict:
     """What the operator would write to ``.status`` for this run (plus where it ran)."""
     stages = {}
     fingerprints = {s.name: s.fingerprint for s in steps}
@@ -185,7 +185,7 @@ def build_status(name: str, steps: list[Step], records: dict[str, dict],
     current = {n: r for n, r in records.items()
                if r and r.get("fingerprint") == fingerprints.get(n)}
     return {"name": name, "phase": phase, "stages": stages,
-            **results.summarize(current),
+            **results.summarize(current, apply_best=apply_best),
             "endpoints": {**endpoints.as_status(),
                           "note": "served by the local Triton during the run; stopped at its end"},
             "workdir": str(workdir)}
@@ -235,6 +235,8 @@ def closed_loop_table(status: dict) -> list[str]:
     loop = status.get("benchmark", {}).get("closedLoop", {})
     if not loop:
         return []
+    if "applied" not in loop:
+        return [f"  {loop.get('state')}: {loop.get('message', '')}"]
     lines = [f"  {model:<12} {', '.join(f'{k} {v}' for k, v in cfg.items())}"
              for model, cfg in loop.get("applied", {}).items()]
     if loop.get("before"):
@@ -436,10 +438,10 @@ class Run:
     def __init__(self, name: str, steps: list[Step], lay: Layout, workdir: Path,
                  endpoints: Endpoints, decisions: dict[str, str], progress: Progress,
                  replan: Callable[[dict], list[Step]] | None = None,
-                 force: list[str] | None = None):
+                 force: list[str] | None = None, apply_best: bool = False):
         self.name, self.steps, self.lay, self.workdir = name, steps, lay, workdir
         self.endpoints, self.decisions, self.progress = endpoints, decisions, progress
-        self.replan, self.force = replan, list(force or [])
+        self.replan, self.force, self.apply_best = replan, list(force or []), apply_best
         self.records: dict[str, dict] = {s.name: _read_json(Path(lay.result(s.name)))
                                          for s in steps}
         self.env = processes.stage_env(REPO_ROOT)
@@ -598,7 +600,7 @@ class Run:
 
     def status(self, phase: str) -> dict:
         return build_status(self.name, self.steps, self.records, self.decisions, self.endpoints,
-                            self.workdir, phase)
+                            self.workdir, phase, self.apply_best)
 
 
 def _interrupt(signum, _frame) -> None:
@@ -645,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mnist-serving run {args.file} -> {workdir}", file=out)
     print(f"  {len(steps)} steps; to run: {', '.join(to_run) or 'none (all reused)'}", file=out)
     progress = Progress(out, live=out.isatty())
-    run = Run(name, steps, lay, workdir, endpoints, decisions, progress, replan, force)
+    run = Run(name, steps, lay, workdir, endpoints, decisions, progress, replan, force,
+              spec.benchmark.model_analyzer.apply_best)
     started = time.time()
     code = 0
     # Ctrl-C, and SIGTERM from a CI runner or `timeout`, stop Triton and the
