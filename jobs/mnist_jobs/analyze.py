@@ -282,6 +282,11 @@ def run_analyze(a) -> dict:
     except FileNotFoundError as exc:
         raise StageError(str(exc), reason="PerfAnalyzerNotFound") from None
     (out / "perf_analyzer_error.log").unlink(missing_ok=True)   # only this run's errors count
+    # model-analyzer resumes from its checkpoint: measurements of an earlier
+    # repository (another max_batch_size, say) would mix into this run's
+    # results under the same config names, so every run starts fresh
+    for stale in ("checkpoints", "results", "reports"):
+        shutil.rmtree(out / stale, ignore_errors=True)
     config_path = out / "config.yaml"
     config_path.write_text("# model-analyzer profile config written by mnist_jobs.analyze "
                            "(JSON is valid YAML)\n" + json.dumps(cfg, indent=2) + "\n")

@@ -165,7 +165,8 @@ def closed_loop_part(results: dict[str, dict], apply_best: bool = False) -> dict
     found = analyze_models_of(results.get("analyze"))
     out: dict[str, Any] = {"applied": {
         model: {"config": _scalar(found.get(model, {}).get("bestConfig", "")),
-                **{k: _scalar(v) for k, v in sorted(found.get(model, {}).get("apply", {}).items())}}
+                **{k: _scalar(v) for k, v in sorted(found.get(model, {}).get("apply", {}).items())
+                   if v != ""}}
         for model in best_overrides(results.get("analyze"))}}
     unfinished = [(n, r) for n, r in ((REPO_TUNED, repo), (SERVE_TUNED, results.get(SERVE_TUNED)),
                                       *((BENCH_TUNED + p, r) for p, r in tuned.items()))
