@@ -338,7 +338,11 @@ class MnistKit:
 
 def install_crd(kubectl) -> None:
     kubectl("apply", "-k", str(CRD_DIR))
-    kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+
+    def established():
+        crd = kubectl.json("get", "crd", CRD_NAME)
+        return {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}.get("Established") == "True"
+    wait_for(f"crd/{CRD_NAME} Established", established, 60)
 
 
 __all__ = ["OperatorProcess", "MnistKit", "wait_for", "install_crd", "cr_manifest", "deep_merge",
