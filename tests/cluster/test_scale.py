@@ -1,0 +1,161 @@
+"""Scale: N MnistServings at once on 64 fake 8-GPU nodes, one real operator.
+
+Run with ``make test-scale`` (``pytest -m scale -s``); not part of ``make test``.
+Every resource runs the whole pipeline (KWOK plays each stage pod for its
+default 1 s, so the numbers measure the control plane, not ML). Measured and
+written to the "Scale" section of docs/BENCHMARKS.md (the row for this N is
+replaced, other rows kept):
+
+* time until every resource is Ready, and per resource (creation -> Ready
+  condition) p50 / p95 / max;
+* the operator's peak RSS (VmHWM of its process, /proc);
+* API requests per resource: kube-apiserver's apiserver_request_total before
+  and after (every client: operator, controllers, scheduler, KWOK, this test's
+  polling);
+* GPU starvation: pods that waited Pending for nvidia.com/gpu (scheduler
+  FailedScheduling events); they must simply wait: no resource Fails, the
+  operator logs no traceback.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import re
+import statistics
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from .operator_harness import cr_manifest, prebound_pv, wait_for
+from .plane import REPO
+
+pytestmark = [pytest.mark.cluster, pytest.mark.scale]
+
+NODES, GPUS_PER_NODE = 64, 8
+BENCHMARKS = REPO / "docs" / "BENCHMARKS.md"
+BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
+TIMEOUT = {50: 600, 500: 3600}
+
+
+def request_total(plane) -> int:
+    code, text = plane.api_get("/metrics")
+    assert code == 200, text[:500]
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("apiserver_request_total{")))
+
+
+def peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) / 1024
+
+
+def _epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def ready_seconds(cr: dict) -> float | None:
+    ready = next((c for c in (cr.get("status") or {}).get("conditions") or []
+                  if c["type"] == "Ready" and c["status"] == "True"), None)
+    if ready is None:
+        return None
+    return _epoch(ready["lastTransitionTime"]) - _epoch(cr["metadata"]["creationTimestamp"])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def table_rows(text: str) -> dict[int, str]:
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0] if BEGIN in text else ""
+    return {int(m.group(1)): line for line in block.splitlines()
+            if (m := re.match(r"\| (\d+) \|", line))}
+
+
+def write_section(row_n: int, row: str) -> str:
+    """Replace this N's row in the Scale section of docs/BENCHMARKS.md (append the
+    section when it is missing); every other section is left as it is."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    rows = table_rows(text)
+    rows[row_n] = row
+    table = "\n".join([
+        BEGIN,
+        "| resources | all Ready | per resource p50 / p95 / max | operator peak RSS "
+        "| API requests / resource (all clients) | pods that waited for GPUs | Failed |",
+        "|---|---|---|---|---|---|---|",
+        *(rows[n] for n in sorted(rows)),
+        END])
+    section = (
+        "## Scale\n\n"
+        f"`make test-scale` (= `pytest -m scale -s`, tests/cluster/test_scale.py): N MnistServings "
+        f"created at once in one namespace, one `mnist-serving operator` (reconcile timer 1 s), "
+        f"{NODES} fake KWOK nodes with {GPUS_PER_NODE} nvidia.com/gpu each, real kube-apiserver, "
+        "etcd, controller-manager and scheduler on the 2-core build machine (shared). Every "
+        "resource runs the whole pipeline (train, export, engine, repo, Triton Deployment, "
+        "client, bench-grpc, bench-http, analyze); KWOK ends each stage pod after its default "
+        "1 s with a realistic result, so this measures the control plane, not ML. "
+        "\"API requests\" is kube-apiserver's `apiserver_request_total` after minus before, "
+        "divided by N: it counts every client (controllers, scheduler, KWOK, the test's own "
+        "polling), not only the operator.\n\n"
+        f"{table}\n")
+    if "## Scale" in text:
+        head, rest = text.split("## Scale", 1)
+        nxt = re.search(r"^## ", rest, re.M)
+        text = head + section + ("\n" + rest[nxt.start():] if nxt else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    BENCHMARKS.write_text(text)
+    return table
+
+
+@pytest.mark.parametrize("n", [50, 500])
+def test_many_resources_reach_ready(n, cluster, mnist_crd, pod_namespace, gpu_nodes, kubectl,
+                                    operator_factory, kit):
+    ns = pod_namespace
+    gpu_nodes(NODES, gpus=GPUS_PER_NODE, timeout=180)
+    op = operator_factory([ns])
+    names = [f"scale-{i:03d}" for i in range(n)]
+    pvs = [prebound_pv(ns, name) for name in names]
+    kit.pvs.extend(pv["metadata"]["name"] for pv in pvs)
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": pvs}),
+            timeout=300)
+
+    requests_before = request_total(cluster)
+    t0 = time.monotonic()
+    crs = [cr_manifest(ns, name) for name in names]
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": crs}),
+            timeout=300)
+
+    def progress():
+        items = kubectl.json("get", "mnistservings", "-n", ns, timeout=120)["items"]
+        phases = [(i.get("status") or {}).get("phase") for i in items]
+        failed = [i["metadata"]["name"] for i, p in zip(items, phases) if p == "Failed"]
+        assert not failed, f"resources Failed: {failed[:10]}"
+        assert op.alive, op.tail()
+        return items if phases.count("Ready") == n else None
+
+    items = wait_for(f"{n} resources Ready", progress, TIMEOUT[n], interval=2)
+    wall = time.monotonic() - t0
+    requests = request_total(cluster) - requests_before
+    rss = peak_rss_mib(op.pid)
+    log = op.log_text()
+    assert "Timer 'periodic'" in log, f"the operator log has no debug lines: {op.log}"
+
+    per_resource = [ready_seconds(i) for i in items]
+    assert all(s is not None for s in per_resource)
+    events = kubectl.json("get", "events", "-n", ns, "--field-selector", "reason=FailedScheduling",
+                          timeout=120)["items"]
+    starved = {e["involvedObject"]["name"] for e in events if "nvidia.com/gpu" in e.get("message", "")}
+    failed_events = [e for e in kubectl.json("get", "events", "-n", ns, "--field-selector",
+                                             "type=Warning,involvedObject.kind=MnistServing",
+                                             timeout=120)["items"]]
+    assert not failed_events, [(e["reason"], e["message"]) for e in failed_events[:5]]
+    assert "Traceback" not in log, log[log.index("Traceback") - 2000:][:6000]
+
+    row = (f"| {n} | {wall:.0f} s | {percentile(per_resource, .5):.0f} / "
+           f"{percentile(per_resource, .95):.0f} / {max(per_resource):.0f} s | {rss:.0f} MiB | "
+           f"{requests / n:.0f} | {len(starved)} | 0 |")
+    table = write_section(n, row)
+    print(f"\nScale, {n} resources ({platform.node()}):\n{table}")
