@@ -122,6 +122,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Exact namespace names need no namespace scanning; without it kopf retries a namespace
     # list a namespaced Role forbids through every backoff (18 s) before it starts watching.
     settings.scanning.disabled = _STATIC_NAMESPACES
+    # The timer keeps a finalizer on the resource; a deletion that lands while a pass runs in
+    # its thread waits for kopf's next poll of the stopped timer (default 60 s): poll often.
+    settings.background.cancellation_polling = 1
     try:  # `kopf run -m mnist_operator.handlers` skips main(): check the defaults here too
         defaults = load_defaults()
     except ValueError as err:
