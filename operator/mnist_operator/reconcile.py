@@ -142,6 +142,29 @@ def _terminated_states(pods: list[dict]) -> list[dict]:
     return sorted(states, key=lambda t: t.get("finishedAt") or "")
 
 
+#: Container waiting reasons that will not fix themselves soon: shown in
+#: status (and one Warning event) while the Job waits for its deadline.
+STUCK_CONTAINER_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                           "CreateContainerConfigError", "CreateContainerError")
+
+
+def pod_blocker(pods: list[dict]) -> tuple[str, str] | None:
+    """Why a stage pod is not running yet, when it is stuck: (Reason, message)
+    for an unschedulable pod or a container that cannot start; None otherwise."""
+    for pod in pods:
+        st = pod.get("status") or {}
+        for c in st.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" \
+                    and c.get("reason") == "Unschedulable":
+                return "Unschedulable", one_line(c.get("message") or "no node fits the pod")
+        for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_CONTAINER_REASONS:
+                return waiting["reason"], one_line(
+                    f"container {cs.get('name')}: {waiting.get('message') or waiting['reason']}")
+    return None
+
+
 def parse_result(message: str | None) -> dict | None:
     """The stage result JSON from a termination message, if it is one."""
     if not message:
@@ -198,6 +221,9 @@ def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
                               None, start, finish)
         return JobOutcome(FAILED, cond.get("reason") or "JobFailed",
                           cond.get("message") or "the Job failed", None, start, finish)
+    blocker = pod_blocker(pods)
+    if blocker:
+        return JobOutcome(RUNNING, blocker[0], blocker[1], start=start)
     return JobOutcome(RUNNING, start=start)
 
 
@@ -587,8 +613,15 @@ class _Reconciler:
         common = dict(attempt=attempt, job=name,
                       startTime=out.start or (cur or {}).get("startTime") or timestamp(self.now))
         if out.state == RUNNING:
+            stuck = out.reason  # "" unless a pod cannot be scheduled or started
             if cur and cur.get("state") == RUNNING and cur.get("job") == name:
-                return cur
+                was_stuck = cur.get("reason") in ("Unschedulable", *STUCK_CONTAINER_REASONS)
+                if (not stuck and not was_stuck) or (stuck and cur.get("reason") == stuck):
+                    return cur
+            if stuck:
+                self.event("Warning", stuck, one_line(f"{step.name}: {out.message}"))
+                return self.base(step, cur, state=RUNNING, reason=stuck,
+                                 message=one_line(f"Job {name} waiting: {out.message}"), **common)
             return self.base(step, cur, state=RUNNING, reason="JobRunning",
                              message=f"Job {name} running (attempt {attempt})", **common)
         finished = out.finish or timestamp(self.now)

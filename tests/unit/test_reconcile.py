@@ -586,3 +586,46 @@ def test_job_outcome_reads_termination_message(exit_code, state):
     w.finish("train", state)
     out = job_outcome(w.job("train"), w.pods)
     assert out.state == state and out.result["stage"] == "train"
+
+
+def _stuck_pod(job_name: str, status: dict) -> dict:
+    return {"metadata": {"name": f"{job_name}-x", "labels": {"job-name": job_name}},
+            "status": {"phase": "Pending", **status}}
+
+
+UNSCHEDULABLE = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                 "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}
+PULL_BACKOFF = {"containerStatuses": [{"name": "stage", "state": {"waiting": {
+    "reason": "ImagePullBackOff", "message": "Back-off pulling image \"nvcr.io/nvidia/pytorch:99\""}}}]}
+
+
+@pytest.mark.parametrize("status,reason,words", [
+    (UNSCHEDULABLE, "Unschedulable", "Insufficient nvidia.com/gpu"),
+    (PULL_BACKOFF, "ImagePullBackOff", "nvcr.io/nvidia/pytorch:99"),
+])
+def test_a_stuck_stage_pod_is_named_in_status_and_one_warning(status, reason, words):
+    w = World()
+    w.step()
+    job = w.job("train")["metadata"]["name"]
+    w.pods.append(_stuck_pod(job, status))
+    d = w.step(1)
+    rec = w.stage("train")
+    assert rec["state"] == "Running" and rec["reason"] == reason and words in rec["message"]
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", reason)]
+    # the same picture again: no new event, same status
+    d2 = w.step(1)
+    assert not d2.events and w.stage("train") == rec
+    # the pod gets going: back to an ordinary running record, then it finishes normally
+    w.pods.clear()
+    w.step(1)
+    assert w.stage("train")["reason"] == "JobRunning"
+    w.finish("train")
+    w.step(1)
+    assert w.stage("train")["state"] == "Succeeded"
+
+
+def test_pod_blocker_ignores_ordinary_waiting():
+    from mnist_operator.reconcile import pod_blocker
+    creating = {"containerStatuses": [{"name": "stage", "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+    assert pod_blocker([_stuck_pod("j", creating)]) is None
+    assert pod_blocker([]) is None
