@@ -71,10 +71,6 @@ FAST_SPEC: dict = {
                                    "concurrency": {"start": 1, "end": 1, "step": 1}},
                   "modelAnalyzer": {"enabled": True, "maxConcurrency": 2, "maxInstances": 1}},
     "retries": {"limit": 1, "backoffSeconds": 1},
-    # The fake GPU node is tainted nvidia.com/gpu:NoSchedule (as GKE's are) and a ReadWriteOnce
-    # volume pins every pod of a resource to it, but the operator only adds the toleration to
-    # pods that request GPUs: without this, repo/client/bench pods never schedule.
-    "scheduling": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
 }
 
 
