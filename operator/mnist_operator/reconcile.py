@@ -283,18 +283,6 @@ def status_patch(old: dict | None, new: dict) -> dict:
     return out
 
 
-def best_throughput(benchmark: dict) -> str | None:
-    """The highest perf_analyzer infer/s over every model and protocol, as a string."""
-    values = []
-    for per_protocol in (benchmark.get("perfAnalyzer") or {}).values():
-        for point in per_protocol.values():
-            try:
-                values.append((float(point.get("bestInferPerSec")), str(point.get("bestInferPerSec"))))
-            except (TypeError, ValueError):
-                continue
-    return max(values)[1] if values else None
-
-
 # --------------------------------------------------------------------------- the decision
 def reconcile(cr: dict, observed: dict, now: datetime) -> Decision:
     """Decide what to do for one MnistServing.
@@ -717,9 +705,6 @@ class _Reconciler:
             for s in self.steps if stages[s.name].get("state") in FINISHED}
         summary = results.summarize(
             summary_input, apply_best=self.spec.benchmark.model_analyzer.apply_best) or {}
-        best = best_throughput(summary.get("benchmark") or {})
-        if best is not None:  # the CRD's Throughput printer column reads this
-            summary["benchmark"] = {**summary["benchmark"], "bestThroughput": best}
         status = {
             "observedGeneration": gen,
             "phase": phase,

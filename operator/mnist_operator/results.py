@@ -201,6 +201,19 @@ def client_part(result: dict | None) -> dict[str, Any]:
     return out
 
 
+def best_throughput(perf: dict) -> str | None:
+    """The highest perf_analyzer infer/s over every model and protocol, as a
+    string (the CRD's Throughput printer column reads it)."""
+    values = []
+    for per_protocol in perf.values():
+        for point in per_protocol.values():
+            try:
+                values.append((float(point.get("bestInferPerSec")), str(point.get("bestInferPerSec"))))
+            except (TypeError, ValueError):
+                continue
+    return max(values)[1] if values else None
+
+
 def summarize(results: dict[str, dict], *, apply_best: bool = False) -> dict:
     """The ``model``, ``benchmark`` and ``clientAccuracy`` parts of the status
     (``apply_best``: the spec asks for the closed loop)."""
@@ -208,6 +221,9 @@ def summarize(results: dict[str, dict], *, apply_best: bool = False) -> dict:
     perf = perf_part(results)
     if perf:
         benchmark["perfAnalyzer"] = perf
+        best = best_throughput(perf)
+        if best is not None:
+            benchmark["bestThroughput"] = best
     analyzer = analyzer_part(results.get("analyze"))
     if analyzer:
         benchmark["modelAnalyzer"] = analyzer

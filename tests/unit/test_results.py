@@ -105,3 +105,15 @@ def test_the_gpu_that_trained_is_named():
     train = {"stage": "train", "state": "Succeeded", "accuracy": "0.9560", "device": "cuda",
              "gpu": "NVIDIA H200", "epochs": 6}
     assert results.summarize({"train": train})["model"]["trainGpu"] == "NVIDIA H200"
+
+
+def test_best_throughput_is_the_highest_point_over_models_and_protocols():
+    import json
+    from pathlib import Path
+    from mnist_operator import results
+    data = Path(__file__).parent / "data" / "results-demo"
+    recs = {p.stem: json.loads(p.read_text()) for p in data.glob("*.json")}
+    bench = results.summarize(recs)["benchmark"]
+    points = [float(pt["bestInferPerSec"]) for per in bench["perfAnalyzer"].values() for pt in per.values()]
+    assert float(bench["bestThroughput"]) == max(points) and isinstance(bench["bestThroughput"], str)
+    assert "bestThroughput" not in results.summarize({})["benchmark"]
