@@ -110,6 +110,7 @@ def write_section(row_n: int, row: str) -> str:
     return table
 
 
+@pytest.mark.timeout(4000)  # past the suite-wide 900 s: 500 resources take long
 @pytest.mark.parametrize("n", [50, 500])
 def test_many_resources_reach_ready(n, cluster, mnist_crd, pod_namespace, gpu_nodes, kubectl,
                                     operator_factory, kit):
