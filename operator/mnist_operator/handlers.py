@@ -30,7 +30,7 @@ from typing import Any
 import kopf
 
 from . import builders, kube, site_defaults
-from .reconcile import Decision, reconcile, status_patch
+from .reconcile import Decision, name_conflict, reconcile, status_patch
 from .spec import GROUP, KIND, PLURAL, VERSION, merge_defaults
 
 log = logging.getLogger("mnist_operator")
@@ -82,7 +82,12 @@ def apply(decision: Decision, cr: dict) -> None:
     for ref in decision.delete:
         kube.delete(a, ref)
     for obj in decision.create:
-        kube.create(a, obj)
+        if not kube.create(a, obj):  # 409: ours already, or someone else's object
+            m = obj["metadata"]
+            live = kube.get(a, obj["apiVersion"], obj["kind"], m["namespace"], m["name"])
+            problem = name_conflict(live, obj)
+            if problem:
+                kopf.event(cr, type="Warning", reason="NameConflict", message=problem)
     for obj in decision.update:
         kube.patch(a, obj)
     for ev in decision.events:

@@ -227,6 +227,20 @@ def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
     return JobOutcome(RUNNING, start=start)
 
 
+def name_conflict(live: dict | None, desired: dict) -> str | None:
+    """Why ``desired`` cannot be created when its name is taken (409): the
+    live object is not ours (another instance label, or none). None when the
+    live object is this resource's own child, or is gone."""
+    if live is None:
+        return None
+    want = (_meta(desired).get("labels") or {}).get(builders.LABEL_INSTANCE)
+    have = (_meta(live).get("labels") or {}).get(builders.LABEL_INSTANCE)
+    if want is None or have == want:
+        return None
+    return (f"{desired.get('kind')} {_meta(desired).get('name')} already exists and is not this "
+            f"resource's ({builders.LABEL_INSTANCE}={have or 'unset'}): rename or delete it")
+
+
 def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
     """(available, ready replicas, wanted replicas) of a Deployment whose
     rollout the controller has observed."""
@@ -745,6 +759,6 @@ class _Reconciler:
             self.event("Warning", "Failed", msg)
 
 
-__all__ = ["Decision", "Event", "reconcile", "job_outcome", "deployment_readiness",
+__all__ = ["Decision", "Event", "reconcile", "job_outcome", "deployment_readiness", "name_conflict",
            "parse_result", "object_ref", "object_fingerprint", "status_patch", "WORKDIR",
            "RETRY_ANNOTATION", "STEP_LABEL", "FINGERPRINT_LABEL", "ATTEMPT_LABEL"]

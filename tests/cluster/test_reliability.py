@@ -268,6 +268,10 @@ def test_foreign_object_with_a_childs_name_does_not_wedge_the_operator(operator,
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     assert after["spec"]["selector"] == {"app": "other"}
     assert not after["metadata"].get("ownerReferences")
+    # ... and the user is told why the Service is not the operator's
+    conflicts = [e for e in kit.events_for(ns, name) if e.get("reason") == "NameConflict"]
+    assert conflicts and conflicts[0]["type"] == "Warning", kit.events_for(ns, name)
+    assert f"Service {foreign['metadata']['name']} already exists" in conflicts[0]["message"]
     assert operator.alive and "Traceback" not in operator.log_text()
     assert_one_job_per_step(kit, ns, name)
 

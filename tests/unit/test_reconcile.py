@@ -629,3 +629,17 @@ def test_pod_blocker_ignores_ordinary_waiting():
     creating = {"containerStatuses": [{"name": "stage", "state": {"waiting": {"reason": "ContainerCreating"}}}]}
     assert pod_blocker([_stuck_pod("j", creating)]) is None
     assert pod_blocker([]) is None
+
+
+def test_a_name_taken_by_someone_elses_object_is_explained():
+    from mnist_operator.reconcile import name_conflict
+    desired = {"kind": "Service", "metadata": {"name": "demo-triton",
+                                               "labels": {"app.kubernetes.io/instance": "demo"}}}
+    foreign = {"kind": "Service", "metadata": {"name": "demo-triton", "labels": {"owner": "x"}}}
+    other = {"kind": "Service", "metadata": {"name": "demo-triton",
+                                             "labels": {"app.kubernetes.io/instance": "other"}}}
+    msg = name_conflict(foreign, desired)
+    assert "Service demo-triton already exists" in msg and "instance=unset" in msg
+    assert "instance=other" in name_conflict(other, desired)
+    assert name_conflict(desired, desired) is None      # our own child: the 409 is harmless
+    assert name_conflict(None, desired) is None         # gone meanwhile
