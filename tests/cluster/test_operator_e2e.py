@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -74,7 +76,7 @@ def test_crd_installs_and_kubectl_get_shows_the_printer_columns(mnist_crd, names
 
 
 # --------------------------------------------------------------------------- 2. the whole walk
-def test_resource_walks_every_step_to_ready(pipeline_ns, operator, kit, kubectl):
+def test_resource_walks_every_step_to_ready(pipeline_ns, operator, kit, kubectl, control_plane, tmp_path):
     ns = pipeline_ns
     cr = kit.apply_cr(ns, "demo")
     gen = cr["metadata"]["generation"]
@@ -113,6 +115,16 @@ def test_resource_walks_every_step_to_ready(pipeline_ns, operator, kit, kubectl)
     # what `kubectl get` prints
     row = kubectl("get", "mnist", "demo", "-n", ns, "--no-headers").split()
     assert row[:5] == ["demo", "Ready", "0.9712", "1120.0", "True"], row
+
+    # the comparison a user draws from the cluster: table, CSV and plot
+    out = tmp_path / "cmp"
+    cmp = subprocess.run([sys.executable, "-m", "mnist_operator.cli", "compare", "--cluster",
+                          "--kubeconfig", str(control_plane.kubeconfig), "-n", ns, "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert cmp.returncode == 0, cmp.stderr
+    assert f"{ns}/demo" in cmp.stdout and "| mnist_onnx | grpc |" in cmp.stdout, cmp.stdout
+    assert "1120.0" in (out / "compare.csv").read_text()
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the serving objects
     dep = kubectl.json("get", "deployment", "demo-triton", "-n", ns)
