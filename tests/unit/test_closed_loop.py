@@ -14,7 +14,7 @@ from tritonclient.grpc import model_config_pb2
 
 from mnist_jobs import analyze, repo
 from mnist_operator import pipeline, results
-from mnist_operator.local import runner
+from mnist_operator.local import display, runner
 from mnist_operator.spec import parse_spec
 
 from test_reconcile import World, assert_quiet, events, walk_numbers
@@ -334,7 +334,7 @@ def test_runner_summary_shows_before_and_after():
                   "applied": {"mnist_onnx": {"config": "mnist_onnx_config_1", "instances": 2}},
                   "before": {"mnist_onnx/grpc": "1000.0"}, "after": {"mnist_onnx/grpc": "1200.0"},
                   "gains": {"mnist_onnx/grpc": "1.20"}, "gain": "1.20", "state": "Measured"}}}
-    text = "\n".join(runner.summary_lines(status, Path("/w/status.json")))
+    text = "\n".join(display.summary_lines(status, Path("/w/status.json")))
     assert "mnist_onnx   config mnist_onnx_config_1, instances 2" in text
     assert "mnist_onnx/grpc" in text and "1000.0" in text and "1200.0" in text
     assert "overall gain 1.20 (Measured)" in text
@@ -500,7 +500,7 @@ def test_nothing_to_apply_when_the_served_config_is_the_best(demo):
     loop = results.summarize(run, apply_best=True)["benchmark"]["closedLoop"]
     assert loop == {"state": "NothingToApply", "message": "the served config is already the "
                     "best one found (mnist_onnx mnist_onnx_config_default)"}
-    text = "\n".join(runner.closed_loop_table({"benchmark": {"closedLoop": loop}}))
+    text = "\n".join(display.closed_loop_table({"benchmark": {"closedLoop": loop}}))
     assert "NothingToApply: the served config is already the best" in text
 
 

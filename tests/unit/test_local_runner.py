@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mnist_operator import pipeline
-from mnist_operator.local import runner
+from mnist_operator.local import display, runner
 from mnist_operator.local.runner import DISABLED, REUSE, RUN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,13 +181,13 @@ def test_status_from_real_results_and_stale_records():
                                 pipeline.Endpoints(), Path("/w"), "Failed")
     assert stale["stages"]["bench-grpc"]["state"] == "Pending"
     assert "perfAnalyzer" not in stale["benchmark"]
-    text = "\n".join(runner.summary_lines(status, Path("/w/status.json")))
+    text = "\n".join(display.summary_lines(status, Path("/w/status.json")))
     assert "mnist_onnx   grpc" in text and "model-analyzer" in text and "/w/status.json" in text
 
 
 def test_plain_progress_lines_when_not_a_tty():
     out = io.StringIO()
-    progress = runner.Progress(out, live=False)
+    progress = display.Progress(out, live=False)
     progress.start("train")
     progress.line("train", "train: epoch 1/3 step 15/63 loss 2.1290 (0.1 s)")
     progress.line("serve", "late line from a finished step")

@@ -1,0 +1,210 @@
+"""What the local runner shows: one line per step while it runs, and the
+summary and tables of the status at the end. Pure text rendering (besides
+writing to the stream it is given); the runner decides, this module draws."""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+from .. import pipeline
+
+def headline(step: str, result: dict) -> str:
+    """The few words worth showing when a step finishes."""
+    state = result.get("state")
+    if state != "Succeeded":
+        return result.get("message") or result.get("reason") or ""
+    if step == "train":
+        return (f"held-out accuracy {result.get('accuracy')} on {result.get('testSamples')} "
+                f"digits ({result.get('device')})")
+    if step == "export":
+        return f"ONNX opset {result.get('opset')}, ORT vs torch max |diff| {result.get('maxAbsDiff')}"
+    if step == "engine":
+        return f"{result.get('builder')} plan {result.get('planBytes')} bytes ({result.get('gpu', '')})"
+    if step.startswith("repo"):
+        tuned = "; ".join(f"{m} {o}" for m, o in result.get("overrides", {}).items())
+        return "models " + ", ".join(result.get("models", [])) + (f" (tuned: {tuned})" if tuned else "")
+    if step.startswith("serve"):
+        return ", ".join(f"{m} {s}" for m, s in result.get("models", {}).items())
+    if step == "client":
+        acc = result.get("accuracy", {})
+        return "; ".join(f"{m} " + " ".join(f"{p} {a}" for p, a in per.items())
+                         for m, per in acc.items()) + f" (agree: {result.get('agree')})"
+    if step.startswith("bench"):
+        return "; ".join(f"{m} best {e['best']['inferPerSec']} infer/s at c={e['best']['c']}"
+                         for m, e in result.get("models", {}).items())
+    if step == "analyze":
+        return "; ".join(f"{m} best {e.get('bestConfig')} {e.get('throughput')} infer/s"
+                         for m, e in result.get("models", {}).items())
+    return ""
+
+
+def _in_model_order(by_model: dict) -> list[tuple[str, object]]:
+    """Models as the seed lists them (onnx, trt, bls), anything else after."""
+    rank = {m: i for i, m in enumerate(pipeline.TRITON_MODEL.values())}
+    return sorted(by_model.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
+
+
+def perf_table(status: dict) -> list[str]:
+    perf = status.get("benchmark", {}).get("perfAnalyzer", {})
+    lines = []
+    if perf:
+        lines.append(f"  {'model':<12} {'protocol':<8} {'best infer/s':>12} {'p99 ms':>8} "
+                     f"{'at conc':>7} {'c-lowest infer/s':>16} {'gain':>6} {'Little fails':>12}")
+        for model, per in _in_model_order(perf):
+            for protocol, p in per.items():
+                lines.append(
+                    f"  {model:<12} {protocol:<8} {p['bestInferPerSec']:>12} "
+                    f"{int(p['p99UsAtBest']) / 1000:>8.2f} {p['concurrencyAtBest']:>7} "
+                    f"{str(p.get('inferPerSecAtLowest', '-')):>16} {p['batchingGain']:>6} "
+                    f"{p['littleFailures']:>5}/{p['points']:<6}")
+    return lines
+
+
+def analyzer_table(status: dict) -> list[str]:
+    ma = status.get("benchmark", {}).get("modelAnalyzer", {})
+    if not ma:
+        return []
+    if "state" in ma:
+        return [f"  {ma['state']}"]
+    lines = [f"  {'model':<12} {'best config':<28} {'infer/s':>9} {'p99 ms':>7} {'conc':>5} "
+             f"{'inst':>4} {'default infer/s':>15} {'best/default':>12}"]
+    for model, m in ma.items():
+        if not isinstance(m, dict):
+            continue
+        lines.append(f"  {model:<12} {m.get('bestConfig', '-'):<28} {m.get('throughput', '-'):>9} "
+                     f"{m.get('p99Ms', '-'):>7} {m.get('concurrency', '-'):>5} "
+                     f"{m.get('instances', '-'):>4} {m.get('defaultThroughput', '-'):>15} "
+                     f"{m.get('bestOverDefault', '-'):>12}")
+    return lines
+
+
+def closed_loop_table(status: dict) -> list[str]:
+    loop = status.get("benchmark", {}).get("closedLoop", {})
+    if not loop:
+        return []
+    if "applied" not in loop:
+        return [f"  {loop.get('state')}: {loop.get('message', '')}"]
+    lines = [f"  {model:<12} {', '.join(f'{k} {v}' for k, v in cfg.items())}"
+             for model, cfg in loop.get("applied", {}).items()]
+    if loop.get("before"):
+        lines.append(f"  {'model/protocol':<20} {'before infer/s':>14} {'after infer/s':>13} "
+                     f"{'gain':>6}")
+        lines += [f"  {key:<20} {loop['before'][key]:>14} {loop['after'][key]:>13} "
+                  f"{loop['gains'][key]:>6}" for key in loop["before"]]
+        lines.append(f"  overall gain {loop['gain']} ({loop.get('state')})")
+    else:
+        lines.append(f"  {loop.get('state')}")
+    return lines
+
+
+def summary_lines(status: dict, status_path: Path) -> list[str]:
+    out = [f"{status['name']}: {status['phase']}  (work dir {status['workdir']})", "", "stages"]
+    for name, st in status["stages"].items():
+        extra = st.get("message", "") if st["state"] != "Succeeded" else ""
+        out.append(f"  {name:<11} {st['state']:<10} {st.get('durationSeconds', 0):>5} s  "
+                   f"{st.get('run', ''):<9} {st['fingerprint']}  {extra}".rstrip())
+    model = status.get("model", {})
+    if model:
+        out += ["", "model"]
+        out += [f"  {k:<16} {v}" for k, v in model.items()]
+    client = status.get("clientAccuracy", {})
+    if client:
+        out += ["", f"client accuracy (real held-out digits through Triton, "
+                    f"{client.get('samples')} each; disagreements {client.get('disagreements')})"]
+        out += [f"  {m:<12} " + "  ".join(f"{p} {a}" for p, a in per.items())
+                for m, per in _in_model_order(client) if isinstance(per, dict)]
+    table = perf_table(status)
+    if table:
+        out += ["", "perf_analyzer (best point per model and protocol; gain = best / "
+                    "lowest-concurrency throughput)"] + table
+    ma = analyzer_table(status)
+    if ma:
+        out += ["", "model-analyzer (best config per model)"] + ma
+    loop = closed_loop_table(status)
+    if loop:
+        out += ["", "closed loop (applyBest: the best config served and the sweep run again)"] + loop
+    out += ["", f"status: {status_path}"]
+    return out
+
+
+# --------------------------------------------------------------------------- progress
+class Progress:
+    """One live line per step on a terminal (elapsed time + the stage's latest
+    stderr line); plain prefixed lines otherwise (CI logs, pipes)."""
+
+    def __init__(self, stream: TextIO, live: bool):
+        self.stream, self.live = stream, live
+        self._lock = threading.Lock()
+        self._step: str | None = None
+        self._started = 0.0
+        self._last = ""
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if live:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def _width(self) -> int:
+        return shutil.get_terminal_size((100, 20)).columns
+
+    def _draw(self) -> None:
+        if self._step is None:
+            return
+        line = f"  .. {self._step:<11} {time.time() - self._started:5.0f} s  {self._last}"
+        self.stream.write("\r\033[K" + line[: self._width() - 1])
+        self.stream.flush()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            with self._lock:
+                self._draw()
+
+    def start(self, step: str) -> None:
+        with self._lock:
+            self._step, self._started, self._last = step, time.time(), "starting"
+            if self.live:
+                self._draw()
+            else:
+                self.stream.write(f"  -> {step}\n")
+                self.stream.flush()
+
+    def line(self, step: str, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        with self._lock:
+            if step != self._step:
+                return   # Triton's late lines after its step finished: the log has them
+            self._last = text
+            if self.live:
+                self._draw()
+            else:
+                self.stream.write(f"     [{step}] {text}\n")
+                self.stream.flush()
+
+    def done(self, step: str, mark: str, text: str) -> None:
+        with self._lock:
+            if self.live:
+                self.stream.write("\r\033[K")
+            self.stream.write(f"  {mark} {step:<11} {text}\n")
+            self.stream.flush()
+            if step == self._step:
+                self._step = None
+
+    def note(self, text: str) -> None:
+        with self._lock:
+            if self.live:
+                self.stream.write("\r\033[K")
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            if self.live:
+                self._draw()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+# --------------------------------------------------------------------------- I/O shell
