@@ -28,8 +28,9 @@ def test_render_the_sample_prints_every_object_as_valid_kubernetes_yaml():
     assert kinds[0] == ("PersistentVolumeClaim", "demo-model")
     assert kinds[-2:] == [("Deployment", "demo-triton"), ("Service", "demo-triton")]
     jobs = [d for d in docs if d["kind"] == "Job"]
+    # the sample leaves model-analyzer off (it needs a second GPU beside Triton's)
     assert [j["metadata"]["labels"]["mnist.serving.dev/step"] for j in jobs] == [
-        "train", "export", "engine", "repo", "client", "bench-grpc", "bench-http", "analyze"]
+        "train", "export", "engine", "repo", "client", "bench-grpc", "bench-http"]
     assert all(j["metadata"]["name"].endswith("-0") for j in jobs)
     for d in docs:
         assert d["metadata"]["namespace"] == "ml"
@@ -97,3 +98,18 @@ def test_several_resources_in_one_file():
     assert res.returncode == 2
     assert res.stderr.strip() == ("mnist-serving render: error: document 2: spec.training.epochs: "
                                   "must be >= 1 (got 0)")
+
+
+def test_render_with_model_analyzer_adds_a_valid_analyze_job_with_its_triton_sidecar():
+    doc = yaml.safe_load(SAMPLE.read_text())
+    doc["spec"]["benchmark"]["modelAnalyzer"]["enabled"] = True
+    res = cli("-", "-n", "ml", stdin=yaml.safe_dump(doc))
+    assert res.returncode == 0, res.stderr
+    docs = [d for d in yaml.safe_load_all(res.stdout) if d]
+    analyze = [d for d in docs if d["kind"] == "Job"
+               and d["metadata"]["labels"]["mnist.serving.dev/step"] == "analyze"]
+    assert len(analyze) == 1
+    kubernetes_validate.validate(analyze[0], K8S_VERSION, strict=True)
+    pod = analyze[0]["spec"]["template"]["spec"]
+    sidecar = [c for c in pod.get("initContainers", []) if c.get("restartPolicy") == "Always"]
+    assert sidecar and "--model-control-mode=explicit" in " ".join(sidecar[0].get("command", []) + sidecar[0].get("args", []))
