@@ -148,14 +148,24 @@ STUCK_CONTAINER_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName
                            "CreateContainerConfigError", "CreateContainerError")
 
 
-def pod_blocker(pods: list[dict]) -> tuple[str, str] | None:
+#: A pod is only called Unschedulable after this long: the scheduler says so
+#: for a moment while a volume binds or a node frees up, which is no news.
+UNSCHEDULABLE_GRACE_SECONDS = 60
+
+
+def pod_blocker(pods: list[dict], now: datetime | None = None) -> tuple[str, str] | None:
     """Why a stage pod is not running yet, when it is stuck: (Reason, message)
-    for an unschedulable pod or a container that cannot start; None otherwise."""
+    for a pod unschedulable for UNSCHEDULABLE_GRACE_SECONDS (any time when
+    ``now`` is None) or a container that cannot start; None otherwise."""
     for pod in pods:
         st = pod.get("status") or {}
         for c in st.get("conditions") or []:
             if c.get("type") == "PodScheduled" and c.get("status") == "False" \
                     and c.get("reason") == "Unschedulable":
+                since = parse_timestamp(c.get("lastTransitionTime"))
+                if now is not None and (since is None or (now - since).total_seconds()
+                                        < UNSCHEDULABLE_GRACE_SECONDS):
+                    continue
                 return "Unschedulable", one_line(c.get("message") or "no node fits the pod")
         for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
             waiting = (cs.get("state") or {}).get("waiting") or {}
@@ -186,7 +196,7 @@ class JobOutcome:
     finish: str | None = None
 
 
-def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
+def job_outcome(job: dict, pods: list[dict], now: datetime | None = None) -> JobOutcome:
     """What a stage Job says happened: its conditions, its pods' exit codes,
     and the result JSON the stage wrote as its termination message."""
     st = job.get("status") or {}
@@ -221,7 +231,7 @@ def job_outcome(job: dict, pods: list[dict]) -> JobOutcome:
                               None, start, finish)
         return JobOutcome(FAILED, cond.get("reason") or "JobFailed",
                           cond.get("message") or "the Job failed", None, start, finish)
-    blocker = pod_blocker(pods)
+    blocker = pod_blocker(pods, now)
     if blocker:
         return JobOutcome(RUNNING, blocker[0], blocker[1], start=start)
     return JobOutcome(RUNNING, start=start)
@@ -611,7 +621,7 @@ class _Reconciler:
 
     def observe(self, step: Step, cur: dict | None, attempt: int, job: dict) -> dict:
         name = _meta(job).get("name")
-        out = job_outcome(job, _pods_of_job(job, self.pods))
+        out = job_outcome(job, _pods_of_job(job, self.pods), self.now)
         common = dict(attempt=attempt, job=name,
                       startTime=out.start or (cur or {}).get("startTime") or timestamp(self.now))
         if out.state == RUNNING:

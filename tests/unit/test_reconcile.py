@@ -594,6 +594,7 @@ def _stuck_pod(job_name: str, status: dict) -> dict:
 
 
 UNSCHEDULABLE = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                 "lastTransitionTime": "2020-01-01T00:00:00Z",   # long ago
                                  "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}
 PULL_BACKOFF = {"containerStatuses": [{"name": "stage", "state": {"waiting": {
     "reason": "ImagePullBackOff", "message": "Back-off pulling image \"nvcr.io/nvidia/pytorch:99\""}}}]}
@@ -643,3 +644,17 @@ def test_a_name_taken_by_someone_elses_object_is_explained():
     assert "instance=other" in name_conflict(other, desired)
     assert name_conflict(desired, desired) is None      # our own child: the 409 is harmless
     assert name_conflict(None, desired) is None         # gone meanwhile
+
+
+def test_a_moment_of_unschedulable_is_no_news():
+    """The scheduler says Unschedulable while a volume binds: no Warning for that."""
+    w = World()
+    w.step()
+    job = w.job("train")["metadata"]["name"]
+    fresh = {"conditions": [dict(UNSCHEDULABLE["conditions"][0],
+                                 lastTransitionTime=w.now.strftime("%Y-%m-%dT%H:%M:%SZ"))]}
+    w.pods.append(_stuck_pod(job, fresh))
+    d = w.step(1)
+    assert not d.events and w.stage("train")["reason"] != "Unschedulable"
+    d = w.step(61)   # still unschedulable a minute later: now it is news
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "Unschedulable")]
