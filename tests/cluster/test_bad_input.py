@@ -7,7 +7,6 @@ through `kubectl create` (strict field validation, as a user applies a file).
 """
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .operator_harness import deep_merge
 from .plane import REPO
 
 pytestmark = pytest.mark.cluster
@@ -33,17 +33,7 @@ VALID = {
 
 def with_fault(patch: dict) -> dict:
     """VALID with ``patch`` deep-merged into it (a None value deletes the key)."""
-    def merge(base: dict, extra: dict) -> dict:
-        out = copy.deepcopy(base)
-        for k, v in extra.items():
-            if v is None:
-                out.pop(k, None)
-            elif isinstance(v, dict) and isinstance(out.get(k), dict):
-                out[k] = merge(out[k], v)
-            else:
-                out[k] = copy.deepcopy(v)
-        return out
-    return merge(VALID, patch)
+    return deep_merge(VALID, patch)
 
 
 def spec(**sections) -> dict:

@@ -84,14 +84,6 @@ def test_analyze_summary_carries_apply_from_pbtxt_or_the_csv(tmp_path):
     assert analyze.summarize(parsed, tmp_path)["mnist_onnx"]["apply"]["instances"] == 2
 
 
-@pytest.fixture
-def artifacts(tmp_path):
-    art = tmp_path / "artifacts"
-    art.mkdir()
-    (art / "model.onnx").write_bytes(b"onnx bytes are copied, not read")
-    return art
-
-
 def parse(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
@@ -372,6 +364,19 @@ def world_through_analyze(spec: dict) -> World:
     return w
 
 
+def world_serving_tuned() -> World:
+    """APPLY after analyze found a better config: the tuned repository written
+    and Triton available on it, its sweep not yet run."""
+    w = world_through_analyze(APPLY)
+    w.finish("analyze", result=ANALYZE_RESULT)
+    w.step(1)
+    w.finish("repo-tuned", result={})
+    w.step(1)
+    w.set_serving(True)
+    w.step(1)
+    return w
+
+
 def test_operator_closed_loop_rolls_triton_and_records_before_after():
     w = world_through_analyze(APPLY)
     base_fp = w.stage("serve")["fingerprint"]
@@ -423,13 +428,7 @@ def test_operator_closed_loop_rolls_triton_and_records_before_after():
 
 
 def test_operator_run_id_measures_before_on_the_base_repository_again():
-    w = world_through_analyze(APPLY)
-    w.finish("analyze", result=ANALYZE_RESULT)
-    w.step(1)
-    w.finish("repo-tuned", result={})
-    w.step(1)
-    w.set_serving(True)
-    w.step(1)
+    w = world_serving_tuned()
     for p in ("grpc", "http"):
         w.finish(f"bench-tuned-{p}", result=bench_result(p, "6000.0"))
         w.step(1)
@@ -469,13 +468,7 @@ def test_operator_run_id_measures_before_on_the_base_repository_again():
 
 
 def test_operator_turning_apply_best_off_serves_the_spec_again():
-    w = world_through_analyze(APPLY)
-    w.finish("analyze", result=ANALYZE_RESULT)
-    w.step(1)
-    w.finish("repo-tuned", result={})
-    w.step(1)
-    w.set_serving(True)
-    w.step(1)
+    w = world_serving_tuned()
     assert triton_repo(w) == "--model-repository=/work/model_repo_tuned"
     w.edit_spec(benchmark__modelAnalyzer__applyBest=False)
     d = w.step(1)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from mnist_operator import pipeline
+from mnist_jobs import triton
 from mnist_operator.local import display, runner
 from mnist_operator.local.runner import DISABLED, REUSE, RUN
 
@@ -128,7 +129,7 @@ def test_ports_explicit_busy_is_one_error_naming_the_flag():
         port = busy.getsockname()[1]
         with pytest.raises(runner.UsageError) as err:
             runner.pick_ports({"--http-port": None, "--grpc-port": port, "--metrics-port": None},
-                              runner._port_in_use, runner._free_ports)
+                              triton.port_in_use, triton.free_ports)
     assert err.value.lines == [f"--grpc-port: port {port} is already in use"]
 
 

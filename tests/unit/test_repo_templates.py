@@ -17,14 +17,6 @@ def parse(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
-@pytest.fixture
-def artifacts(tmp_path):
-    art = tmp_path / "artifacts"
-    art.mkdir()
-    (art / "model.onnx").write_bytes(b"onnx bytes are copied, not read")
-    return art
-
-
 def build(art, out, **kw):
     args = dict(models=["mnist_onnx", "mnist_trt", "mnist_bls"], max_batch_size=128, instances=2,
                 instance_kind="gpu", preferred=[32, 64], max_queue_delay_us=250, cpu_only=False)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket
 import sys
 import time
 from datetime import datetime, timezone
@@ -34,6 +33,8 @@ from typing import Callable
 from .. import pipeline, results
 from ..pipeline import Endpoints, Layout, Step
 from ..spec import GROUP, KIND, MnistServingSpec, SpecError, parse_spec
+from mnist_jobs import triton  # the serve stage's own port checks: the runner agrees with it
+
 from . import processes
 from .display import Progress, headline, summary_lines
 
@@ -179,29 +180,6 @@ def _record(path: Path, result: dict, step: Step, started: str, seconds: float) 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rec, sort_keys=True) + "\n")
     return rec
-
-
-def _port_in_use(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _last_log_line(log: Path) -> str:
@@ -423,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = (args.workdir or Path("runs") / name).resolve()
         lay = Layout(PurePosixPath(workdir))
         ports = pick_ports({"--http-port": args.http_port, "--grpc-port": args.grpc_port,
-                            "--metrics-port": args.metrics_port}, _port_in_use, _free_ports)
+                            "--metrics-port": args.metrics_port}, triton.port_in_use, triton.free_ports)
         endpoints = Endpoints("127.0.0.1", ports["--http-port"], ports["--grpc-port"],
                               ports["--metrics-port"])
         device = args.device or ("cpu" if spec.training.gpus == 0 else "auto")
