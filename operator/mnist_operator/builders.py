@@ -229,8 +229,8 @@ def _triton_ports() -> list[dict]:
             {"name": "metrics", "containerPort": P.METRICS_PORT, "protocol": "TCP"}]
 
 
-def _tritonserver_command(*extra: str) -> list[str]:
-    return ["tritonserver", f"--model-repository={LAYOUT.model_repo}",
+def _tritonserver_command(*extra: str, repository: str = str(LAYOUT.model_repo)) -> list[str]:
+    return ["tritonserver", f"--model-repository={repository}",
             f"--http-port={P.HTTP_PORT}", f"--grpc-port={P.GRPC_PORT}",
             f"--metrics-port={P.METRICS_PORT}", *extra]
 
@@ -352,13 +352,17 @@ def build_step_job(cr: dict, spec: S.MnistServingSpec, step: P.Step, attempt: in
 
 
 def build_triton_deployment(cr: dict, spec: S.MnistServingSpec, serve_step: P.Step) -> dict:
-    """Triton serving the model repository on the volume. The serve step's
+    """Triton serving the serve step's model repository on the volume
+    (``model_repo/``, or ``model_repo_tuned/`` for serve-tuned). The step's
     fingerprint is a pod-template annotation: a new repository rolls the pods."""
     gpus = spec.serving.gpus
+    args = list(serve_step.args)
+    repository = args[args.index("--model-repo") + 1] if "--model-repo" in args \
+        else str(LAYOUT.model_repo)
     container = {
         "name": "triton", "image": spec.images.triton,
         "imagePullPolicy": spec.images.pull_policy,
-        "command": _tritonserver_command(),
+        "command": _tritonserver_command(repository=repository),
         "ports": _triton_ports(),
         "startupProbe": _http_probe("/v2/health/ready", "http", periodSeconds=5,
                                     failureThreshold=120),

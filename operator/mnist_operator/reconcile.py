@@ -262,19 +262,6 @@ def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
     return seen and updated and ready >= want and want > 0, ready, want
 
 
-def serving_repository(deployment: dict, serve_step: Step) -> dict:
-    """The Deployment with Triton pointed at the serve step's --model-repo
-    (serve-tuned serves model_repo_tuned/)."""
-    args = list(serve_step.args)
-    repo = args[args.index("--model-repo") + 1] if "--model-repo" in args else None
-    if repo is None:
-        return deployment
-    for c in deployment["spec"]["template"]["spec"].get("containers") or []:
-        c["command"] = [f"--model-repository={repo}" if a.startswith("--model-repository=") else a
-                        for a in c.get("command") or []]
-    return deployment
-
-
 # --------------------------------------------------------------------------- status helpers
 def _clean(value: Any) -> Any:
     """Status holds ints, strings, bools, lists and maps: never floats."""
@@ -508,7 +495,7 @@ class _Reconciler:
         if not self.drives_deployment(step, rec):
             return rec   # done; a later serve step's repository is the one served
         self.serving_step = step.name
-        want = serving_repository(builders.build_triton_deployment(self.cr, self.spec, step), step)
+        want = builders.build_triton_deployment(self.cr, self.spec, step)
         want_fp = object_fingerprint(want) or step.fingerprint
         dep = self.deployment
         if self.service is None or _terminating(self.service):

@@ -319,3 +319,16 @@ def test_every_built_object_is_a_valid_kubernetes_object():
                                                       "tolerationSeconds": 30}]}}):
         for o in B.desired_objects(make_cr(spec)):
             kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+
+
+def test_triton_serves_the_repository_of_its_serve_step():
+    from pathlib import PurePosixPath
+    spec = parse_spec({})
+    serve = next(s for s in P.plan(spec, P.Layout(PurePosixPath("/work"))) if s.name == "serve")
+    base = B.build_triton_deployment(make_cr(), spec, serve)
+    assert "--model-repository=/work/model_repo" in main_container(base)["command"]
+    args = list(serve.args)
+    args[args.index("--model-repo") + 1] = "/work/model_repo_tuned"
+    tuned = B.build_triton_deployment(make_cr(), spec, P.Step(
+        "serve-tuned", "serve", tuple(args), "f" * 12, ("repo-tuned",), 0))
+    assert "--model-repository=/work/model_repo_tuned" in main_container(tuned)["command"]
