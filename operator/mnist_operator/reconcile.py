@@ -35,6 +35,11 @@ Rules, in the order ``pipeline.plan`` lists the steps:
   one Deployment: it serves the repository of the last serve step that every
   step before it allows (``serve`` while ``repo-tuned`` writes, then
   ``serve-tuned``: the fingerprint changes and the pods roll).
+* While ``analyze`` runs with GPUs, the Deployment is scaled to 0 (Serving
+  condition reason PausedForAnalysis): its Triton sidecar needs the GPU that
+  serving holds, and a volume that is ReadWriteOnce keeps both on one node, so
+  on a one-GPU node, or a cluster whose every GPU serves, it would never
+  start. It scales back once analyze has finished (or failed for good).
 """
 from __future__ import annotations
 
@@ -60,6 +65,9 @@ RETRY_ANNOTATION = f"{GROUP}/retry"
 STEP_LABEL = f"{GROUP}/step"
 FINGERPRINT_LABEL = f"{GROUP}/fingerprint"
 ATTEMPT_LABEL = f"{GROUP}/attempt"
+
+#: serve's record while analyze holds the GPU, and while Triton comes back after it
+PAUSED, SCALING_BACK = "PausedForAnalysis", "ScalingBack"
 
 #: Look again this soon while waiting for a deleted child to go away.
 DELETION_POLL_SECONDS = 2
@@ -251,6 +259,10 @@ def name_conflict(live: dict | None, desired: dict) -> str | None:
             f"resource's ({builders.LABEL_INSTANCE}={have or 'unset'}): rename or delete it")
 
 
+def _replicas(dep: dict) -> int:
+    return int((dep.get("spec") or {}).get("replicas", 1))
+
+
 def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
     """(available, ready replicas, wanted replicas) of a Deployment whose
     rollout the controller has observed."""
@@ -349,6 +361,8 @@ class _Reconciler:
         self.serving_available = False
         self.serving_counts = (0, 0)
         self.serving_step: str | None = None   # the serve step the Deployment serves
+        self.paused = False                      # Deployment scaled to 0 for analyze
+        self.resuming = False                    # scaling back up after that pause
         self._names: dict[tuple[str, int], str] = {}
 
     # ---------------------------------------------------------------- helpers
@@ -422,6 +436,8 @@ class _Reconciler:
                 blocked_at = step
         if blocked_at is not None and self.before_serve(blocked_at):
             self.drop_deployment()
+        elif blocked_at is not None and self.pauses_serving(blocked_at, stages[blocked_at.name]):
+            self.pause_deployment(stages)
         self.decision.status = self.build_status(stages, blocked_at)
         return self.decision
 
@@ -453,6 +469,35 @@ class _Reconciler:
             self.decision.delete.append(object_ref(self.deployment))
             self.event("Normal", "ServingStopped",
                        "Triton Deployment deleted until the model is rebuilt")
+
+    def pauses_serving(self, step: Step, rec: dict) -> bool:
+        """analyze's Triton sidecar takes the GPU that serving would hold."""
+        return (step.stage == "analyze" and step.gpus > 0 and self.spec.serving.gpus > 0
+                and self.serving_step is not None and rec.get("state") != FAILED)
+
+    def pause_deployment(self, stages: dict[str, dict]) -> None:
+        """Scale the Deployment the serve step wants to 0 replicas."""
+        serve = next(s for s in self.steps if s.name == self.serving_step)
+        want = builders.build_triton_deployment(self.cr, self.spec, serve)
+        want["spec"]["replicas"] = 0
+        self.paused, self.resuming = True, False
+        rec = stages[serve.name]
+        if rec.get("state") == SUCCEEDED:
+            stages[serve.name] = {**rec, "reason": PAUSED, "readyReplicas": 0,
+                                  "message": "Triton scaled to 0 while model-analyzer uses the GPU"}
+        dep = self.deployment
+        for bucket in (self.decision.create, self.decision.update):
+            bucket[:] = [o for o in bucket if o.get("kind") != "Deployment"]
+        if dep is None:
+            self.decision.create.append(want)
+        elif _terminating(dep):
+            return
+        elif _replicas(dep) != 0 or object_fingerprint(dep) != object_fingerprint(want):
+            self.decision.update.append(want)
+            if _replicas(dep) != 0:
+                self.event("Normal", "ServingPaused",
+                           f"Triton scaled to 0 replicas while model-analyzer uses the GPU "
+                           f"({self.spec.serving.gpus} per pod); it returns when analyze ends")
 
     # ---------------------------------------------------------------- step kinds
     def base(self, step: Step, rec: dict | None, **fields: Any) -> dict:
@@ -508,7 +553,8 @@ class _Reconciler:
         elif _terminating(dep):
             self.requeue(DELETION_POLL_SECONDS)
             dep = None
-        elif object_fingerprint(dep) != want_fp:
+        elif object_fingerprint(dep) != want_fp or _replicas(dep) != _replicas(want):
+            # a new repository, or back from a pause for analyze
             self.want_deployment(want, create=False)
             dep = None
         available, ready, wanted = deployment_readiness(dep) if dep else (False, 0, 0)
@@ -518,16 +564,21 @@ class _Reconciler:
         same = rec if rec and rec.get("fingerprint") == step.fingerprint else None
         if available:
             if same and same.get("state") == SUCCEEDED:
-                return {**same, "readyReplicas": ready, "replicas": wanted}
+                back = {"reason": "Available", "message": self.serving_message()} \
+                    if same.get("reason") in (PAUSED, SCALING_BACK) else {}
+                return {**same, "readyReplicas": ready, "replicas": wanted, **back}
             return self.base(step, rec, state=SUCCEEDED, reason="Available",
-                             message=f"Triton serving {', '.join(self.spec.served_triton_models())}",
-                             deployment=name, attempt=0,
+                             message=self.serving_message(), deployment=name, attempt=0,
                              startTime=(same or {}).get("startTime") or timestamp(self.now),
                              completionTime=timestamp(self.now), readyReplicas=ready,
                              replicas=wanted)
         if same and same.get("state") == SUCCEEDED:
             # Served before with this fingerprint: nothing re-runs; Ready turns False.
-            return {**same, "readyReplicas": ready, "replicas": wanted or same.get("replicas", 0)}
+            out = {**same, "readyReplicas": ready, "replicas": wanted or same.get("replicas", 0)}
+            if same.get("reason") in (PAUSED, SCALING_BACK):
+                self.resuming = True   # pause_deployment says PAUSED again if it still is
+                out.update(reason=SCALING_BACK, message=self.scaling_back()[2])
+            return out
         if same and same.get("state") == RUNNING:
             return {**same, "readyReplicas": ready}
         return self.base(step, rec, state=RUNNING, reason="RollingOut",
@@ -678,7 +729,9 @@ class _Reconciler:
         for stage, type_ in CONDITION_FOR_STAGE.items():
             if stage not in by_stage:
                 continue
-            if stage == "serve":
+            if stage == "serve" and self.paused:
+                st, reason, msg = FALSE, PAUSED, stages[self.serving_step].get("message", "")
+            elif stage == "serve":
                 st, reason, msg = self.serving_condition(stages[self.serving_step or "serve"])
             else:
                 st, reason, msg = stage_condition(by_stage[stage], stage)
@@ -694,14 +747,16 @@ class _Reconciler:
         elif active is None and self.serving_available:
             phase, ready = "Ready", (TRUE, "Ready", "every stage done; Triton is serving "
                                      + ", ".join(self.spec.served_triton_models()))
+        elif active is None and self.resuming:
+            phase, ready = "Deploying", self.scaling_back()
         elif active is None:
             phase, ready = "Deploying", self.unavailable()
         else:
             phase = PHASE_FOR_STAGE[active.stage]
             rec = stages[active.name]
             if stages[self.serving_step or "serve"].get("state") == SUCCEEDED \
-                    and not self.serving_available:
-                ready = self.unavailable()
+                    and not self.serving_available and not self.paused:
+                ready = self.scaling_back() if self.resuming else self.unavailable()
             else:
                 ready = (FALSE, "Progressing", f"{active.name}: {rec.get('message')}")
         before = get_condition(conditions, READY) or {}
@@ -734,7 +789,16 @@ class _Reconciler:
         ready, want = self.serving_counts
         return FALSE, "TritonUnavailable", f"Triton has {ready}/{want} replicas available"
 
+    def serving_message(self) -> str:
+        return f"Triton serving {', '.join(self.spec.served_triton_models())}"
+
+    def scaling_back(self) -> tuple[str, str, str]:
+        return FALSE, "Progressing", (f"Triton scaling back to {self.spec.serving.replicas} "
+                                      f"replica(s) after analyze")
+
     def serving_condition(self, rec: dict) -> tuple[str, str, str]:
+        if self.resuming:
+            return FALSE, "RollingOut", self.scaling_back()[2]
         if self.serving_available:
             ready, want = self.serving_counts
             return TRUE, "Available", f"{ready}/{want} Triton replicas available"

@@ -383,12 +383,18 @@ def test_operator_closed_loop_rolls_triton_and_records_before_after():
     assert triton_repo(w) == "--model-repository=/work/model_repo"
     w.finish("analyze", result=ANALYZE_RESULT)
     d = w.step(1)
-    # the same pass that records analyze starts the tuned repository; Triton keeps serving
+    # the same pass that records analyze starts the tuned repository, and scales
+    # Triton (paused while analyze held the GPU) back up on the first repository
     assert w.stage("analyze")["state"] == "Succeeded"
     assert [o["metadata"]["name"] for o in d.create] == w.jobs("repo-tuned")
     job = w.job("repo-tuned")["spec"]["template"]["spec"]["containers"][0]["command"]
     assert "--override" in job and "/work/model_repo_tuned" in job
-    assert not d.update and w.status["phase"] == "Deploying"
+    assert [(o["kind"], o["spec"]["replicas"]) for o in d.update] == [("Deployment", 1)]
+    assert triton_repo(w) == "--model-repository=/work/model_repo"
+    assert w.status["phase"] == "Deploying"
+    assert w.cond("Serving")["reason"] == "RollingOut"
+    w.set_serving(True)
+    w.step(1)
     assert w.cond("Serving")["status"] == "True"
     assert_quiet(w)
 
@@ -502,6 +508,10 @@ def test_operator_says_when_there_is_nothing_to_apply():
     w.finish("analyze", result={"models": {"mnist_onnx": {
         "bestConfig": "mnist_onnx_config_default", "apply": {"instances": 1}}}})
     d = w.step(1)
-    assert w.status["phase"] == "Ready" and not d.create and not d.update
+    # Triton comes back on the same repository: no Job, no new repository
+    assert not d.create and [o["spec"]["replicas"] for o in d.update] == [1]
+    w.set_serving(True)
+    w.step(1)
+    assert w.status["phase"] == "Ready"
     assert w.status["benchmark"]["closedLoop"]["state"] == "NothingToApply"
     assert_quiet(w)

@@ -148,7 +148,8 @@ class World:
         return get_condition(self.status["conditions"], type_)
 
     def run_through(self, *steps: str) -> None:
-        """Create-and-finish each step in order (serve: become available)."""
+        """Create-and-finish each step in order (serve: become available;
+        analyze: Triton, paused while it ran, comes back)."""
         for s in steps:
             if s == "serve":
                 self.set_serving(True)
@@ -156,6 +157,9 @@ class World:
                 self.finish(s, "Skipped" if s == "engine" else "Succeeded",
                             reason="TensorRTNotAvailable" if s == "engine" else "")
             self.step(1)
+            if s == "analyze" and self.stage("serve")["reason"] == "ScalingBack":
+                self.set_serving(True)
+                self.step(1)
 
 
 def events(d: Decision) -> list[tuple[str, str]]:
@@ -538,6 +542,84 @@ def test_triton_down_after_ready_turns_ready_false_without_rerunning():
     d = w.step()
     assert w.cond("Ready")["status"] == "True" and ("Normal", "Ready") in events(d)
     assert w.cond("Ready")["lastTransitionTime"] == w.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def replicas(w: World) -> int:
+    return next(o for (k, _), o in w.objects.items() if k == "Deployment")["spec"]["replicas"]
+
+
+def test_analyze_pauses_serving_for_its_gpu_and_brings_it_back():
+    # analyze's Triton sidecar needs the GPU serving holds (one-GPU node, full cluster)
+    w = World()
+    w.step()
+    w.run_through("train", "export", "engine", "repo", "serve", "client", "bench-grpc")
+    w.finish("bench-http")
+    d = w.step(1)
+    assert [o["metadata"]["labels"][STEP] for o in d.create] == ["analyze"]
+    assert [(o["kind"], o["spec"]["replicas"]) for o in d.update] == [("Deployment", 0)]
+    assert ("Normal", "ServingPaused") in events(d)
+    assert not [e for e in d.events if e.type == "Warning"]
+    serving, ready = w.cond("Serving"), w.cond("Ready")
+    assert (serving["status"], serving["reason"]) == ("False", "PausedForAnalysis")
+    assert (ready["status"], ready["reason"]) == ("False", "Progressing")
+    assert w.stage("serve")["state"] == "Succeeded"
+    assert w.status["phase"] == "Analyzing"
+    assert_quiet(w)
+    w.set_serving(False)   # the controller scaled it down: still paused, nothing new
+    d = w.step(1)
+    assert not d.has_actions and w.cond("Serving")["reason"] == "PausedForAnalysis"
+    assert_quiet(w)
+
+    w.finish("analyze")
+    d = w.step(1)
+    assert [(o["kind"], o["spec"]["replicas"]) for o in d.update] == [("Deployment", 1)]
+    assert not d.create and not [e for e in d.events if e.type == "Warning"]
+    assert w.status["phase"] == "Deploying"
+    assert w.cond("Ready")["reason"] == "Progressing"
+    assert "scaling back" in w.cond("Ready")["message"]
+    assert w.cond("Serving")["reason"] == "RollingOut"
+    assert_quiet(w)
+    w.set_serving(True)
+    d = w.step(1)
+    assert w.status["phase"] == "Ready" and ("Normal", "Ready") in events(d)
+    assert w.stage("serve")["reason"] == "Available"
+    assert_quiet(w)
+
+
+def test_a_rerun_of_analyze_after_ready_pauses_without_a_triton_warning():
+    w = World()
+    w.step()
+    w.run_through(*ALL_STEPS)
+    w.edit_spec(benchmark__runId="second")
+    w.step(1)
+    w.run_through("bench-grpc", "bench-http")
+    assert replicas(w) == 0 and w.cond("Serving")["reason"] == "PausedForAnalysis"
+    warnings = [e for d in w.decisions for e in d.events if e.type == "Warning"]
+    assert warnings == []
+    w.run_through("analyze")
+    assert w.status["phase"] == "Ready" and replicas(w) == 1
+
+
+def test_serving_keeps_running_through_analyze_when_it_holds_no_gpu():
+    w = World({"serving": {"cpuOnly": True, "models": ["onnx", "bls"]},
+               "tensorrt": {"enabled": False}})
+    w.step()
+    w.run_through("train", "export", "repo", "serve", "client", "bench-grpc", "bench-http")
+    assert w.stage("analyze")["state"] == "Running"
+    assert replicas(w) == 1 and w.cond("Serving")["status"] == "True"
+    assert not [d for d in w.decisions if d.update]
+
+
+def test_a_failed_analyze_gives_the_gpu_back_to_serving():
+    w = World({"retries": {"limit": 0}})
+    w.step()
+    w.run_through("train", "export", "engine", "repo", "serve", "client", "bench-grpc",
+                  "bench-http")
+    assert replicas(w) == 0
+    w.finish("analyze", "Failed")
+    d = w.step(1)
+    assert w.status["phase"] == "Failed" and replicas(w) == 1
+    assert [o["spec"]["replicas"] for o in d.update] == [1]
 
 
 def test_later_steps_wait_while_triton_is_down():
