@@ -248,6 +248,46 @@ def test_deleting_the_resource_collects_every_child_but_a_kept_volume(pipeline_n
     assert not pvc["metadata"].get("ownerReferences") and pvc["status"]["phase"] == "Bound"
 
 
+# --------------------------------------------------------------------------- 5b. one GPU
+def test_one_gpu_node_serves_then_lends_its_gpu_to_model_analyzer(pipeline_ns, operator, kit,
+                                                                  kubectl, gpu_nodes):
+    """kind on a workstation: one node with one GPU. Triton holds it once
+    serving; the analyze pod (model-analyzer + its own Triton) needs it too,
+    so the operator scales Triton to 0 while analyze runs, then back."""
+    ns, name = pipeline_ns, "slow-analyze-onegpu"   # analyze takes 20 s (kwok/stages.yaml)
+    product = "NVIDIA-ONE-GPU-TEST"
+    (node,) = gpu_nodes(1, gpus=1, product=product)
+    kit.apply_cr(ns, name, {"scheduling": {"gpuProduct": product}})
+
+    def paused():
+        st = kit.status(ns, name)
+        return st if condition(st, "Serving").get("reason") == "PausedForAnalysis" else None
+    st = wait_for("Triton paused for analyze", paused, 120)
+    assert st["phase"] == "Analyzing"
+    assert (condition(st, "Ready")["status"], condition(st, "Ready")["reason"]) == \
+        ("False", "Progressing")
+    dep = kubectl.json("get", "deployment", f"{name}-triton", "-n", ns)
+    assert dep["spec"]["replicas"] == 0
+
+    def analyze_pod_on_the_node():
+        pods = [p for p in kit.pods_for(ns, name)
+                if p["metadata"]["labels"].get("mnist.serving.dev/step") == "analyze"]
+        return pods if pods and all(p["spec"].get("nodeName") == node for p in pods) else None
+    wait_for("the analyze pod to take the node's one GPU", analyze_pod_on_the_node, 60)
+
+    st = kit.wait_ready(ns, name, timeout=120)
+    assert st["stages"]["analyze"]["state"] == "Succeeded"
+    assert st["stages"]["serve"]["reason"] == "Available"
+    assert condition(st, "Serving")["status"] == "True"
+    triton = [p for p in kit.pods_for(ns, name)
+              if p["metadata"]["labels"].get("app.kubernetes.io/component") == "triton"
+              and not p["metadata"].get("deletionTimestamp")]
+    assert [p["spec"]["nodeName"] for p in triton] == [node]
+    events = [(e["type"], e["reason"]) for e in kit.events_for(ns, name)]
+    assert ("Normal", "ServingPaused") in events
+    assert not [e for e in events if e[0] == "Warning"], events
+
+
 # --------------------------------------------------------------------------- 6. least privilege
 @pytest.mark.parametrize("scope", ["cluster", "namespaced"])
 def test_operator_under_its_own_service_account_reaches_ready(pipeline_ns, operator_factory, kit, kubectl,
