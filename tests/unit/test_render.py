@@ -28,9 +28,8 @@ def test_render_the_sample_prints_every_object_as_valid_kubernetes_yaml():
     assert kinds[0] == ("PersistentVolumeClaim", "demo-model")
     assert kinds[-2:] == [("Deployment", "demo-triton"), ("Service", "demo-triton")]
     jobs = [d for d in docs if d["kind"] == "Job"]
-    # the sample leaves model-analyzer off (it needs a second GPU beside Triton's)
     assert [j["metadata"]["labels"]["mnist.serving.dev/step"] for j in jobs] == [
-        "train", "export", "engine", "repo", "client", "bench-grpc", "bench-http"]
+        "train", "export", "engine", "repo", "client", "bench-grpc", "bench-http", "analyze"]
     assert all(j["metadata"]["name"].endswith("-0") for j in jobs)
     for d in docs:
         assert d["metadata"]["namespace"] == "ml"
