@@ -75,8 +75,8 @@ def table_rows(text: str) -> dict[int, str]:
 
 
 def write_section(row_n: int, row: str) -> str:
-    """Replace this N's row in the Scale section of docs/BENCHMARKS.md (append the
-    section when it is missing); every other section is left as it is."""
+    """Replace this N's row in the Scale table of docs/BENCHMARKS.md (append the
+    section when it is missing); other rows, notes and sections stay as they are."""
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
     rows = table_rows(text)
     rows[row_n] = row
@@ -100,7 +100,11 @@ def write_section(row_n: int, row: str) -> str:
         "divided by N: it counts every client (controllers, scheduler, KWOK, the test's own "
         "polling), not only the operator.\n\n"
         f"{table}\n")
-    if "## Scale" in text:
+    if BEGIN in text and END in text:
+        # only the table: notes written below it stay
+        head, rest = text.split(BEGIN, 1)
+        text = head + table + rest.split(END, 1)[1]
+    elif "## Scale" in text:
         head, rest = text.split("## Scale", 1)
         nxt = re.search(r"^## ", rest, re.M)
         text = head + section + ("\n" + rest[nxt.start():] if nxt else "")
@@ -129,9 +133,16 @@ def test_many_resources_reach_ready(n, cluster, mnist_crd, pod_namespace, gpu_no
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": crs}),
             timeout=300)
 
+    last_print = [0.0]
+
     def progress():
         items = kubectl.json("get", "mnistservings", "-n", ns, timeout=120)["items"]
         phases = [(i.get("status") or {}).get("phase") for i in items]
+        if time.monotonic() - last_print[0] >= 30:   # a long wait shows where it is
+            last_print[0] = time.monotonic()
+            counts = ", ".join(f"{p or 'new'} {phases.count(p)}" for p in sorted(
+                set(phases), key=lambda p: p or ""))
+            print(f"  {time.monotonic() - t0:5.0f} s: {counts}", flush=True)
         failed = [i["metadata"]["name"] for i, p in zip(items, phases) if p == "Failed"]
         assert not failed, f"resources Failed: {failed[:10]}"
         assert op.alive, op.tail()
