@@ -328,7 +328,9 @@ class MnistKit:
 
     def cleanup(self) -> None:
         if self.pvs:
-            self.kubectl.run("delete", "pv", *self.pvs, "--wait=false", "--ignore-not-found")
+            # one DELETE per name: 500 of them on a loaded API server take minutes
+            self.kubectl.run("delete", "pv", *self.pvs, "--wait=false", "--ignore-not-found",
+                             timeout=max(60, len(self.pvs)))
             self.pvs.clear()
 
 
