@@ -45,6 +45,7 @@ _api_lock = threading.Lock()
 #: The operator's defaults (a partial spec), read once from the environment at start.
 _defaults: dict | None = None
 _locks: dict[tuple[str, str], threading.Lock] = {}
+_waiting: set[tuple[str, str]] = set()   # resources with a pass queued behind the running one
 
 
 def api():
@@ -95,23 +96,46 @@ def apply(decision: Decision, cr: dict) -> None:
 
 
 def reconcile_resource(namespace: str, name: str) -> Decision | None:
-    """Read the resource and its children fresh, decide, act, write status."""
-    with _lock_for(namespace, name):
-        a = api()
-        cr = kube.get_mnistserving(a, namespace, name)
-        if cr is None or cr["metadata"].get("deletionTimestamp"):
+    """One reconcile pass for the resource (``_one_pass``), coalesced: at most
+    one pass runs and one waits per resource. A trigger that finds a pass
+    already waiting returns at once (None): that pass has not read anything
+    yet, so it sees this trigger's change too. Without this, a burst of
+    child events (every Pod and Job update) parks one worker thread each on the
+    same lock, and at a few hundred resources the pool is full of duplicates."""
+    key = (namespace, name)
+    with _api_lock:
+        if key in _waiting:
             return None
-        selector = f"{kube.INSTANCE_LABEL}={builders.instance_label(name)}"
-        observed = kube.observe_children(a, cr, selector)
-        decision = reconcile(with_defaults(cr, load_defaults()), observed,
-                             datetime.now(timezone.utc))
-        apply(decision, cr)
-        old = cr.get("status") or {}
-        if decision.status != {k: v for k, v in old.items() if k != "kopf"}:
-            kube.patch_status(a, namespace, name, status_patch(old, decision.status))
-        if decision.requeue_after is not None:
-            log.debug("%s/%s: look again in %ss", namespace, name, decision.requeue_after)
-        return decision
+        _waiting.add(key)
+    try:
+        lock = _lock_for(namespace, name)
+        lock.acquire()
+    finally:
+        with _api_lock:
+            _waiting.discard(key)
+    try:
+        return _one_pass(namespace, name)
+    finally:
+        lock.release()
+
+
+def _one_pass(namespace: str, name: str) -> Decision | None:
+    """Read the resource and its children fresh, decide, act, write status."""
+    a = api()
+    cr = kube.get_mnistserving(a, namespace, name)
+    if cr is None or cr["metadata"].get("deletionTimestamp"):
+        return None
+    selector = f"{kube.INSTANCE_LABEL}={builders.instance_label(name)}"
+    observed = kube.observe_children(a, cr, selector)
+    decision = reconcile(with_defaults(cr, load_defaults()), observed,
+                         datetime.now(timezone.utc))
+    apply(decision, cr)
+    old = cr.get("status") or {}
+    if decision.status != {k: v for k, v in old.items() if k != "kopf"}:
+        kube.patch_status(a, namespace, name, status_patch(old, decision.status))
+    if decision.requeue_after is not None:
+        log.debug("%s/%s: look again in %ss", namespace, name, decision.requeue_after)
+    return decision
 
 
 # --------------------------------------------------------------------------- handlers
