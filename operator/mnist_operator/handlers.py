@@ -4,11 +4,11 @@ Thin on purpose: every decision lives in reconcile.py. Run it as
 ``mnist-serving operator [--namespace NS ...|--all-namespaces] [--liveness URL]``
 or ``kopf run -m mnist_operator.handlers`` (both register the same handlers).
 
-Triggers, all funnelling into one ``reconcile_resource`` per MnistServing:
+Triggers, all funnelling into one coalesced pass per MnistServing:
 create/update/resume of the resource; a level-triggered timer
 (``MNIST_SERVING_RECONCILE_SECONDS``, default 10) that also ends retry
 backoffs; and events of the Jobs, Pods and Deployment it owns (by label),
-so a finished stage moves the pipeline on at once. Deletion needs no
+so a finished stage moves the pipeline on at once (``queue_pass``). Deletion needs no
 finalizer: owner references let the garbage collector remove the children
 (the PVC has none when ``storage.keepOnDelete`` is set).
 
@@ -20,10 +20,12 @@ defaults ``MNIST_SERVING_DEFAULT_*`` fill the fields a resource leaves out, and
 from __future__ import annotations
 
 import argparse
+import contextvars
 import logging
 import os
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -46,6 +48,8 @@ _api_lock = threading.Lock()
 _defaults: dict | None = None
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _waiting: set[tuple[str, str]] = set()   # resources with a pass queued behind the running one
+#: Passes that child events ask for (kopf's own threads run the timer and resource handlers).
+_passes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reconcile")
 
 
 def api():
@@ -107,12 +111,17 @@ def reconcile_resource(namespace: str, name: str) -> Decision | None:
         if key in _waiting:
             return None
         _waiting.add(key)
+    return _locked_pass(namespace, name)
+
+
+def _locked_pass(namespace: str, name: str) -> Decision | None:
+    """Wait for the running pass (this one is in ``_waiting`` meanwhile), then run."""
     try:
         lock = _lock_for(namespace, name)
         lock.acquire()
     finally:
         with _api_lock:
-            _waiting.discard(key)
+            _waiting.discard((namespace, name))
     try:
         return _one_pass(namespace, name)
     finally:
@@ -161,6 +170,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     log.info("operator defaults: %s", defaults or "none (built-in defaults only)")
 
 
+@kopf.on.cleanup()
+def stop_passes(**_: Any) -> None:
+    _passes.shutdown(wait=False, cancel_futures=True)
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
@@ -186,24 +200,46 @@ def _on_child(meta: dict, namespace: str, type_: str | None) -> None:
     if owner is None:  # pods: owned by their Job or ReplicaSet, named by the instance label
         owner = (meta.get("labels") or {}).get(kube.INSTANCE_LABEL)
     if owner and type_ is not None:  # type None: the initial listing, already covered by resume
-        try:
-            reconcile_resource(namespace, owner)
-        except kube.KubeError as e:
-            log.warning("%s/%s: %s", namespace, owner, e)
+        queue_pass(namespace, owner)
 
 
+def queue_pass(namespace: str, name: str) -> None:
+    """A pass for the resource, on our own threads; returns at once. Nothing of
+    the event is kept: a sync handler would hold kopf's copy of every child
+    event (a whole Pod) until a worker thread is free, and at 500 resources
+    that backlog was most of the operator's memory."""
+    key = (namespace, name)
+    with _api_lock:
+        if key in _waiting:
+            return   # the queued pass has not read anything yet: it sees this change
+        _waiting.add(key)
+    # kopf.event() reads kopf's context variables: carry them to our thread
+    _passes.submit(contextvars.copy_context().run, _queued_pass, namespace, name)
+
+
+def _queued_pass(namespace: str, name: str) -> None:
+    try:
+        _locked_pass(namespace, name)
+    except kube.KubeError as e:   # the timer looks again
+        log.warning("%s/%s: %s", namespace, name, e)
+    except Exception:             # a thread of our own: nobody else would log it
+        log.exception("%s/%s: reconcile pass failed", namespace, name)
+
+
+# Async on purpose: they run on kopf's event loop, take no worker thread, and
+# let go of the event as soon as they return.
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-def job_event(meta: dict, namespace: str, type: str | None, **_: Any) -> None:
+async def job_event(meta: dict, namespace: str, type: str | None, **_: Any) -> None:
     _on_child(meta, namespace, type)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-def deployment_event(meta: dict, namespace: str, type: str | None, **_: Any) -> None:
+async def deployment_event(meta: dict, namespace: str, type: str | None, **_: Any) -> None:
     _on_child(meta, namespace, type)
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
-def pod_event(meta: dict, namespace: str, type: str | None, **_: Any) -> None:
+async def pod_event(meta: dict, namespace: str, type: str | None, **_: Any) -> None:
     _on_child(meta, namespace, type)
 
 
