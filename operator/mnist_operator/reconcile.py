@@ -266,8 +266,8 @@ def _replicas(dep: dict) -> int:
 def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
     """(available, ready replicas, wanted replicas) of a Deployment whose
     rollout the controller has observed."""
-    spec, st = dep.get("spec") or {}, dep.get("status") or {}
-    want = int(spec.get("replicas", 1))
+    st = dep.get("status") or {}
+    want = _replicas(dep)
     ready = int(st.get("availableReplicas") or 0)
     seen = int(st.get("observedGeneration") or 0) >= int(_meta(dep).get("generation") or 0)
     updated = int(st.get("updatedReplicas") or 0) >= want
@@ -361,6 +361,7 @@ class _Reconciler:
         self.serving_available = False
         self.serving_counts = (0, 0)
         self.serving_step: str | None = None   # the serve step the Deployment serves
+        self.serving_want: dict | None = None  # the Deployment that step builds
         self.paused = False                      # Deployment scaled to 0 for analyze
         self.resuming = False                    # scaling back up after that pause
         self._names: dict[tuple[str, int], str] = {}
@@ -477,27 +478,26 @@ class _Reconciler:
 
     def pause_deployment(self, stages: dict[str, dict]) -> None:
         """Scale the Deployment the serve step wants to 0 replicas."""
-        serve = next(s for s in self.steps if s.name == self.serving_step)
-        want = builders.build_triton_deployment(self.cr, self.spec, serve)
-        want["spec"]["replicas"] = 0
+        want = {**self.serving_want, "spec": {**self.serving_want["spec"], "replicas": 0}}
         self.paused, self.resuming = True, False
-        rec = stages[serve.name]
+        rec = stages[self.serving_step]
         if rec.get("state") == SUCCEEDED:
-            stages[serve.name] = {**rec, "reason": PAUSED, "readyReplicas": 0,
-                                  "message": "Triton scaled to 0 while model-analyzer uses the GPU"}
+            stages[self.serving_step] = {
+                **rec, "reason": PAUSED, "readyReplicas": 0,
+                "message": "Triton scaled to 0 while model-analyzer uses the GPU"}
         dep = self.deployment
-        for bucket in (self.decision.create, self.decision.update):
-            bucket[:] = [o for o in bucket if o.get("kind") != "Deployment"]
         if dep is None:
-            self.decision.create.append(want)
+            self.want_deployment(want, create=True)
         elif _terminating(dep):
-            return
+            self.want_deployment(None)
         elif _replicas(dep) != 0 or object_fingerprint(dep) != object_fingerprint(want):
-            self.decision.update.append(want)
+            self.want_deployment(want, create=False)
             if _replicas(dep) != 0:
                 self.event("Normal", "ServingPaused",
                            f"Triton scaled to 0 replicas while model-analyzer uses the GPU "
                            f"({self.spec.serving.gpus} per pod); it returns when analyze ends")
+        else:
+            self.want_deployment(None)   # already paused
 
     # ---------------------------------------------------------------- step kinds
     def base(self, step: Step, rec: dict | None, **fields: Any) -> dict:
@@ -530,17 +530,19 @@ class _Reconciler:
                 return True
         return True
 
-    def want_deployment(self, obj: dict, create: bool) -> None:
-        """One desired Deployment per pass: a later serve step replaces an earlier one's."""
+    def want_deployment(self, obj: dict | None, create: bool = False) -> None:
+        """One desired Deployment per pass: a later serve step (or a pause)
+        replaces an earlier one's; None leaves the live one as it is."""
         for bucket in (self.decision.create, self.decision.update):
             bucket[:] = [o for o in bucket if o.get("kind") != "Deployment"]
-        (self.decision.create if create else self.decision.update).append(obj)
+        if obj is not None:
+            (self.decision.create if create else self.decision.update).append(obj)
 
     def serve(self, step: Step, rec: dict | None) -> dict:
         if not self.drives_deployment(step, rec):
             return rec   # done; a later serve step's repository is the one served
         self.serving_step = step.name
-        want = builders.build_triton_deployment(self.cr, self.spec, step)
+        want = self.serving_want = builders.build_triton_deployment(self.cr, self.spec, step)
         want_fp = object_fingerprint(want) or step.fingerprint
         dep = self.deployment
         if self.service is None or _terminating(self.service):
@@ -729,9 +731,7 @@ class _Reconciler:
         for stage, type_ in CONDITION_FOR_STAGE.items():
             if stage not in by_stage:
                 continue
-            if stage == "serve" and self.paused:
-                st, reason, msg = FALSE, PAUSED, stages[self.serving_step].get("message", "")
-            elif stage == "serve":
+            if stage == "serve":
                 st, reason, msg = self.serving_condition(stages[self.serving_step or "serve"])
             else:
                 st, reason, msg = stage_condition(by_stage[stage], stage)
@@ -797,6 +797,8 @@ class _Reconciler:
                                       f"replica(s) after analyze")
 
     def serving_condition(self, rec: dict) -> tuple[str, str, str]:
+        if self.paused:
+            return FALSE, PAUSED, rec.get("message", "")
         if self.resuming:
             return FALSE, "RollingOut", self.scaling_back()[2]
         if self.serving_available:
