@@ -100,18 +100,23 @@ def apply(decision: Decision, cr: dict) -> None:
 
 
 def reconcile_resource(namespace: str, name: str) -> Decision | None:
-    """One reconcile pass for the resource (``_one_pass``), coalesced: at most
-    one pass runs and one waits per resource. A trigger that finds a pass
-    already waiting returns at once (None): that pass has not read anything
-    yet, so it sees this trigger's change too. Without this, a burst of
-    child events (every Pod and Job update) parks one worker thread each on the
-    same lock, and at a few hundred resources the pool is full of duplicates."""
-    key = (namespace, name)
-    with _api_lock:
-        if key in _waiting:
-            return None
-        _waiting.add(key)
+    """One reconcile pass for the resource (``_one_pass``), in the caller's
+    thread (kopf's, for the timer and the resource's own handlers); None when
+    coalesced into a pass already waiting (see ``_claim_wait``)."""
+    if not _claim_wait(namespace, name):
+        return None
     return _locked_pass(namespace, name)
+
+
+def _claim_wait(namespace: str, name: str) -> bool:
+    """At most one pass runs and one waits per resource. False: a pass is
+    already waiting; it has not read anything yet, so it sees the caller's
+    change too and the caller need not run one."""
+    with _api_lock:
+        if (namespace, name) in _waiting:
+            return False
+        _waiting.add((namespace, name))
+        return True
 
 
 def _locked_pass(namespace: str, name: str) -> Decision | None:
@@ -208,11 +213,8 @@ def queue_pass(namespace: str, name: str) -> None:
     the event is kept: a sync handler would hold kopf's copy of every child
     event (a whole Pod) until a worker thread is free, and at 500 resources
     that backlog was most of the operator's memory."""
-    key = (namespace, name)
-    with _api_lock:
-        if key in _waiting:
-            return   # the queued pass has not read anything yet: it sees this change
-        _waiting.add(key)
+    if not _claim_wait(namespace, name):
+        return
     # kopf.event() reads kopf's context variables: carry them to our thread
     _passes.submit(contextvars.copy_context().run, _queued_pass, namespace, name)
 
