@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build (or reuse) the pinned control-plane binaries the cluster test tier runs:
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s.io/kubernetes)
+#   kubelet, kube-proxy (the real-node tier)                         (k8s.io/kubernetes)
 #   etcd                                                              (go.etcd.io/etcd/server/v3)
 #   kwok                                                              (sigs.k8s.io/kwok)
 #   helm                                                              (helm.sh/helm/v3)
@@ -28,7 +29,7 @@ CACHE=${MNIST_SERVING_CACHE:-$HOME/.cache/mnist-serving}
 DEST=$CACHE/k8s-$K8S_VERSION
 BIN=$DEST/bin
 STAMP=$DEST/.stamp
-BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd kwok helm)
 
 REGEN=0 FORCE=0
 for arg in "$@"; do
@@ -73,7 +74,7 @@ regen_k8s() {
     echo "require k8s.io/kubernetes $K8S_VERSION"
     echo
     echo "tool ("
-    printf '\tk8s.io/kubernetes/cmd/%s\n' kube-apiserver kube-controller-manager kube-scheduler kubectl
+    printf '\tk8s.io/kubernetes/cmd/%s\n' kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
     echo ")"
     echo
     echo "replace ("
@@ -131,7 +132,7 @@ GOBUILD=(go build -p "$PARALLEL" -mod=readonly -trimpath)
 log "etcd $ETCD_VERSION"
 (cd "$ROOT/hack/etcd" && "${GOBUILD[@]}" -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3)
 
-log "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (the long one: ~7 of the ~11 min a cold build takes on 2 cores)"
+log "kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy $K8S_VERSION (the long one: ~7 of the ~11 min a cold build takes on 2 cores)"
 build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 vflags=""
 for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -140,7 +141,8 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 (cd "$ROOT/hack/k8s" && "${GOBUILD[@]}" -ldflags "-s -w$vflags" -o "$BIN/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
 
 log "kwok $KWOK_VERSION"
 GOBIN=$BIN go install -p "$PARALLEL" -trimpath \
