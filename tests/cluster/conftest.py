@@ -45,7 +45,8 @@ import uuid
 
 import pytest
 
-from .plane import ControlPlane, ControlPlaneError, MissingBinaries, pid_alive, find_binaries, gpu_node_manifest
+from .plane import (ControlPlane, ControlPlaneError, Kubectl, MissingBinaries, pid_alive, find_binaries,
+                    gpu_node_manifest)
 
 _STATE: dict = {}
 
@@ -89,20 +90,6 @@ def cluster(control_plane):
 @pytest.fixture(scope="session")
 def kubeconfig(control_plane):
     return control_plane.kubeconfig
-
-
-class Kubectl:
-    def __init__(self, plane: ControlPlane):
-        self.plane = plane
-
-    def run(self, *args, input=None, check=False, kubeconfig=None, timeout=60):
-        return self.plane.kubectl(*args, input=input, check=check, kubeconfig=kubeconfig, timeout=timeout)
-
-    def __call__(self, *args, input=None, check=True, kubeconfig=None, timeout=60) -> str:
-        return self.run(*args, input=input, check=check, kubeconfig=kubeconfig, timeout=timeout).stdout
-
-    def json(self, *args, **kw):
-        return json.loads(self(*args, "-o", "json", **kw))
 
 
 @pytest.fixture(scope="session")

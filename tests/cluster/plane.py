@@ -15,6 +15,7 @@ skips: a missing binary raises :class:`MissingBinaries`.
 from __future__ import annotations
 
 import atexit
+import json
 import contextlib
 import ctypes
 import datetime as dt
@@ -295,6 +296,10 @@ class ControlPlane:
 
     workdir: Path = None
     keep_workdir: bool = False
+    #: None: loopback only (KWOK tiers). An address of this host: the API server
+    #: listens on every interface and advertises it, so pods on a real node reach
+    #: it through the ``kubernetes`` Service, and it can reach the kubelet.
+    advertise_address: str | None = None
     binaries: dict = field(default_factory=dict)
     components: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
@@ -326,6 +331,18 @@ class ControlPlane:
         self.components[name] = c
         c.start()
         return c
+
+    def _address_flags(self) -> list[str]:
+        if self.advertise_address is None:
+            # the kubernetes Service cannot point at a loopback address; nothing in-cluster dials it here
+            return ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                    "--endpoint-reconciler-type=none"]
+        # `kubectl logs/exec` go API server -> kubelet with this client certificate
+        crt, key = self.pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                                  orgs=["system:masters"], client=True)
+        return ["--bind-address=0.0.0.0", f"--advertise-address={self.advertise_address}",
+                f"--kubelet-client-certificate={crt}", f"--kubelet-client-key={key}",
+                "--kubelet-preferred-address-types=InternalIP"]
 
     def _https_get(self, url: str, *, cert=None, verify=True) -> tuple[int, str]:
         ctx = ssl.create_default_context(cafile=str(self.ca_file)) if verify else ssl._create_unverified_context()
@@ -374,13 +391,13 @@ class ControlPlane:
             "apiserver", "kube-apiserver", server=True,
             dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                  "kubernetes.default.svc.cluster.local"],
-            ips=["127.0.0.1", "10.96.0.1"])
+            ips=["127.0.0.1", "10.96.0.1", *([self.advertise_address] if self.advertise_address else [])])
         proxy_crt, proxy_key = self.pki.issue("front-proxy-client", "front-proxy-client", client=True)
         pki = self.pki.dir
         api = self._component("kube-apiserver", [
             b["kube-apiserver"],
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.api_port}",
+            *self._address_flags(), f"--secure-port={self.api_port}",
             f"--tls-cert-file={crt}", f"--tls-private-key-file={key}", f"--client-ca-file={pki / 'ca.crt'}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             f"--service-account-issuer={SA_ISSUER}",
@@ -389,8 +406,6 @@ class ControlPlane:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC", "--anonymous-auth=false",
             "--allow-privileged=true", "--profiling=false", "--v=1",
-            # the kubernetes Service cannot point at a loopback address; nothing in-cluster dials it here
-            "--endpoint-reconciler-type=none",
             # aggregation-layer (front proxy) settings: controller-manager and scheduler read them
             f"--requestheader-client-ca-file={pki / 'ca.crt'}", "--requestheader-allowed-names=front-proxy-client",
             "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
@@ -404,15 +419,14 @@ class ControlPlane:
         return self
 
     # ---- pods tier
-    def start_pods_tier(self, timeout: float = 90) -> "ControlPlane":
+    def start_pods_tier(self, timeout: float = 90, *, kwok: bool = True) -> "ControlPlane":
+        """Controllers and scheduler; KWOK too unless ``kwok=False`` (a real node plays the pods)."""
         if self.pods_tier:
             return self
         t0 = time.monotonic()
         b, pki = self.binaries, self.pki.dir
         kcm_kc = self.component_kubeconfig("controller-manager", "system:kube-controller-manager")
         sched_kc = self.component_kubeconfig("scheduler", "system:kube-scheduler")
-        # KWOK writes node and pod status for fake nodes; it runs as a cluster admin (as kwokctl does).
-        kwok_kc = self.component_kubeconfig("kwok", "kwok-controller", orgs=["system:masters"])
         self.kcm_port, self.sched_port, self.kwok_port = free_port(), free_port(), free_port()
         kcm = self._component("kube-controller-manager", [
             b["kube-controller-manager"], f"--kubeconfig={kcm_kc}",
@@ -436,14 +450,9 @@ class ControlPlane:
             f"--cert-dir={self.workdir / 'scheduler-certs'}",
             "--leader-elect=false", "--v=1",
         ])
-        kwok = self._component("kwok", [
-            b["kwok"], f"--kubeconfig={kwok_kc}", f"--config={HERE / 'kwok' / 'stages.yaml'}",
-            "--manage-all-nodes=false",
-            f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-            "--node-lease-duration-seconds=40", f"--cidr={POD_CIDR}", "--node-ip=10.0.0.1",
-            f"--server-address=127.0.0.1:{self.kwok_port}",
-        ])
-        procs = [self.components["etcd"], self.components["kube-apiserver"], kcm, sched, kwok]
+        procs = [self.components["etcd"], self.components["kube-apiserver"], kcm, sched]
+        if kwok:
+            procs.append(self._start_kwok())
         _wait("kube-controller-manager /healthz",
               lambda: self._https_get(f"https://127.0.0.1:{self.kcm_port}/healthz", verify=False)[0] == 200,
               timeout, procs)
@@ -453,11 +462,23 @@ class ControlPlane:
         _wait("the default ServiceAccount (serviceaccount controller)",
               lambda: self.api_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
               timeout, procs)
-        _wait("kwok /healthz", lambda: urllib.request.urlopen(
-            f"http://127.0.0.1:{self.kwok_port}/healthz", timeout=2).status == 200, timeout, procs)
+        if kwok:
+            _wait("kwok /healthz", lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{self.kwok_port}/healthz", timeout=2).status == 200, timeout, procs)
         self.pods_tier = True
         self.timings["pods"] = time.monotonic() - t0
         return self
+
+    def _start_kwok(self) -> Component:
+        # KWOK writes node and pod status for fake nodes; it runs as a cluster admin (as kwokctl does).
+        kubeconfig = self.component_kubeconfig("kwok", "kwok-controller", orgs=["system:masters"])
+        return self._component("kwok", [
+            self.binaries["kwok"], f"--kubeconfig={kubeconfig}", f"--config={HERE / 'kwok' / 'stages.yaml'}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
+            "--node-lease-duration-seconds=40", f"--cidr={POD_CIDR}", "--node-ip=10.0.0.1",
+            f"--server-address=127.0.0.1:{self.kwok_port}",
+        ])
 
     def restart(self, name: str, *, down_for: float = 0.0, grace: float = 2.0, timeout: float = 90) -> None:
         """Stop one component and start it again with the same flags (ports, data dir, certs).
@@ -528,6 +549,23 @@ class ControlPlane:
         return write_kubeconfig(self.workdir / f"sa-{namespace}-{name}.kubeconfig", self.server, self.ca_file,
                                 user=f"system:serviceaccount:{namespace}:{name}", token=tr.status.token,
                                 namespace=namespace)
+
+
+class Kubectl:
+    """kubectl bound to a plane's admin kubeconfig: ``kubectl(*args)`` -> stdout (raises on failure),
+    ``.run(*args)`` -> CompletedProcess, ``.json(*args)`` -> the parsed ``-o json`` output."""
+
+    def __init__(self, plane: ControlPlane):
+        self.plane = plane
+
+    def run(self, *args, input=None, check=False, kubeconfig=None, timeout=60):
+        return self.plane.kubectl(*args, input=input, check=check, kubeconfig=kubeconfig, timeout=timeout)
+
+    def __call__(self, *args, input=None, check=True, kubeconfig=None, timeout=60) -> str:
+        return self.run(*args, input=input, check=check, kubeconfig=kubeconfig, timeout=timeout).stdout
+
+    def json(self, *args, **kw):
+        return json.loads(self(*args, "-o", "json", **kw))
 
 
 # --------------------------------------------------------------------------- fake GPU nodes
