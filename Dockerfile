@@ -24,11 +24,16 @@ RUN python -m pip install "setuptools==80.9.0" "wheel==0.45.1"
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY jobs/ jobs/
+# jobs/mnist_jobs/templates/model_repo is a symlink to ../../../model_repo: with
+# model_repo/ in the context it resolves, so the wheel gets the templates as
+# package data and the `cp -RL` below gives the stage package a real copy.
+COPY model_repo/ model_repo/
 RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-deps /dist/mnist_serving-*.whl \
  && /opt/venv/bin/pip install ${OPERATOR_REQUIREMENTS} \
- && /opt/venv/bin/mnist-serving --help >/dev/null
+ && /opt/venv/bin/mnist-serving --help >/dev/null \
+ && cp -RL jobs/mnist_jobs /opt/mnist_jobs
 
 # ----------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE}
@@ -43,7 +48,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 COPY --from=builder /opt/venv /opt/venv
 # The stage package as plain source (no bytecode: stage images run other
 # Python versions); stage pods copy it out with the `cp` line at the top.
-COPY --from=builder /src/jobs/mnist_jobs /opt/mnist-serving/jobs/mnist_jobs
+COPY --from=builder /opt/mnist_jobs /opt/mnist-serving/jobs/mnist_jobs
 # Non-root, numeric so runAsNonRoot can verify it without /etc/passwd lookups.
 RUN groupadd --system --gid 65532 mnist \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin mnist
