@@ -127,3 +127,18 @@ def test_jobs_package_copies_out_with_the_documented_cp(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith(str(stages))
     assert (stages / "mnist_jobs" / "templates").is_dir()
+
+
+def test_every_symlink_in_the_image_sources_points_into_the_build_context():
+    """jobs/mnist_jobs/templates/model_repo links to ../../../model_repo: with
+    model_repo/ outside the context the image held a dangling link and every repo
+    stage failed in a real container (found on the real-node tier)."""
+    lines = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines()]
+    admitted = [l[1:].rstrip("/") for l in lines if l.startswith("!")]
+    links = [p for top in ("operator", "jobs") for p in (ROOT / top).rglob("*") if p.is_symlink()]
+    assert links, "expected the model_repo templates link under jobs/"
+    for link in links:
+        target = link.resolve().relative_to(ROOT)
+        assert any(target.parts[0] == a or str(target) == a for a in admitted), \
+            f"{link.relative_to(ROOT)} -> {target}: not in the build context (.dockerignore)"
+    assert "cp -RL" in DOCKERFILE.read_text(), "the stage package must be copied with links followed"
