@@ -23,21 +23,41 @@ setup: $(SETUP_STAMP) ## Create .venv with everything the local run and the test
 k8s: ## Build (or reuse) the pinned control-plane binaries under ~/.cache/mnist-serving
 	scripts/build-k8s.sh
 
+.PHONY: node-build
+node-build: setup k8s ## Build (or reuse) what the real-node tier needs: Debian packages, CoreDNS, local-path-provisioner, images
+	PY=$(PY) scripts/build-node.sh
+
+.PHONY: node
+node: node-build ## Bring up one real Kubernetes node here and keep it running (prints KUBECONFIG; Ctrl-C tears it down)
+	$(PY) -m tests.node up
+
+.PHONY: node-down
+node-down: setup ## Remove everything a crashed or killed real-node run left on the host
+	$(PY) -m tests.node down
+
 .PHONY: demo
 demo: setup ## Run the whole walkthrough locally (CPU, no cluster): train, export, engine, serve, bench, analyze
 	$(VENV)/bin/mnist-serving run examples/local.yaml
 
 .PHONY: test
-test: setup k8s ## Run the whole test suite (unit, integration, real control plane); about 20 minutes
+test: setup k8s node-build ## Run the whole test suite (unit, integration, real control plane, real node)
 	$(PYTEST) -m "not scale"
 
 .PHONY: test-fast
 test-fast: setup ## Unit tests and quick integration tests only (a few minutes)
-	$(PYTEST) -m "not slow and not cluster and not scale"
+	$(PYTEST) -m "not slow and not cluster and not scale and not node"
 
 .PHONY: test-e2e
 test-e2e: setup k8s ## Only the real control-plane tier (kube-apiserver, etcd, KWOK)
 	$(PYTEST) -m "cluster and not scale"
+
+.PHONY: test-node
+test-node: node-build ## Only the real-node tier (one kubelet + containerd node; needs root)
+	$(PYTEST) -m node
+
+.PHONY: bench-node
+bench-node: node-build ## The real-node tier, writing its figures to docs/BENCHMARKS.md ("Real node")
+	MNIST_SERVING_WRITE_BENCHMARKS=1 $(PYTEST) -m node -s
 
 .PHONY: test-scale
 test-scale: setup k8s ## The 500-resource scale test (slow; writes docs/BENCHMARKS.md)

@@ -239,8 +239,10 @@ def test_cel_regexes_are_raw_strings():
 
 # --------------------------------------------------------------------------- objects against the schema
 def test_sample_and_defaults_validate_against_the_schema():
-    sample = yaml.safe_load((MANIFESTS / "samples" / "mnistserving.yaml").read_text())
-    assert is_valid(sample)
+    for name in ("mnistserving.yaml", "mnistserving-cpu.yaml"):
+        sample = yaml.safe_load((MANIFESTS / "samples" / name).read_text())
+        assert is_valid(sample), name
+        S.parse_spec(sample["spec"])  # and the cross-field rules
     assert is_valid(cr(S.parse_spec({}).to_dict()))
     assert is_valid(cr({"scheduling": {"tolerations": [{"key": "kwok.x-k8s.io/node",
                                                         "operator": "Exists",

@@ -1,0 +1,396 @@
+"""The whole product on a real node: the chart installs the operator into a real
+pod, the CPU sample (manifests/samples/mnistserving-cpu.yaml) runs every stage in
+a real container of the stand-in images, and a pod reaches Triton through
+kube-proxy and CoreDNS. Then the faults a user meets on a real cluster.
+
+The tests share one release and one resource, in order (module-scoped fixtures);
+each asserts what a user would check with kubectl.
+
+`make bench-node` (MNIST_SERVING_WRITE_BENCHMARKS=1) also rewrites the "Real node"
+section of docs/BENCHMARKS.md with the figures measured here.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mnist_operator import builders
+from mnist_operator.spec import PLURAL
+from tests.cluster.operator_harness import MnistKit, install_crd, wait_for
+
+from .node import REPO
+
+pytestmark = [pytest.mark.node, pytest.mark.timeout(1800)]
+
+RELEASE, RELEASE_NS = "mnist-serving", "mnist-serving-system"
+SAMPLE = REPO / "manifests" / "samples" / "mnistserving-cpu.yaml"
+PROBE = Path(__file__).resolve().parent / "probe.py"
+BENCHMARKS = REPO / "docs" / "BENCHMARKS.md"
+BEGIN, END = "<!-- real-node:begin -->", "<!-- real-node:end -->"
+READY_TIMEOUT = 1500
+PROBE_SAMPLES = 256
+#: step -> the stand-in its stage container must have run in
+STEP_IMAGE = {"train": "pytorch", "export": "pytorch", "repo": "pytorch", "client": "sdk",
+              "bench-grpc": "sdk", "bench-http": "sdk", "analyze": "sdk"}
+FIGURES: dict = {}
+
+
+def _epoch(ts: str) -> float:
+    return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def condition(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+def helm_values(images: dict) -> dict:
+    repository, tag = images["operator"].ref.rsplit(":", 1)
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "stageDefaults": {
+            "images": {"pytorch": images["pytorch"].ref, "triton": images["triton"].ref,
+                       "sdk": images["sdk"].ref, "pullPolicy": "Never"},
+            "gpus": {"training": 0, "serving": 0},  # engine: the sample builds no engine
+        },
+    }
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def kit(node_cluster):
+    return MnistKit(node_cluster.kubectl)
+
+
+@pytest.fixture(scope="module")
+def release(node_cluster, tmp_path_factory):
+    """`helm install` of the chart with the operator image built from our Dockerfile."""
+    plane = node_cluster.plane
+    values = tmp_path_factory.mktemp("helm") / "values.json"
+    values.write_text(json.dumps(helm_values(node_cluster.images)))
+    t0 = time.monotonic()
+    p = subprocess.run([str(plane.binaries["helm"]), f"--kubeconfig={plane.kubeconfig}", "install", RELEASE,
+                        str(REPO / "charts" / "mnist-serving"), "-n", RELEASE_NS, "--create-namespace",
+                        "-f", str(values), "--wait", "--timeout=5m"], capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, f"helm install failed:\n{p.stderr}{p.stdout}"
+    FIGURES["helm install -> operator Deployment available"] = time.monotonic() - t0
+    return {"values": values}
+
+
+@pytest.fixture(scope="module")
+def demo(node_cluster, release, kit):
+    """The CPU sample applied into a fresh namespace and waited to Ready."""
+    kubectl = node_cluster.kubectl
+    ns = "node-e2e"
+    kubectl("create", "namespace", ns)
+    wait_for("the default ServiceAccount", lambda: kubectl.run(
+        "get", "serviceaccount", "default", "-n", ns).returncode == 0, 30)
+    doc = yaml.safe_load(SAMPLE.read_text())
+    name = doc["metadata"]["name"]
+    doc["metadata"]["namespace"] = ns
+    t0 = time.monotonic()
+    kubectl("apply", "-f", "-", input=json.dumps(doc))
+    phases: list[tuple[float, str]] = []
+
+    def ready():
+        st = kit.status(ns, name)
+        phase = st.get("phase", "")
+        if not phases or phases[-1][1] != phase:
+            phases.append((time.monotonic() - t0, phase))
+        if phase == "Failed":
+            raise AssertionError(f"{name} Failed: {st.get('message')}")
+        return st if phase == "Ready" else None
+    try:
+        status = wait_for(f"{ns}/{name} Ready", ready, READY_TIMEOUT, interval=1)
+    except AssertionError as e:
+        st = kit.status(ns, name)
+        raise AssertionError(f"{e}\nphases seen: {phases}\nstages: "
+                             f"{json.dumps(st.get('stages'), indent=1)[:4000]}") from None
+    FIGURES["apply -> Ready"] = time.monotonic() - t0
+    FIGURES["phases"] = phases
+    return {"ns": ns, "name": name, "status": status}
+
+
+def stage_pods(kit, ns: str, name: str) -> dict[str, dict]:
+    """step -> its (only) Job pod."""
+    out: dict[str, dict] = {}
+    for pod in kit.pods_for(ns, name):
+        step = pod["metadata"]["labels"].get(builders.LABEL_STEP)
+        if step and pod["metadata"]["labels"].get(builders.LABEL_COMPONENT) != "triton":
+            assert step not in out, f"two pods for step {step}"
+            out[step] = pod
+    return out
+
+
+def job_uids(kit, ns: str, name: str) -> dict[str, str]:
+    return {j["metadata"]["name"]: j["metadata"]["uid"] for j in kit.jobs_for(ns, name)}
+
+
+def triton_pods(kit, ns: str, name: str) -> list[dict]:
+    return [p for p in kit.pods_for(ns, name)
+            if p["metadata"]["labels"].get(builders.LABEL_COMPONENT) == "triton"
+            and not p["metadata"].get("deletionTimestamp")]
+
+
+# --------------------------------------------------------------------------- 1. the chart
+def test_chart_runs_the_operator_in_a_real_pod(node_cluster, release):
+    kubectl = node_cluster.kubectl
+    pods = kubectl.json("get", "pods", "-n", RELEASE_NS, "-l", "app.kubernetes.io/name=mnist-serving")["items"]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    pod = pods[0]
+    status = pod["status"]["containerStatuses"][0]
+    assert status["ready"] and "running" in status["state"], status
+    assert status["image"] == node_cluster.images["operator"].ref
+    assert status["restartCount"] == 0, status
+    # the chart's security context is in force: uid 65532, read-only root
+    assert pod["spec"]["securityContext"]["runAsUser"] == 65532
+    log = kubectl("logs", "-n", RELEASE_NS, pod["metadata"]["name"])
+    assert "Traceback" not in log, log[-3000:]
+
+
+# --------------------------------------------------------------------------- 2. the walkthrough
+def test_cpu_sample_reaches_ready_with_real_results(demo):
+    st = demo["status"]
+    name, ns = demo["name"], demo["ns"]
+    assert condition(st, "Ready")["status"] == "True", condition(st, "Ready")
+    assert float(st["model"]["accuracy"]) >= 0.9, st["model"]
+    assert st["endpoints"]["grpc"] == f"{name}-triton.{ns}.svc:8001"
+    assert st["endpoints"]["http"] == f"http://{name}-triton.{ns}.svc:8000"
+    perf = st["benchmark"]["perfAnalyzer"]
+    assert set(perf) == {"mnist_onnx", "mnist_bls"}, perf
+    for model, by_protocol in perf.items():
+        assert set(by_protocol) == {"grpc", "http"}, (model, by_protocol)
+        for protocol, row in by_protocol.items():
+            assert float(row["bestInferPerSec"]) > 0 and row["points"] == 2, (model, protocol, row)
+    analyzer = st["benchmark"]["modelAnalyzer"]["mnist_onnx"]
+    assert analyzer["bestConfig"].startswith("mnist_onnx"), analyzer
+    for key, value in st["clientAccuracy"]["mnist_onnx"].items():
+        assert float(value) >= 0.9, (key, value)
+    assert st["stages"]["engine"]["state"] == "Skipped"
+
+
+def test_every_stage_ran_in_a_real_container_of_its_image(demo, kit, node_cluster):
+    images = node_cluster.images
+    pods = stage_pods(kit, demo["ns"], demo["name"])
+    assert set(pods) == set(STEP_IMAGE), sorted(pods)
+    durations = {}
+    for step, pod in pods.items():
+        assert pod["status"]["phase"] == "Succeeded", (step, pod["status"])
+        (init,) = [s for s in pod["status"]["initContainerStatuses"] if s["name"] == "stages"]
+        assert init["image"] == images["operator"].ref and init["state"]["terminated"]["exitCode"] == 0
+        main = pod["status"]["containerStatuses"][0]
+        done = main["state"]["terminated"]
+        assert done["exitCode"] == 0 and done["reason"] == "Completed", (step, done)
+        assert main["image"] == images[STEP_IMAGE[step]].ref, (step, main["image"])
+        assert main["imageID"].startswith("sha256:") or "@sha256:" in main["imageID"], main
+        durations[step] = _epoch(done["finishedAt"]) - _epoch(done["startedAt"])
+    FIGURES["stage durations"] = durations
+    triton = triton_pods(kit, demo["ns"], demo["name"])
+    assert len(triton) == 1 and triton[0]["status"]["containerStatuses"][0]["image"] == images["triton"].ref
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from mnist_jobs import data
+    images, labels = data.load_test_arrays("offline", None)
+    return images[:PROBE_SAMPLES].astype(np.float32), labels[:PROBE_SAMPLES].astype(np.int64)
+
+
+def _npy(array: np.ndarray) -> str:
+    import base64
+    import io
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_a_pod_reaches_triton_by_its_service_dns_name(demo, node_cluster):
+    kubectl, images = node_cluster.kubectl, node_cluster.images
+    ns = demo["ns"]
+    host = demo["status"]["endpoints"]["grpc"].rsplit(":", 1)[0]
+    digits, labels = _digits()
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "probe", "namespace": ns},
+              "data": {"probe.py": PROBE.read_text()},
+              "binaryData": {"digits.npy": _npy(digits), "labels.npy": _npy(labels)}}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe", "namespace": ns},
+           "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "probe", "image": images["sdk"].ref, "imagePullPolicy": "Never",
+                        "command": ["python3", "/probe/probe.py", host, "mnist_onnx,mnist_bls"],
+                        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"},
+                                      "limits": {"cpu": "1", "memory": "1Gi"}},
+                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}},
+                        "volumeMounts": [{"name": "probe", "mountPath": "/probe"},
+                                         {"name": "tmp", "mountPath": "/tmp"}]}],
+                    "volumes": [{"name": "probe", "configMap": {"name": "probe"}},
+                                {"name": "tmp", "emptyDir": {}}]}}
+    # create, not apply: apply's last-applied annotation would hold the digits twice (over 256 KiB)
+    kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [config, pod]}))
+
+    def finished():
+        phase = kubectl.json("get", "pod", "probe", "-n", ns)["status"].get("phase")
+        return phase if phase in ("Succeeded", "Failed") else None
+    phase = wait_for("the probe pod to finish", finished, 300, interval=1)
+    log = kubectl("logs", "probe", "-n", ns)
+    assert phase == "Succeeded", log[-3000:]
+    report = json.loads(log.strip().splitlines()[-1])
+    assert report["samples"] == PROBE_SAMPLES
+    for key, acc in report["accuracy"].items():
+        assert acc >= 0.9, (key, acc, report)
+    assert {(r["model"], r["concurrency"]) for r in report["perf"]} == \
+        {(m, c) for m in ("mnist_onnx", "mnist_bls") for c in (1, 8)}
+    assert all(r["inferPerSec"] > 0 for r in report["perf"]), report["perf"]
+    FIGURES["probe"] = report
+
+
+def test_events_and_printer_columns_look_as_the_readme_shows(demo, kit, node_cluster):
+    ns, name = demo["ns"], demo["name"]
+    header, row = node_cluster.kubectl("get", PLURAL, name, "-n", ns).splitlines()
+    assert header.split() == ["NAME", "PHASE", "ACCURACY", "THROUGHPUT", "READY", "AGE"]
+    cells = row.split()
+    assert cells[:2] == [name, "Ready"] and cells[4] == "True", row
+    assert cells[2] == demo["status"]["model"]["accuracy"], row
+    assert float(cells[3]) > 0, row
+    events = [(e["type"], e["reason"], e["message"]) for e in kit.events_for(ns, name)]
+    reasons = [r for _, r, _ in events]
+    assert not [e for e in events if e[0] == "Warning"], events
+    for step in STEP_IMAGE:
+        assert any(r == "StageStarted" and m.startswith(f"{step}: Job ") for _, r, m in events), (step, events)
+        assert any(r == "StageSucceeded" and m.startswith(f"{step}: ") for _, r, m in events), (step, events)
+    # Event times have a one-second resolution: the order within a second is not kept
+    assert reasons.count("Ready") == 1, events
+
+
+# --------------------------------------------------------------------------- 3. faults on real pods
+def test_deleting_the_triton_pod_turns_ready_false_and_back_with_nothing_rerun(demo, kit, node_cluster):
+    ns, name = demo["ns"], demo["name"]
+    jobs_before = job_uids(kit, ns, name)
+    (pod,) = triton_pods(kit, ns, name)
+    seen: list[str] = []
+
+    def ready_is(want: str):
+        st = kit.status(ns, name)
+        now = condition(st, "Ready").get("status")
+        if not seen or seen[-1] != now:
+            seen.append(now)
+        return st if now == want else None
+    t0 = time.monotonic()
+    node_cluster.kubectl("delete", "pod", pod["metadata"]["name"], "-n", ns, "--wait=false")
+    st = wait_for("Ready=False after the Triton pod went", lambda: ready_is("False"), 60, interval=0.2)
+    assert condition(st, "Ready")["reason"] == "TritonUnavailable", condition(st, "Ready")
+    st = wait_for("Ready=True again", lambda: ready_is("True"), 180, interval=0.5)
+    FIGURES["Triton pod deleted -> Ready again"] = time.monotonic() - t0
+    assert st["phase"] == "Ready"
+    assert job_uids(kit, ns, name) == jobs_before, "a stage was rerun"
+    (new,) = triton_pods(kit, ns, name)
+    assert new["metadata"]["uid"] != pod["metadata"]["uid"]
+
+
+def test_killing_the_operator_pod_mid_stage_duplicates_no_job(demo, kit, node_cluster):
+    ns, name = demo["ns"], demo["name"]
+    kubectl = node_cluster.kubectl
+    before = job_uids(kit, ns, name)
+    before_steps = {j["metadata"]["name"]: j["metadata"]["labels"][builders.LABEL_STEP]
+                    for j in kit.jobs_for(ns, name)}
+    generation = kit.patch_spec(ns, name, {"benchmark": {"perfAnalyzer": {
+        "concurrency": {"start": 2, "end": 34, "step": 32}}}})["metadata"]["generation"]
+
+    def bench_running():
+        new = [j for j in kit.jobs_for(ns, name, "bench-grpc") if j["metadata"]["name"] not in before]
+        return new and not new[0].get("status", {}).get("completionTime") and new
+    new_jobs = wait_for("the new bench-grpc Job", bench_running, 120, interval=0.5)
+    (operator_pod,) = kubectl.json("get", "pods", "-n", RELEASE_NS, "-l",
+                                   "app.kubernetes.io/name=mnist-serving")["items"]
+    kubectl("delete", "pod", operator_pod["metadata"]["name"], "-n", RELEASE_NS,
+            "--grace-period=0", "--force")
+
+    def ready_at_generation():
+        st = kit.status(ns, name)
+        return st if st.get("phase") == "Ready" and st.get("observedGeneration") == generation else None
+    st = wait_for("Ready at the new generation after the operator restarted", ready_at_generation, 600, interval=1)
+    after = job_uids(kit, ns, name)
+    added = sorted(set(after) - set(before))
+    steps = [j["metadata"]["labels"][builders.LABEL_STEP] for j in kit.jobs_for(ns, name)
+             if j["metadata"]["name"] in added]
+    assert len(steps) == len(set(steps)), f"a step got two Jobs: {added}"
+    assert {"bench-grpc", "bench-http"} <= set(steps), added
+    assert new_jobs[0]["metadata"]["name"] in added
+    # the superseded bench Jobs are cleaned up; every other finished Job is the same object
+    gone = {before_steps[j] for j in before if j not in after}
+    assert gone <= {"bench-grpc", "bench-http"}, gone
+    assert all(after[j] == before[j] for j in before if j in after), "a finished Job was replaced"
+    new_operator = kubectl.json("get", "pods", "-n", RELEASE_NS, "-l", "app.kubernetes.io/name=mnist-serving")
+    assert [p["metadata"]["uid"] for p in new_operator["items"]] != [operator_pod["metadata"]["uid"]]
+    assert st["stages"]["bench-grpc"]["job"] == new_jobs[0]["metadata"]["name"]
+
+
+def test_deleting_the_resource_removes_every_child_and_releases_the_volume(demo, kit, node_cluster):
+    ns, name = demo["ns"], demo["name"]
+    kubectl = node_cluster.kubectl
+    claim = builders.child_name(name, "model")
+    pv = kubectl.json("get", "pvc", claim, "-n", ns)["spec"]["volumeName"]
+    path = Path(kubectl.json("get", "pv", pv)["spec"]["hostPath"]["path"])
+    assert path.is_dir() and any(path.iterdir()), path
+    kit.delete_cr(ns, name)
+
+    def all_gone():
+        left = {k: v for k, v in kit.children(ns, name).items() if v}
+        return not left or None
+    wait_for("every child gone", all_gone, 180, interval=1)
+    wait_for(f"PV {pv} deleted", lambda: kubectl.run("get", "pv", pv).returncode != 0, 120, interval=1)
+    wait_for(f"{path} removed by the provisioner", lambda: not path.exists(), 60, interval=1)
+
+
+# --------------------------------------------------------------------------- figures
+def test_write_real_node_figures(node_cluster):
+    """Prints the figures (and with MNIST_SERVING_WRITE_BENCHMARKS=1 rewrites the
+    "Real node" section of docs/BENCHMARKS.md). Runs last in this module."""
+    section = real_node_section(node_cluster.timings, FIGURES)
+    print(section)
+    (node_cluster.plane.log_dir / "real-node.md").write_text(section)
+    if os.environ.get("MNIST_SERVING_WRITE_BENCHMARKS") == "1":
+        text = BENCHMARKS.read_text()
+        block = f"{BEGIN}\n{section}\n{END}"
+        if BEGIN in text:
+            text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+        else:
+            text = text.rstrip("\n") + "\n\n## Real node\n\n" + block + "\n"
+        BENCHMARKS.write_text(text)
+
+
+def real_node_section(bringup: dict, figures: dict) -> str:
+    lines = ["Measured by `make bench-node` (tests/node, one real kubelet + containerd node on this "
+             "2-core VM, no GPU, stand-in images for NGC's; "
+             f"{time.strftime('%Y-%m-%d')}).", "",
+             "| bring-up | seconds (cumulative) |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in bringup.items()]
+    lines += ["", "| the walkthrough | seconds |", "|---|---|"]
+    for key in ("helm install -> operator Deployment available", "apply -> Ready",
+                "Triton pod deleted -> Ready again"):
+        if key in figures:
+            lines.append(f"| {key} | {figures[key]:.1f} |")
+    if figures.get("stage durations"):
+        lines += ["", "| stage (its container, start to exit) | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in figures["stage durations"].items()]
+    probe = figures.get("probe")
+    if probe:
+        lines += ["", f"Through the Service's DNS name from a pod ({probe['samples']} held-out digits, "
+                  "perf_analyzer gRPC, 2 s windows):", "",
+                  "| model | accuracy gRPC / HTTP | c=1 infer/s | c=1 p99 ms | c=8 infer/s | c=8 p99 ms |",
+                  "|---|---|---|---|---|---|"]
+        for model in ("mnist_onnx", "mnist_bls"):
+            rows = {r["concurrency"]: r for r in probe["perf"] if r["model"] == model}
+            acc = probe["accuracy"]
+            lines.append(f"| {model} | {acc[f'{model}/grpc']:.4f} / {acc[f'{model}/http']:.4f} | "
+                         f"{rows[1]['inferPerSec']:.0f} | {rows[1]['p99Ms']:.1f} | "
+                         f"{rows[8]['inferPerSec']:.0f} | {rows[8]['p99Ms']:.1f} |")
+    return "\n".join(lines)
