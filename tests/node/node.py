@@ -32,7 +32,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.cluster.plane import (POD_CIDR, SERVICE_CIDR, Component, ControlPlane, ControlPlaneError,
+from tests.cluster.plane import (POD_CIDR, Component, ControlPlane,
                                  _wait, bin_dir, free_port)
 
 HERE = Path(__file__).resolve().parent
@@ -336,7 +336,7 @@ class Node:
         return self.plane.component_kubeconfig(stem, user, orgs=orgs)
 
     def _start_containerd(self, timeout: float) -> None:
-        c = self._component("containerd", ["containerd", f"--config={self.config_dir / 'containerd.toml'}"])
+        self._component("containerd", ["containerd", f"--config={self.config_dir / 'containerd.toml'}"])
         _wait("containerd's socket", lambda: self.ctr("version", check=False).returncode == 0,
               timeout, self._procs())
 
@@ -417,4 +417,4 @@ def start_cluster(*, images: dict, keep_workdir: bool = False, log=log_line) -> 
 
 
 __all__ = ["Node", "NodeError", "cleanup", "preflight", "host_ip", "start_cluster",
-           "SERVICE_CIDR", "ControlPlaneError", "STORAGE_CLASS", "NODE_NAME"]
+           "STORAGE_CLASS", "NODE_NAME"]
