@@ -17,7 +17,7 @@ FROM ${PYTHON_IMAGE} AS builder
 # Until pyproject's base dependencies are the operator's alone, the wheel is
 # installed with --no-deps and these are installed explicitly, so torch,
 # onnxruntime and tritonclient never enter the image.
-ARG OPERATOR_REQUIREMENTS="kopf==1.45.2 kubernetes==37.0.2 PyYAML==6.0.4 Jinja2==3.1.6"
+ARG OPERATOR_REQUIREMENTS="kopf==1.45.2 kubernetes==37.0.2 PyYAML==6.0.4 Jinja2==3.1.6 prometheus-client==0.26.0"
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m pip install "setuptools==80.9.0" "wheel==0.45.1"
@@ -54,6 +54,6 @@ RUN groupadd --system --gid 65532 mnist \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin mnist
 USER 65532:65532
 WORKDIR /tmp
-# 8080: kopf liveness (/healthz); 8000: Prometheus metrics (/metrics).
-EXPOSE 8080 8000
+# 8080: kopf liveness (/healthz); 8081: Prometheus metrics (/metrics, --metrics-port).
+EXPOSE 8080 8081
 ENTRYPOINT ["mnist-serving", "operator"]

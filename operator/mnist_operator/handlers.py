@@ -1,8 +1,9 @@
 """The kopf shell: read children -> reconcile() -> apply the Decision -> patch status.
 
 Thin on purpose: every decision lives in reconcile.py. Run it as
-``mnist-serving operator [--namespace NS ...|--all-namespaces] [--liveness URL]``
-or ``kopf run -m mnist_operator.handlers`` (both register the same handlers).
+``mnist-serving operator [--namespace NS ...|--all-namespaces] [--liveness URL]
+[--metrics-port N]`` or ``kopf run -m mnist_operator.handlers`` (both register the
+same handlers; under ``kopf run`` the startup handler serves /metrics on 8081).
 
 Triggers, all funnelling into one coalesced pass per MnistServing:
 create/update/resume of the resource; a level-triggered timer
@@ -31,7 +32,7 @@ from typing import Any
 
 import kopf
 
-from . import builders, kube, site_defaults
+from . import builders, kube, metrics, site_defaults
 from .reconcile import Decision, name_conflict, reconcile, status_patch
 from .spec import GROUP, KIND, PLURAL, VERSION, merge_defaults
 
@@ -43,6 +44,8 @@ MANAGED = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY}
 _api = None
 #: Set by main(): only exact namespace names were given (no globs, not cluster-wide).
 _STATIC_NAMESPACES = False
+#: Set by main() (--metrics-port, 0: off); None under `kopf run`, where startup serves the default.
+_metrics_port: int | None = None
 _api_lock = threading.Lock()
 #: The operator's defaults (a partial spec), read once from the environment at start.
 _defaults: dict | None = None
@@ -128,7 +131,7 @@ def _locked_pass(namespace: str, name: str) -> Decision | None:
         with _api_lock:
             _waiting.discard((namespace, name))
     try:
-        return _one_pass(namespace, name)
+        return metrics.reconcile_pass(_one_pass, namespace, name)  # counted, timed, errors by reason
     finally:
         lock.release()
 
@@ -147,6 +150,7 @@ def _one_pass(namespace: str, name: str) -> Decision | None:
     old = cr.get("status") or {}
     if decision.status != {k: v for k, v in old.items() if k != "kopf"}:
         kube.patch_status(a, namespace, name, status_patch(old, decision.status))
+    metrics.observe_status(namespace, name, old, decision.status)  # phase gauge, finished steps
     if decision.requeue_after is not None:
         log.debug("%s/%s: look again in %ss", namespace, name, decision.requeue_after)
     return decision
@@ -173,6 +177,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     except ValueError as err:
         raise kopf.PermanentError(f"bad operator defaults: {err}") from None
     log.info("operator defaults: %s", defaults or "none (built-in defaults only)")
+    if _metrics_port is None:  # `kopf run -m mnist_operator.handlers`: main() did not serve them
+        try:
+            metrics.serve(metrics.DEFAULT_PORT)
+        except OSError as err:
+            log.warning("no /metrics: port %d: %s", metrics.DEFAULT_PORT, err)
 
 
 @kopf.on.cleanup()
@@ -245,6 +254,12 @@ async def pod_event(meta: dict, namespace: str, type: str | None, **_: Any) -> N
     _on_child(meta, namespace, type)
 
 
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def resource_event(namespace: str, name: str, type: str | None, **_: Any) -> None:
+    if type == "DELETED":  # no pass runs for a resource that is gone: drop it from the phase gauge
+        metrics.forget(namespace, name)
+
+
 # --------------------------------------------------------------------------- entry point
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mnist-serving operator",
@@ -258,6 +273,9 @@ def parser() -> argparse.ArgumentParser:
                             f"and ${site_defaults.WATCH_NAMESPACES} is empty)")
     p.add_argument("--liveness", metavar="URL", default=None,
                    help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--metrics-port", type=int, default=metrics.DEFAULT_PORT, metavar="PORT",
+                   help="serve Prometheus metrics at http://0.0.0.0:PORT/metrics "
+                        f"(default {metrics.DEFAULT_PORT}; 0 turns them off)")
     p.add_argument("--verbose", action="store_true", help="log debug messages")
     return p
 
@@ -277,8 +295,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist-serving operator: error: {err}", file=sys.stderr)
         return 2
     kopf.configure(verbose=args.verbose)
+    global _STATIC_NAMESPACES, _metrics_port
+    _metrics_port = args.metrics_port
+    try:
+        metrics.serve(args.metrics_port)
+    except OSError as err:
+        print(f"mnist-serving operator: error: --metrics-port {args.metrics_port}: {err}", file=sys.stderr)
+        return 2
     namespaces = namespaces_to_watch(args)
-    global _STATIC_NAMESPACES
     _STATIC_NAMESPACES = bool(namespaces) and not any(ch in ns for ns in namespaces for ch in "*?[!")
     # One replica with a Recreate strategy: no peering needed.
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from . import metrics
 from .spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def _request(api: client.ApiClient, method: str, path: str, body: Any = None,
         status, raw = resp.status, resp.read()
     except ApiException as e:  # older clients raise on non-2xx
         status, raw = e.status, e.body
+    metrics.api_request(method, path, status)
     text = raw.decode() if isinstance(raw, bytes) else (raw or "")
     if status >= 400:
         raise KubeError(status, method, path, text)

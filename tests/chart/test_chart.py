@@ -145,8 +145,8 @@ def test_operator_deployment_shape(helm):
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert "readinessProbe" not in c
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"health": 8080, "metrics": 8000}
-    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    assert ports == {"health": 8080, "metrics": 8081}
+    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"] and "--metrics-port=8081" in c["args"]
     svc = one(objs, "Service")
     assert svc["spec"]["selector"] == spec["selector"]["matchLabels"]
     assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
@@ -233,11 +233,50 @@ def test_default_ngc_images_are_one_release():
 
 
 def test_service_monitor_is_optional(helm):
-    assert not [o for o in objects(helm) if o["kind"] in ("ServiceMonitor", "Service")]
-    sm = one(objects(helm, "--set", "metrics.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
+    assert not [o for o in objects(helm) if o["kind"] == "ServiceMonitor"]
+    sm = one(objects(helm, "--set", "metrics.serviceMonitor.enabled=true",
                      "--set", "metrics.serviceMonitor.labels.release=prom"), "ServiceMonitor")
     assert sm["spec"]["endpoints"][0]["port"] == "metrics"
     assert sm["metadata"]["labels"]["release"] == "prom"
+
+
+@pytest.mark.parametrize("port", [8081, 9100])
+def test_service_monitor_service_and_container_agree_on_the_metrics_port(helm, port):
+    """ServiceMonitor endpoint -> Service port (by name) -> targetPort -> the container
+    port (by name) -> the port the operator serves /metrics on (its own flag parser)."""
+    from mnist_operator import handlers
+
+    objs = objects(helm, "--set", "metrics.serviceMonitor.enabled=true", "--set", f"metrics.port={port}")
+    sm, svc, dep = one(objs, "ServiceMonitor"), one(objs, "Service"), one(objs, "Deployment")
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"]["matchNames"] == [svc["metadata"]["namespace"]]
+    (svc_port,) = [p for p in svc["spec"]["ports"] if p["name"] == endpoint["port"]]
+    assert svc_port["port"] == port
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    (c_port,) = [p for p in c["ports"] if p["name"] == svc_port["targetPort"]]
+    assert c_port["containerPort"] == port
+    assert handlers.parser().parse_args(c["args"]).metrics_port == port
+
+
+def test_kustomize_manager_serves_metrics_on_its_metrics_port():
+    from mnist_operator import handlers
+
+    dep = yaml.safe_load((ROOT / "manifests" / "manager" / "manager.yaml").read_text())
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert handlers.parser().parse_args(c["args"]).metrics_port == ports["metrics"] == 8081
+
+
+def test_metrics_off_serves_nothing(helm):
+    objs = objects(helm, "--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true")
+    assert not [o for o in objs if o["kind"] in ("ServiceMonitor", "Service")]
+    (c,) = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [p["name"] for p in c["ports"]] == ["health"]
+    from mnist_operator import handlers
+    assert handlers.parser().parse_args(c["args"]).metrics_port == 0
 
 
 @pytest.mark.parametrize("values", [[], ["--set", "rbac.scope=namespace", "--set", "rbac.namespaces={a,b}"],
@@ -249,6 +288,7 @@ def test_operator_accepts_the_rendered_arguments(helm, values):
     container = one(objects(helm, *values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     args = handlers.parser().parse_args(container["args"])
     assert args.liveness == "http://0.0.0.0:8080/healthz"
+    assert args.metrics_port == 8081
     assert args.all_namespaces == ("rbac.scope=namespace" not in values)
     assert args.namespace == (["a", "b"] if "rbac.scope=namespace" in values else [])
     assert args.verbose == ("operator.logLevel=verbose" in values)

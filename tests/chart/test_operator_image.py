@@ -67,6 +67,19 @@ def test_dockerfile_is_multistage_non_root_and_runs_the_operator():
     assert "torch" not in dockerfile_arg("OPERATOR_REQUIREMENTS")
 
 
+def test_every_base_dependency_is_pinned_in_the_image():
+    """The wheel goes in with --no-deps: a dependency added to pyproject but not to
+    OPERATOR_REQUIREMENTS would be missing from the image (prometheus-client, say)."""
+    import tomllib
+
+    def name(req: str) -> str:
+        return re.split(r"[<>=!~\[; ]", req, 1)[0].lower().replace("_", "-")
+    base = {name(r) for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    pinned = {name(r) for r in shlex.split(dockerfile_arg("OPERATOR_REQUIREMENTS"))}
+    assert base <= pinned, f"pyproject dependencies missing from the Dockerfile: {sorted(base - pinned)}"
+    assert all("==" in r for r in shlex.split(dockerfile_arg("OPERATOR_REQUIREMENTS")))
+
+
 @pytest.fixture(scope="module")
 def operator_venv(tmp_path_factory):
     """The builder stage, replayed: wheel from the build context, fresh venv,
@@ -97,7 +110,8 @@ def test_image_venv_has_no_ml_stack(operator_venv):
     for heavy in ("torch", "onnxruntime", "tritonclient"):
         out = run([py, "-c", f"import {heavy}"])
         assert out.returncode != 0 and "ModuleNotFoundError" in out.stderr, f"{heavy} is importable in the image venv"
-    out = run([py, "-c", "import kopf, kubernetes, yaml, jinja2, mnist_operator, mnist_jobs"])
+    out = run([py, "-c", "import kopf, kubernetes, yaml, jinja2, prometheus_client, mnist_operator.handlers, "
+                          "mnist_jobs"])
     assert out.returncode == 0, out.stderr
 
 

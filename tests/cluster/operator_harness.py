@@ -11,7 +11,8 @@ Fixtures (registered in conftest.py; mark tests ``@pytest.mark.cluster``):
   kit               function: MnistKit bound to the admin kubectl (helpers below)
   operator          function: an OperatorProcess watching ``pod_namespace``, started and
                     live; killed at teardown. .kill() .stop() .start() .restart() .alive
-                    .pid .log_text() .wait_logged(text)
+                    .pid .log_text() .wait_logged(text); .metrics() scrapes its /metrics
+                    (port .metrics_port) and .metric(name, **labels) sums matching samples
   operator_factory  function: operator_factory(namespaces=[...], kubeconfig=None,
                     env=None, all_namespaces=False, start=True) -> OperatorProcess;
                     every one made is killed at teardown
@@ -145,8 +146,9 @@ class OperatorProcess:
                  all_namespaces: bool = False, env: dict | None = None, name: str = "operator"):
         self.kubeconfig = Path(kubeconfig)
         self.port = free_port()
+        self.metrics_port = free_port()
         args = [str(operator_binary()), "operator",
-                f"--liveness=http://127.0.0.1:{self.port}/healthz"]
+                f"--liveness=http://127.0.0.1:{self.port}/healthz", f"--metrics-port={self.metrics_port}"]
         if all_namespaces:
             args.append("--all-namespaces")
         for ns in namespaces or []:
@@ -227,6 +229,20 @@ class OperatorProcess:
 
     def wait_logged(self, text: str, timeout: float = 30) -> None:
         wait_for(f"{text!r} in the operator log", lambda: text in self.log_text(), timeout)
+
+    def metrics(self) -> list:
+        """Every sample of the operator's /metrics, parsed by prometheus_client."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain"), r.headers
+            text = r.read().decode()
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples ``name`` whose labels include ``labels`` (0 if none)."""
+        return sum(s.value for s in self.metrics()
+                   if s.name == name and labels.items() <= s.labels.items())
 
 
 # --------------------------------------------------------------------------- reading the cluster
