@@ -278,6 +278,20 @@ def test_pins_warn_when_kind_or_nvkind_differ(kind_script):
     assert "nvkind is not built from the pinned commit 24c190e165d4" in r.stderr
 
 
+def test_the_header_and_the_readme_pin_the_same_versions():
+    text = SCRIPT.read_text()
+    commit = re.search(r"^NVKIND_COMMIT=([0-9a-f]{40})$", text, re.M).group(1)
+    node_image = re.search(r"^DEFAULT_NODE_IMAGE=(\S+)$", text, re.M).group(1)
+    readme = (ROOT / "README.md").read_text()
+    for doc in (text, readme):
+        assert f"go install github.com/NVIDIA/nvkind/cmd/nvkind@{commit}" in doc
+        assert "go install sigs.k8s.io/kind@v0.31.0" in doc
+        assert "fs.inotify.max_user_watches" in doc
+    assert "@latest" not in text and "nvkind@latest" not in readme
+    assert re.fullmatch(r"kindest/node:v1\.35\.1@sha256:[0-9a-f]{64}", node_image)
+    assert node_image in readme
+
+
 # ------------------------------------------------------------------ nvkind's GPU set-up
 
 def test_nvkind_failure_without_the_runtimeclass_stops_with_delete_and_rerun(kind_script):
@@ -402,3 +416,78 @@ def test_sample_failure_names_the_describe_command(kind_script):
     assert "the sample failed: kubectl --context kind-mnist-serving describe -n default -f " \
            "manifests/samples/mnistserving.yaml" in r.stderr
 
+
+# ------------------------------------------------------------------ the README's commands after the walkthrough
+
+def _readme_block(name: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(rf"<!-- {name}:begin -->\n```sh\n(.*?)```\n<!-- {name}:end -->", readme, re.S)
+    assert m, f"README.md has no {name} block"
+    return m.group(1)
+
+
+def test_readme_client_command_runs_the_client_job_as_the_operator_does(tmp_path):
+    """The README's client Pod, created through a fake kubectl, against the
+    sample's own client Job and Service as the operator renders them."""
+    from mnist_operator.render import render
+
+    sample = (ROOT / "manifests" / "samples" / "mnistserving.yaml").read_text()
+    name = yaml.safe_load(sample)["metadata"]["name"]
+    objects = render(sample)
+    job = next(o for o in objects if o["kind"] == "Job"
+               and o["metadata"]["labels"].get("mnist.serving.dev/step") == "client")
+    service = next(o for o in objects if o["kind"] == "Service")
+    job_pod = job["spec"]["template"]["spec"]
+    stages_image = job_pod["initContainers"][0]["image"]
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(
+        '#!/usr/bin/env bash\nprintf "%s\\n" "$*" >>"$LOG"\n'
+        f'case "$1" in get) echo "{stages_image}" ;; create) cat >"$POD" ;; esac\n')
+    (bin_dir / "kubectl").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(tmp_path / "log"),
+           "POD": str(tmp_path / "pod.yaml")}
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", _readme_block("client-command")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    calls = (tmp_path / "log").read_text().splitlines()
+    assert calls[0].startswith(f"get jobs -l app.kubernetes.io/instance={name} ")
+
+    pod = yaml.safe_load((tmp_path / "pod.yaml").read_text())
+    assert pod["kind"] == "Pod" and pod["spec"]["restartPolicy"] == "Never"
+    (init,) = pod["spec"]["initContainers"]
+    job_init = job_pod["initContainers"][0]
+    assert init["image"] == stages_image and init["command"] == job_init["command"]
+    assert init["volumeMounts"][0]["mountPath"] == job_init["volumeMounts"][0]["mountPath"]
+    (client,) = pod["spec"]["containers"]
+    job_client = job_pod["containers"][0]
+    assert client["image"] == job_client["image"]
+    env_of = lambda c: {e["name"]: e.get("value") for e in c.get("env", [])}  # noqa: E731
+    assert env_of(client)["PYTHONPATH"] == env_of(job_client)["PYTHONPATH"]
+    assert {m["mountPath"] for m in client["volumeMounts"]} == {env_of(job_client)["PYTHONPATH"]}
+
+    def args(cmd: list[str]) -> dict[str, str]:
+        assert cmd[:3] == ["python3", "-m", "mnist_jobs.client"]
+        return dict(zip(cmd[3::2], cmd[4::2]))
+
+    mine, theirs = args(client["command"]), args(job_client["command"])
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert mine["--http-url"] == f"{service['metadata']['name']}:{ports['http']}"
+    assert mine["--grpc-url"] == f"{service['metadata']['name']}:{ports['grpc']}"
+    assert theirs["--http-url"].startswith(service["metadata"]["name"] + ".")
+    assert mine["--models"] == theirs["--models"] and mine["--data-source"] == theirs["--data-source"]
+    assert [c.split()[0:2] for c in calls[1:]] == [["create", "-f"], ["wait", f"pod/{pod['metadata']['name']}"],
+                                                   ["logs", "mnist-client"], ["delete", "pod"]]
+
+
+def test_readme_commands_after_the_walkthrough_name_the_sample():
+    name = yaml.safe_load((ROOT / "manifests" / "samples" / "mnistserving.yaml").read_text())["metadata"]["name"]
+    readme = (ROOT / "README.md").read_text()
+    # The kubectl-get block is the test suite's recorded output (its resource is "sample").
+    rest = re.sub(r"<!-- kubectl-get:begin -->.*?<!-- kubectl-get:end -->", "", readme, flags=re.S)
+    for stale in ("mnist sample", "mnist/sample", "sample-triton", "instance=sample", "make docker-build`;"):
+        assert stale not in rest, stale
+    for command in (f"kubectl get mnist {name} -o yaml", f"kubectl describe mnist {name}",
+                    f"--for=condition=Ready mnist/{name}", f"kubectl --context kind-mnist-serving get mnist {name}"):
+        assert command in rest, command
