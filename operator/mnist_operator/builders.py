@@ -9,12 +9,14 @@ here, so what ``mnist-serving render`` prints is what the operator creates.
     build_step_job(cr, spec, step, n)      one Job per step and attempt
     build_triton_deployment(cr, spec, s)   the Triton server (s = the serve step)
     build_triton_service(cr, spec)         ClusterIP in front of it
+    build_runner_service_account(cr, spec) the pods' ServiceAccount (None when the spec names one)
     endpoints(cr)                          where later steps reach Triton
     child_name / job_name / labels         names and labels, deterministic
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import PurePosixPath
 from typing import Any
@@ -155,11 +157,53 @@ def endpoints(cr: dict) -> P.Endpoints:
 
 
 # --------------------------------------------------------------------------- pod pieces
-def _gpu_resources(gpus: int) -> dict:
-    # Extended resources: requests must equal limits.
-    if gpus <= 0:
-        return {}
-    return {"requests": {GPU_RESOURCE: str(gpus)}, "limits": {GPU_RESOURCE: str(gpus)}}
+#: Every pod passes the restricted Pod Security Standard. uid and gid 1000 are the
+#: non-root ``triton-server`` user that NGC's Triton images create for this purpose
+#: (Triton's build.py gives it that id; the SDK image is built on the same base).
+#: The PyTorch image has no user of its own but needs none: the stages write only to
+#: the model volume and to /tmp, and HOME points at /tmp for torch's caches.
+RUN_AS_ID = 1000
+TMP_DIR = "/tmp"
+
+
+def pod_security_context() -> dict:
+    # fsGroup makes the model volume writable by RUN_AS_ID where the volume plugin
+    # supports ownership (local-path and hostPath volumes come world-writable).
+    return {"runAsNonRoot": True, "runAsUser": RUN_AS_ID, "runAsGroup": RUN_AS_ID,
+            "fsGroup": RUN_AS_ID, "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security_context() -> dict:
+    # Nothing writes to the image: /tmp, /dev/shm and the volumes are mounts.
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]}}
+
+
+def _resources(spec: S.MnistServingSpec, container: str, gpus: int) -> dict:
+    out = spec.resources.of(container)
+    if gpus > 0:  # an extended resource: its request must equal its limit
+        out["requests"][GPU_RESOURCE] = out["limits"][GPU_RESOURCE] = str(gpus)
+    return out
+
+
+def _container(name: str, image: str, spec: S.MnistServingSpec, *, command: list[str],
+               resources: dict, mounts: list[dict], env: list[dict] | None = None,
+               **extra: Any) -> dict:
+    """A container as every pod of the operator has it: non-root, read-only image,
+    cpu and memory bounded, a writable /tmp that is also HOME."""
+    return {"name": name, "image": image, "imagePullPolicy": spec.images.pull_policy,
+            "command": command,
+            "env": [{"name": "HOME", "value": TMP_DIR}, *(env or [])],
+            "resources": resources,
+            "securityContext": container_security_context(),
+            "volumeMounts": [*mounts, {"name": "tmp", "mountPath": TMP_DIR}],
+            **extra}
+
+
+def runner_name(cr: dict, spec: S.MnistServingSpec) -> str:
+    """The ServiceAccount of every stage and Triton pod."""
+    return spec.scheduling.service_account_name or child_name(cr["metadata"]["name"], "runner")
 
 
 def _tolerations(spec: S.MnistServingSpec, gpus: int) -> list[dict]:
@@ -202,11 +246,15 @@ def _work_volume(cr: dict, spec: S.MnistServingSpec) -> dict:
 def _pod_spec(cr: dict, spec: S.MnistServingSpec, *, gpus: int, pin_gpu_product: bool,
               containers: list[dict], init_containers: list[dict], volumes: list[dict],
               restart_policy: str) -> dict:
-    pod: dict[str, Any] = {"restartPolicy": restart_policy}
+    pod: dict[str, Any] = {"restartPolicy": restart_policy,
+                           "serviceAccountName": runner_name(cr, spec),
+                           # no stage and no Triton calls the Kubernetes API
+                           "automountServiceAccountToken": False,
+                           "securityContext": pod_security_context()}
     if init_containers:
         pod["initContainers"] = init_containers
     pod["containers"] = containers
-    pod["volumes"] = volumes
+    pod["volumes"] = [*volumes, {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
     selector = _node_selector(spec, pin_gpu_product)
     if selector:
         pod["nodeSelector"] = selector
@@ -263,11 +311,21 @@ def build_pvc(cr: dict, spec: S.MnistServingSpec) -> dict | None:
             "spec": pvc_spec}
 
 
+def build_runner_service_account(cr: dict, spec: S.MnistServingSpec) -> dict | None:
+    """The ServiceAccount the pods run under; None when the spec names its own.
+    It holds no token and no role: pods get an identity, not API access."""
+    if spec.scheduling.service_account_name:
+        return None
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": _metadata(cr, runner_name(cr, spec), "runner"),
+            "automountServiceAccountToken": False}
+
+
 def _stages_init_container(spec: S.MnistServingSpec) -> dict:
-    return {"name": "stages", "image": spec.images.stages,
-            "imagePullPolicy": spec.images.pull_policy,
-            "command": ["cp", "-R", STAGES_SOURCE, f"{STAGES_DIR}/"],
-            "volumeMounts": [{"name": "stages", "mountPath": STAGES_DIR}]}
+    return _container("stages", spec.images.stages, spec,
+                      command=["cp", "-R", STAGES_SOURCE, f"{STAGES_DIR}/"],
+                      resources=json.loads(json.dumps(S.COPY_RESOURCES)),
+                      mounts=[{"name": "stages", "mountPath": STAGES_DIR}])
 
 
 def _analyze_sidecar(spec: S.MnistServingSpec, gpus: int) -> dict:
@@ -275,18 +333,13 @@ def _analyze_sidecar(spec: S.MnistServingSpec, gpus: int) -> dict:
     restartPolicy Always, stopped when model-analyzer exits). model-analyzer's
     remote mode loads each config through the model-control API, so explicit
     mode; it must run on the same machine and GPUs as the analyzer."""
-    c = {"name": "triton", "image": spec.images.triton,
-         "imagePullPolicy": spec.images.pull_policy,
-         "restartPolicy": "Always",
-         "command": _tritonserver_command("--model-control-mode=explicit"),
-         "ports": _triton_ports(),
-         "startupProbe": _http_probe("/v2/health/ready", "http", periodSeconds=5,
-                                     failureThreshold=120),
-         "volumeMounts": [{"name": "work", "mountPath": str(WORK_DIR)}, _shm_mount()]}
-    res = _gpu_resources(gpus)
-    if res:
-        c["resources"] = res
-    return c
+    return _container("triton", spec.images.triton, spec,
+                      command=_tritonserver_command("--model-control-mode=explicit"),
+                      resources=_resources(spec, "triton", gpus),
+                      mounts=[{"name": "work", "mountPath": str(WORK_DIR)}, _shm_mount()],
+                      restartPolicy="Always", ports=_triton_ports(),
+                      startupProbe=_http_probe("/v2/health/ready", "http", periodSeconds=5,
+                                               failureThreshold=120))
 
 
 ANALYZE_REMOTE_ARGS = (
@@ -313,17 +366,16 @@ def build_step_job(cr: dict, spec: S.MnistServingSpec, step: P.Step, attempt: in
     is_analyze = step.stage == "analyze"
     # In the analyze pod the GPU belongs to the Triton sidecar, which runs the models.
     main_gpus = 0 if is_analyze else step.gpus
-    main = {"name": step.stage, "image": getattr(spec.images, step.image_kind),
-            "imagePullPolicy": spec.images.pull_policy,
-            "command": step_command(step),
-            "env": [{"name": "PYTHONPATH", "value": STAGES_DIR},
-                    {"name": "PYTHONUNBUFFERED", "value": "1"}],
-            "terminationMessagePath": TERMINATION_LOG,
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-            "volumeMounts": [{"name": "work", "mountPath": str(WORK_DIR)},
-                             {"name": "stages", "mountPath": STAGES_DIR, "readOnly": True}]}
-    if _gpu_resources(main_gpus):
-        main["resources"] = _gpu_resources(main_gpus)
+    main = _container(step.stage, getattr(spec.images, step.image_kind), spec,
+                      command=step_command(step),
+                      env=[{"name": "PYTHONPATH", "value": STAGES_DIR},
+                           {"name": "PYTHONUNBUFFERED", "value": "1"},
+                           {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
+                      resources=_resources(spec, step.stage, main_gpus),
+                      mounts=[{"name": "work", "mountPath": str(WORK_DIR)},
+                              {"name": "stages", "mountPath": STAGES_DIR, "readOnly": True}],
+                      terminationMessagePath=TERMINATION_LOG,
+                      terminationMessagePolicy="FallbackToLogsOnError")
     init = [_stages_init_container(spec)]
     volumes = [_work_volume(cr, spec), {"name": "stages", "emptyDir": {}}]
     if is_analyze:
@@ -359,22 +411,18 @@ def build_triton_deployment(cr: dict, spec: S.MnistServingSpec, serve_step: P.St
     args = list(serve_step.args)
     repository = args[args.index("--model-repo") + 1] if "--model-repo" in args \
         else str(LAYOUT.model_repo)
-    container = {
-        "name": "triton", "image": spec.images.triton,
-        "imagePullPolicy": spec.images.pull_policy,
-        "command": _tritonserver_command(repository=repository),
-        "ports": _triton_ports(),
-        "startupProbe": _http_probe("/v2/health/ready", "http", periodSeconds=5,
-                                    failureThreshold=120),
-        "readinessProbe": _http_probe("/v2/health/ready", "http", periodSeconds=5,
-                                      failureThreshold=3),
-        "livenessProbe": _http_probe("/v2/health/live", "http", periodSeconds=10,
-                                     failureThreshold=3),
-        "volumeMounts": [{"name": "work", "mountPath": str(WORK_DIR), "readOnly": True},
-                         _shm_mount()],
-    }
-    if _gpu_resources(gpus):
-        container["resources"] = _gpu_resources(gpus)
+    container = _container(
+        "triton", spec.images.triton, spec,
+        command=_tritonserver_command(repository=repository),
+        resources=_resources(spec, "triton", gpus),
+        mounts=[{"name": "work", "mountPath": str(WORK_DIR), "readOnly": True}, _shm_mount()],
+        ports=_triton_ports(),
+        startupProbe=_http_probe("/v2/health/ready", "http", periodSeconds=5,
+                                 failureThreshold=120),
+        readinessProbe=_http_probe("/v2/health/ready", "http", periodSeconds=5,
+                                   failureThreshold=3),
+        livenessProbe=_http_probe("/v2/health/live", "http", periodSeconds=10,
+                                  failureThreshold=3))
     name = triton_name(cr)
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -433,6 +481,9 @@ def desired_objects(cr: dict) -> list[dict]:
     pvc = build_pvc(cr, spec)
     if pvc:
         out.append(pvc)
+    runner = build_runner_service_account(cr, spec)
+    if runner:
+        out.append(runner)
     serve = next(s for s in steps if s.long_running)
     out += [build_step_job(cr, spec, s, 0) for s in steps if s.enabled and not s.long_running]
     out.append(build_triton_deployment(cr, spec, serve))

@@ -258,27 +258,33 @@ def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> dict:
     return {"apiGroups": groups, "resources": resources, "verbs": verbs}
 
 
-#: What the operator does in the namespaces it watches (least privilege).
-#: * mnistservings: kopf watches and patches them (finalizers, progress annotations);
-#:   /status is where results go; /finalizers "update" is what the API server asks of
-#:   an owner reference with blockOwnerDeletion where OwnerReferencesPermissionEnforcement
-#:   is on.
-#: * jobs: one per step and attempt, deleted when superseded; pods are only read (the
-#:   step result is the termination message; FallbackToLogsOnError puts the log tail
-#:   there, so pods/log is not needed).
-#: * deployments, services, persistentvolumeclaims: the Triton server and the model volume.
-#: * events: kopf.info/warn post them.
+#: What the operator does in the namespaces it watches: exactly the calls it makes
+#: (test_operator_e2e.py runs the operator under exactly these rules, to Ready).
+#: * mnistservings: kopf lists, watches and patches them (finalizers, its progress
+#:   annotations); each pass GETs the resource; results go to /status by patch.
+#:   /finalizers "update" is what the API server asks of an owner reference with
+#:   blockOwnerDeletion where OwnerReferencesPermissionEnforcement is on.
+#: * jobs, deployments: watched (a finished stage moves the pipeline on at once),
+#:   listed each pass, created, deleted when superseded; Deployments are also patched
+#:   (a new repository, a pause for analyze). GET only after a create answered 409,
+#:   to tell our object from someone else's.
+#: * pods: only read (the stage result is the termination message; FallbackToLogsOnError
+#:   puts the log tail there, so pods/log is not needed).
+#: * services, persistentvolumeclaims: listed each pass, created once; never changed
+#:   or deleted (owner references let the garbage collector remove them).
+#: * serviceaccounts: the pods' runner account, created once (no token, no role).
+#: * events: kopf posts them (create only).
 NAMESPACED_RULES: list[dict] = [
-    _rule([S.GROUP], [S.PLURAL], ["get", "list", "watch", "patch", "update"]),
-    _rule([S.GROUP], [f"{S.PLURAL}/status"], ["get", "patch", "update"]),
+    _rule([S.GROUP], [S.PLURAL], ["get", "list", "watch", "patch"]),
+    _rule([S.GROUP], [f"{S.PLURAL}/status"], ["patch"]),
     _rule([S.GROUP], [f"{S.PLURAL}/finalizers"], ["update"]),
     _rule(["batch"], ["jobs"], ["get", "list", "watch", "create", "delete"]),
-    _rule([""], ["pods"], ["get", "list", "watch"]),
+    _rule([""], ["pods"], ["list", "watch"]),
     _rule(["apps"], ["deployments"], ["get", "list", "watch", "create", "patch", "delete"]),
-    _rule([""], ["services"], ["get", "list", "watch", "create", "patch", "delete"]),
-    _rule([""], ["persistentvolumeclaims"], ["get", "list", "watch", "create", "delete"]),
-    _rule([""], ["events"], ["create", "patch"]),
-    _rule(["events.k8s.io"], ["events"], ["create", "patch"]),
+    _rule([""], ["services", "persistentvolumeclaims"], ["get", "list", "create"]),
+    _rule([""], ["serviceaccounts"], ["get", "create"]),
+    _rule([""], ["events"], ["create"]),
+    _rule(["events.k8s.io"], ["events"], ["create"]),
 ]
 
 #: Cluster-wide only: kopf lists and watches CRDs to notice MnistServing being

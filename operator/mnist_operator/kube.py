@@ -26,6 +26,7 @@ PLURALS = {
     ("v1", "Pod"): "pods",
     ("v1", "Service"): "services",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("v1", "ServiceAccount"): "serviceaccounts",
     ("apps/v1", "Deployment"): "deployments",
     (f"{GROUP}/{VERSION}", "MnistServing"): PLURAL,
 }

@@ -439,8 +439,17 @@ class _Reconciler:
             self.drop_deployment()
         elif blocked_at is not None and self.pauses_serving(blocked_at, stages[blocked_at.name]):
             self.pause_deployment(stages)
+        self.add_runner_account()
         self.decision.status = self.build_status(stages, blocked_at)
         return self.decision
+
+    def add_runner_account(self) -> None:
+        """Pods need their ServiceAccount first: create it with any pod owner
+        (already there is fine), so no pass has to list ServiceAccounts."""
+        account = builders.build_runner_service_account(self.cr, self.spec)
+        owners = [i for i, o in enumerate(self.decision.create) if o["kind"] in ("Job", "Deployment")]
+        if account and owners:
+            self.decision.create.insert(owners[0], account)
 
     def before_serve(self, step: Step) -> bool:
         order = [s.name for s in self.steps]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import json
 import sys
 import typing
@@ -82,9 +83,13 @@ def _rows(cls: type, prefix: str) -> list[tuple[str, str, str, str]]:
 
 
 def cross_field_rules() -> list[str]:
+    """One line per rule; the resources rules, alike for every container, once."""
     seen, out = set(), []
     for rule in S.CROSS_FIELD_RULES:
-        line = f"`{rule.path}`: {rule.message}"
+        path = re.sub(r"^spec\.resources\.[a-z]+\.", "spec.resources.<container>.", rule.path)
+        path = re.sub(r"\.(requests|limits)\.(cpu|memory)$", r".{requests,limits}.{cpu,memory}", path) \
+            if rule.message == "must be > 0" and path != rule.path else path
+        line = f"`{path}`: {rule.message}"
         if line not in seen:
             seen.add(line)
             out.append(line)

@@ -34,12 +34,17 @@ DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
     "MNIST_SERVING_DEFAULT_GPUS_SERVING": ("serving", "gpus"),
     "MNIST_SERVING_DEFAULT_NODE_SELECTOR": ("scheduling", "nodeSelector"),
     "MNIST_SERVING_DEFAULT_TOLERATIONS": ("scheduling", "tolerations"),
+    "MNIST_SERVING_DEFAULT_RESOURCES": ("resources",),
 }
 
 #: How each variable's text becomes a value (the spec parse checks the rest).
 _INT_VARS = {"MNIST_SERVING_DEFAULT_GPUS_TRAINING", "MNIST_SERVING_DEFAULT_GPUS_ENGINE",
              "MNIST_SERVING_DEFAULT_GPUS_SERVING"}
-_JSON_VARS = {"MNIST_SERVING_DEFAULT_NODE_SELECTOR", "MNIST_SERVING_DEFAULT_TOLERATIONS"}
+_JSON_VARS = {"MNIST_SERVING_DEFAULT_NODE_SELECTOR", "MNIST_SERVING_DEFAULT_TOLERATIONS",
+              "MNIST_SERVING_DEFAULT_RESOURCES"}
+
+#: Variables that default a whole section, field by field (one JSON object).
+_SECTION_VARS = {"MNIST_SERVING_DEFAULT_RESOURCES"}
 
 #: Every variable the operator reads (the chart should set no other MNIST_SERVING_*).
 READ_VARS = frozenset(DEFAULT_FIELDS) | {WATCH_NAMESPACES, "MNIST_SERVING_RECONCILE_SECONDS"}
@@ -83,9 +88,13 @@ def from_env(environ: Mapping[str, str]) -> dict:
         if not raw.strip():
             continue
         try:
-            _put(partial, path, _convert(var, raw))
+            value = _convert(var, raw)
         except ValueError as err:
             errors.append(str(err))
+            continue
+        if value == {} and var in _SECTION_VARS:
+            continue  # a section with no defaults in it: nothing to fill
+        _put(partial, path, value)
     # The same single-field checks a resource gets (enum, range, image pattern, ...).
     errors += [_blame(e) for e in S.field_errors(partial)]
     if errors:

@@ -34,6 +34,7 @@ import json
 import re
 import typing
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Callable
 
 GROUP = "mnist.serving.dev"
@@ -56,6 +57,7 @@ IMAGE_MAX_LENGTH = 512
 QUANTITY_PATTERN = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
                     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 RUN_ID_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 
 DEFAULT_STORAGE_SIZE = "2Gi"
@@ -75,7 +77,8 @@ def f(default: Any = dataclasses.MISSING, *, desc: str, factory: Callable[[], An
 
     schema keys: enum, minimum, maximum, pattern, minLength, maxLength,
     minItems, maxItems, itemsEnum, itemsMinimum, listType, name (camelCase
-    override), noDefault (leave ``default`` out of the CRD), operatorDefault
+    override), noDefault (leave ``default`` out of the CRD), operatorDefaultSection
+    (a section the operator defaults as a whole, from one variable), operatorDefault
     (an operator-wide default: noDefault, and the description says so).
     """
     if schema.get("operatorDefault"):
@@ -276,7 +279,7 @@ class Toleration:
 
 @dataclass
 class Scheduling:
-    """Where the pods go."""
+    """Where the pods go, and as whom they run."""
     node_selector: dict = f(factory=dict, maxProperties=32, operatorDefault=True,
                             desc="nodeSelector for every pod (replaces the operator's, not merged).")
     tolerations: list = f(factory=list, maxItems=32, itemType=Toleration, operatorDefault=True,
@@ -285,6 +288,78 @@ class Scheduling:
                          desc="nvidia.com/gpu.product label value; the engine Job and the Triton "
                               "pods are pinned to it (TensorRT plans only load on the GPU type "
                               "they were built on).")
+    service_account_name: str = f("", pattern=DNS_SUBDOMAIN_PATTERN + "|^$", maxLength=253,
+                                  noDefault=True,
+                                  desc="ServiceAccount of the stage and Triton pods (it must "
+                                       "exist); empty: the operator creates <name>-runner. "
+                                       "No pod mounts its token: none calls the API.")
+
+
+@dataclass
+class Quantities:
+    """cpu and memory, as Kubernetes quantities; empty takes the default."""
+    cpu: str = f("", pattern=QUANTITY_PATTERN + "|^$", maxLength=32, noDefault=True,
+                 desc="CPU, e.g. 500m or 2; must be > 0.")
+    memory: str = f("", pattern=QUANTITY_PATTERN + "|^$", maxLength=32, noDefault=True,
+                    desc="Memory, e.g. 512Mi or 4Gi; must be > 0.")
+
+
+@dataclass
+class ContainerResources:
+    """requests and limits of one container (GPUs are the ``gpus`` fields)."""
+    requests: Quantities = f(factory=Quantities, desc="What the scheduler reserves.")
+    limits: Quantities = f(factory=Quantities, desc="The most the container may use "
+                                                    "(each must be >= its request).")
+
+
+#: Built-in cpu and memory per container: ((cpu, memory) requested, (cpu, memory) limit).
+#: Requests sit near the peak measured on the real node tier with the CPU sample
+#: (docs/BENCHMARKS.md, "Real node", `make bench-node`), so a busy node still fits
+#: them; limits leave room for the GPU flavour, whose CUDA context and TensorRT
+#: builder add host memory that no run here could measure (no GPU).
+RESOURCE_DEFAULTS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
+    "train": (("500m", "1Gi"), ("4", "8Gi")),
+    "export": (("250m", "1Gi"), ("2", "4Gi")),
+    "engine": (("500m", "2Gi"), ("4", "8Gi")),
+    "repo": (("100m", "256Mi"), ("1", "1Gi")),
+    "client": (("100m", "512Mi"), ("1", "2Gi")),
+    "bench": (("500m", "512Mi"), ("4", "2Gi")),
+    "analyze": (("250m", "1Gi"), ("2", "4Gi")),
+    "triton": (("250m", "1Gi"), ("4", "8Gi")),
+}
+#: The init container that copies the mnist_jobs package (a few hundred KiB) into
+#: each stage pod: fixed, since it does the same tiny copy everywhere.
+COPY_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"},
+                  "limits": {"cpu": "500m", "memory": "128Mi"}}
+
+
+def _resources_field(container: str, what: str) -> Any:
+    (rc, rm), (lc, lm) = RESOURCE_DEFAULTS[container]
+    return f(factory=ContainerResources,
+             desc=f"cpu and memory of {what}; an empty or left-out value takes the "
+                  f"operator's default (Helm stageDefaults.resources), else requests "
+                  f"{rc} cpu / {rm}, limits {lc} cpu / {lm}.")
+
+
+@dataclass
+class Resources:
+    """cpu and memory requests and limits of every container the operator runs."""
+    train: ContainerResources = _resources_field("train", "the train Job")
+    export: ContainerResources = _resources_field("export", "the export Job")
+    engine: ContainerResources = _resources_field("engine", "the TensorRT engine Job")
+    repo: ContainerResources = _resources_field("repo", "the repo Jobs")
+    client: ContainerResources = _resources_field("client", "the client Job")
+    bench: ContainerResources = _resources_field("bench", "each perf_analyzer Job")
+    analyze: ContainerResources = _resources_field("analyze", "model-analyzer in the analyze Job")
+    triton: ContainerResources = _resources_field(
+        "triton", "each Triton pod and the analyze Job's Triton sidecar")
+
+    def of(self, container: str) -> dict[str, dict[str, str]]:
+        """The effective requirements: what the spec sets, else the built-in default."""
+        given: ContainerResources = getattr(self, container)
+        (rc, rm), (lc, lm) = RESOURCE_DEFAULTS[container]
+        return {"requests": {"cpu": given.requests.cpu or rc, "memory": given.requests.memory or rm},
+                "limits": {"cpu": given.limits.cpu or lc, "memory": given.limits.memory or lm}}
 
 
 @dataclass
@@ -307,6 +382,10 @@ class MnistServingSpec:
     benchmark: Benchmark = f(factory=Benchmark, desc="Benchmarks.")
     scheduling: Scheduling = f(factory=Scheduling, desc="Scheduling.")
     retries: Retries = f(factory=Retries, desc="Stage retries.")
+    resources: Resources = f(factory=Resources, operatorDefaultSection=True, noDefault=True,
+                             desc="cpu and memory of every container; each value left out takes the "
+                                  "operator's default (Helm stageDefaults.resources), else the built-in "
+                                  "one its field names.")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -351,6 +430,66 @@ def _dec(s: str) -> float | None:
 
 def _has(sel: str) -> str:
     return f"has(self.{sel}) && self.{sel} != ''"
+
+
+_QUANTITY_SUFFIXES = {
+    "": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3,
+    "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}
+
+
+def parse_quantity(text: str) -> Decimal | None:
+    """A Kubernetes quantity ("500m", "4Gi", "1e3") as a number; None if it is not one."""
+    m = re.fullmatch(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9]+|[a-zA-Z]*)", text or "")
+    if not m or not re.match(QUANTITY_PATTERN, text):
+        return None
+    number, suffix = m.groups()
+    if suffix[:1] in ("e", "E"):
+        return Decimal(number + suffix)
+    return Decimal(number) * _QUANTITY_SUFFIXES[suffix]
+
+
+def _positive(text: str) -> bool:
+    value = parse_quantity(text)
+    return value is None or value > 0  # "" and non-quantities: the pattern's business
+
+
+def _positive_rule(at: str, leaf: str, get: Callable[[MnistServingSpec], str]) -> Rule:
+    q = f"self.{leaf}"
+    return Rule(at, leaf, f"!has({q}) || {q} == '' || !isQuantity({q}) || "
+                          f"quantity({q}).isGreaterThan(quantity('0'))",
+                "must be > 0", lambda s: _positive(get(s)))
+
+
+def _resource_rules() -> list[Rule]:
+    """Each quantity > 0, and each request <= its limit. The API server compares
+    only values the resource sets; the operator also compares built-in defaults."""
+    rules = []
+    for container in RESOURCE_DEFAULTS:
+        for kind in ("requests", "limits"):
+            for leaf in ("cpu", "memory"):
+                rules.append(_positive_rule(
+                    f"resources.{container}.{kind}", leaf,
+                    lambda s, c=container, k=kind, q=leaf: getattr(getattr(getattr(
+                        s.resources, c), k), q)))
+        for leaf in ("cpu", "memory"):
+            req, lim = f"self.requests.{leaf}", f"self.limits.{leaf}"
+            rules.append(Rule(
+                f"resources.{container}", f"requests.{leaf}",
+                f"!has(self.requests) || !has(self.limits) || !has({req}) || !has({lim}) || "
+                f"{req} == '' || {lim} == '' || !isQuantity({req}) || !isQuantity({lim}) || "
+                f"quantity({req}).compareTo(quantity({lim})) <= 0",
+                f"must be <= limits.{leaf}",
+                lambda s, c=container, q=leaf: _request_within_limit(s.resources.of(c), q)))
+    return rules
+
+
+def _request_within_limit(effective: dict, leaf: str) -> bool:
+    req = parse_quantity(effective["requests"][leaf])
+    lim = parse_quantity(effective["limits"][leaf])
+    # a value that is not a positive quantity is the other rules' news
+    return req is None or lim is None or req <= 0 or lim <= 0 or req <= lim
 
 
 CROSS_FIELD_RULES: list[Rule] = [
@@ -399,6 +538,7 @@ CROSS_FIELD_RULES: list[Rule] = [
          "must be 1 with a ReadWriteOnce volume (every replica would need the same node); "
          "use storage.accessMode: ReadWriteMany for more replicas",
          lambda s: s.serving.replicas == 1 or s.storage.access_mode == "ReadWriteMany"),
+    _positive_rule("storage", "size", lambda s: s.storage.size),
     Rule("storage", "existingClaim",
          f"!({_has('existingClaim')}) || !({_has('size')})",
          "existingClaim and size are mutually exclusive",
@@ -426,6 +566,7 @@ CROSS_FIELD_RULES: list[Rule] = [
          "self.benchmark.perfAnalyzer.batchSize <= self.serving.maxBatchSize",
          "must be <= serving.maxBatchSize",
          lambda s: s.benchmark.perf_analyzer.batch_size <= s.serving.max_batch_size),
+    *_resource_rules(),
 ]
 
 
@@ -584,7 +725,9 @@ def operator_default_paths() -> list[tuple[str, ...]]:
         hints, out = _hints(cls), []
         for fl in dataclasses.fields(cls):
             path = prefix + (camel(fl.name),)
-            if _is_dc(hints[fl.name]):
+            if fl.metadata.get("operatorDefaultSection"):  # one variable for the section
+                out.append(path)
+            elif _is_dc(hints[fl.name]):
                 out += walk(hints[fl.name], path)
             elif fl.metadata.get("operatorDefault"):
                 out.append(path)

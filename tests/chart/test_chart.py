@@ -173,6 +173,16 @@ def _operator_env(helm, *values: str) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in container["env"]}
 
 
+def test_stage_resources_reach_the_operator_as_one_partial_section(helm):
+    from mnist_operator import site_defaults
+
+    assert "resources" not in site_defaults.from_env(_operator_env(helm))   # {}: built-ins only
+    env = _operator_env(helm, "--set", "stageDefaults.resources.train.limits.memory=16Gi",
+                        "--set-string", "stageDefaults.resources.triton.requests.cpu=2")
+    assert site_defaults.from_env(env)["resources"] == {
+        "train": {"limits": {"memory": "16Gi"}}, "triton": {"requests": {"cpu": "2"}}}
+
+
 def test_rendered_defaults_parse_with_the_operator_and_reach_a_resource(helm):
     """The env the chart renders goes through the operator's own reader (site_defaults)."""
     from mnist_operator import site_defaults
@@ -304,7 +314,11 @@ def test_operator_accepts_the_rendered_arguments(helm, values):
     ("metrics:\n  port: 70000\n", "/metrics/port"),
     ("replicas: 2\n", "replicas"),
     ("stageDefaults:\n  images:\n    tritn: x\n", "tritn"),
-], ids=["bad-enum", "bad-log-level", "wrong-type", "string-for-int", "out-of-range", "unknown-key", "typo-in-nested-key"])
+    ("stageDefaults:\n  resources:\n    trian:\n      limits: {memory: 1Gi}\n", "trian"),
+    ("stageDefaults:\n  resources:\n    train:\n      limits: {memory: lots}\n",
+     "/stageDefaults/resources/train/limits/memory"),
+], ids=["bad-enum", "bad-log-level", "wrong-type", "string-for-int", "out-of-range", "unknown-key",
+        "typo-in-nested-key", "unknown-container", "not-a-quantity"])
 def test_bad_values_fail_naming_the_key(helm, tmp_path, values, key):
     bad = tmp_path / "values.yaml"
     bad.write_text(values)

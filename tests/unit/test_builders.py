@@ -14,6 +14,9 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 K8S_VERSION = "1.36.0"
 
 
+GPU = "nvidia.com/gpu"
+
+
 def make_cr(spec: dict | None = None, name: str = "demo", uid: str | None = "uid-1") -> dict:
     md = {"name": name, "namespace": "ml"}
     if uid:
@@ -71,7 +74,8 @@ def test_job_names_are_deterministic_and_change_with_the_spec_and_attempt():
 # --------------------------------------------------------------------------- labels and owners
 def test_every_object_and_pod_template_is_labelled_and_owned():
     objs = B.desired_objects(make_cr())
-    assert [o["kind"] for o in objs] == ["PersistentVolumeClaim"] + ["Job"] * 8 + ["Deployment", "Service"]
+    assert [o["kind"] for o in objs] == ["PersistentVolumeClaim", "ServiceAccount"] + ["Job"] * 8 + \
+        ["Deployment", "Service"]
     for o in objs:
         lab = o["metadata"]["labels"]
         assert lab[B.LABEL_NAME] == "mnist-serving" and lab[B.LABEL_INSTANCE] == "demo"
@@ -83,7 +87,7 @@ def test_every_object_and_pod_template_is_labelled_and_owned():
         if "template" in o.get("spec", {}):
             assert o["spec"]["template"]["metadata"]["labels"][B.LABEL_INSTANCE] == "demo"
     components = {o["metadata"]["labels"][B.LABEL_COMPONENT] for o in objs}
-    assert components == {"model-volume", "train", "export", "engine", "repo", "client",
+    assert components == {"model-volume", "runner", "train", "export", "engine", "repo", "client",
                           "bench-grpc", "bench-http", "analyze", "triton"}
     for o in objs:
         if o["kind"] == "Job":
@@ -183,12 +187,12 @@ def test_step_job_runs_the_stage_cli_in_the_stock_image_with_the_package_from_in
 def test_gpu_requests_follow_the_step():
     objs = objects({"training": {"gpus": 2}, "tensorrt": {"gpus": 1}})
     res = main_container(objs["Job/train"])["resources"]
-    assert res == {"requests": {"nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "2"}}
+    assert res["requests"]["nvidia.com/gpu"] == res["limits"]["nvidia.com/gpu"] == "2"
     assert main_container(objs["Job/engine"])["resources"]["limits"]["nvidia.com/gpu"] == "1"
     gpu_taint = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     rwx = objects({"storage": {"accessMode": "ReadWriteMany"}})
     for cpu_step in ("repo", "client", "bench-grpc"):
-        assert "resources" not in main_container(objs[f"Job/{cpu_step}"])
+        assert GPU not in main_container(objs[f"Job/{cpu_step}"])["resources"]["limits"]
         # ReadWriteOnce (default): they share Triton's GPU node, so they tolerate its taint
         assert gpu_taint in pod(objs[f"Job/{cpu_step}"])["tolerations"]
         # ReadWriteMany: GPU-less pods stay off GPU nodes
@@ -196,7 +200,7 @@ def test_gpu_requests_follow_the_step():
     assert gpu_taint in pod(objs["Job/train"])["tolerations"]
     assert gpu_taint in pod(rwx["Job/train"])["tolerations"]
     cpu = objects({"training": {"gpus": 0}})
-    assert "resources" not in main_container(cpu["Job/train"])
+    assert GPU not in main_container(cpu["Job/train"])["resources"]["limits"]
     cmd = main_container(cpu["Job/train"])["command"]
     assert cmd[cmd.index("--device") + 1] == "cpu"
 
@@ -234,7 +238,7 @@ def test_analyze_pod_has_a_triton_sidecar_and_model_analyzer_in_remote_mode():
     assert sidecar["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert sidecar["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
     c = main_container(job)
-    assert "resources" not in c                     # the GPU is the sidecar's
+    assert GPU not in c["resources"]["limits"]      # the GPU is the sidecar's
     cmd = c["command"]
     assert cmd[:3] == ["python3", "-m", "mnist_jobs.analyze"]
     pairs = dict(zip(cmd[3::1], cmd[4::1]))

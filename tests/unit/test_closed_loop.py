@@ -17,7 +17,7 @@ from mnist_operator import pipeline, results
 from mnist_operator.local import display, runner
 from mnist_operator.spec import parse_spec
 
-from test_reconcile import World, assert_quiet, events, walk_numbers
+from test_reconcile import World, assert_quiet, created, events, walk_numbers
 
 LAY = pipeline.Layout(PurePosixPath("/work"))
 DEMO = Path(__file__).parent / "data" / "results-demo"
@@ -386,7 +386,7 @@ def test_operator_closed_loop_rolls_triton_and_records_before_after():
     # the same pass that records analyze starts the tuned repository, and scales
     # Triton (paused while analyze held the GPU) back up on the first repository
     assert w.stage("analyze")["state"] == "Succeeded"
-    assert [o["metadata"]["name"] for o in d.create] == w.jobs("repo-tuned")
+    assert [o["metadata"]["name"] for o in created(d)] == w.jobs("repo-tuned")
     job = w.job("repo-tuned")["spec"]["template"]["spec"]["containers"][0]["command"]
     assert "--override" in job and "/work/model_repo_tuned" in job
     assert [(o["kind"], o["spec"]["replicas"]) for o in d.update] == [("Deployment", 1)]
@@ -457,7 +457,7 @@ def test_operator_run_id_measures_before_on_the_base_repository_again():
     # the same best config: the same repo-tuned Job (same fingerprint) writes the tuned
     # repository again (its record went away with the re-analysis), Triton rolls to it
     assert w.stage("repo-tuned")["state"] == "Running"
-    assert [o["metadata"]["name"] for o in d.create] == jobs_before["repo-tuned"]
+    assert [o["metadata"]["name"] for o in created(d)] == jobs_before["repo-tuned"]
     w.finish("repo-tuned", result={})
     w.step(1)
     assert triton_repo(w) == "--model-repository=/work/model_repo_tuned"
@@ -482,7 +482,7 @@ def test_operator_turning_apply_best_off_serves_the_spec_again():
     assert [o["kind"] for o in d.update] == ["Deployment"]
     assert not any(n in w.status["stages"] for n in TUNED)
     assert "closedLoop" not in w.status["benchmark"]
-    assert w.stage("analyze")["state"] == "Succeeded" and not d.create   # analysis kept
+    assert w.stage("analyze")["state"] == "Succeeded" and not created(d)   # analysis kept
     w.set_serving(True)
     w.step(1)
     assert w.status["phase"] == "Ready"
@@ -509,7 +509,7 @@ def test_operator_says_when_there_is_nothing_to_apply():
         "bestConfig": "mnist_onnx_config_default", "apply": {"instances": 1}}}})
     d = w.step(1)
     # Triton comes back on the same repository: no Job, no new repository
-    assert not d.create and [o["spec"]["replicas"] for o in d.update] == [1]
+    assert not created(d) and [o["spec"]["replicas"] for o in d.update] == [1]
     w.set_serving(True)
     w.step(1)
     assert w.status["phase"] == "Ready"

@@ -323,6 +323,27 @@ def test_rbac_is_least_privilege_and_covers_the_operator():
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 
+def test_rbac_grants_exactly_the_calls_the_operator_makes():
+    """Each verb is one the operator (kube.py, kopf) really calls; the least-privilege
+    test in tests/cluster/test_operator_e2e.py proves the set is enough to reach Ready.
+    No update anywhere: every write is a create, a merge patch or a delete."""
+    flat = {(g, res, v) for r in C.OPERATOR_RULES for g in r["apiGroups"]
+            for res in r["resources"] for v in r["verbs"]}
+    assert flat == {
+        *((S.GROUP, "mnistservings", v) for v in ("get", "list", "watch", "patch")),
+        (S.GROUP, "mnistservings/status", "patch"),
+        (S.GROUP, "mnistservings/finalizers", "update"),   # blockOwnerDeletion's check
+        *(("batch", "jobs", v) for v in ("get", "list", "watch", "create", "delete")),
+        ("", "pods", "list"), ("", "pods", "watch"),
+        *(("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
+        *(("", res, v) for res in ("services", "persistentvolumeclaims")
+          for v in ("get", "list", "create")),
+        ("", "serviceaccounts", "get"), ("", "serviceaccounts", "create"),
+        ("", "events", "create"), ("events.k8s.io", "events", "create"),
+        *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),
+    }
+
+
 # --------------------------------------------------------------------------- manifests/ (kustomize)
 def _kustomizations():
     return sorted(MANIFESTS.rglob("kustomization.yaml"))

@@ -153,4 +153,4 @@ def test_operator_default_fields_are_the_operator_wide_ones():
     assert operator_default_paths() == [
         ("images", "pytorch"), ("images", "triton"), ("images", "sdk"), ("images", "stages"),
         ("images", "pullPolicy"), ("training", "gpus"), ("tensorrt", "gpus"), ("serving", "gpus"),
-        ("scheduling", "nodeSelector"), ("scheduling", "tolerations")]
+        ("scheduling", "nodeSelector"), ("scheduling", "tolerations"), ("resources",)]
