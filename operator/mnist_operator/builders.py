@@ -96,7 +96,10 @@ def claim_name(cr: dict, spec: S.MnistServingSpec) -> str:
 
 
 def triton_name(cr: dict) -> str:
-    return child_name(cr["metadata"]["name"], "triton")
+    """The Deployment's and the Service's name. A Service name must be a DNS-1035
+    label (it starts with a letter), so a resource named "1st" serves as mnist-1st-triton."""
+    name = cr["metadata"]["name"]
+    return child_name(name if name[:1].isalpha() else f"mnist-{name}", "triton")
 
 
 def instance_label(cr_name: str) -> str:
@@ -156,6 +159,61 @@ def endpoints(cr: dict) -> P.Endpoints:
     return P.Endpoints(host=f"{triton_name(cr)}.{namespace(cr)}.svc")
 
 
+# --------------------------------------------------------------------------- metadata checks
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN = re.compile(S.DNS_SUBDOMAIN_PATTERN)
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+#: How the API server checks each kind's name (Jobs: a label, since their pods carry it).
+_NAME_RULES = {"Service": ("DNS-1035 label", _DNS_1035, MAX_NAME),
+               "Job": ("DNS-1123 label", _DNS_LABEL, MAX_NAME)}
+_ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def qualified_name_problem(key: str) -> str | None:
+    """Why ``key`` is not a label or annotation key ([prefix/]name), or None."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _SUBDOMAIN.match(prefix)):
+        return f"prefix {prefix!r} is not a DNS-1123 subdomain"
+    if not name or len(name) > MAX_NAME or not _LABEL_NAME.match(name):
+        return (f"name {name!r} must be 1-63 letters, digits, '-', '_' or '.', beginning and "
+                "ending with a letter or digit")
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    if len(value) > MAX_NAME or not _LABEL_VALUE.match(value):
+        return (f"{value!r} must be at most 63 letters, digits, '-', '_' or '.', beginning and "
+                "ending with a letter or digit")
+    return None
+
+
+def metadata_problems(obj: dict) -> list[str]:
+    """What the API server would refuse in ``obj``'s metadata: its name for its kind,
+    its namespace, its labels and annotations ("<Kind> <name>: metadata.x: why")."""
+    md = obj.get("metadata") or {}
+    kind, name = obj.get("kind", "object"), md.get("name") or ""
+    what, pattern, limit = _NAME_RULES.get(kind, ("DNS-1123 subdomain", _SUBDOMAIN, 253))
+    out = []
+    if len(name) > limit or not pattern.match(name):
+        out.append(f"metadata.name: {name!r} is not a {what} (at most {limit} characters)")
+    ns = md.get("namespace")
+    if ns is not None and (len(ns) > MAX_NAME or not _DNS_LABEL.match(ns)):
+        out.append(f"metadata.namespace: {ns!r} is not a DNS-1123 label")
+    for key, value in (md.get("labels") or {}).items():
+        problem = qualified_name_problem(key) or label_value_problem(str(value))
+        if problem:
+            out.append(f"metadata.labels[{key!r}]: {problem}")
+    annotations = md.get("annotations") or {}
+    for key in annotations:
+        problem = qualified_name_problem(key)
+        if problem:
+            out.append(f"metadata.annotations[{key!r}]: {problem}")
+    if sum(len(k) + len(str(v)) for k, v in annotations.items()) > _ANNOTATIONS_MAX_BYTES:
+        out.append("metadata.annotations: more than 256 KiB in all")
+    return [f"{kind} {name}: {p}" for p in out]
+
+
 # --------------------------------------------------------------------------- pod pieces
 #: Every pod passes the restricted Pod Security Standard. uid and gid 1000 are the
 #: non-root ``triton-server`` user that NGC's Triton images create for this purpose
@@ -194,6 +252,8 @@ def _container(name: str, image: str, spec: S.MnistServingSpec, *, command: list
     cpu and memory bounded, a writable /tmp that is also HOME."""
     return {"name": name, "image": image, "imagePullPolicy": spec.images.pull_policy,
             "command": command,
+            # model-analyzer has perf_analyzer write its CSV into the working directory
+            "workingDir": TMP_DIR,
             "env": [{"name": "HOME", "value": TMP_DIR}, *(env or [])],
             "resources": resources,
             "securityContext": container_security_context(),

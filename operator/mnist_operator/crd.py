@@ -273,7 +273,8 @@ def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> dict:
 #: * services, persistentvolumeclaims: listed each pass, created once; never changed
 #:   or deleted (owner references let the garbage collector remove them).
 #: * serviceaccounts: the pods' runner account, created once (no token, no role).
-#: * events: kopf posts them (create only).
+#: * events: kopf posts them; a pass lists a Job's FailedCreate events only when the
+#:   Job has no pod (its pods are refused: Pod Security, a quota, ...).
 NAMESPACED_RULES: list[dict] = [
     _rule([S.GROUP], [S.PLURAL], ["get", "list", "watch", "patch"]),
     _rule([S.GROUP], [f"{S.PLURAL}/status"], ["patch"]),
@@ -283,7 +284,7 @@ NAMESPACED_RULES: list[dict] = [
     _rule(["apps"], ["deployments"], ["get", "list", "watch", "create", "patch", "delete"]),
     _rule([""], ["services", "persistentvolumeclaims"], ["get", "list", "create"]),
     _rule([""], ["serviceaccounts"], ["get", "create"]),
-    _rule([""], ["events"], ["create"]),
+    _rule([""], ["events"], ["create", "list"]),
     _rule(["events.k8s.io"], ["events"], ["create"]),
 ]
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import kopf
 
-from . import builders, kube, metrics, site_defaults
+from . import builders, kube, metrics, refusals, site_defaults
 from .reconcile import Decision, name_conflict, reconcile, status_patch
 from .spec import GROUP, KIND, PLURAL, VERSION, merge_defaults
 
@@ -84,13 +84,24 @@ def _lock_for(namespace: str, name: str) -> threading.Lock:
 
 
 # --------------------------------------------------------------------------- the one pass
-def apply(decision: Decision, cr: dict) -> None:
-    """Carry out a Decision; each call is idempotent (409 on create, 404 on delete)."""
+def apply(decision: Decision, cr: dict) -> list[refusals.Refusal]:
+    """Carry out a Decision; each call is idempotent (409 on create, 404 on delete).
+    Returns the creates the API server refused (the rest of the Decision still runs)."""
     a = api()
+    refused = []
     for ref in decision.delete:
         kube.delete(a, ref)
     for obj in decision.create:
-        if not kube.create(a, obj):  # 409: ours already, or someone else's object
+        try:
+            created = kube.create(a, obj)
+        except kube.KubeError as e:
+            if e.status not in refusals.REFUSAL_CODES:
+                raise  # the API server's own trouble: the pass is retried
+            refused.append(refusals.Refusal(obj["kind"], obj["metadata"]["name"], e.status,
+                                            refusals.classify(e.status, e.reason, e.message),
+                                            e.message))
+            continue
+        if not created:  # 409: ours already, or someone else's object
             m = obj["metadata"]
             live = kube.get(a, obj["apiVersion"], obj["kind"], m["namespace"], m["name"])
             problem = name_conflict(live, obj)
@@ -100,6 +111,7 @@ def apply(decision: Decision, cr: dict) -> None:
         kube.patch(a, obj)
     for ev in decision.events:
         kopf.event(cr, type=ev.type, reason=ev.reason, message=ev.message)
+    return refused
 
 
 def reconcile_resource(namespace: str, name: str) -> Decision | None:
@@ -144,9 +156,13 @@ def _one_pass(namespace: str, name: str) -> Decision | None:
         return None
     selector = f"{kube.INSTANCE_LABEL}={builders.instance_label(name)}"
     observed = kube.observe_children(a, cr, selector)
-    decision = reconcile(with_defaults(cr, load_defaults()), observed,
-                         datetime.now(timezone.utc))
-    apply(decision, cr)
+    now = datetime.now(timezone.utc)
+    decision = reconcile(with_defaults(cr, load_defaults()), observed, now)
+    refused = apply(decision, cr)
+    decision.status, warnings = refusals.record(decision.status, refused,
+                                                cr["metadata"].get("generation") or 0, now)
+    for type_, reason, message in warnings:
+        kopf.event(cr, type=type_, reason=reason, message=message)
     old = cr.get("status") or {}
     if decision.status != {k: v for k, v in old.items() if k != "kopf"}:
         kube.patch_status(a, namespace, name, status_patch(old, decision.status))

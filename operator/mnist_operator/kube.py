@@ -39,9 +39,12 @@ class KubeError(RuntimeError):
     def __init__(self, status: int, method: str, path: str, body: str):
         self.status = status
         try:
-            message = json.loads(body).get("message", body)
+            parsed = json.loads(body)
+            message, reason = parsed.get("message", body), parsed.get("reason", "")
         except (ValueError, AttributeError):
-            message = body
+            message, reason = body, ""
+        self.message = str(message)
+        self.reason = str(reason)   # the API's Status reason: Forbidden, Invalid, ...
         super().__init__(f"{method} {path}: HTTP {status}: {message}")
 
 
@@ -155,14 +158,50 @@ def observe_children(api: client.ApiClient, cr: dict, selector: str) -> dict:
         found = of(api_version, kind)
         return found[0] if found else None
 
+    jobs = of("batch/v1", "Job")
+    # Pods belong to the Jobs (and ReplicaSets), not to the resource itself.
+    pods = list_objects(api, "v1", "Pod", ns, selector)
     return {
-        "jobs": of("batch/v1", "Job"),
-        # Pods belong to the Jobs (and ReplicaSets), not to the resource itself.
-        "pods": list_objects(api, "v1", "Pod", ns, selector),
+        "jobs": jobs,
+        "pods": pods,
+        "job_events": failed_creates(api, ns, podless_jobs(jobs, pods)),
         "deployment": one("apps/v1", "Deployment"),
         "service": one("v1", "Service"),
         "pvc": one("v1", "PersistentVolumeClaim"),
     }
+
+
+def podless_jobs(jobs: list[dict], pods: list[dict]) -> list[dict]:
+    """Running Jobs with no pod at all: the ones whose pods may have been refused."""
+    named = {(p["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name") for p in pods} | \
+        {(p["metadata"].get("labels") or {}).get("job-name") for p in pods}
+    out = []
+    for job in jobs:
+        st = job.get("status") or {}
+        finished = any(c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+                       for c in st.get("conditions") or [])
+        if not finished and not st.get("active") and job["metadata"]["name"] not in named \
+                and not job["metadata"].get("deletionTimestamp"):
+            out.append(job)
+    return out
+
+
+def failed_creates(api: client.ApiClient, namespace: str, jobs: list[dict]) -> dict[str, list[dict]]:
+    """Job name -> the job controller's FailedCreate events (why its pods were refused).
+    Only asked for Jobs without pods, so a healthy pass makes no such call."""
+    out = {}
+    for job in jobs:
+        uid = job["metadata"].get("uid")
+        if not uid:
+            continue
+        _, body = _request(api, "GET", f"/api/v1/namespaces/{quote(namespace)}/events",
+                           query={"fieldSelector": f"involvedObject.uid={uid},reason=FailedCreate"})
+        items = (body or {}).get("items") or []
+        if items:
+            out[job["metadata"]["name"]] = [
+                {"message": e.get("message", ""), "count": e.get("count", 1),
+                 "lastTimestamp": e.get("lastTimestamp") or e.get("eventTime")} for e in items]
+    return out
 
 
 def get_mnistserving(api: client.ApiClient, namespace: str, name: str) -> dict | None:

@@ -50,7 +50,7 @@ from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
-from . import builders, results
+from . import builders, refusals, results
 from .pipeline import Layout, Step, is_done, plan
 from .spec import GROUP, MnistServingSpec, SpecError, parse_spec
 from .status import (BACKING_OFF, CONDITION_FOR_STAGE, FAILED, FALSE, FINISHED, PENDING,
@@ -202,11 +202,32 @@ class JobOutcome:
     result: dict | None = None
     start: str | None = None
     finish: str | None = None
+    pods_refused: bool = False      # the API server refused every pod the Job tried
 
 
-def job_outcome(job: dict, pods: list[dict], now: datetime | None = None) -> JobOutcome:
+def pods_refused(job: dict, pods: list[dict], failed_creates: list[dict] | None
+                 ) -> JobOutcome | None:
+    """A Job that has no pod because the API server refuses them (Pod Security, a
+    quota, a missing ServiceAccount): the job controller's FailedCreate event says
+    why. It would only retry until its deadline, hours away: a failed attempt now."""
+    if pods or not failed_creates:
+        return None
+    newest = max(failed_creates, key=lambda e: e.get("lastTimestamp") or "")
+    text = newest.get("message") or "the job controller could not create its pod"
+    reason = refusals.classify(403, "FailedCreate", text)
+    return JobOutcome(FAILED, reason, one_line(f"the API server refused its pod: {text}"),
+                      start=(job.get("status") or {}).get("startTime"),
+                      finish=newest.get("lastTimestamp"), pods_refused=True)
+
+
+def job_outcome(job: dict, pods: list[dict], now: datetime | None = None,
+                failed_creates: list[dict] | None = None) -> JobOutcome:
     """What a stage Job says happened: its conditions, its pods' exit codes,
-    and the result JSON the stage wrote as its termination message."""
+    the result JSON the stage wrote as its termination message, and the job
+    controller's FailedCreate events when it has no pod at all."""
+    refused = pods_refused(job, pods, failed_creates)
+    if refused is not None:
+        return refused
     st = job.get("status") or {}
     conds = {c.get("type"): c for c in st.get("conditions") or [] if c.get("status") == "True"}
     terms = _terminated_states(pods)
@@ -263,6 +284,17 @@ def _replicas(dep: dict) -> int:
     return int((dep.get("spec") or {}).get("replicas", 1))
 
 
+def replica_failure(dep: dict | None) -> tuple[str, str] | None:
+    """(Reason, message) when the Deployment's ReplicaSet cannot create pods
+    (its ReplicaFailure condition: Pod Security, a quota, ...); None otherwise."""
+    for c in ((dep or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+            text = c.get("message") or c.get("reason") or "pods cannot be created"
+            return (refusals.classify(403, c.get("reason") or "FailedCreate", text),
+                    one_line(f"the API server refused a Triton pod: {text}"))
+    return None
+
+
 def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
     """(available, ready replicas, wanted replicas) of a Deployment whose
     rollout the controller has observed."""
@@ -311,8 +343,9 @@ def reconcile(cr: dict, observed: dict, now: datetime) -> Decision:
     """Decide what to do for one MnistServing.
 
     ``observed``: {"jobs": [Job], "pods": [Pod], "deployment": Deployment|None,
-    "service": Service|None, "pvc": PVC|None}, every object as the API returns
-    it (camelCase dicts), children of this resource only.
+    "service": Service|None, "pvc": PVC|None, "job_events": {Job name: [its
+    FailedCreate events]}}, every object as the API returns it (camelCase
+    dicts), children of this resource only.
     """
     try:
         spec = parse_spec(cr.get("spec"))
@@ -351,9 +384,13 @@ class _Reconciler:
         self.deployment = observed.get("deployment")
         self.service = observed.get("service")
         self.pvc = observed.get("pvc")
+        self.job_events: dict[str, list[dict]] = observed.get("job_events") or {}
         self.decision = Decision()
         token = (_meta(cr).get("annotations") or {}).get(RETRY_ANNOTATION)
         self.retry_token = token
+        # creates the API server refused before; those still withheld are kept in status
+        self.refused = refusals.carried(self.old, self.gen, token)
+        self.refused_kept: dict[str, dict] = {}
         old_gen = self.old.get("observedGeneration")
         # A failed step starts over on a spec change or a new retry annotation value.
         self.resume = (old_gen is not None and old_gen != self.gen) or \
@@ -439,16 +476,31 @@ class _Reconciler:
             self.drop_deployment()
         elif blocked_at is not None and self.pauses_serving(blocked_at, stages[blocked_at.name]):
             self.pause_deployment(stages)
+        self.withhold_refused()
         self.add_runner_account()
         self.decision.status = self.build_status(stages, blocked_at)
         return self.decision
+
+    def withhold_refused(self) -> None:
+        """A create the API server refused waits for its retry time (no create on
+        every pass); one retried now keeps its entry, so a new refusal backs off longer."""
+        self.decision.create = [o for o in self.decision.create if not self.held_back(o)]
+
+    def held_back(self, obj: dict) -> bool:
+        key = refusals.key_of(obj)
+        if key in self.refused:
+            self.refused_kept[key] = self.refused[key]
+        entry = refusals.withheld(self.refused, obj, self.now)
+        if entry is not None:
+            self.requeue((parse_timestamp(entry["retryTime"]) - self.now).total_seconds())
+        return entry is not None
 
     def add_runner_account(self) -> None:
         """Pods need their ServiceAccount first: create it with any pod owner
         (already there is fine), so no pass has to list ServiceAccounts."""
         account = builders.build_runner_service_account(self.cr, self.spec)
         owners = [i for i, o in enumerate(self.decision.create) if o["kind"] in ("Job", "Deployment")]
-        if account and owners:
+        if account and owners and not self.held_back(account):
             self.decision.create.insert(owners[0], account)
 
     def before_serve(self, step: Step) -> bool:
@@ -590,6 +642,14 @@ class _Reconciler:
                 self.resuming = True   # pause_deployment says PAUSED again if it still is
                 out.update(reason=SCALING_BACK, message=self.scaling_back()[2])
             return out
+        refused = replica_failure(dep)
+        if refused is not None:   # its pods are refused: say why, once
+            if not (same and (same.get("reason"), same.get("message")) == refused):
+                self.event("Warning", refused[0], f"{step.name}: {refused[1]}")
+            return self.base(step, rec, state=RUNNING, reason=refused[0], message=refused[1],
+                             deployment=name, attempt=0, readyReplicas=ready,
+                             startTime=(same or {}).get("startTime") or timestamp(self.now),
+                             replicas=self.spec.serving.replicas)
         if same and same.get("state") == RUNNING:
             return {**same, "readyReplicas": ready}
         return self.base(step, rec, state=RUNNING, reason="RollingOut",
@@ -663,14 +723,20 @@ class _Reconciler:
             return self.pending(step, cur, "WaitingForTriton",
                                 f"{step.name} waits for Triton to become available")
         job = builders.build_step_job(self.cr, self.spec, step, attempt)
-        self.decision.create.append(job)
+        self.decision.create.append(job)   # withhold_refused holds it back if it must wait
+        held = refusals.withheld(self.refused, job, self.now)
+        if held is not None:
+            return self.base(step, cur, state=PENDING, reason=held["reason"], attempt=attempt,
+                             job=_meta(job).get("name"), message=held["message"])
         return self.base(step, cur, state=RUNNING, reason="JobCreated", attempt=attempt,
                          job=_meta(job).get("name"), startTime=timestamp(self.now),
                          message=f"Job {_meta(job).get('name')} created (attempt {attempt})")
 
     def observe(self, step: Step, cur: dict | None, attempt: int, job: dict) -> dict:
         name = _meta(job).get("name")
-        out = job_outcome(job, _pods_of_job(job, self.pods), self.now)
+        out = job_outcome(job, _pods_of_job(job, self.pods), self.now, self.job_events.get(name))
+        if out.pods_refused:  # stop the job controller trying; the retry is a new Job
+            self.decision.delete.append(object_ref(job))
         common = dict(attempt=attempt, job=name,
                       startTime=out.start or (cur or {}).get("startTime") or timestamp(self.now))
         if out.state == RUNNING:
@@ -768,6 +834,8 @@ class _Reconciler:
                 ready = self.scaling_back() if self.resuming else self.unavailable()
             else:
                 ready = (FALSE, "Progressing", f"{active.name}: {rec.get('message')}")
+        if self.refused_kept and phase != "Failed":
+            ready = (FALSE, refusals.READY_REASON, refusals.summary(self.refused_kept))
         before = get_condition(conditions, READY) or {}
         conditions = set_condition(conditions, READY, *ready, gen, now)
         self.ready_events(before, ready, phase)
@@ -792,6 +860,8 @@ class _Reconciler:
         }
         if self.retry_token is not None:
             status["retryToken"] = self.retry_token
+        if self.refused_kept:
+            status["refusals"] = self.refused_kept
         return _clean(status)
 
     def unavailable(self) -> tuple[str, str, str]:

@@ -46,6 +46,9 @@ def check_resource(doc: Any, where: str) -> list[str]:
     elif len(name) > 253 or not NAME_PATTERN.match(name):
         errors.append(f"{where}metadata.name: {name!r} is not a DNS-1123 subdomain "
                       "(lowercase letters, digits, '-' and '.', at most 253)")
+    if isinstance(md, dict) and name:  # the rest of metadata, as the API server checks it
+        own = {"kind": S.KIND, "metadata": {**md, "name": "x"}}   # name: checked above
+        errors += [f"{where}{p.split(': ', 1)[1]}" for p in B.metadata_problems(own)]
     try:
         S.parse_spec(doc.get("spec") or {})
     except S.SpecError as exc:
@@ -76,7 +79,10 @@ def render(text: str, namespace: str | None = None) -> list[dict]:
         if namespace:
             cr["metadata"]["namespace"] = namespace
         cr["metadata"].setdefault("namespace", "default")
-        objects += B.desired_objects(cr)
+        made = B.desired_objects(cr)
+        # what the API server would refuse in the children's metadata is a bug here: say so
+        errors += [f"{where}{p}" for o in made for p in B.metadata_problems(o)]
+        objects += made
     if errors:
         raise RenderError(errors)
     return objects

@@ -61,6 +61,10 @@ DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 RUN_ID_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 
 DEFAULT_STORAGE_SIZE = "2Gi"
+#: Label keys ([DNS-subdomain prefix/]name) and values, as the API server checks them.
+LABEL_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
 
 
 class SpecError(ValueError):
@@ -566,6 +570,19 @@ CROSS_FIELD_RULES: list[Rule] = [
          "self.benchmark.perfAnalyzer.batchSize <= self.serving.maxBatchSize",
          "must be <= serving.maxBatchSize",
          lambda s: s.benchmark.perf_analyzer.batch_size <= s.serving.max_batch_size),
+    Rule("scheduling", "nodeSelector",
+         f"!has(self.nodeSelector) || self.nodeSelector.all(k, k.size() <= 317 && k.matches(r'{LABEL_KEY_PATTERN}') && "
+         f"self.nodeSelector[k].matches(r'{LABEL_VALUE_PATTERN}'))",
+         "keys must be label keys and values label values (at most 63 letters, digits, "
+         "'-', '_' or '.', beginning and ending with a letter or digit)",
+         lambda s: all(len(k) <= 317 and re.match(LABEL_KEY_PATTERN, k)
+                       and re.match(LABEL_VALUE_PATTERN, v)
+                       for k, v in s.scheduling.node_selector.items())),
+    Rule("scheduling", "tolerations",
+         "!has(self.tolerations) || self.tolerations.all(t, !has(t.operator) || t.operator != 'Exists' "
+         "|| !has(t.value) || t.value == '')",
+         "a toleration with operator Exists must have no value",
+         lambda s: all(t.operator != "Exists" or not t.value for t in s.scheduling.tolerations)),
     *_resource_rules(),
 ]
 

@@ -177,7 +177,7 @@ def test_cel_rules_guard_operator_wide_fields_with_has():
             if full in S.operator_default_paths():
                 assert f"!has(self{ref})" in rule.cel, rule.cel
                 guarded += 1
-    assert guarded == 1  # serving.gpus, in the cpuOnly rule
+    assert guarded == 2  # serving.gpus in the cpuOnly rule, scheduling.nodeSelector in its own
 
 
 def test_single_field_constraints_come_from_the_spec_metadata():
@@ -339,7 +339,7 @@ def test_rbac_grants_exactly_the_calls_the_operator_makes():
         *(("", res, v) for res in ("services", "persistentvolumeclaims")
           for v in ("get", "list", "create")),
         ("", "serviceaccounts", "get"), ("", "serviceaccounts", "create"),
-        ("", "events", "create"), ("events.k8s.io", "events", "create"),
+        ("", "events", "create"), ("", "events", "list"), ("events.k8s.io", "events", "create"),
         *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),
     }
 

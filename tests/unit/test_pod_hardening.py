@@ -45,6 +45,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard(flavour):
             # a read-only image needs somewhere to write: /tmp, and HOME is it
             assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"], (key, c["name"])
             assert {"name": "HOME", "value": "/tmp"} in c["env"], (key, c["name"])
+            assert c["workingDir"] == "/tmp", (key, c["name"])   # tools write to the cwd
 
 
 @pytest.mark.parametrize("flavour", SPECS)
@@ -111,3 +112,47 @@ def test_the_account_is_created_before_any_pod_owner_and_only_with_one():
                         {"jobs": [o for o in first.create if o["kind"] == "Job"], "pods": [],
                          "pvc": first.create[0]}, T0)
     assert waiting.create == []        # nothing to create: no account either
+
+
+# --------------------------------------------------------------------------- names and metadata
+def test_a_resource_named_with_a_leading_digit_gets_a_dns_1035_service_name():
+    objs = objects(name="1st")
+    service = objs["Service"]["metadata"]["name"]
+    assert service == "mnist-1st-triton" == objs["Deployment"]["metadata"]["name"]
+    assert B.endpoints(make_cr(name="1st")).host == "mnist-1st-triton.ml.svc"
+    for o in B.desired_objects(make_cr(name="1st")) + B.desired_objects(make_cr(name="9" * 120)):
+        assert B.metadata_problems(o) == [], o["metadata"]["name"]
+
+
+def test_metadata_problems_are_what_the_api_server_refuses():
+    svc = {"kind": "Service", "metadata": {"name": "1st-triton", "namespace": "ml"}}
+    assert B.metadata_problems(svc) == [
+        "Service 1st-triton: metadata.name: '1st-triton' is not a DNS-1035 label (at most 63 characters)"]
+    job = {"kind": "Job", "metadata": {"name": "a.b", "labels": {"x/y/z": "v", "ok": "-bad"}}}
+    problems = B.metadata_problems(job)
+    assert any("metadata.name: 'a.b' is not a DNS-1123 label" in p for p in problems)
+    assert any("metadata.labels['x/y/z']" in p for p in problems)
+    assert any("metadata.labels['ok']" in p for p in problems)
+    assert B.metadata_problems({"kind": "PersistentVolumeClaim", "metadata": {"name": "a.b"}}) == []
+
+
+def test_render_refuses_metadata_the_api_server_would_refuse():
+    from mnist_operator.render import RenderError, render
+    doc = ("apiVersion: mnist.serving.dev/v1alpha1\nkind: MnistServing\n"
+           "metadata:\n  name: demo\n  namespace: Bad_NS\n  labels: {\"team/a/b\": x}\nspec: {}\n")
+    with pytest.raises(RenderError) as err:
+        render(doc)
+    assert any("metadata.namespace: 'Bad_NS'" in e for e in err.value.errors)
+    assert any("metadata.labels['team/a/b']" in e for e in err.value.errors)
+
+
+@pytest.mark.parametrize("scheduling, error", [
+    ({"nodeSelector": {"bad key": "x"}}, "spec.scheduling.nodeSelector: keys must be label keys"),
+    ({"nodeSelector": {"pool": "a b"}}, "spec.scheduling.nodeSelector: keys must be label keys"),
+    ({"tolerations": [{"key": "a", "operator": "Exists", "value": "v"}]},
+     "spec.scheduling.tolerations: a toleration with operator Exists must have no value"),
+])
+def test_scheduling_fields_the_api_server_would_refuse_in_a_pod_are_refused_up_front(scheduling, error):
+    with pytest.raises(SpecError) as err:
+        parse_spec({"scheduling": scheduling})
+    assert any(e.startswith(error) for e in err.value.errors), err.value.errors
