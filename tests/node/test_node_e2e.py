@@ -25,6 +25,7 @@ import yaml
 from mnist_operator import builders
 from mnist_operator.spec import PLURAL
 from tests.cluster.operator_harness import MnistKit, install_crd, wait_for
+from tests.cluster.test_hardening import RESTRICTED, compute_quota
 
 from .node import REPO
 
@@ -90,6 +91,9 @@ def demo(node_cluster, release, kit):
     kubectl = node_cluster.kubectl
     ns = "node-e2e"
     kubectl("create", "namespace", ns)
+    # the rules a cluster administrator sets: restricted pods, a quota on compute
+    kubectl("label", "namespace", ns, *(f"{k}={v}" for k, v in RESTRICTED.items()))
+    kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(compute_quota()))
     wait_for("the default ServiceAccount", lambda: kubectl.run(
         "get", "serviceaccount", "default", "-n", ns).returncode == 0, 30)
     doc = yaml.safe_load(SAMPLE.read_text())
@@ -99,7 +103,10 @@ def demo(node_cluster, release, kit):
     kubectl("apply", "-f", "-", input=json.dumps(doc))
     phases: list[tuple[float, str]] = []
 
+    usage = ContainerUsage(kubectl, ns)
+
     def ready():
+        usage.sample()
         st = kit.status(ns, name)
         phase = st.get("phase", "")
         if not phases or phases[-1][1] != phase:
@@ -114,8 +121,47 @@ def demo(node_cluster, release, kit):
         raise AssertionError(f"{e}\nphases seen: {phases}\nstages: "
                              f"{json.dumps(st.get('stages'), indent=1)[:4000]}") from None
     FIGURES["apply -> Ready"] = time.monotonic() - t0
+    FIGURES["container usage"] = usage.peaks
     FIGURES["phases"] = phases
     return {"ns": ns, "name": name, "status": status}
+
+
+class ContainerUsage:
+    """Peak memory (working set) and cpu of each stage's containers, sampled from
+    the kubelet's summary API while the pipeline runs: the figures the built-in
+    requests and limits (spec.RESOURCE_DEFAULTS) are chosen from."""
+
+    def __init__(self, kubectl, namespace: str, every: float = 2.0):
+        self.kubectl, self.namespace, self.every = kubectl, namespace, every
+        self.peaks: dict[str, dict[str, float]] = {}
+        self._components: dict[str, str] = {}
+        self._last = 0.0
+
+    def sample(self) -> None:
+        if time.monotonic() - self._last < self.every:
+            return
+        self._last = time.monotonic()
+        node = self.kubectl("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}")
+        p = self.kubectl.run("get", "--raw", f"/api/v1/nodes/{node}/proxy/stats/summary")
+        if p.returncode != 0:
+            return  # the kubelet answers once it has stats; a missed sample is fine
+        for pod in json.loads(p.stdout).get("pods", []):
+            ref = pod.get("podRef", {})
+            if ref.get("namespace") != self.namespace:
+                continue
+            for c in pod.get("containers", []):
+                key = self._key(ref["name"], c["name"])
+                peak = self.peaks.setdefault(key, {"memoryMiB": 0.0, "cpuMillicores": 0.0})
+                mem = (c.get("memory") or {}).get("workingSetBytes") or 0
+                cpu = (c.get("cpu") or {}).get("usageNanoCores") or 0
+                peak["memoryMiB"] = max(peak["memoryMiB"], mem / 2**20)
+                peak["cpuMillicores"] = max(peak["cpuMillicores"], cpu / 1e6)
+
+    def _key(self, pod: str, container: str) -> str:
+        if pod not in self._components:   # the step (or triton) the pod belongs to
+            meta = self.kubectl.json("get", "pod", pod, "-n", self.namespace).get("metadata", {})
+            self._components[pod] = (meta.get("labels") or {}).get(builders.LABEL_COMPONENT, pod)
+        return f"{self._components[pod]}/{container}"
 
 
 def stage_pods(kit, ns: str, name: str) -> dict[str, dict]:
@@ -381,6 +427,13 @@ def real_node_section(bringup: dict, figures: dict) -> str:
     if figures.get("stage durations"):
         lines += ["", "| stage (its container, start to exit) | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in figures["stage durations"].items()]
+    usage = figures.get("container usage")
+    if usage:
+        lines += ["", "Peak use per container (kubelet summary API, sampled every 2 s; "
+                  "what the built-in requests in spec.RESOURCE_DEFAULTS are set from):", "",
+                  "| step/container | memory MiB | cpu millicores |", "|---|---|---|"]
+        lines += [f"| {k} | {v['memoryMiB']:.0f} | {v['cpuMillicores']:.0f} |"
+                  for k, v in sorted(usage.items())]
     probe = figures.get("probe")
     if probe:
         lines += ["", f"Through the Service's DNS name from a pod ({probe['samples']} held-out digits, "
