@@ -317,19 +317,22 @@ class ContainerResources:
 
 
 #: Built-in cpu and memory per container: ((cpu, memory) requested, (cpu, memory) limit).
-#: Requests sit near the peak measured on the real node tier with the CPU sample
-#: (docs/BENCHMARKS.md, "Real node", `make bench-node`), so a busy node still fits
-#: them; limits leave room for the GPU flavour, whose CUDA context and TensorRT
-#: builder add host memory that no run here could measure (no GPU).
+#: Requests come from the peaks the real node tier measured with the CPU sample
+#: (docs/BENCHMARKS.md, "Real node", `make bench-node`): cpu about the peak, memory
+#: about twice it (train 531 MiB / 1.5 cores, export 485 MiB / 1 core, analyze 140 MiB
+#: / 1 core, Triton 94 MiB / 1 core, perf_analyzer 63 MiB / 0.4 core). repo and client
+#: end within one 2 s sample and engine needs TensorRT, which no machine here has:
+#: their numbers are estimates. Limits leave room for the GPU flavour, whose CUDA
+#: context, TensorRT builder and higher load add host memory and cpu no run here saw.
 RESOURCE_DEFAULTS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
-    "train": (("500m", "1Gi"), ("4", "8Gi")),
-    "export": (("250m", "1Gi"), ("2", "4Gi")),
+    "train": (("1", "1Gi"), ("4", "8Gi")),
+    "export": (("500m", "1Gi"), ("2", "4Gi")),
     "engine": (("500m", "2Gi"), ("4", "8Gi")),
     "repo": (("100m", "256Mi"), ("1", "1Gi")),
     "client": (("100m", "512Mi"), ("1", "2Gi")),
-    "bench": (("500m", "512Mi"), ("4", "2Gi")),
-    "analyze": (("250m", "1Gi"), ("2", "4Gi")),
-    "triton": (("250m", "1Gi"), ("4", "8Gi")),
+    "bench": (("500m", "256Mi"), ("4", "2Gi")),
+    "analyze": (("250m", "512Mi"), ("2", "4Gi")),
+    "triton": (("500m", "512Mi"), ("4", "8Gi")),
 }
 #: The init container that copies the mnist_jobs package (a few hundred KiB) into
 #: each stage pod: fixed, since it does the same tiny copy everywhere.
