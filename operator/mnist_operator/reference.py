@@ -66,7 +66,22 @@ def _constraints(md: dict) -> str:
     return "; ".join(parts)
 
 
+def _resource_rows(prefix: str) -> list[tuple[str, str, str, str]]:
+    """spec.resources: one row per container, its built-in requests and limits."""
+    rows = []
+    for fl in dataclasses.fields(S.Resources):
+        (rc, rm), (lc, lm) = S.RESOURCE_DEFAULTS[fl.name]
+        desc = fl.metadata["description"].split(";")[0]
+        rows.append((f"`{prefix}.{fl.name}.{{requests,limits}}.{{cpu,memory}}`", "quantity strings",
+                     f"requests `{rc}` / `{rm}`, limits `{lc}` / `{lm}`",
+                     f"{desc.replace('cpu', 'CPU', 1)}; each value > 0, requests <= limits; a value "
+                     "left out takes the chart's stageDefaults.resources, else this default."))
+    return rows
+
+
 def _rows(cls: type, prefix: str) -> list[tuple[str, str, str, str]]:
+    if cls is S.Resources:
+        return _resource_rows(prefix)
     hints = typing.get_type_hints(cls)
     rows = []
     for fl in dataclasses.fields(cls):
