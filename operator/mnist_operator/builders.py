@@ -15,8 +15,8 @@ here, so what ``mnist-serving render`` prints is what the operator creates.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
-import json
 import re
 from pathlib import PurePosixPath
 from typing import Any
@@ -162,8 +162,8 @@ def endpoints(cr: dict) -> P.Endpoints:
 # --------------------------------------------------------------------------- metadata checks
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _SUBDOMAIN = re.compile(S.DNS_SUBDOMAIN_PATTERN)
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(S.LABEL_NAME_PATTERN)    # at most 63 characters, as the patterns say
+_LABEL_VALUE = re.compile(S.LABEL_VALUE_PATTERN)
 #: How the API server checks each kind's name (Jobs: a label, since their pods carry it).
 _NAME_RULES = {"Service": ("DNS-1035 label", _DNS_1035, MAX_NAME),
                "Job": ("DNS-1123 label", _DNS_LABEL, MAX_NAME)}
@@ -175,14 +175,14 @@ def qualified_name_problem(key: str) -> str | None:
     prefix, _, name = key.rpartition("/")
     if prefix and (len(prefix) > 253 or not _SUBDOMAIN.match(prefix)):
         return f"prefix {prefix!r} is not a DNS-1123 subdomain"
-    if not name or len(name) > MAX_NAME or not _LABEL_NAME.match(name):
+    if not _LABEL_NAME.match(name):
         return (f"name {name!r} must be 1-63 letters, digits, '-', '_' or '.', beginning and "
                 "ending with a letter or digit")
     return None
 
 
 def label_value_problem(value: str) -> str | None:
-    if len(value) > MAX_NAME or not _LABEL_VALUE.match(value):
+    if not _LABEL_VALUE.match(value):
         return (f"{value!r} must be at most 63 letters, digits, '-', '_' or '.', beginning and "
                 "ending with a letter or digit")
     return None
@@ -384,7 +384,7 @@ def build_runner_service_account(cr: dict, spec: S.MnistServingSpec) -> dict | N
 def _stages_init_container(spec: S.MnistServingSpec) -> dict:
     return _container("stages", spec.images.stages, spec,
                       command=["cp", "-R", STAGES_SOURCE, f"{STAGES_DIR}/"],
-                      resources=json.loads(json.dumps(S.COPY_RESOURCES)),
+                      resources=copy.deepcopy(S.COPY_RESOURCES),
                       mounts=[{"name": "stages", "mountPath": STAGES_DIR}])
 
 

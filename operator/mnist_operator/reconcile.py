@@ -723,11 +723,11 @@ class _Reconciler:
             return self.pending(step, cur, "WaitingForTriton",
                                 f"{step.name} waits for Triton to become available")
         job = builders.build_step_job(self.cr, self.spec, step, attempt)
-        self.decision.create.append(job)   # withhold_refused holds it back if it must wait
-        held = refusals.withheld(self.refused, job, self.now)
-        if held is not None:
+        if self.held_back(job):   # refused before: it waits for its retry time
+            held = self.refused[refusals.key_of(job)]
             return self.base(step, cur, state=PENDING, reason=held["reason"], attempt=attempt,
                              job=_meta(job).get("name"), message=held["message"])
+        self.decision.create.append(job)
         return self.base(step, cur, state=RUNNING, reason="JobCreated", attempt=attempt,
                          job=_meta(job).get("name"), startTime=timestamp(self.now),
                          message=f"Job {_meta(job).get('name')} created (attempt {attempt})")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .status import BACKING_OFF, FALSE, PENDING, READY, get_condition, one_line, ordered, \
+from .status import FALSE, PENDING, READY, get_condition, one_line, ordered, \
     parse_timestamp, set_condition, timestamp
 
 FIRST_BACKOFF_SECONDS = 10
@@ -83,11 +83,10 @@ def record(status: dict, refused: list[Refusal], generation: int, now: datetime
                           "retryTime": timestamp(now + timedelta(seconds=delay))}
         if (old.get("reason"), old.get("message")) != (r.reason, message):
             events.append(("Warning", r.reason, message))
+        owner_field = {"Job": "job", "Deployment": "deployment"}.get(r.kind)
         for rec in stages.values():  # the step that wanted it shows why it has not started
-            if rec.get("job") == r.name and r.kind == "Job" or \
-                    rec.get("deployment") == r.name and r.kind == "Deployment":
-                rec.update(state=PENDING if rec.get("state") != BACKING_OFF else BACKING_OFF,
-                           reason=r.reason, message=message)
+            if owner_field and rec.get(owner_field) == r.name:
+                rec.update(state=PENDING, reason=r.reason, message=message)
                 rec.pop("startTime", None)
     out["refusals"] = entries
     if stages:

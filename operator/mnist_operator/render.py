@@ -21,7 +21,7 @@ from . import spec as S
 
 API_VERSION = f"{S.GROUP}/{S.VERSION}"
 # metadata.name of a namespaced custom resource: a DNS-1123 subdomain.
-NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+NAME_PATTERN = re.compile(S.DNS_SUBDOMAIN_PATTERN)
 
 
 class RenderError(ValueError):
