@@ -23,38 +23,24 @@ from typing import Any
 
 from . import pipeline as P
 from . import spec as S
+from .vocabulary import (ANNOTATION_FINGERPRINT, LABEL_ATTEMPT, LABEL_COMPONENT,
+                         LABEL_FINGERPRINT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME,
+                         LABEL_STEP, WORK_DIR)
 
 API_VERSION = f"{S.GROUP}/{S.VERSION}"
 APP = "mnist-serving"
 MANAGED_BY = "mnist-serving-operator"
 
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_STEP = f"{S.GROUP}/step"
-LABEL_FINGERPRINT = f"{S.GROUP}/fingerprint"
-LABEL_ATTEMPT = f"{S.GROUP}/attempt"
-ANNOTATION_FINGERPRINT = f"{S.GROUP}/fingerprint"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 HOSTNAME_TOPOLOGY = "kubernetes.io/hostname"
 
-#: The model volume's mount point in every pod; the work dir layout of docs/CONTRACT.md.
-WORK_DIR = PurePosixPath("/work")
 LAYOUT = P.Layout(WORK_DIR)
 #: Where the init container puts the mnist_jobs package (the Dockerfile's `cp` line).
 STAGES_DIR = "/mnt/stages"
 STAGES_SOURCE = "/opt/mnist-serving/jobs/."
 TERMINATION_LOG = "/dev/termination-log"
 
-#: activeDeadlineSeconds per stage: generous upper bounds, so a hung stage fails
-#: (and is retried) instead of holding a GPU forever.
-DEADLINE_SECONDS = {
-    "train": 6 * 3600, "export": 3600, "engine": 2 * 3600, "repo": 1800,
-    "client": 1800, "bench": 4 * 3600, "analyze": 4 * 3600,
-}
-DEFAULT_DEADLINE_SECONDS = 3600
 MAX_NAME = 63
 _DNS_LABEL = re.compile(S.DNS_LABEL_PATTERN)
 
@@ -411,10 +397,10 @@ ANALYZE_REMOTE_ARGS = (
 
 
 def step_command(step: P.Step) -> list[str]:
-    args = list(step.args)
-    if step.stage == "analyze":
-        args += ANALYZE_REMOTE_ARGS
-    return ["python3", "-m", f"mnist_jobs.{step.stage}", *args, "--result", TERMINATION_LOG]
+    # the pod's own Triton sidecar, not one the stage would launch
+    remote = ANALYZE_REMOTE_ARGS if step.facts.runs_own_triton else ()
+    return ["python3", "-m", f"mnist_jobs.{step.stage}", *step.args, *remote,
+            "--result", TERMINATION_LOG]
 
 
 def build_step_job(cr: dict, spec: S.MnistServingSpec, step: P.Step, attempt: int) -> dict:
@@ -423,9 +409,9 @@ def build_step_job(cr: dict, spec: S.MnistServingSpec, step: P.Step, attempt: in
     if step.long_running:
         raise ValueError(f"step {step.name!r} is the Triton Deployment, not a Job")
     name = job_name(cr["metadata"]["name"], step, attempt)
-    is_analyze = step.stage == "analyze"
+    sidecar = step.facts.runs_own_triton
     # In the analyze pod the GPU belongs to the Triton sidecar, which runs the models.
-    main_gpus = 0 if is_analyze else step.gpus
+    main_gpus = 0 if sidecar else step.gpus
     main = _container(step.stage, getattr(spec.images, step.image_kind), spec,
                       command=step_command(step),
                       env=[{"name": "PYTHONPATH", "value": STAGES_DIR},
@@ -438,12 +424,12 @@ def build_step_job(cr: dict, spec: S.MnistServingSpec, step: P.Step, attempt: in
                       terminationMessagePolicy="FallbackToLogsOnError")
     init = [_stages_init_container(spec)]
     volumes = [_work_volume(cr, spec), {"name": "stages", "emptyDir": {}}]
-    if is_analyze:
+    if sidecar:
         init.append(_analyze_sidecar(spec, step.gpus))
         volumes.append(_shm_volume())
     # TensorRT plans only load on the GPU model they were built on: the engine
     # build, and the analyze pod that serves the plan, go to scheduling.gpuProduct.
-    pin = step.gpus > 0 and step.stage in ("engine", "analyze")
+    pin = step.gpus > 0 and step.facts.pins_gpu_product
     pod_labels = {**labels(cr, step.name, step), LABEL_ATTEMPT: str(attempt)}
     md = _metadata(cr, name, step.name, step)
     md["labels"][LABEL_ATTEMPT] = str(attempt)
@@ -452,7 +438,7 @@ def build_step_job(cr: dict, spec: S.MnistServingSpec, step: P.Step, attempt: in
         "metadata": md,
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": DEADLINE_SECONDS.get(step.stage, DEFAULT_DEADLINE_SECONDS),
+            "activeDeadlineSeconds": step.facts.deadline_seconds,
             "template": {
                 "metadata": {"labels": pod_labels},
                 "spec": _pod_spec(cr, spec, gpus=step.gpus, pin_gpu_product=pin,
@@ -468,9 +454,7 @@ def build_triton_deployment(cr: dict, spec: S.MnistServingSpec, serve_step: P.St
     (``model_repo/``, or ``model_repo_tuned/`` for serve-tuned). The step's
     fingerprint is a pod-template annotation: a new repository rolls the pods."""
     gpus = spec.serving.gpus
-    args = list(serve_step.args)
-    repository = args[args.index("--model-repo") + 1] if "--model-repo" in args \
-        else str(LAYOUT.model_repo)
+    repository = serve_step.params.model_repo
     container = _container(
         "triton", spec.images.triton, spec,
         command=_tritonserver_command(repository=repository),

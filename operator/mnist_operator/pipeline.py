@@ -27,20 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import PurePosixPath
 from typing import Any
 
+from . import stages
 from .spec import MnistServingSpec, TRITON_MODEL
-
-#: Stage modules in pipeline order (``python -m mnist_jobs.<stage>``).
-STAGES = ("train", "export", "engine", "repo", "serve", "client", "bench", "analyze")
-
-#: Which image a step runs in (spec.images.<kind>).
-IMAGE_FOR_STAGE = {
-    "train": "pytorch", "export": "pytorch", "engine": "pytorch", "repo": "pytorch",
-    "serve": "triton", "client": "sdk", "bench": "sdk", "analyze": "sdk",
-}
+from .vocabulary import FINISHED
 
 #: Container ports Triton serves on (the Deployment and the local serve stage).
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
@@ -89,11 +82,132 @@ class Endpoints:
                 "metrics": f"http://{self.host}:{self.metrics_port}/metrics"}
 
 
+# --------------------------------------------------------------------------- stage parameters
+def repeated() -> Any:
+    """A tuple field given as one flag per item (``--override a --override b``)."""
+    return field(default=(), metadata={"repeat": True})
+
+
+@dataclass(frozen=True)
+class Params:
+    """A stage CLI's flags, one field each: ``--field-name value``. A tuple is
+    one comma-joined value (or one flag per item, see ``repeated``); True is a
+    bare flag; None and False leave the flag out."""
+
+    def argv(self) -> tuple[str, ...]:
+        out: list[str] = []
+        for f in fields(self):
+            value, flag = getattr(self, f.name), "--" + f.name.replace("_", "-")
+            if value is None or value is False:
+                continue
+            if value is True:
+                out.append(flag)
+            elif f.metadata.get("repeat"):
+                for item in value:
+                    out += [flag, str(item)]
+            elif isinstance(value, tuple):
+                out += [flag, ",".join(map(str, value))]
+            else:
+                out += [flag, str(value)]
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class TrainParams(Params):
+    data_source: str
+    data_dir: str
+    epochs: int
+    batch_size: int
+    learning_rate: str
+    momentum: str
+    seed: int
+    device: str
+    out: str
+
+
+@dataclass(frozen=True)
+class ExportParams(Params):
+    checkpoint: str
+    out: str
+    opset: int
+    data_source: str
+    data_dir: str
+
+
+@dataclass(frozen=True)
+class EngineParams(Params):
+    onnx: str
+    out: str
+    profile: str
+    precision: str
+    min_batch: int
+    opt_batch: int
+    max_batch: int
+
+
+@dataclass(frozen=True)
+class RepoParams(Params):
+    artifacts: str
+    out: str
+    models: tuple[str, ...]
+    max_batch_size: int
+    instances: int
+    instance_kind: str
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_delay_us: int
+    cpu_only: bool = False
+    override: tuple[str, ...] = repeated()   # model:key=value,... (the closed loop's best config)
+
+
+@dataclass(frozen=True)
+class ServeParams(Params):
+    model_repo: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    host: str
+
+
+@dataclass(frozen=True)
+class ClientParams(Params):
+    http_url: str
+    grpc_url: str
+    models: tuple[str, ...]
+    data_source: str
+    data_dir: str
+
+
+@dataclass(frozen=True)
+class BenchParams(Params):
+    url: str
+    protocol: str
+    models: tuple[str, ...]
+    batch_size: int
+    concurrency: str          # start:end:step
+    measurement_mode: str
+    measurement_interval_ms: int
+    measurement_request_count: int
+    stability_percentage: int
+    out: str
+
+
+@dataclass(frozen=True)
+class AnalyzeParams(Params):
+    model_repo: str
+    models: tuple[str, ...]
+    out: str
+    max_concurrency: int
+    max_batch_size: int
+    max_instances: int
+    search: str
+
+
+# --------------------------------------------------------------------------- steps
 @dataclass(frozen=True)
 class Step:
     name: str                    # status key and Job name part: train, bench-grpc, ...
-    stage: str                   # mnist_jobs module
-    args: tuple[str, ...]        # after `python -m mnist_jobs.<stage>`, without --result
+    stage: str                   # mnist_jobs module, a row of stages.STAGES
+    params: Params               # its CLI's flags, without --result
     fingerprint: str             # 12 hex chars
     needs: tuple[str, ...]       # step names whose outputs it reads
     gpus: int                    # nvidia.com/gpu it requests
@@ -102,20 +216,25 @@ class Step:
     inputs: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
+    def facts(self) -> stages.Stage:
+        return stages.BY_NAME[self.stage]
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """After ``python -m mnist_jobs.<stage>``."""
+        return self.params.argv()
+
+    @property
     def image_kind(self) -> str:
-        return IMAGE_FOR_STAGE[self.stage]
+        return self.facts.image
 
     @property
     def long_running(self) -> bool:
-        return self.stage == "serve"
+        return self.facts.long_running
 
 
 #: The closed loop's steps (bench-tuned-<protocol> besides these two).
 REPO_TUNED, SERVE_TUNED, BENCH_TUNED = "repo-tuned", "serve-tuned", "bench-tuned-"
-
-
-def is_tuned(step_name: str) -> bool:
-    return step_name in (REPO_TUNED, SERVE_TUNED) or step_name.startswith(BENCH_TUNED)
 
 
 def analyze_models_of(recorded: dict | None) -> dict[str, dict]:
@@ -165,11 +284,6 @@ def fingerprint(inputs: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _data_args(spec: MnistServingSpec, lay: Layout) -> list[str]:
-    ds = spec.training.dataset
-    return ["--data-source", ds.source, "--data-dir", ds.path or str(lay.data)]
-
-
 def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints(),
          *, device: str = "auto", analyzed: dict | None = None) -> list[Step]:
     """Every step of the pipeline for ``spec``, in the order they run.
@@ -179,88 +293,79 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
     the recorded analyze result, if any: with ``applyBest`` and a Succeeded
     analyze of the current fingerprint whose best config differs from the
     served one, the closed loop's steps follow ``analyze``.
+
+    A fingerprint hashes the spec inputs each step names, never its
+    parameters: paths and endpoints differ between a local run and a
+    cluster, and must not make a finished step run again.
     """
     t, x, trt, sv = spec.training, spec.export, spec.tensorrt, spec.serving
     pa, ma = spec.benchmark.perf_analyzer, spec.benchmark.model_analyzer
     run_id = spec.benchmark.run_id
+    ds = spec.training.dataset
+    data_source, data_dir = ds.source, ds.path or str(lay.data)
     steps: list[Step] = []
     fps: dict[str, str] = {}
 
-    def add(name: str, stage: str, args: list[str], inputs: dict, needs: tuple[str, ...] = (),
+    def add(name: str, stage: str, params: Params, inputs: dict, needs: tuple[str, ...] = (),
             gpus: int = 0, enabled: bool = True, skip_reason: str = "") -> None:
         full = {"step": name, "inputs": inputs, "upstream": {n: fps[n] for n in needs}}
         fp = fingerprint(full)
         fps[name] = fp
-        steps.append(Step(name, stage, tuple(args), fp, needs, gpus, enabled, skip_reason, inputs))
+        steps.append(Step(name, stage, params, fp, needs, gpus, enabled, skip_reason, inputs))
 
     a = lay.artifacts
     add("train", "train",
-        [*_data_args(spec, lay), "--epochs", str(t.epochs), "--batch-size", str(t.batch_size),
-         "--learning-rate", t.learning_rate, "--momentum", t.momentum, "--seed", str(t.seed),
-         "--device", device, "--out", str(a)],
+        TrainParams(data_source, data_dir, t.epochs, t.batch_size, t.learning_rate, t.momentum,
+                    t.seed, device, str(a)),
         {"training": {k: v for k, v in spec.to_dict()["training"].items() if k != "gpus"}},
         gpus=t.gpus)
     add("export", "export",
-        ["--checkpoint", str(a / "model.pt"), "--out", str(a), "--opset", str(x.opset),
-         *_data_args(spec, lay)],
+        ExportParams(str(a / "model.pt"), str(a), x.opset, data_source, data_dir),
         {"opset": x.opset}, ("train",), gpus=t.gpus)
     trt_inputs = {k: v for k, v in spec.to_dict()["tensorrt"].items() if k != "gpus"}
     trt_inputs["gpuProduct"] = spec.scheduling.gpu_product
     add("engine", "engine",
-        ["--onnx", str(a / "model.onnx"), "--out", str(a / "model.plan"),
-         "--profile", str(a / "trt-profile.json"), "--precision", trt.precision,
-         "--min-batch", str(trt.min_batch), "--opt-batch", str(trt.opt_batch),
-         "--max-batch", str(trt.max_batch)],
+        EngineParams(str(a / "model.onnx"), str(a / "model.plan"), str(a / "trt-profile.json"),
+                     trt.precision, trt.min_batch, trt.opt_batch, trt.max_batch),
         trt_inputs, ("export",), gpus=trt.gpus if trt.enabled else 0,
         enabled=trt.enabled, skip_reason="" if trt.enabled else "Disabled")
     db = sv.dynamic_batching
-    repo_args = ["--artifacts", str(a), "--out", str(lay.model_repo),
-                 "--models", ",".join(m for m in ("onnx", "tensorrt", "bls") if m in sv.models),
-                 "--max-batch-size", str(sv.max_batch_size), "--instances", str(sv.instances),
-                 "--instance-kind", sv.instance_kind,
-                 "--preferred-batch-sizes", ",".join(map(str, db.preferred_batch_sizes)),
-                 "--max-queue-delay-us", str(db.max_queue_delay_microseconds)]
-    if sv.cpu_only:
-        repo_args.append("--cpu-only")
+    repo = RepoParams(str(a), str(lay.model_repo),
+                      tuple(m for m in ("onnx", "tensorrt", "bls") if m in sv.models),
+                      sv.max_batch_size, sv.instances, sv.instance_kind,
+                      tuple(db.preferred_batch_sizes), db.max_queue_delay_microseconds,
+                      cpu_only=sv.cpu_only)
     serving = {k: v for k, v in spec.to_dict()["serving"].items()
                if k not in ("replicas", "gpus")}
-    add("repo", "repo", repo_args, {"serving": serving}, ("export", "engine"))
-    serve_args = ["--model-repo", str(lay.model_repo), "--http-port", str(endpoints.http_port),
-                  "--grpc-port", str(endpoints.grpc_port),
-                  "--metrics-port", str(endpoints.metrics_port), "--host", endpoints.host]
+    add("repo", "repo", repo, {"serving": serving}, ("export", "engine"))
+    serve = ServeParams(str(lay.model_repo), endpoints.http_port, endpoints.grpc_port,
+                        endpoints.metrics_port, endpoints.host)
     serve_inputs = {"replicas": sv.replicas, "gpus": sv.gpus, "image": spec.images.triton}
-    add("serve", "serve", serve_args, serve_inputs, ("repo",), gpus=sv.gpus)
+    add("serve", "serve", serve, serve_inputs, ("repo",), gpus=sv.gpus)
     served = spec.served_triton_models()
     add("client", "client",
-        ["--http-url", endpoints.url("http"), "--grpc-url", endpoints.url("grpc"),
-         "--models", ",".join(served), *_data_args(spec, lay)],
+        ClientParams(endpoints.url("http"), endpoints.url("grpc"), tuple(served),
+                     data_source, data_dir),
         {"models": served}, ("serve",))
-    bench_models = spec.bench_models()
     conc = pa.concurrency
-    bench_args: dict[str, list[str]] = {}
+    bench: dict[str, BenchParams] = {}
     bench_inputs: dict[str, dict] = {}
     for protocol in pa.protocols:
-        bench_args[protocol] = [
-            "--url", endpoints.url(protocol), "--protocol", protocol,
-            "--models", ",".join(bench_models), "--batch-size", str(pa.batch_size),
-            "--concurrency", f"{conc.start}:{conc.end}:{conc.step}",
-            "--measurement-mode", pa.measurement_mode,
-            "--measurement-interval-ms", str(pa.measurement_interval_ms),
-            "--measurement-request-count", str(pa.measurement_request_count),
-            "--stability-percentage", str(pa.stability_percentage),
-            "--out", str(lay.bench / protocol)]
+        bench[protocol] = BenchParams(
+            endpoints.url(protocol), protocol, tuple(spec.bench_models()), pa.batch_size,
+            f"{conc.start}:{conc.end}:{conc.step}", pa.measurement_mode,
+            pa.measurement_interval_ms, pa.measurement_request_count, pa.stability_percentage,
+            str(lay.bench / protocol))
         # each step measures one protocol: adding or removing the other
         # protocol must not re-run this one
         bench_inputs[protocol] = {
             "perfAnalyzer": {k: v for k, v in spec.to_dict()["benchmark"]["perfAnalyzer"].items()
                              if k != "protocols"},
             "runId": run_id, "protocol": protocol}
-        add(f"bench-{protocol}", "bench", bench_args[protocol], bench_inputs[protocol], ("serve",))
-    analyze_args = ["--model-repo", str(lay.model_repo), "--models", ",".join(spec.analyze_models()),
-                    "--out", str(lay.analyze), "--max-concurrency", str(ma.max_concurrency),
-                    "--max-batch-size", str(ma.max_batch_size),
-                    "--max-instances", str(ma.max_instances), "--search", ma.search]
-    add("analyze", "analyze", analyze_args,
+        add(f"bench-{protocol}", "bench", bench[protocol], bench_inputs[protocol], ("serve",))
+    add("analyze", "analyze",
+        AnalyzeParams(str(lay.model_repo), tuple(spec.analyze_models()), str(lay.analyze),
+                      ma.max_concurrency, ma.max_batch_size, ma.max_instances, ma.search),
         # applyBest decides what follows analyze, not what it measures: hashed
         # as false, so turning it on keeps a finished analysis
         {"modelAnalyzer": {**spec.to_dict()["benchmark"]["modelAnalyzer"], "applyBest": False},
@@ -274,32 +379,26 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
         is_done(steps[-1], analyzed) and analyzed.get("state") == "Succeeded" else {}
     if not best:
         return steps
-    tuned_args = [*repo_args]
-    tuned_args[tuned_args.index("--out") + 1] = str(lay.tuned_repo)
-    for model, values in best.items():
-        tuned_args += ["--override", override_arg(model, values)]
     # the best config, not analyze's fingerprint: a re-analysis (new runId)
     # that finds the same config reuses the tuned repository and its Triton
-    add(REPO_TUNED, "repo", tuned_args, {"serving": serving, "apply": best},
-        ("export", "engine"))
-    add(SERVE_TUNED, "serve", [*serve_args[:1], str(lay.tuned_repo), *serve_args[2:]],
+    add(REPO_TUNED, "repo",
+        replace(repo, out=str(lay.tuned_repo),
+                override=tuple(override_arg(m, v) for m, v in best.items())),
+        {"serving": serving, "apply": best}, ("export", "engine"))
+    add(SERVE_TUNED, "serve", replace(serve, model_repo=str(lay.tuned_repo)),
         serve_inputs, (REPO_TUNED,), gpus=sv.gpus)
     for protocol in pa.protocols:
-        args = [*bench_args[protocol]]
-        args[args.index("--out") + 1] = str(lay.tuned_bench / protocol)
-        add(f"{BENCH_TUNED}{protocol}", "bench", args, bench_inputs[protocol], (SERVE_TUNED,))
+        add(f"{BENCH_TUNED}{protocol}", "bench",
+            replace(bench[protocol], out=str(lay.tuned_bench / protocol)),
+            bench_inputs[protocol], (SERVE_TUNED,))
     return steps
-
-
-def step_names(spec: MnistServingSpec) -> list[str]:
-    return [s.name for s in plan(spec, Layout(PurePosixPath("/work")))]
 
 
 def is_done(step: Step, recorded: dict | None) -> bool:
     """A recorded step result is still valid for ``step``: it finished with
     the same fingerprint (Skipped counts as finished)."""
     return bool(recorded) and recorded.get("fingerprint") == step.fingerprint \
-        and recorded.get("state") in ("Succeeded", "Skipped")
+        and recorded.get("state") in FINISHED
 
 
 def stale_after(steps: list[Step], changed: str) -> list[str]:
@@ -312,7 +411,8 @@ def stale_after(steps: list[Step], changed: str) -> list[str]:
     return out
 
 
-__all__ = ["STAGES", "Layout", "Endpoints", "Step", "plan", "fingerprint", "is_done",
-           "best_overrides", "analyze_models_of", "override_arg", "is_tuned",
-           "REPO_TUNED", "SERVE_TUNED", "BENCH_TUNED",
-           "stale_after", "step_names", "TRITON_MODEL", "HTTP_PORT", "GRPC_PORT", "METRICS_PORT"]
+__all__ = ["Layout", "Endpoints", "Step", "Params", "TrainParams", "ExportParams",
+           "EngineParams", "RepoParams", "ServeParams", "ClientParams", "BenchParams",
+           "AnalyzeParams", "plan", "fingerprint", "is_done", "best_overrides",
+           "analyze_models_of", "override_arg", "REPO_TUNED", "SERVE_TUNED", "BENCH_TUNED",
+           "stale_after", "TRITON_MODEL", "HTTP_PORT", "GRPC_PORT", "METRICS_PORT"]

@@ -52,19 +52,13 @@ from typing import Any
 
 from . import builders, refusals, results
 from .pipeline import Layout, Step, is_done, plan
-from .spec import GROUP, MnistServingSpec, SpecError, parse_spec
-from .status import (BACKING_OFF, CONDITION_FOR_STAGE, FAILED, FALSE, FINISHED, PENDING,
-                     PHASE_FOR_STAGE, READY, RUNNING, SKIPPED, SUCCEEDED, TRUE, UNKNOWN,
-                     get_condition, one_line, ordered, parse_timestamp, set_condition,
+from .spec import MnistServingSpec, SpecError, parse_spec
+from .stages import STAGES
+from .status import (get_condition, one_line, ordered, parse_timestamp, set_condition,
                      stage_condition, timestamp)
-
-#: Where the model volume is mounted in every stage pod.
-WORKDIR = PurePosixPath("/work")
-
-RETRY_ANNOTATION = f"{GROUP}/retry"
-STEP_LABEL = f"{GROUP}/step"
-FINGERPRINT_LABEL = f"{GROUP}/fingerprint"
-ATTEMPT_LABEL = f"{GROUP}/attempt"
+from .vocabulary import (BACKING_OFF, FAILED, FALSE, FINISHED, LABEL_ATTEMPT, LABEL_FINGERPRINT,
+                         LABEL_INSTANCE, LABEL_STEP, PENDING, READY, RETRY_ANNOTATION, RUNNING,
+                         SKIPPED, SUCCEEDED, TRUE, UNKNOWN, WORK_DIR)
 
 #: serve's record while analyze holds the GPU, and while Triton comes back after it
 PAUSED, SCALING_BACK = "PausedForAnalysis", "ScalingBack"
@@ -91,10 +85,6 @@ class Decision:
     events: list[Event] = field(default_factory=list)
     requeue_after: int | None = None                   # seconds; None: wait for a change
 
-    @property
-    def has_actions(self) -> bool:
-        return bool(self.create or self.update or self.delete or self.events)
-
 
 # --------------------------------------------------------------------------- reading children
 def _meta(obj: dict | None) -> dict:
@@ -118,7 +108,7 @@ def object_fingerprint(obj: dict | None) -> str | None:
     template = _meta((obj.get("spec") or {}).get("template"))
     for m in (_meta(obj), template):
         for key in ("annotations", "labels"):
-            fp = (m.get(key) or {}).get(FINGERPRINT_LABEL)
+            fp = (m.get(key) or {}).get(LABEL_FINGERPRINT)
             if fp:
                 return fp
     return None
@@ -272,12 +262,12 @@ def name_conflict(live: dict | None, desired: dict) -> str | None:
     live object is this resource's own child, or is gone."""
     if live is None:
         return None
-    want = (_meta(desired).get("labels") or {}).get(builders.LABEL_INSTANCE)
-    have = (_meta(live).get("labels") or {}).get(builders.LABEL_INSTANCE)
+    want = (_meta(desired).get("labels") or {}).get(LABEL_INSTANCE)
+    have = (_meta(live).get("labels") or {}).get(LABEL_INSTANCE)
     if want is None or have == want:
         return None
     return (f"{desired.get('kind')} {_meta(desired).get('name')} already exists and is not this "
-            f"resource's ({builders.LABEL_INSTANCE}={have or 'unset'}): rename or delete it")
+            f"resource's ({LABEL_INSTANCE}={have or 'unset'}): rename or delete it")
 
 
 def _replicas(dep: dict) -> int:
@@ -405,7 +395,7 @@ class _Reconciler:
 
     # ---------------------------------------------------------------- helpers
     def plan(self, analyzed: dict | None) -> list[Step]:
-        return plan(self.spec, Layout(WORKDIR), self.endpoints, device=self.device,
+        return plan(self.spec, Layout(WORK_DIR), self.endpoints, device=self.device,
                     analyzed=analyzed)
 
     def event(self, type_: str, reason: str, message: str) -> None:
@@ -424,8 +414,8 @@ class _Reconciler:
 
     def attempt_of(self, step: Step, job: dict) -> int | None:
         labels = {**(_meta(job).get("annotations") or {}), **(_meta(job).get("labels") or {})}
-        if str(labels.get(ATTEMPT_LABEL, "")).isdigit():
-            return int(labels[ATTEMPT_LABEL])
+        if str(labels.get(LABEL_ATTEMPT, "")).isdigit():
+            return int(labels[LABEL_ATTEMPT])
         name = _meta(job).get("name")
         return next((a for a in range(MAX_ATTEMPTS_SCANNED) if self.job_name(step, a) == name), None)
 
@@ -435,7 +425,7 @@ class _Reconciler:
         live, going = {}, []
         for job in self.jobs:
             labels = _meta(job).get("labels") or {}
-            if labels.get(STEP_LABEL) != step.name or labels.get(FINGERPRINT_LABEL) != step.fingerprint:
+            if labels.get(LABEL_STEP) != step.name or labels.get(LABEL_FINGERPRINT) != step.fingerprint:
                 continue
             if _terminating(job):
                 going.append(job)
@@ -466,7 +456,7 @@ class _Reconciler:
                 new = self.job_step(step, rec)
             stages[step.name] = new
             self.announce(step, rec, new)
-            if step.name == "analyze" and new != rec:
+            if step.facts.replans and new != rec:
                 # what follows analyze depends on its result (applyBest);
                 # the steps up to it stay the same
                 self.steps = self.plan(new)
@@ -505,7 +495,8 @@ class _Reconciler:
 
     def before_serve(self, step: Step) -> bool:
         order = [s.name for s in self.steps]
-        return order.index(step.name) < order.index("serve")
+        first_serve = next(i for i, s in enumerate(self.steps) if s.long_running)
+        return order.index(step.name) < first_serve
 
     def ensure_volume(self) -> None:
         pvc = builders.build_pvc(self.cr, self.spec)
@@ -520,10 +511,10 @@ class _Reconciler:
         current = {s.name: s.fingerprint for s in self.steps}
         for job in self.jobs:
             labels = _meta(job).get("labels") or {}
-            step = labels.get(STEP_LABEL)
+            step = labels.get(LABEL_STEP)
             if step is None or _terminating(job):
                 continue
-            if current.get(step) != labels.get(FINGERPRINT_LABEL):
+            if current.get(step) != labels.get(LABEL_FINGERPRINT):
                 self.decision.delete.append(object_ref(job))
 
     def drop_deployment(self) -> None:
@@ -534,7 +525,7 @@ class _Reconciler:
 
     def pauses_serving(self, step: Step, rec: dict) -> bool:
         """analyze's Triton sidecar takes the GPU that serving would hold."""
-        return (step.stage == "analyze" and step.gpus > 0 and self.spec.serving.gpus > 0
+        return (step.facts.runs_own_triton and step.gpus > 0 and self.spec.serving.gpus > 0
                 and self.serving_step is not None and rec.get("state") != FAILED)
 
     def pause_deployment(self, stages: dict[str, dict]) -> None:
@@ -803,10 +794,11 @@ class _Reconciler:
         by_stage: dict[str, list[dict]] = {}
         for step in self.steps:
             by_stage.setdefault(step.stage, []).append(stages[step.name])
-        for stage, type_ in CONDITION_FOR_STAGE.items():
+        for facts in STAGES:
+            stage, type_ = facts.name, facts.condition
             if stage not in by_stage:
                 continue
-            if stage == "serve":
+            if facts.long_running:
                 st, reason, msg = self.serving_condition(stages[self.serving_step or "serve"])
             else:
                 st, reason, msg = stage_condition(by_stage[stage], stage)
@@ -827,7 +819,7 @@ class _Reconciler:
         elif active is None:
             phase, ready = "Deploying", self.unavailable()
         else:
-            phase = PHASE_FOR_STAGE[active.stage]
+            phase = active.facts.phase
             rec = stages[active.name]
             if stages[self.serving_step or "serve"].get("state") == SUCCEEDED \
                     and not self.serving_available and not self.paused:
@@ -902,5 +894,4 @@ class _Reconciler:
 
 
 __all__ = ["Decision", "Event", "reconcile", "job_outcome", "deployment_readiness", "name_conflict",
-           "parse_result", "object_ref", "object_fingerprint", "status_patch", "WORKDIR",
-           "RETRY_ANNOTATION", "STEP_LABEL", "FINGERPRINT_LABEL", "ATTEMPT_LABEL"]
+           "parse_result", "object_ref", "object_fingerprint", "status_patch", "RETRY_ANNOTATION"]

@@ -18,40 +18,19 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-#: Condition type per pipeline stage (pipeline.STAGES order).
-CONDITION_FOR_STAGE = {
-    "train": "Trained",
-    "export": "Exported",
-    "engine": "EngineBuilt",
-    "repo": "RepositoryReady",
-    "serve": "Serving",
-    "client": "Verified",
-    "bench": "Benchmarked",
-    "analyze": "Analyzed",
-}
-READY = "Ready"
+from .stages import STAGES
+from .vocabulary import (BACKING_OFF, FAILED, FAILED_PHASE, FALSE, FINISHED, PENDING,
+                         PENDING_PHASE, READY, READY_PHASE, RUNNING, SKIPPED, SUCCEEDED, TRUE,
+                         UNKNOWN)
+
+#: Condition type per pipeline stage, in pipeline order (the stage table's).
+CONDITION_FOR_STAGE = {s.name: s.condition for s in STAGES}
 CONDITION_TYPES = (READY, *CONDITION_FOR_STAGE.values())
 
 #: Phase while a stage is the one in progress.
-PHASE_FOR_STAGE = {
-    "train": "Training",
-    "export": "Exporting",
-    "engine": "BuildingEngine",
-    "repo": "Deploying",
-    "serve": "Deploying",
-    "client": "Verifying",
-    "bench": "Benchmarking",
-    "analyze": "Analyzing",
-}
-PHASES = ("Pending", "Training", "Exporting", "BuildingEngine", "Deploying", "Verifying",
-          "Benchmarking", "Analyzing", "Ready", "Failed")
-
-TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
-
-#: Step states recorded in status.stages.<step>.state.
-PENDING, RUNNING, BACKING_OFF = "Pending", "Running", "BackingOff"
-SUCCEEDED, SKIPPED, FAILED = "Succeeded", "Skipped", "Failed"
-FINISHED = (SUCCEEDED, SKIPPED)
+PHASE_FOR_STAGE = {s.name: s.phase for s in STAGES}
+PHASES = tuple(dict.fromkeys((PENDING_PHASE, *PHASE_FOR_STAGE.values(), READY_PHASE,
+                              FAILED_PHASE)))
 
 
 def timestamp(now: datetime) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import kubernetes_validate
 import pytest
@@ -331,8 +332,7 @@ def test_triton_serves_the_repository_of_its_serve_step():
     serve = next(s for s in P.plan(spec, P.Layout(PurePosixPath("/work"))) if s.name == "serve")
     base = B.build_triton_deployment(make_cr(), spec, serve)
     assert "--model-repository=/work/model_repo" in main_container(base)["command"]
-    args = list(serve.args)
-    args[args.index("--model-repo") + 1] = "/work/model_repo_tuned"
-    tuned = B.build_triton_deployment(make_cr(), spec, P.Step(
-        "serve-tuned", "serve", tuple(args), "f" * 12, ("repo-tuned",), 0))
+    tuned = B.build_triton_deployment(make_cr(), spec, replace(
+        serve, name="serve-tuned", params=replace(serve.params, model_repo="/work/model_repo_tuned"),
+        fingerprint="f" * 12, needs=("repo-tuned",)))
     assert "--model-repository=/work/model_repo_tuned" in main_container(tuned)["command"]

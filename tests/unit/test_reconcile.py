@@ -571,7 +571,7 @@ def test_analyze_pauses_serving_for_its_gpu_and_brings_it_back():
     assert_quiet(w)
     w.set_serving(False)   # the controller scaled it down: still paused, nothing new
     d = w.step(1)
-    assert not d.has_actions and w.cond("Serving")["reason"] == "PausedForAnalysis"
+    assert not (d.create or d.update or d.delete or d.events) and w.cond("Serving")["reason"] == "PausedForAnalysis"
     assert_quiet(w)
 
     w.finish("analyze")

@@ -11,34 +11,36 @@ from typing import TextIO
 
 from .. import pipeline
 
-def headline(step: str, result: dict) -> str:
-    """The few words worth showing when a step finishes."""
-    state = result.get("state")
-    if state != "Succeeded":
+def _tuned(result: dict) -> str:
+    tuned = "; ".join(f"{m} {o}" for m, o in result.get("overrides", {}).items())
+    return f" (tuned: {tuned})" if tuned else ""
+
+
+#: The few words worth showing when a step of a stage succeeds (a stage without
+#: a line here shows none).
+_HEADLINES = {
+    "train": lambda r: (f"held-out accuracy {r.get('accuracy')} on {r.get('testSamples')} "
+                        f"digits ({r.get('device')})"),
+    "export": lambda r: f"ONNX opset {r.get('opset')}, ORT vs torch max |diff| {r.get('maxAbsDiff')}",
+    "engine": lambda r: f"{r.get('builder')} plan {r.get('planBytes')} bytes ({r.get('gpu', '')})",
+    "repo": lambda r: "models " + ", ".join(r.get("models", [])) + _tuned(r),
+    "serve": lambda r: ", ".join(f"{m} {s}" for m, s in r.get("models", {}).items()),
+    "client": lambda r: "; ".join(f"{m} " + " ".join(f"{p} {a}" for p, a in per.items())
+                                  for m, per in r.get("accuracy", {}).items())
+    + f" (agree: {r.get('agree')})",
+    "bench": lambda r: "; ".join(f"{m} best {e['best']['inferPerSec']} infer/s at c={e['best']['c']}"
+                                 for m, e in r.get("models", {}).items()),
+    "analyze": lambda r: "; ".join(f"{m} best {e.get('bestConfig')} {e.get('throughput')} infer/s"
+                                   for m, e in r.get("models", {}).items()),
+}
+
+
+def headline(stage: str, result: dict) -> str:
+    """What a finished step says in the progress lines: its numbers, or why it failed."""
+    if result.get("state") != "Succeeded":
         return result.get("message") or result.get("reason") or ""
-    if step == "train":
-        return (f"held-out accuracy {result.get('accuracy')} on {result.get('testSamples')} "
-                f"digits ({result.get('device')})")
-    if step == "export":
-        return f"ONNX opset {result.get('opset')}, ORT vs torch max |diff| {result.get('maxAbsDiff')}"
-    if step == "engine":
-        return f"{result.get('builder')} plan {result.get('planBytes')} bytes ({result.get('gpu', '')})"
-    if step.startswith("repo"):
-        tuned = "; ".join(f"{m} {o}" for m, o in result.get("overrides", {}).items())
-        return "models " + ", ".join(result.get("models", [])) + (f" (tuned: {tuned})" if tuned else "")
-    if step.startswith("serve"):
-        return ", ".join(f"{m} {s}" for m, s in result.get("models", {}).items())
-    if step == "client":
-        acc = result.get("accuracy", {})
-        return "; ".join(f"{m} " + " ".join(f"{p} {a}" for p, a in per.items())
-                         for m, per in acc.items()) + f" (agree: {result.get('agree')})"
-    if step.startswith("bench"):
-        return "; ".join(f"{m} best {e['best']['inferPerSec']} infer/s at c={e['best']['c']}"
-                         for m, e in result.get("models", {}).items())
-    if step == "analyze":
-        return "; ".join(f"{m} best {e.get('bestConfig')} {e.get('throughput')} infer/s"
-                         for m, e in result.get("models", {}).items())
-    return ""
+    show = _HEADLINES.get(stage)
+    return show(result) if show else ""
 
 
 def _in_model_order(by_model: dict) -> list[tuple[str, object]]:

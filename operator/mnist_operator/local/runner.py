@@ -329,7 +329,7 @@ class Run:
     def finish(self, step: Step, rec: dict, seconds: float) -> bool:
         state = rec.get("state")
         mark = {"Succeeded": "ok", "Skipped": "--"}.get(state, "!!")
-        self.progress.done(step.name, mark, f"{state} in {seconds:.0f} s  {headline(step.name, rec)}")
+        self.progress.done(step.name, mark, f"{state} in {seconds:.0f} s  {headline(step.stage, rec)}")
         if state in ("Succeeded", "Skipped"):
             return True
         self.progress.note(f"error: step {step.name} failed: "
