@@ -51,7 +51,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from . import builders, refusals, results
-from .pipeline import Layout, Step, is_done, plan
+from .pipeline import Endpoints, Layout, Step, is_done, plan
 from .spec import MnistServingSpec, SpecError, parse_spec
 from .stages import STAGES
 from .status import (get_condition, one_line, ordered, parse_timestamp, set_condition,
@@ -329,7 +329,25 @@ def status_patch(old: dict | None, new: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- the decision
-def reconcile(cr: dict, observed: dict, now: datetime) -> Decision:
+@dataclass(frozen=True)
+class Substrate:
+    """Where the pipeline runs, as far as a decision depends on it."""
+    layout: Layout         # the work directory as every stage sees it
+    endpoints: Endpoints   # how the steps after serve reach Triton
+    device: str            # the train and export stages' --device
+    #: Serving and analyze's own Triton share one machine's cores (a local run):
+    #: serving pauses for analyze even without GPUs.
+    one_machine: bool = False
+
+
+def cluster_substrate(cr: dict, spec: MnistServingSpec) -> Substrate:
+    """Pods with the model volume at /work, Triton behind its Service."""
+    return Substrate(Layout(WORK_DIR), builders.endpoints(cr),
+                     "cuda" if spec.training.gpus > 0 else "cpu")
+
+
+def reconcile(cr: dict, observed: dict, now: datetime,
+              substrate: Substrate | None = None) -> Decision:
     """Decide what to do for one MnistServing.
 
     ``observed``: {"jobs": [Job], "pods": [Pod], "deployment": Deployment|None,
@@ -341,7 +359,7 @@ def reconcile(cr: dict, observed: dict, now: datetime) -> Decision:
         spec = parse_spec(cr.get("spec"))
     except SpecError as err:
         return _invalid_spec(cr, err, now)
-    return _Reconciler(cr, spec, observed, now).run()
+    return _Reconciler(cr, spec, observed, now, substrate or cluster_substrate(cr, spec)).run()
 
 
 def _invalid_spec(cr: dict, err: SpecError, now: datetime) -> Decision:
@@ -361,13 +379,12 @@ def _invalid_spec(cr: dict, err: SpecError, now: datetime) -> Decision:
 class _Reconciler:
     """One reconcile pass; methods read top to bottom like the pipeline."""
 
-    def __init__(self, cr: dict, spec: MnistServingSpec, observed: dict, now: datetime):
-        self.cr, self.spec, self.now = cr, spec, now
+    def __init__(self, cr: dict, spec: MnistServingSpec, observed: dict, now: datetime,
+                 substrate: Substrate):
+        self.cr, self.spec, self.now, self.substrate = cr, spec, now, substrate
         self.old = cr.get("status") or {}
         self.old_stages: dict[str, dict] = self.old.get("stages") or {}
         self.gen = _meta(cr).get("generation") or 0
-        self.endpoints = builders.endpoints(cr)
-        self.device = "cuda" if spec.training.gpus > 0 else "cpu"
         self.steps = self.plan(self.old_stages.get("analyze"))
         self.jobs = [j for j in observed.get("jobs") or []]
         self.pods = list(observed.get("pods") or [])
@@ -395,8 +412,8 @@ class _Reconciler:
 
     # ---------------------------------------------------------------- helpers
     def plan(self, analyzed: dict | None) -> list[Step]:
-        return plan(self.spec, Layout(WORK_DIR), self.endpoints, device=self.device,
-                    analyzed=analyzed)
+        return plan(self.spec, self.substrate.layout, self.substrate.endpoints,
+                    device=self.substrate.device, analyzed=analyzed)
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.decision.events.append(Event(type_, reason, one_line(message)))
@@ -524,9 +541,15 @@ class _Reconciler:
                        "Triton Deployment deleted until the model is rebuilt")
 
     def pauses_serving(self, step: Step, rec: dict) -> bool:
-        """analyze's Triton sidecar takes the GPU that serving would hold."""
-        return (step.facts.runs_own_triton and step.gpus > 0 and self.spec.serving.gpus > 0
+        """analyze's own Triton takes the GPU that serving would hold (or, on one
+        machine, its cores)."""
+        shared = self.substrate.one_machine or (step.gpus > 0 and self.spec.serving.gpus > 0)
+        return (step.facts.runs_own_triton and shared
                 and self.serving_step is not None and rec.get("state") != FAILED)
+
+    def shared(self) -> str:
+        """What serving and analyze's Triton both need."""
+        return "machine's cores" if self.substrate.one_machine else "GPU"
 
     def pause_deployment(self, stages: dict[str, dict]) -> None:
         """Scale the Deployment the serve step wants to 0 replicas."""
@@ -536,7 +559,7 @@ class _Reconciler:
         if rec.get("state") == SUCCEEDED:
             stages[self.serving_step] = {
                 **rec, "reason": PAUSED, "readyReplicas": 0,
-                "message": "Triton scaled to 0 while model-analyzer uses the GPU"}
+                "message": f"Triton scaled to 0 while model-analyzer uses the {self.shared()}"}
         dep = self.deployment
         if dep is None:
             self.want_deployment(want, create=True)
@@ -546,8 +569,10 @@ class _Reconciler:
             self.want_deployment(want, create=False)
             if _replicas(dep) != 0:
                 self.event("Normal", "ServingPaused",
-                           f"Triton scaled to 0 replicas while model-analyzer uses the GPU "
-                           f"({self.spec.serving.gpus} per pod); it returns when analyze ends")
+                           f"Triton scaled to 0 replicas while model-analyzer uses the {self.shared()}"
+                           + ("" if self.substrate.one_machine else
+                              f" ({self.spec.serving.gpus} per pod)")
+                           + "; it returns when analyze ends")
         else:
             self.want_deployment(None)   # already paused
 
@@ -846,7 +871,7 @@ class _Reconciler:
             "message": get_condition(conditions, READY)["message"],
             "conditions": ordered(conditions),
             "stages": stages,
-            "endpoints": self.endpoints.as_status(),
+            "endpoints": self.substrate.endpoints.as_status(),
             # model, benchmark (and clientAccuracy once the client step ran)
             **{k: v for k, v in summary.items() if v is not None},
         }
@@ -893,5 +918,5 @@ class _Reconciler:
             self.event("Warning", "Failed", msg)
 
 
-__all__ = ["Decision", "Event", "reconcile", "job_outcome", "deployment_readiness", "name_conflict",
+__all__ = ["Decision", "Event", "Substrate", "cluster_substrate", "reconcile", "job_outcome", "deployment_readiness", "name_conflict",
            "parse_result", "object_ref", "object_fingerprint", "status_patch", "RETRY_ANNOTATION"]

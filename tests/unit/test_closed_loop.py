@@ -17,6 +17,7 @@ from mnist_operator import pipeline, results
 from mnist_operator.local import display, runner
 from mnist_operator.spec import parse_spec
 
+from test_local_runner import example_doc, local_run, stages  # noqa: F401  (a fixture)
 from test_reconcile import World, assert_quiet, created, events, walk_numbers
 
 LAY = pipeline.Layout(PurePosixPath("/work"))
@@ -279,45 +280,44 @@ def recorded_for(steps: list[pipeline.Step], **overrides) -> dict[str, dict]:
     return recs
 
 
-def test_runner_decides_tuned_steps_like_any_other():
-    steps = pipeline.plan(parse_spec(APPLY), LAY, analyzed=analyze_record(APPLY))
-    rec = recorded_for(steps)
-    assert set(runner.decide(steps, rec, []).values()) == {runner.REUSE}
-    # a tuned Triton that must start again does not re-run the tuned repository
-    del rec["bench-tuned-grpc"]
-    d = runner.decide(steps, rec, [])
-    assert [n for n, v in d.items() if v == runner.RUN] == ["bench-tuned-grpc"]
-    assert runner.serve_needed_by(steps, d, "serve-tuned") == ["bench-tuned-grpc"]
-    assert runner.serve_needed_by(steps, d, "serve") == []
-    # a rewritten tuned repository re-measures through a fresh tuned Triton
-    rec = recorded_for(steps)
-    del rec["repo-tuned"]
-    d = runner.decide(steps, rec, [])
-    assert [n for n, v in d.items() if v == runner.RUN] == TUNED
+def applying(doc: dict, **benchmark) -> dict:
+    doc = copy.deepcopy(doc)
+    doc["spec"]["benchmark"]["modelAnalyzer"]["applyBest"] = True
+    doc["spec"]["benchmark"].update(benchmark)
+    return doc
 
 
-def test_runner_keeps_decisions_made_before_the_replan():
-    steps = pipeline.plan(parse_spec(APPLY), LAY, analyzed=analyze_record(APPLY))
-    rec = recorded_for(steps)
-    d = runner.decide(steps, rec, [], already={"analyze": runner.RUN})
-    assert d["analyze"] == runner.RUN and d["repo-tuned"] == runner.REUSE
+def test_runner_runs_tuned_steps_like_any_other(tmp_path, stages, capsys):
+    stages.results["analyze"] = {"stage": "analyze", "state": "Succeeded", **ANALYZE_RESULT}
+    code, status = local_run(tmp_path, stages, applying(example_doc()))
+    assert code == 0 and status["phase"] == "Ready"
+    assert stages.ran[-3:] == ["repo-tuned", "bench-tuned-grpc", "bench-tuned-http"]
+    # the base Triton; back after analyze's pause while repo-tuned writes; then the tuned one
+    assert stages.tritons == ["serve", "serve", "serve-tuned"]
+    assert "applyBest: then repo-tuned, serve-tuned, bench-tuned-grpc, bench-tuned-http" \
+        in capsys.readouterr().out
+    assert status["benchmark"]["closedLoop"]["applied"]["mnist_onnx"]["instances"] == 2
+    code, again = local_run(tmp_path, stages, applying(example_doc()))
+    assert code == 0 and stages.ran == [] and stages.tritons == ["serve-tuned"]
+    assert {s["run"] for s in again["stages"].values()} == {"reused"}
+    # fingerprints decide, as in a cluster: a lost tuned repository is written
+    # again, and the sweeps of the same inputs are kept
+    (tmp_path / "work" / "results" / "repo-tuned.json").unlink()
+    local_run(tmp_path, stages, applying(example_doc()))
+    assert stages.ran == ["repo-tuned"]
 
 
-def test_runner_run_id_rebenchmarks_and_reanalyzes_only():
-    first = pipeline.plan(parse_spec(APPLY), LAY, analyzed=analyze_record(APPLY))
-    rec = recorded_for(first)
-    spec2 = {"benchmark": {"runId": "again", "modelAnalyzer": {"applyBest": True}}}
-    # the run starts from the recorded (now stale) analysis: no tuned steps yet
-    steps = pipeline.plan(parse_spec(spec2), LAY, analyzed=rec["analyze"])
-    d = runner.decide(steps, rec, [])
-    assert [n for n, v in d.items() if v == runner.RUN] == ["bench-grpc", "bench-http", "analyze"]
-    # after analyze: the same best config reuses the tuned repository
-    new_analyze = analyze_record(spec2)
-    steps = pipeline.plan(parse_spec(spec2), LAY, analyzed=new_analyze)
-    d = runner.decide(steps, {**rec, "analyze": new_analyze}, [], already=d)
-    assert [n for n, v in d.items() if v == runner.RUN] == [
-        "bench-grpc", "bench-http", "analyze", "bench-tuned-grpc", "bench-tuned-http"]
-    assert d["repo-tuned"] == d["serve-tuned"] == runner.REUSE
+def test_runner_run_id_rebenchmarks_and_reanalyzes_only(tmp_path, stages):
+    stages.results["analyze"] = {"stage": "analyze", "state": "Succeeded", **ANALYZE_RESULT}
+    local_run(tmp_path, stages, applying(example_doc()))
+    # as the operator does: nothing to apply until the new analysis is done, so
+    # the tuned records go; the same best config then writes the tuned
+    # repository again under the same fingerprint
+    code, status = local_run(tmp_path, stages, applying(example_doc(), runId="again"))
+    assert code == 0 and stages.ran == ["bench-grpc", "bench-http", "analyze", "repo-tuned",
+                                        "bench-tuned-grpc", "bench-tuned-http"]
+    assert status["stages"]["repo-tuned"]["fingerprint"] == \
+        json.loads((tmp_path / "work" / "results" / "repo-tuned.json").read_text())["fingerprint"]
 
 
 def test_runner_summary_shows_before_and_after():

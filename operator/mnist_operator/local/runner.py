@@ -3,21 +3,21 @@
     mnist-serving run examples/local.yaml [--workdir runs/<name>] [--force STEP]
                       [--device auto|cpu|cuda] [--http-port N --grpc-port N --metrics-port N]
 
-Reads the same MnistServing YAML a cluster gets, plans the same steps
-(:func:`mnist_operator.pipeline.plan`) and runs each step's stage CLI as a
-subprocess; ``serve`` runs Triton in the background while the steps that
-talk to it run, then is stopped. A step whose recorded result carries the
-step's current fingerprint is reused, so a rerun after a spec change redoes
-only what the change touches. The end is the status the operator would
-write, printed and saved as ``<workdir>/status.json``.
+Reads the same MnistServing YAML a cluster gets and hands it to the
+operator's own core, ``reconcile``, pass after pass; machine.py carries out
+each Decision here (a Job is a stage subprocess, the Deployment a Triton in
+the background). Steps, retries with backoff, conditions and the closed loop
+(``benchmark.modelAnalyzer.applyBest``) therefore behave as in a cluster,
+and the end is the status the operator writes, plus where the run happened
+(``workdir``, ``wallSeconds``, each step's ``run``: ran, reused or
+disabled), printed and saved as ``<workdir>/status.json``. A step whose
+result file (``results/<step>.json``) carries its current fingerprint is
+reused, so a rerun after a spec change redoes only what the change touches.
+Serving pauses while model-analyzer runs its own Triton (they share the
+machine's cores); the run ends once Triton serves again, and stops it.
 
-With ``benchmark.modelAnalyzer.applyBest`` the steps are planned again once
-``analyze`` has a result: ``repo-tuned`` writes ``model_repo_tuned/`` with
-the best config, Triton is restarted on it (``serve-tuned``) and the sweep
-runs again (``bench-tuned-<protocol>``); the status shows before and after.
-
-Exit codes: 0 every step finished, 1 a step failed (its one-line reason is
-printed), 2 bad input (the spec file, a flag, a busy port), 130 Ctrl-C.
+Exit codes: 0 Ready, 1 a step failed (its one-line reason is printed), 2 bad
+input (the spec file, a flag, a busy port), 130 Ctrl-C.
 """
 from __future__ import annotations
 
@@ -30,19 +30,22 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .. import pipeline, results
-from ..pipeline import Endpoints, Layout, Step
-from ..spec import GROUP, KIND, MnistServingSpec, SpecError, parse_spec
+from .. import pipeline
+from ..pipeline import Endpoints, Layout
+from ..reconcile import Substrate, reconcile
+from ..spec import GROUP, KIND, VERSION, MnistServingSpec, SpecError, parse_spec
+from ..vocabulary import FAILED, FAILED_PHASE, READY_PHASE, SKIPPED
 from mnist_jobs import triton  # the serve stage's own port checks: the runner agrees with it
 
 from . import processes
-from .display import Progress, headline, summary_lines
+from .display import Progress, summary_lines
+from .machine import (DISABLED, RAN, REUSED, Machine, Reporter, read_json, recorded_stages,
+                      write_record)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-SERVE_READY_TIMEOUT_S = 300
-
-RUN, REUSE, DISABLED = "run", "reuse", "disabled"
-RESTARTED = "restarted"   # serve: Triton started again for later steps, same fingerprint
+#: A run that has not settled after this many passes is a bug, not a slow stage.
+MAX_PASSES = 1000
+ENDPOINTS_NOTE = "served by the local Triton during the run; stopped at its end"
 
 
 class UsageError(Exception):
@@ -53,7 +56,6 @@ class UsageError(Exception):
         self.lines = list(lines)
 
 
-# --------------------------------------------------------------------------- pure decisions
 def load_resource(text: str, source: str) -> tuple[str, MnistServingSpec]:
     """(metadata.name, spec) of an MnistServing document, or a UsageError."""
     import yaml
@@ -76,43 +78,6 @@ def load_resource(text: str, source: str) -> tuple[str, MnistServingSpec]:
     return str(name), spec
 
 
-def decide(steps: list[Step], recorded: dict[str, dict], force: list[str],
-           already: dict[str, str] | None = None) -> dict[str, str]:
-    """run / reuse / disabled per step.
-
-    A step runs when its recorded fingerprint does not match, when it is
-    forced, or when a step it reads from runs (a fresh upstream output makes
-    a reused downstream result stale even if the inputs hash the same).
-    ``serve`` (and ``serve-tuned``) is the exception in the other direction:
-    starting Triton again does not invalidate what was measured against an
-    identical repository. ``already``: decisions made before a re-plan, kept.
-    """
-    forced = set()
-    for name in force:
-        if name in {s.name for s in steps}:
-            forced.update(pipeline.stale_after(steps, name))
-    serving = {s.name for s in steps if s.long_running}
-    out: dict[str, str] = {}
-    for step in steps:
-        if already and step.name in already:
-            out[step.name] = already[step.name]
-            continue
-        done = pipeline.is_done(step, recorded.get(step.name)) and step.name not in forced
-        if not step.enabled:
-            out[step.name] = REUSE if done else DISABLED
-            continue
-        dirty_upstream = any(out.get(n) == RUN for n in step.needs if n not in serving)
-        fresh_serve = any(out.get(n) == RUN for n in step.needs if n in serving)
-        out[step.name] = RUN if (not done or dirty_upstream or fresh_serve) else REUSE
-    return out
-
-
-def serve_needed_by(steps: list[Step], decisions: dict[str, str],
-                    serve: str = "serve") -> list[str]:
-    """Steps that will run and talk to the Triton of ``serve`` (so it must be up for them)."""
-    return [s.name for s in steps if serve in s.needs and decisions.get(s.name) == RUN]
-
-
 def pick_ports(explicit: dict[str, int | None], in_use: Callable[[int], bool],
                free: Callable[[int], list[int]]) -> dict[str, int]:
     """Explicit ports must be free (one error naming the flag); the rest are picked."""
@@ -128,66 +93,6 @@ def pick_ports(explicit: dict[str, int | None], in_use: Callable[[int], bool],
     spare = [p for p in free(len(missing) + 3) if p not in chosen.values()]
     chosen.update(zip(missing, spare))
     return chosen
-
-
-def build_status(name: str, steps: list[Step], records: dict[str, dict],
-                 decisions: dict[str, str], endpoints: Endpoints, workdir: Path,
-                 phase: str, apply_best: bool = False) -> dict:
-    """What the operator would write to ``.status`` for this run (plus where it ran)."""
-    stages = {}
-    fingerprints = {s.name: s.fingerprint for s in steps}
-    for step in steps:
-        rec = records.get(step.name)
-        if not rec or rec.get("fingerprint") != step.fingerprint:
-            # never ran, or its result is from another spec: not this run's
-            stages[step.name] = {"state": "Pending", "fingerprint": step.fingerprint}
-            continue
-        entry = {"state": rec.get("state", "Unknown"), "fingerprint": step.fingerprint,
-                 "durationSeconds": int(rec.get("durationSeconds", 0)),
-                 "run": {RUN: "ran", REUSE: "reused", DISABLED: "disabled",
-                         RESTARTED: "restarted"}.get(
-                     decisions.get(step.name, ""), "not run")}
-        for key in ("reason", "message", "startTime", "completionTime"):
-            if rec.get(key):
-                entry[key] = str(rec[key])
-        stages[step.name] = entry
-    current = {n: r for n, r in records.items()
-               if r and r.get("fingerprint") == fingerprints.get(n)}
-    return {"name": name, "phase": phase, "stages": stages,
-            **results.summarize(current, apply_best=apply_best),
-            "endpoints": {**endpoints.as_status(),
-                          "note": "served by the local Triton during the run; stopped at its end"},
-            "workdir": str(workdir)}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _record(path: Path, result: dict, step: Step, started: str, seconds: float) -> dict:
-    """The stage's result plus what the runner knows: fingerprint and times."""
-    rec = {"stage": step.stage, "state": "Failed", **result, "fingerprint": step.fingerprint,
-           "startTime": started, "completionTime": _now()}
-    rec.setdefault("durationSeconds", int(round(seconds)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rec, sort_keys=True) + "\n")
-    return rec
-
-
-def _last_log_line(log: Path) -> str:
-    try:
-        lines = [l.strip() for l in log.read_text(errors="replace").splitlines() if l.strip()]
-    except OSError:
-        return ""
-    return lines[-1][:300] if lines else ""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -211,177 +116,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-class Run:
-    """One run: the steps, their records, the background Triton."""
-
-    def __init__(self, name: str, steps: list[Step], lay: Layout, workdir: Path,
-                 endpoints: Endpoints, decisions: dict[str, str], progress: Progress,
-                 replan: Callable[[dict], list[Step]] | None = None,
-                 force: list[str] | None = None, apply_best: bool = False):
-        self.name, self.steps, self.lay, self.workdir = name, steps, lay, workdir
-        self.endpoints, self.decisions, self.progress = endpoints, decisions, progress
-        self.replan, self.force, self.apply_best = replan, list(force or []), apply_best
-        self.records: dict[str, dict] = {s.name: _read_json(Path(lay.result(s.name)))
-                                         for s in steps}
-        self.env = processes.stage_env(REPO_ROOT)
-        self.serve: processes.Background | None = None
-        self.serve_step: Step | None = None
-        self.serve_started = ""
-        self.current: tuple[Step, str] | None = None
-
-    def command(self, step: Step) -> list[str]:
-        return [sys.executable, "-m", f"mnist_jobs.{step.stage}", *step.args,
-                "--result", str(self.lay.result(step.name))]
-
-    def log(self, step: Step) -> Path:
-        return self.workdir / "logs" / f"{step.name}.log"
-
-    def execute(self) -> str:
-        """Run every step in order; return the phase (Ready or Failed)."""
-        i = 0
-        while i < len(self.steps):
-            step, i = self.steps[i], i + 1
-            decision = self.decisions[step.name]
-            if step.long_running:
-                needs_triton = serve_needed_by(self.steps, self.decisions, step.name)
-                if needs_triton:
-                    self.stop_serve()   # one Triton at a time: the earlier repository is done
-                    if not self.start_serve(step, needs_triton):
-                        return "Failed"
-                else:
-                    self.report_reused(step, "Triton not started: nothing to measure")
-                continue
-            if self.serve and self.serve_step is not None:
-                needs_triton = serve_needed_by(self.steps, self.decisions, self.serve_step.name)
-                if step.name not in needs_triton and not any(
-                        n in needs_triton for n in self.remaining_after(step)):
-                    self.stop_serve()   # free the cores before a step that does not need it
-            if decision == REUSE:
-                self.report_reused(step)
-            elif decision == DISABLED:
-                self.records[step.name] = _record(
-                    Path(self.lay.result(step.name)),
-                    {"stage": step.stage, "state": "Skipped", "reason": step.skip_reason,
-                     "message": f"{step.name} is disabled in the spec", "durationSeconds": 0},
-                    step, _now(), 0)
-                self.progress.done(step.name, "--", f"Skipped ({step.skip_reason})")
-            elif not self.run_step(step):
-                return "Failed"
-            if step.name == "analyze":
-                self.plan_after_analyze()
-        self.stop_serve()
-        return "Ready"
-
-    def plan_after_analyze(self) -> None:
-        """applyBest: the steps after analyze follow from its result."""
-        if self.replan is None:
-            return
-        steps = self.replan(self.records.get("analyze") or {})
-        if [s.fingerprint for s in steps] == [s.fingerprint for s in self.steps]:
-            return
-        names = [s.name for s in steps]
-        kept = {n: self.decisions[n] for n in names[:names.index("analyze") + 1]}
-        added = names[len(kept):]
-        for name in added:   # results of an earlier closed loop, reused if still current
-            self.records[name] = _read_json(Path(self.lay.result(name)))
-        self.steps = steps
-        self.decisions = decide(steps, self.records, self.force, already=kept)
-        if added:
-            self.progress.note(f"  applyBest: then {', '.join(added)} "
-                               f"(to run: {', '.join(n for n in added if self.decisions[n] == RUN) or 'none'})")
-
-    def remaining_after(self, step: Step) -> list[str]:
-        names = [s.name for s in self.steps]
-        return names[names.index(step.name) + 1:]
-
-    def report_reused(self, step: Step, why: str = "") -> None:
-        rec = self.records.get(step.name) or {}
-        self.progress.done(step.name, "==", f"reused ({rec.get('state')}, fingerprint "
-                                            f"{step.fingerprint}{'; ' + why if why else ''})")
-
-    def run_step(self, step: Step) -> bool:
-        started = _now()
-        self.current = (step, started)
-        self.progress.start(step.name)
-        outcome = processes.run_stage(self.command(step), Path(self.lay.result(step.name)),
-                                      self.log(step),
-                                      lambda line: self.progress.line(step.name, line), self.env)
-        result = outcome.result or {
-            "state": "Failed", "reason": "NoResult",
-            "message": f"exit {outcome.returncode} without a result: "
-                       f"{_last_log_line(outcome.log)}"}
-        rec = _record(Path(self.lay.result(step.name)), result, step, started, outcome.seconds)
-        self.records[step.name] = rec
-        self.current = None
-        return self.finish(step, rec, outcome.seconds)
-
-    def interrupted(self) -> None:
-        """Record the step that was running when the user stopped the run."""
-        if self.current is None:
-            return
-        step, started = self.current
-        self.current = None
-        self.records[step.name] = _record(
-            Path(self.lay.result(step.name)),
-            {"stage": step.stage, "state": "Failed", "reason": "Interrupted",
-             "message": "interrupted by the user"}, step, started, 0)
-
-    def finish(self, step: Step, rec: dict, seconds: float) -> bool:
-        state = rec.get("state")
-        mark = {"Succeeded": "ok", "Skipped": "--"}.get(state, "!!")
-        self.progress.done(step.name, mark, f"{state} in {seconds:.0f} s  {headline(step.stage, rec)}")
-        if state in ("Succeeded", "Skipped"):
-            return True
-        self.progress.note(f"error: step {step.name} failed: "
-                           f"{rec.get('message') or rec.get('reason')} (log {self.log(step)})")
-        return False
-
-    def start_serve(self, step: Step, needed_by: list[str]) -> bool:
-        self.serve_started = _now()
-        if self.decisions[step.name] == REUSE:
-            self.decisions[step.name] = RESTARTED
-        self.progress.start(step.name)
-        self.serve_step = step
-        self.serve = processes.Background(
-            self.command(step), Path(self.lay.result(step.name)), self.log(step),
-            lambda line: self.progress.line(step.name, line), self.env)
-        outcome = self.serve.wait_result(SERVE_READY_TIMEOUT_S)
-        result = outcome.result or {
-            "state": "Failed", "reason": "NoResult",
-            "message": f"exit {outcome.returncode} without a result: "
-                       f"{_last_log_line(outcome.log)}"}
-        ok = result.get("state") == "Succeeded" and outcome.returncode == 0
-        if not ok:
-            self.stop_serve()
-            result = _read_json(Path(self.lay.result(step.name))) or result
-        rec = {**result, "readySeconds": result.get("readySeconds", int(outcome.seconds))}
-        self.records[step.name] = _record(Path(self.lay.result(step.name)), rec, step,
-                                          self.serve_started, outcome.seconds)
-        if ok:
-            self.progress.done(step.name, "ok", f"Ready in {outcome.seconds:.0f} s at "
-                               f"{self.endpoints.url('grpc')} (grpc), "
-                               f"{self.endpoints.url('http')} (http) for {', '.join(needed_by)}")
-            return True
-        return self.finish(step, self.records[step.name], outcome.seconds)
-
-    def stop_serve(self) -> None:
-        if self.serve is None:
-            return
-        serve, step = self.serve, self.serve_step
-        self.serve = None
-        serve.stop()
-        final = _read_json(serve.result_path)
-        if final and step is not None:
-            # the stage rewrote its result on the way out (server: Stopped)
-            self.records[step.name] = _record(serve.result_path, final, step,
-                                              self.serve_started, 0)
-            self.progress.note(f"     [serve] Triton stopped (exit {final.get('tritonExitCode')})")
-
-    def status(self, phase: str) -> dict:
-        return build_status(self.name, self.steps, self.records, self.decisions, self.endpoints,
-                            self.workdir, phase, self.apply_best)
-
-
 def _interrupt(signum, _frame) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -389,6 +123,85 @@ def _interrupt(signum, _frame) -> None:
 def _ignore_interrupts() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+
+
+def local_resource(name: str, spec: MnistServingSpec, stages: dict[str, dict]) -> dict:
+    """The resource as the core sees it in a cluster: generation 1, and a status
+    whose stages are what earlier runs finished."""
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
+            "metadata": {"name": name, "namespace": "local", "uid": f"local-{name}",
+                         "generation": 1},
+            "spec": spec.to_dict(), "status": {"observedGeneration": 1, "stages": stages}}
+
+
+def drive(cr: dict, machine: Machine, sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Pass after pass of the core until a pass changes nothing, sleeping through
+    backoffs as the operator's requeue does; returns the last status."""
+    planned = {s.name for s in machine.steps(cr["status"])}
+    for _ in range(MAX_PASSES):
+        decision = reconcile(cr, machine.observe(), datetime.now(timezone.utc), machine.substrate)
+        for ev in decision.events:
+            if ev.type == "Warning":
+                machine.report.note(f"  ! {ev.reason}: {ev.message}")
+        machine.apply(decision)
+        changed = decision.status != cr["status"]
+        cr["status"] = decision.status
+        added = [n for n in decision.status.get("stages", {}) if n not in planned]
+        if added:   # the closed loop: analyze's result brought its steps
+            planned.update(added)
+            machine.report.note(f"  applyBest: then {', '.join(added)}")
+        if machine.serve_failure is not None:
+            return decision.status
+        if changed or decision.create or decision.update or decision.delete:
+            continue
+        if decision.status.get("phase") in (READY_PHASE, FAILED_PHASE) \
+                or decision.requeue_after is None:
+            return decision.status
+        sleep(decision.requeue_after)
+    raise RuntimeError(f"the run did not settle after {MAX_PASSES} passes")
+
+
+def local_status(name: str, status: dict, machine: Machine, seeded: dict[str, dict],
+                 interrupted: bool) -> dict:
+    """The core's status plus where the run happened: ``name``, ``workdir``, the
+    endpoint note, and per step what this run did with it (``run``) and how long."""
+    out = {"name": name, **status, "workdir": str(machine.workdir),
+           "endpoints": {**status.get("endpoints", {}), "note": ENDPOINTS_NOTE}}
+    stages = {k: dict(v) for k, v in (status.get("stages") or {}).items()}
+    broken = None
+    if interrupted and machine.running is not None:
+        step, started = machine.running
+        write_record(machine.substrate.layout, step, {"state": FAILED, "reason": "Interrupted",
+                                                      "message": "interrupted by the user"},
+                     started, 0)
+        broken = (step, "Interrupted", "interrupted by the user")
+    elif machine.serve_failure is not None:
+        step, rec = machine.serve_failure
+        broken = (step, rec.get("reason") or "TritonFailed", rec.get("message") or "")
+    if broken is not None:
+        step, reason, message = broken
+        stages[step.name] = {**stages.get(step.name, {}), "fingerprint": step.fingerprint,
+                             "state": FAILED, "reason": reason, "message": message}
+        out.update(phase=FAILED_PHASE, message=f"{step.name}: {message}")
+    steps = {s.name: s for s in machine.steps(status)}
+    for step_name, rec in stages.items():
+        if step_name in seeded:   # never re-run; Triton starting again serves the same result
+            rec["run"] = REUSED
+        elif step_name in machine.ran:
+            rec["run"] = RAN
+        elif rec.get("state") == SKIPPED and step_name in steps:
+            rec["run"] = DISABLED
+            write_record(machine.substrate.layout, steps[step_name],
+                         {"stage": steps[step_name].stage, "state": SKIPPED,
+                          "reason": rec.get("reason"), "message": rec.get("message"),
+                          "durationSeconds": 0}, rec.get("startTime") or "", 0)
+        seconds = (rec.get("result") or {}).get("durationSeconds")
+        if seconds is not None:
+            rec["durationSeconds"] = seconds
+    out["stages"] = stages
+    if interrupted:
+        out["message"] = "interrupted by the user"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         endpoints = Endpoints("127.0.0.1", ports["--http-port"], ports["--grpc-port"],
                               ports["--metrics-port"])
         device = args.device or ("cpu" if spec.training.gpus == 0 else "auto")
+        substrate = Substrate(lay, endpoints, device, one_machine=True)
         steps = pipeline.plan(spec, lay, endpoints, device=device,
-                              analyzed=_read_json(Path(lay.result("analyze"))))
+                              analyzed=read_json(Path(lay.result("analyze"))))
         names = [s.name for s in steps]
         force = names[:1] if "all" in args.force else args.force
         for f in force:
@@ -417,41 +231,38 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mnist-serving run: error: {line}", file=sys.stderr)
         return 2
 
-    def replan(analyzed: dict) -> list[Step]:
-        return pipeline.plan(spec, lay, endpoints, device=device, analyzed=analyzed)
-
-    recorded = {s.name: _read_json(Path(lay.result(s.name))) for s in steps}
-    decisions = decide(steps, recorded, force)
-    to_run = [n for n, d in decisions.items() if d == RUN]
+    seeded = recorded_stages(steps, lay, force)
+    to_run = [s.name for s in steps if s.name not in seeded]
     print(f"mnist-serving run {args.file} -> {workdir}", file=out)
     print(f"  {len(steps)} steps; to run: {', '.join(to_run) or 'none (all reused)'}", file=out)
     progress = Progress(out, live=out.isatty())
-    run = Run(name, steps, lay, workdir, endpoints, decisions, progress, replan, force,
-              spec.benchmark.model_analyzer.apply_best)
+    for step in steps:
+        if step.name in seeded:
+            progress.done(step.name, "==", f"reused ({seeded[step.name]['state']}, fingerprint "
+                                           f"{step.fingerprint})")
+    machine = Machine(spec, substrate, workdir,
+                      Reporter(progress.start, progress.line, progress.done, progress.note),
+                      processes.stage_env(REPO_ROOT))
+    cr = local_resource(name, spec, seeded)
     started = time.time()
-    code = 0
+    interrupted = False
     # Ctrl-C, and SIGTERM from a CI runner or `timeout`, stop Triton and the
     # running stage; set explicitly because a shell starting us with `&`
     # hands us SIGINT ignored.
     previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        phase = run.execute()
-        code = 0 if phase == "Ready" else 1
+        final = drive(cr, machine)
     except KeyboardInterrupt:
         _ignore_interrupts()   # a second Ctrl-C must not skip the cleanup
-        phase = "Failed"
         progress.note("interrupted: stopping Triton and the running stage")
-        run.interrupted()
-        code = 130
+        final, interrupted = cr["status"], True
     finally:
         _ignore_interrupts()
-        run.stop_serve()
+        machine.stop_triton()
         progress.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    status = run.status(phase)
-    if code == 130:
-        status["message"] = "interrupted by the user"
+    status = local_status(name, final, machine, seeded, interrupted)
     status["wallSeconds"] = int(round(time.time() - started))
     status_path = workdir / "status.json"
     status_path.parent.mkdir(parents=True, exist_ok=True)
@@ -461,7 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=out)
     print(f"wall time {status['wallSeconds']} s", file=out)
     out.flush()
-    return code
+    if interrupted:
+        return 130
+    return 0 if status.get("phase") == READY_PHASE else 1
 
 
 if __name__ == "__main__":
