@@ -1,0 +1,69 @@
+"""The bench stage on a busy machine: a point perf_analyzer cannot stabilise is
+measured once more within a wider bound, and the result says so. perf_analyzer
+itself is replaced by its real CSV and its real error line."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mnist_jobs import bench, perf
+from mnist_jobs._stage import StageError
+
+CSV = (Path(__file__).parent / "data" / "perf-mnist_onnx-grpc.csv").read_text()
+UNSTABLE_OUTPUT = "Failed to obtain stable measurement within 10 measurement windows for " \
+                  "concurrency 4. Please try to increase the --measurement-interval.\n"
+
+
+class FakePerfAnalyzer:
+    """Unstable until the stability bound (-s) reaches ``stable_at``."""
+
+    def __init__(self, stable_at: int):
+        self.stable_at, self.bounds = stable_at, []
+
+    def __call__(self, cmd, capture_output, text, timeout):
+        bound = int(cmd[cmd.index("-s") + 1])
+        self.bounds.append(bound)
+        if bound < self.stable_at:
+            return subprocess.CompletedProcess(cmd, 1, "", UNSTABLE_OUTPUT)
+        Path(cmd[cmd.index("-f") + 1]).write_text(CSV)
+        return subprocess.CompletedProcess(cmd, 0, "ok\n", "")
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    def install(stable_at: int) -> FakePerfAnalyzer:
+        pa = FakePerfAnalyzer(stable_at)
+        monkeypatch.setattr(bench.subprocess, "run", pa)
+        monkeypatch.setattr(perf, "find_perf_analyzer", lambda: "perf_analyzer")
+        monkeypatch.setattr(bench, "served_models", lambda protocol, url: {"mnist_onnx": "READY"})
+        return pa
+    return install
+
+
+def run(tmp_path: Path, stability: int = 10) -> dict:
+    return bench.run_bench("127.0.0.1:8001", "grpc", ["mnist_onnx"], 1, "4:4:1", "time_windows",
+                           500, 50, stability, tmp_path / "bench")
+
+
+def test_an_unstable_point_is_measured_again_within_twice_the_bound(tmp_path, fake):
+    pa = fake(stable_at=20)
+    result = run(tmp_path)
+    assert pa.bounds == [10, 20]
+    assert result["widened"] == [{"model": "mnist_onnx", "c": 4, "stabilityPercentage": 20}]
+    assert result["models"]["mnist_onnx"]["best"]["inferPerSec"]
+
+
+def test_a_stable_point_is_measured_once_and_says_nothing(tmp_path, fake):
+    pa = fake(stable_at=10)
+    result = run(tmp_path)
+    assert pa.bounds == [10] and "widened" not in result
+
+
+def test_still_unstable_within_the_wider_bound_fails_the_stage(tmp_path, fake):
+    pa = fake(stable_at=50)
+    with pytest.raises(StageError) as err:
+        run(tmp_path)
+    assert pa.bounds == [10, 20]
+    assert "mnist_onnx c=4: Failed to obtain stable measurement" in str(err.value)
