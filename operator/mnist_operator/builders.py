@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from pathlib import PurePosixPath
 from typing import Any
 
 from . import pipeline as P

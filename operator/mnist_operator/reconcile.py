@@ -43,14 +43,15 @@ Rules, in the order ``pipeline.plan`` lists the steps:
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from pathlib import PurePosixPath
 from typing import Any
 
 from . import builders, refusals, results
+from .children import (STUCK_CONTAINER_REASONS, deployment_readiness, job_outcome, meta,
+                       object_fingerprint, object_ref, pods_of_job, replica_failure, replicas,
+                       terminating)
 from .pipeline import Endpoints, Layout, Step, is_done, plan
 from .spec import MnistServingSpec, SpecError, parse_spec
 from .stages import STAGES
@@ -86,214 +87,18 @@ class Decision:
     requeue_after: int | None = None                   # seconds; None: wait for a change
 
 
-# --------------------------------------------------------------------------- reading children
-def _meta(obj: dict | None) -> dict:
-    return (obj or {}).get("metadata") or {}
-
-
-def _terminating(obj: dict) -> bool:
-    return bool(_meta(obj).get("deletionTimestamp"))
-
-
-def object_ref(obj: dict) -> dict:
-    m = _meta(obj)
-    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
-            "name": m.get("name"), "namespace": m.get("namespace")}
-
-
-def object_fingerprint(obj: dict | None) -> str | None:
-    """The fingerprint a child carries: on itself or on its pod template."""
-    if not obj:
-        return None
-    template = _meta((obj.get("spec") or {}).get("template"))
-    for m in (_meta(obj), template):
-        for key in ("annotations", "labels"):
-            fp = (m.get(key) or {}).get(LABEL_FINGERPRINT)
-            if fp:
-                return fp
-    return None
-
-
-def _pods_of_job(job: dict, pods: list[dict]) -> list[dict]:
-    name = _meta(job).get("name")
-    uid = _meta(job).get("uid")
-    out = []
-    for pod in pods:
-        m = _meta(pod)
-        labels = m.get("labels") or {}
-        owned = any(r.get("kind") == "Job" and (r.get("uid") == uid if uid else r.get("name") == name)
-                    for r in m.get("ownerReferences") or [])
-        if owned or name in (labels.get("job-name"), labels.get("batch.kubernetes.io/job-name")):
-            out.append(pod)
-    return out
-
-
-def _terminated_states(pods: list[dict]) -> list[dict]:
-    """Terminated states of the stage containers (not init containers), newest last."""
-    states = []
-    for pod in pods:
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            term = (cs.get("state") or {}).get("terminated") or \
-                (cs.get("lastState") or {}).get("terminated")
-            if term:
-                states.append(term)
-    return sorted(states, key=lambda t: t.get("finishedAt") or "")
-
-
-#: Container waiting reasons that will not fix themselves soon: shown in
-#: status (and one Warning event) while the Job waits for its deadline.
-STUCK_CONTAINER_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
-                           "CreateContainerConfigError", "CreateContainerError")
-
-
-#: A pod is only called Unschedulable after this long: the scheduler says so
-#: for a moment while a volume binds or a node frees up, which is no news.
-UNSCHEDULABLE_GRACE_SECONDS = 60
-
-
-def pod_blocker(pods: list[dict], now: datetime | None = None) -> tuple[str, str] | None:
-    """Why a stage pod is not running yet, when it is stuck: (Reason, message)
-    for a pod unschedulable for UNSCHEDULABLE_GRACE_SECONDS (any time when
-    ``now`` is None) or a container that cannot start; None otherwise."""
-    for pod in pods:
-        st = pod.get("status") or {}
-        for c in st.get("conditions") or []:
-            if c.get("type") == "PodScheduled" and c.get("status") == "False" \
-                    and c.get("reason") == "Unschedulable":
-                since = parse_timestamp(c.get("lastTransitionTime"))
-                if now is not None and (since is None or (now - since).total_seconds()
-                                        < UNSCHEDULABLE_GRACE_SECONDS):
-                    continue
-                return "Unschedulable", one_line(c.get("message") or "no node fits the pod")
-        for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in STUCK_CONTAINER_REASONS:
-                return waiting["reason"], one_line(
-                    f"container {cs.get('name')}: {waiting.get('message') or waiting['reason']}")
-    return None
-
-
-def parse_result(message: str | None) -> dict | None:
-    """The stage result JSON from a termination message, if it is one."""
-    if not message:
-        return None
-    try:
-        data = json.loads(message)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) and data.get("state") else None
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    state: str                      # Running | Succeeded | Skipped | Failed
-    reason: str = ""
-    message: str = ""
-    result: dict | None = None
-    start: str | None = None
-    finish: str | None = None
-    pods_refused: bool = False      # the API server refused every pod the Job tried
-
-
-def pods_refused(job: dict, pods: list[dict], failed_creates: list[dict] | None
-                 ) -> JobOutcome | None:
-    """A Job that has no pod because the API server refuses them (Pod Security, a
-    quota, a missing ServiceAccount): the job controller's FailedCreate event says
-    why. It would only retry until its deadline, hours away: a failed attempt now."""
-    if pods or not failed_creates:
-        return None
-    newest = max(failed_creates, key=lambda e: e.get("lastTimestamp") or "")
-    text = newest.get("message") or "the job controller could not create its pod"
-    reason = refusals.classify(403, "FailedCreate", text)
-    return JobOutcome(FAILED, reason, one_line(f"the API server refused its pod: {text}"),
-                      start=(job.get("status") or {}).get("startTime"),
-                      finish=newest.get("lastTimestamp"), pods_refused=True)
-
-
-def job_outcome(job: dict, pods: list[dict], now: datetime | None = None,
-                failed_creates: list[dict] | None = None) -> JobOutcome:
-    """What a stage Job says happened: its conditions, its pods' exit codes,
-    the result JSON the stage wrote as its termination message, and the job
-    controller's FailedCreate events when it has no pod at all."""
-    refused = pods_refused(job, pods, failed_creates)
-    if refused is not None:
-        return refused
-    st = job.get("status") or {}
-    conds = {c.get("type"): c for c in st.get("conditions") or [] if c.get("status") == "True"}
-    terms = _terminated_states(pods)
-    parsed = next((r for r in (parse_result(t.get("message")) for t in reversed(terms)) if r), None)
-    failed_term = next((t for t in reversed(terms) if t.get("exitCode", 0) != 0), None)
-    start = st.get("startTime")
-    complete = "Complete" in conds or "SuccessCriteriaMet" in conds or (st.get("succeeded") or 0) > 0
-    failed = "Failed" in conds or "FailureTarget" in conds or (
-        failed_term is not None and not st.get("active") and not complete)
-    if complete and not failed:
-        state = parsed.get("state") if parsed and parsed.get("state") in (SUCCEEDED, SKIPPED) \
-            else SUCCEEDED
-        finish = st.get("completionTime") or (terms[-1].get("finishedAt") if terms else None)
-        return JobOutcome(state, (parsed or {}).get("reason", ""), (parsed or {}).get("message", ""),
-                          parsed, start, finish)
-    if failed:
-        cond = conds.get("Failed") or conds.get("FailureTarget") or {}
-        finish = (failed_term or {}).get("finishedAt") or cond.get("lastTransitionTime")
-        if parsed and parsed.get("state") == FAILED:
-            return JobOutcome(FAILED, parsed.get("reason") or "StageFailed",
-                              parsed.get("message") or "", parsed, start, finish)
-        if failed_term is not None:
-            code = failed_term.get("exitCode")
-            reason = failed_term.get("reason") or "Error"
-            if reason == "Error":
-                reason = "ExitCode"
-            text = failed_term.get("message") or ""
-            return JobOutcome(FAILED, reason, one_line(f"exit code {code}" + (f": {text}" if text
-                                                                                else "")),
-                              None, start, finish)
-        return JobOutcome(FAILED, cond.get("reason") or "JobFailed",
-                          cond.get("message") or "the Job failed", None, start, finish)
-    blocker = pod_blocker(pods, now)
-    if blocker:
-        return JobOutcome(RUNNING, blocker[0], blocker[1], start=start)
-    return JobOutcome(RUNNING, start=start)
-
-
 def name_conflict(live: dict | None, desired: dict) -> str | None:
     """Why ``desired`` cannot be created when its name is taken (409): the
     live object is not ours (another instance label, or none). None when the
     live object is this resource's own child, or is gone."""
     if live is None:
         return None
-    want = (_meta(desired).get("labels") or {}).get(LABEL_INSTANCE)
-    have = (_meta(live).get("labels") or {}).get(LABEL_INSTANCE)
+    want = (meta(desired).get("labels") or {}).get(LABEL_INSTANCE)
+    have = (meta(live).get("labels") or {}).get(LABEL_INSTANCE)
     if want is None or have == want:
         return None
-    return (f"{desired.get('kind')} {_meta(desired).get('name')} already exists and is not this "
+    return (f"{desired.get('kind')} {meta(desired).get('name')} already exists and is not this "
             f"resource's ({LABEL_INSTANCE}={have or 'unset'}): rename or delete it")
-
-
-def _replicas(dep: dict) -> int:
-    return int((dep.get("spec") or {}).get("replicas", 1))
-
-
-def replica_failure(dep: dict | None) -> tuple[str, str] | None:
-    """(Reason, message) when the Deployment's ReplicaSet cannot create pods
-    (its ReplicaFailure condition: Pod Security, a quota, ...); None otherwise."""
-    for c in ((dep or {}).get("status") or {}).get("conditions") or []:
-        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
-            text = c.get("message") or c.get("reason") or "pods cannot be created"
-            return (refusals.classify(403, c.get("reason") or "FailedCreate", text),
-                    one_line(f"the API server refused a Triton pod: {text}"))
-    return None
-
-
-def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
-    """(available, ready replicas, wanted replicas) of a Deployment whose
-    rollout the controller has observed."""
-    st = dep.get("status") or {}
-    want = _replicas(dep)
-    ready = int(st.get("availableReplicas") or 0)
-    seen = int(st.get("observedGeneration") or 0) >= int(_meta(dep).get("generation") or 0)
-    updated = int(st.get("updatedReplicas") or 0) >= want
-    return seen and updated and ready >= want and want > 0, ready, want
 
 
 # --------------------------------------------------------------------------- status helpers
@@ -359,12 +164,12 @@ def reconcile(cr: dict, observed: dict, now: datetime,
         spec = parse_spec(cr.get("spec"))
     except SpecError as err:
         return _invalid_spec(cr, err, now)
-    return _Reconciler(cr, spec, observed, now, substrate or cluster_substrate(cr, spec)).run()
+    return _run(Pass.of(cr, spec, observed, now, substrate or cluster_substrate(cr, spec)))
 
 
 def _invalid_spec(cr: dict, err: SpecError, now: datetime) -> Decision:
     old = cr.get("status") or {}
-    gen = _meta(cr).get("generation") or 0
+    gen = meta(cr).get("generation") or 0
     message = one_line("invalid spec: " + "; ".join(err.errors))
     before = get_condition(old.get("conditions"), READY) or {}
     status = dict(old, observedGeneration=gen, phase="Failed",
@@ -376,547 +181,648 @@ def _invalid_spec(cr: dict, err: SpecError, now: datetime) -> Decision:
     return Decision(status=_clean(status), events=events)
 
 
-class _Reconciler:
-    """One reconcile pass; methods read top to bottom like the pipeline."""
+# --------------------------------------------------------------------------- one pass
+@dataclass(frozen=True)
+class Pass:
+    """What one pass reads: the resource, its spec, its children, the clock."""
+    cr: dict
+    spec: MnistServingSpec
+    now: datetime
+    substrate: Substrate
+    jobs: list[dict]
+    pods: list[dict]
+    deployment: dict | None
+    service: dict | None
+    pvc: dict | None
+    job_events: dict[str, list[dict]]   # Job name -> its FailedCreate events
+    old: dict                           # the status written last time
+    gen: int
+    retry_token: str | None
+    refused: dict[str, dict]            # creates refused before, still current
+    resume: bool                        # a failed step starts over (new generation or token)
 
-    def __init__(self, cr: dict, spec: MnistServingSpec, observed: dict, now: datetime,
-                 substrate: Substrate):
-        self.cr, self.spec, self.now, self.substrate = cr, spec, now, substrate
-        self.old = cr.get("status") or {}
-        self.old_stages: dict[str, dict] = self.old.get("stages") or {}
-        self.gen = _meta(cr).get("generation") or 0
-        self.steps = self.plan(self.old_stages.get("analyze"))
-        self.jobs = [j for j in observed.get("jobs") or []]
-        self.pods = list(observed.get("pods") or [])
-        self.deployment = observed.get("deployment")
-        self.service = observed.get("service")
-        self.pvc = observed.get("pvc")
-        self.job_events: dict[str, list[dict]] = observed.get("job_events") or {}
-        self.decision = Decision()
-        token = (_meta(cr).get("annotations") or {}).get(RETRY_ANNOTATION)
-        self.retry_token = token
-        # creates the API server refused before; those still withheld are kept in status
-        self.refused = refusals.carried(self.old, self.gen, token)
-        self.refused_kept: dict[str, dict] = {}
-        old_gen = self.old.get("observedGeneration")
-        # A failed step starts over on a spec change or a new retry annotation value.
-        self.resume = (old_gen is not None and old_gen != self.gen) or \
-            (token is not None and token != self.old.get("retryToken"))
-        self.serving_available = False
-        self.serving_counts = (0, 0)
-        self.serving_step: str | None = None   # the serve step the Deployment serves
-        self.serving_want: dict | None = None  # the Deployment that step builds
-        self.paused = False                      # Deployment scaled to 0 for analyze
-        self.resuming = False                    # scaling back up after that pause
-        self._names: dict[tuple[str, int], str] = {}
+    @classmethod
+    def of(cls, cr: dict, spec: MnistServingSpec, observed: dict, now: datetime,
+           substrate: Substrate) -> "Pass":
+        old = cr.get("status") or {}
+        gen = meta(cr).get("generation") or 0
+        token = (meta(cr).get("annotations") or {}).get(RETRY_ANNOTATION)
+        old_gen = old.get("observedGeneration")
+        return cls(cr, spec, now, substrate, list(observed.get("jobs") or []),
+                   list(observed.get("pods") or []), observed.get("deployment"),
+                   observed.get("service"), observed.get("pvc"),
+                   observed.get("job_events") or {}, old, gen, token,
+                   refusals.carried(old, gen, token),
+                   (old_gen is not None and old_gen != gen)
+                   or (token is not None and token != old.get("retryToken")))
 
-    # ---------------------------------------------------------------- helpers
+    @property
+    def old_stages(self) -> dict[str, dict]:
+        return self.old.get("stages") or {}
+
     def plan(self, analyzed: dict | None) -> list[Step]:
         return plan(self.spec, self.substrate.layout, self.substrate.endpoints,
                     device=self.substrate.device, analyzed=analyzed)
 
-    def event(self, type_: str, reason: str, message: str) -> None:
-        self.decision.events.append(Event(type_, reason, one_line(message)))
 
-    def requeue(self, seconds: float) -> None:
-        s = max(1, int(math.ceil(seconds)))
-        r = self.decision.requeue_after
-        self.decision.requeue_after = s if r is None else min(r, s)
+@dataclass
+class Acts:
+    """What one decision adds to the pass's Decision, merged in pass order."""
+    create: list[dict] = field(default_factory=list)
+    update: list[dict] = field(default_factory=list)
+    delete: list[dict] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue: int | None = None   # seconds until a pass must look again
+    held: list[dict] = field(default_factory=list)   # creates withheld: refused before
 
-    def job_name(self, step: Step, attempt: int) -> str:
-        key = (step.name, attempt)
-        if key not in self._names:
-            self._names[key] = _meta(builders.build_step_job(self.cr, self.spec, step, attempt))["name"]
-        return self._names[key]
+    def __add__(self, other: "Acts") -> "Acts":
+        sooner = [r for r in (self.requeue, other.requeue) if r is not None]
+        return Acts(self.create + other.create, self.update + other.update,
+                    self.delete + other.delete, self.events + other.events,
+                    min(sooner) if sooner else None, self.held + other.held)
 
-    def attempt_of(self, step: Step, job: dict) -> int | None:
-        labels = {**(_meta(job).get("annotations") or {}), **(_meta(job).get("labels") or {})}
-        if str(labels.get(LABEL_ATTEMPT, "")).isdigit():
-            return int(labels[LABEL_ATTEMPT])
-        name = _meta(job).get("name")
-        return next((a for a in range(MAX_ATTEMPTS_SCANNED) if self.job_name(step, a) == name), None)
 
-    def step_jobs(self, step: Step) -> tuple[dict[int, dict], list[dict]]:
-        """This step's Jobs at its current fingerprint: {attempt: Job} of the
-        live ones, and the list of those being deleted."""
-        live, going = {}, []
-        for job in self.jobs:
-            labels = _meta(job).get("labels") or {}
-            if labels.get(LABEL_STEP) != step.name or labels.get(LABEL_FINGERPRINT) != step.fingerprint:
-                continue
-            if _terminating(job):
-                going.append(job)
-                continue
-            attempt = self.attempt_of(step, job)
-            if attempt is not None:
-                live[attempt] = job
-        return live, going
+def event(type_: str, reason: str, message: str) -> Acts:
+    return Acts(events=[Event(type_, reason, one_line(message))])
 
-    # ---------------------------------------------------------------- the pass
-    def run(self) -> Decision:
-        self.ensure_volume()
-        self.delete_stale_jobs()
-        stages: dict[str, dict] = {}
-        blocked_at: Step | None = None
-        i = 0
-        while i < len(self.steps):
-            step, i = self.steps[i], i + 1
-            rec = self.old_stages.get(step.name)
-            if blocked_at is not None:
-                stages[step.name] = rec if is_done(step, rec) else self.pending(step, rec)
-                continue
-            if not step.enabled:
-                new = self.disabled(step, rec)
-            elif step.long_running:
-                new = self.serve(step, rec)
-            else:
-                new = self.job_step(step, rec)
-            stages[step.name] = new
-            self.announce(step, rec, new)
-            if step.facts.replans and new != rec:
-                # what follows analyze depends on its result (applyBest);
-                # the steps up to it stay the same
-                self.steps = self.plan(new)
-            if new.get("state") not in FINISHED:
-                blocked_at = step
-        if blocked_at is not None and self.before_serve(blocked_at):
-            self.drop_deployment()
-        elif blocked_at is not None and self.pauses_serving(blocked_at, stages[blocked_at.name]):
-            self.pause_deployment(stages)
-        self.withhold_refused()
-        self.add_runner_account()
-        self.decision.status = self.build_status(stages, blocked_at)
-        return self.decision
 
-    def withhold_refused(self) -> None:
-        """A create the API server refused waits for its retry time (no create on
-        every pass); one retried now keeps its entry, so a new refusal backs off longer."""
-        self.decision.create = [o for o in self.decision.create if not self.held_back(o)]
+def look_again(seconds: float) -> Acts:
+    return Acts(requeue=max(1, int(math.ceil(seconds))))
 
-    def held_back(self, obj: dict) -> bool:
+
+def held_back(p: Pass, obj: dict) -> Acts | None:
+    """A create refused before that still waits for its retry time (look again
+    then); None when it may be tried now."""
+    entry = refusals.withheld(p.refused, obj, p.now)
+    if entry is None:
+        return None
+    return Acts(held=[obj]) + look_again(
+        (parse_timestamp(entry["retryTime"]) - p.now).total_seconds())
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The one Triton Deployment of a pass: the serve step it serves and its state."""
+    step: str                   # serve, or serve-tuned once the closed loop applies
+    want: dict                  # the Deployment that step builds
+    available: bool
+    counts: tuple[int, int]     # (ready, wanted) replicas
+    resuming: bool = False      # scaling back after a pause for analyze
+    paused: bool = False        # scaled to 0 while analyze runs its own Triton
+
+
+def _run(p: Pass) -> Decision:
+    """One pass, top to bottom: volume, stale Jobs, every step in order, the
+    Deployment once, refused creates held back, the ServiceAccount, status."""
+    steps = p.plan(p.old_stages.get("analyze"))
+    acts = ensure_volume(p) + delete_stale_jobs(p, steps)
+    stages, active, serving, steps, step_acts = advance_steps(p, steps)
+    acts += step_acts
+    if active is not None and before_serve(steps, active):
+        acts += drop_deployment(p)
+    elif active is not None and serving is not None \
+            and pauses_serving(p, active, stages[active.name]):
+        serving = replace(serving, paused=True, resuming=False)
+        stages[serving.step] = paused_record(p, stages[serving.step])
+    if serving is not None:
+        acts += deployment_acts(p, serving)
+    acts, kept = withhold_refused(p, acts)
+    acts, kept = add_runner_account(p, acts, kept)
+    status, status_acts = build_status(p, steps, stages, active, serving, kept)
+    acts += status_acts
+    return Decision(create=acts.create, update=acts.update, delete=acts.delete, status=status,
+                    events=acts.events, requeue_after=acts.requeue)
+
+
+def advance_steps(p: Pass, steps: list[Step]
+                  ) -> tuple[dict[str, dict], Step | None, Serving | None, list[Step], Acts]:
+    """Each step's new record in pipeline order; the first not finished is the
+    active one, and every step after it waits. Returns the records, the active
+    step, the Deployment's serving state, the plan (the closed loop's steps
+    join it once analyze has a result) and what the steps decided."""
+    stages: dict[str, dict] = {}
+    active: Step | None = None
+    serving: Serving | None = None
+    acts = Acts()
+    i = 0
+    while i < len(steps):
+        step, i = steps[i], i + 1
+        rec = p.old_stages.get(step.name)
+        if active is not None:
+            stages[step.name] = rec if is_done(step, rec) else pending(step, rec)
+            continue
+        if not step.enabled:
+            new = disabled(step, rec)
+        elif step.long_running:
+            new, drives, step_acts = advance_serve(p, steps, step, rec)
+            serving = drives or serving
+            acts += step_acts
+        else:
+            new, step_acts = advance_job(p, steps, step, rec,
+                                         serving is not None and serving.available)
+            acts += step_acts
+        stages[step.name] = new
+        acts += announce(step, rec, new)
+        if step.facts.replans and new != rec:
+            # what follows analyze depends on its result (applyBest); the steps up to it stay
+            steps = p.plan(new)
+        if new.get("state") not in FINISHED:
+            active = step
+    return stages, active, serving, steps, acts
+
+
+def withhold_refused(p: Pass, acts: Acts) -> tuple[Acts, dict[str, dict]]:
+    """A create the API server refused waits for its retry time (no create on
+    every pass); one retried now keeps its entry, so a new refusal backs off
+    longer. Returns the Acts without the withheld creates, and the refusals
+    kept in status."""
+    kept = {refusals.key_of(o): p.refused[refusals.key_of(o)] for o in acts.held
+            if refusals.key_of(o) in p.refused}
+    out = replace(acts, create=[])
+    for obj in acts.create:
         key = refusals.key_of(obj)
-        if key in self.refused:
-            self.refused_kept[key] = self.refused[key]
-        entry = refusals.withheld(self.refused, obj, self.now)
-        if entry is not None:
-            self.requeue((parse_timestamp(entry["retryTime"]) - self.now).total_seconds())
-        return entry is not None
-
-    def add_runner_account(self) -> None:
-        """Pods need their ServiceAccount first: create it with any pod owner
-        (already there is fine), so no pass has to list ServiceAccounts."""
-        account = builders.build_runner_service_account(self.cr, self.spec)
-        owners = [i for i, o in enumerate(self.decision.create) if o["kind"] in ("Job", "Deployment")]
-        if account and owners and not self.held_back(account):
-            self.decision.create.insert(owners[0], account)
-
-    def before_serve(self, step: Step) -> bool:
-        order = [s.name for s in self.steps]
-        first_serve = next(i for i, s in enumerate(self.steps) if s.long_running)
-        return order.index(step.name) < first_serve
-
-    def ensure_volume(self) -> None:
-        pvc = builders.build_pvc(self.cr, self.spec)
-        if pvc is not None and (self.pvc is None or _terminating(self.pvc)):
-            if self.pvc is None:
-                self.decision.create.append(pvc)
-            else:
-                self.requeue(DELETION_POLL_SECONDS)
-
-    def delete_stale_jobs(self) -> None:
-        """Jobs of fingerprints (or steps) the plan no longer has."""
-        current = {s.name: s.fingerprint for s in self.steps}
-        for job in self.jobs:
-            labels = _meta(job).get("labels") or {}
-            step = labels.get(LABEL_STEP)
-            if step is None or _terminating(job):
-                continue
-            if current.get(step) != labels.get(LABEL_FINGERPRINT):
-                self.decision.delete.append(object_ref(job))
-
-    def drop_deployment(self) -> None:
-        if self.deployment is not None and not _terminating(self.deployment):
-            self.decision.delete.append(object_ref(self.deployment))
-            self.event("Normal", "ServingStopped",
-                       "Triton Deployment deleted until the model is rebuilt")
-
-    def pauses_serving(self, step: Step, rec: dict) -> bool:
-        """analyze's own Triton takes the GPU that serving would hold (or, on one
-        machine, its cores)."""
-        shared = self.substrate.one_machine or (step.gpus > 0 and self.spec.serving.gpus > 0)
-        return (step.facts.runs_own_triton and shared
-                and self.serving_step is not None and rec.get("state") != FAILED)
-
-    def shared(self) -> str:
-        """What serving and analyze's Triton both need."""
-        return "machine's cores" if self.substrate.one_machine else "GPU"
-
-    def pause_deployment(self, stages: dict[str, dict]) -> None:
-        """Scale the Deployment the serve step wants to 0 replicas."""
-        want = {**self.serving_want, "spec": {**self.serving_want["spec"], "replicas": 0}}
-        self.paused, self.resuming = True, False
-        rec = stages[self.serving_step]
-        if rec.get("state") == SUCCEEDED:
-            stages[self.serving_step] = {
-                **rec, "reason": PAUSED, "readyReplicas": 0,
-                "message": f"Triton scaled to 0 while model-analyzer uses the {self.shared()}"}
-        dep = self.deployment
-        if dep is None:
-            self.want_deployment(want, create=True)
-        elif _terminating(dep):
-            self.want_deployment(None)
-        elif _replicas(dep) != 0 or object_fingerprint(dep) != object_fingerprint(want):
-            self.want_deployment(want, create=False)
-            if _replicas(dep) != 0:
-                self.event("Normal", "ServingPaused",
-                           f"Triton scaled to 0 replicas while model-analyzer uses the {self.shared()}"
-                           + ("" if self.substrate.one_machine else
-                              f" ({self.spec.serving.gpus} per pod)")
-                           + "; it returns when analyze ends")
+        if key in p.refused:
+            kept[key] = p.refused[key]
+        wait = held_back(p, obj)
+        if wait is None:
+            out.create.append(obj)
         else:
-            self.want_deployment(None)   # already paused
+            out += wait
+    return out, kept
 
-    # ---------------------------------------------------------------- step kinds
-    def base(self, step: Step, rec: dict | None, **fields: Any) -> dict:
-        return _clean({"fingerprint": step.fingerprint, **fields})
 
-    def pending(self, step: Step, rec: dict | None, reason: str = "Waiting",
-                message: str = "") -> dict:
-        waiting_for = message or f"{step.name} waits for the steps before it"
-        if rec and rec.get("fingerprint") == step.fingerprint and rec.get("state") == PENDING \
-                and rec.get("reason") == reason:
-            return rec
-        return self.base(step, rec, state=PENDING, reason=reason, message=waiting_for, attempt=0)
+def add_runner_account(p: Pass, acts: Acts, kept: dict[str, dict]
+                       ) -> tuple[Acts, dict[str, dict]]:
+    """Pods need their ServiceAccount first: create it with any pod owner
+    (already there is fine), so no pass has to list ServiceAccounts."""
+    account = builders.build_runner_service_account(p.cr, p.spec)
+    owners = [i for i, o in enumerate(acts.create) if o["kind"] in ("Job", "Deployment")]
+    if not account or not owners:
+        return acts, kept
+    key = refusals.key_of(account)
+    if key in p.refused:
+        kept = {**kept, key: p.refused[key]}
+    wait = held_back(p, account)
+    if wait is not None:
+        return acts + replace(wait, held=[]), kept
+    return replace(acts, create=[*acts.create[:owners[0]], account, *acts.create[owners[0]:]]), kept
 
-    def disabled(self, step: Step, rec: dict | None) -> dict:
-        if is_done(step, rec) and rec.get("state") == SKIPPED:
-            return rec
-        return self.base(step, rec, state=SKIPPED, reason=step.skip_reason or "Disabled",
-                         message=f"{step.name} is disabled in the spec", attempt=0)
 
-    def drives_deployment(self, step: Step, rec: dict | None) -> bool:
-        """A serve step serves the Deployment unless it and every step up to a
-        later serve step are done (then that later one does)."""
-        if not is_done(step, rec):
-            return True
-        later = self.steps[self.steps.index(step) + 1:]
-        for other in later:
-            if other.long_running:
-                return False
-            if not is_done(other, self.old_stages.get(other.name)):
-                return True
+def before_serve(steps: list[Step], step: Step) -> bool:
+    order = [s.name for s in steps]
+    first_serve = next(i for i, s in enumerate(steps) if s.long_running)
+    return order.index(step.name) < first_serve
+
+
+def ensure_volume(p: Pass) -> Acts:
+    pvc = builders.build_pvc(p.cr, p.spec)
+    if pvc is None or (p.pvc is not None and not terminating(p.pvc)):
+        return Acts()
+    return Acts(create=[pvc]) if p.pvc is None else look_again(DELETION_POLL_SECONDS)
+
+
+def delete_stale_jobs(p: Pass, steps: list[Step]) -> Acts:
+    """Jobs of fingerprints (or steps) the plan no longer has."""
+    current = {s.name: s.fingerprint for s in steps}
+    stale = []
+    for job in p.jobs:
+        labels = meta(job).get("labels") or {}
+        step = labels.get(LABEL_STEP)
+        if step is not None and not terminating(job) \
+                and current.get(step) != labels.get(LABEL_FINGERPRINT):
+            stale.append(object_ref(job))
+    return Acts(delete=stale)
+
+
+def drop_deployment(p: Pass) -> Acts:
+    if p.deployment is None or terminating(p.deployment):
+        return Acts()
+    return Acts(delete=[object_ref(p.deployment)]) + event(
+        "Normal", "ServingStopped", "Triton Deployment deleted until the model is rebuilt")
+
+
+def shared_resource(p: Pass) -> str:
+    """What serving and analyze's own Triton both need."""
+    return "machine's cores" if p.substrate.one_machine else "GPU"
+
+
+def pauses_serving(p: Pass, step: Step, rec: dict) -> bool:
+    """analyze's own Triton takes the GPU that serving would hold (or, on one
+    machine, its cores)."""
+    shared = p.substrate.one_machine or (step.gpus > 0 and p.spec.serving.gpus > 0)
+    return step.facts.runs_own_triton and shared and rec.get("state") != FAILED
+
+
+def paused_record(p: Pass, rec: dict) -> dict:
+    if rec.get("state") != SUCCEEDED:
+        return rec
+    return {**rec, "reason": PAUSED, "readyReplicas": 0,
+            "message": f"Triton scaled to 0 while model-analyzer uses the {shared_resource(p)}"}
+
+
+def deployment_acts(p: Pass, serving: Serving) -> Acts:
+    """The Deployment the pass wants, decided once: created, updated to a new
+    repository or replica count (0 while paused), or left as it is."""
+    want = serving.want
+    if serving.paused:
+        want = {**want, "spec": {**want["spec"], "replicas": 0}}
+    dep = p.deployment
+    if dep is None:
+        return Acts(create=[want])
+    if terminating(dep):
+        return Acts()
+    if object_fingerprint(dep) == object_fingerprint(want) and replicas(dep) == replicas(want):
+        return Acts()
+    acts = Acts(update=[want])
+    if serving.paused and replicas(dep) != 0:
+        acts += event("Normal", "ServingPaused",
+                      f"Triton scaled to 0 replicas while model-analyzer uses the "
+                      f"{shared_resource(p)}"
+                      + ("" if p.substrate.one_machine else f" ({p.spec.serving.gpus} per pod)")
+                      + "; it returns when analyze ends")
+    return acts
+
+
+# ---------------------------------------------------------------- step records
+def base(step: Step, **fields: Any) -> dict:
+    return _clean({"fingerprint": step.fingerprint, **fields})
+
+
+def pending(step: Step, rec: dict | None, reason: str = "Waiting", message: str = "") -> dict:
+    waiting_for = message or f"{step.name} waits for the steps before it"
+    if rec and rec.get("fingerprint") == step.fingerprint and rec.get("state") == PENDING \
+            and rec.get("reason") == reason:
+        return rec
+    return base(step, state=PENDING, reason=reason, message=waiting_for, attempt=0)
+
+
+def disabled(step: Step, rec: dict | None) -> dict:
+    if is_done(step, rec) and rec.get("state") == SKIPPED:
+        return rec
+    return base(step, state=SKIPPED, reason=step.skip_reason or "Disabled",
+                message=f"{step.name} is disabled in the spec", attempt=0)
+
+
+def serving_message(spec: MnistServingSpec) -> str:
+    return f"Triton serving {', '.join(spec.served_triton_models())}"
+
+
+def scaling_back(spec: MnistServingSpec) -> tuple[str, str, str]:
+    return FALSE, "Progressing", (f"Triton scaling back to {spec.serving.replicas} "
+                                  f"replica(s) after analyze")
+
+
+def drives_deployment(p: Pass, steps: list[Step], step: Step, rec: dict | None) -> bool:
+    """A serve step serves the Deployment unless it and every step up to a
+    later serve step are done (then that later one does)."""
+    if not is_done(step, rec):
         return True
+    for other in steps[steps.index(step) + 1:]:
+        if other.long_running:
+            return False
+        if not is_done(other, p.old_stages.get(other.name)):
+            return True
+    return True
 
-    def want_deployment(self, obj: dict | None, create: bool = False) -> None:
-        """One desired Deployment per pass: a later serve step (or a pause)
-        replaces an earlier one's; None leaves the live one as it is."""
-        for bucket in (self.decision.create, self.decision.update):
-            bucket[:] = [o for o in bucket if o.get("kind") != "Deployment"]
-        if obj is not None:
-            (self.decision.create if create else self.decision.update).append(obj)
 
-    def serve(self, step: Step, rec: dict | None) -> dict:
-        if not self.drives_deployment(step, rec):
-            return rec   # done; a later serve step's repository is the one served
-        self.serving_step = step.name
-        want = self.serving_want = builders.build_triton_deployment(self.cr, self.spec, step)
-        want_fp = object_fingerprint(want) or step.fingerprint
-        dep = self.deployment
-        if self.service is None or _terminating(self.service):
-            if self.service is None:
-                self.decision.create.append(builders.build_triton_service(self.cr, self.spec))
-            else:
-                self.requeue(DELETION_POLL_SECONDS)
-        if dep is None:
-            self.want_deployment(want, create=True)
-        elif _terminating(dep):
-            self.requeue(DELETION_POLL_SECONDS)
-            dep = None
-        elif object_fingerprint(dep) != want_fp or _replicas(dep) != _replicas(want):
-            # a new repository, or back from a pause for analyze
-            self.want_deployment(want, create=False)
-            dep = None
-        available, ready, wanted = deployment_readiness(dep) if dep else (False, 0, 0)
-        self.serving_available = available
-        self.serving_counts = (ready, wanted or self.spec.serving.replicas)
-        name = _meta(want).get("name")
-        same = rec if rec and rec.get("fingerprint") == step.fingerprint else None
-        if available:
-            if same and same.get("state") == SUCCEEDED:
-                back = {"reason": "Available", "message": self.serving_message()} \
-                    if same.get("reason") in (PAUSED, SCALING_BACK) else {}
-                return {**same, "readyReplicas": ready, "replicas": wanted, **back}
-            return self.base(step, rec, state=SUCCEEDED, reason="Available",
-                             message=self.serving_message(), deployment=name, attempt=0,
-                             startTime=(same or {}).get("startTime") or timestamp(self.now),
-                             completionTime=timestamp(self.now), readyReplicas=ready,
-                             replicas=wanted)
+def advance_serve(p: Pass, steps: list[Step], step: Step, rec: dict | None
+                  ) -> tuple[dict, Serving | None, Acts]:
+    """A serve step: the Service, and the Deployment of its repository (which
+    ``deployment_acts`` creates or updates once the pass knows whether analyze
+    pauses it). Returns its record, the serving state when it drives the
+    Deployment, and what it decided."""
+    if not drives_deployment(p, steps, step, rec):
+        return rec, None, Acts()   # done; a later serve step's repository is the one served
+    want = builders.build_triton_deployment(p.cr, p.spec, step)
+    acts = Acts()
+    if p.service is None:
+        acts += Acts(create=[builders.build_triton_service(p.cr, p.spec)])
+    elif terminating(p.service):
+        acts += look_again(DELETION_POLL_SECONDS)
+    dep = p.deployment
+    if dep is not None and terminating(dep):
+        acts += look_again(DELETION_POLL_SECONDS)
+        dep = None
+    elif dep is not None and (object_fingerprint(dep) != object_fingerprint(want)
+                              or replicas(dep) != replicas(want)):
+        dep = None   # a new repository, or back from a pause for analyze: not serving yet
+    available, ready, wanted = deployment_readiness(dep) if dep else (False, 0, 0)
+    serving = Serving(step.name, want, available, (ready, wanted or p.spec.serving.replicas))
+    name = meta(want).get("name")
+    same = rec if rec and rec.get("fingerprint") == step.fingerprint else None
+    started = (same or {}).get("startTime") or timestamp(p.now)
+    if available:
         if same and same.get("state") == SUCCEEDED:
-            # Served before with this fingerprint: nothing re-runs; Ready turns False.
-            out = {**same, "readyReplicas": ready, "replicas": wanted or same.get("replicas", 0)}
-            if same.get("reason") in (PAUSED, SCALING_BACK):
-                self.resuming = True   # pause_deployment says PAUSED again if it still is
-                out.update(reason=SCALING_BACK, message=self.scaling_back()[2])
-            return out
-        refused = replica_failure(dep)
-        if refused is not None:   # its pods are refused: say why, once
-            if not (same and (same.get("reason"), same.get("message")) == refused):
-                self.event("Warning", refused[0], f"{step.name}: {refused[1]}")
-            return self.base(step, rec, state=RUNNING, reason=refused[0], message=refused[1],
-                             deployment=name, attempt=0, readyReplicas=ready,
-                             startTime=(same or {}).get("startTime") or timestamp(self.now),
-                             replicas=self.spec.serving.replicas)
-        if same and same.get("state") == RUNNING:
-            return {**same, "readyReplicas": ready}
-        return self.base(step, rec, state=RUNNING, reason="RollingOut",
-                         message=f"waiting for Deployment {name} to become available",
-                         deployment=name, attempt=0, startTime=timestamp(self.now),
-                         readyReplicas=ready, replicas=self.spec.serving.replicas)
+            back = {"reason": "Available", "message": serving_message(p.spec)} \
+                if same.get("reason") in (PAUSED, SCALING_BACK) else {}
+            return {**same, "readyReplicas": ready, "replicas": wanted, **back}, serving, acts
+        return base(step, state=SUCCEEDED, reason="Available", message=serving_message(p.spec),
+                    deployment=name, attempt=0, startTime=started,
+                    completionTime=timestamp(p.now), readyReplicas=ready,
+                    replicas=wanted), serving, acts
+    if same and same.get("state") == SUCCEEDED:
+        # Served before with this fingerprint: nothing re-runs; Ready turns False.
+        out = {**same, "readyReplicas": ready, "replicas": wanted or same.get("replicas", 0)}
+        if same.get("reason") in (PAUSED, SCALING_BACK):   # a pause turns it back to PAUSED
+            serving = replace(serving, resuming=True)
+            out.update(reason=SCALING_BACK, message=scaling_back(p.spec)[2])
+        return out, serving, acts
+    refused = replica_failure(dep)
+    if refused is not None:   # its pods are refused: say why, once
+        if not (same and (same.get("reason"), same.get("message")) == refused):
+            acts += event("Warning", refused[0], f"{step.name}: {refused[1]}")
+        return base(step, state=RUNNING, reason=refused[0], message=refused[1], deployment=name,
+                    attempt=0, readyReplicas=ready, startTime=started,
+                    replicas=p.spec.serving.replicas), serving, acts
+    if same and same.get("state") == RUNNING:
+        return {**same, "readyReplicas": ready}, serving, acts
+    return base(step, state=RUNNING, reason="RollingOut",
+                message=f"waiting for Deployment {name} to become available", deployment=name,
+                attempt=0, startTime=timestamp(p.now), readyReplicas=ready,
+                replicas=p.spec.serving.replicas), serving, acts
 
-    def after_serve(self, step: Step) -> bool:
-        by_name = {s.name: s for s in self.steps}
-        return any(by_name[n].long_running for n in self._upstream(step) if n in by_name)
 
-    def _upstream(self, step: Step) -> set[str]:
-        by_name = {s.name: s for s in self.steps}
-        seen, todo = set(), list(step.needs)
-        while todo:
-            n = todo.pop()
-            if n not in seen:
-                seen.add(n)
-                todo.extend(by_name[n].needs if n in by_name else ())
-        return seen
+def upstream(steps: list[Step], step: Step) -> set[str]:
+    by_name = {s.name: s for s in steps}
+    seen, todo = set(), list(step.needs)
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(by_name[n].needs if n in by_name else ())
+    return seen
 
-    def job_step(self, step: Step, rec: dict | None) -> dict:
-        if is_done(step, rec):
-            return rec
-        cur = rec if rec and rec.get("fingerprint") == step.fingerprint else None
-        live, going = self.step_jobs(step)
 
-        if self.resume and cur and cur.get("state") in (FAILED, BACKING_OFF):
-            cur = self.base(step, cur, state=PENDING, reason="Resumed", attempt=0,
-                            message=f"{step.name} resumed from attempt 0")
-            self.event("Normal", "Resumed", f"{step.name}: retrying from attempt 0")
-        if cur and cur.get("state") == PENDING and cur.get("reason") == "Resumed":
-            # Attempt 0's Job name is reused: the old Jobs must be gone first.
-            if live or going:
-                self.decision.delete.extend(object_ref(j) for j in live.values())
-                self.requeue(DELETION_POLL_SECONDS)
-                return cur
-            return self.start(step, cur, 0)
+def after_serve(steps: list[Step], step: Step) -> bool:
+    by_name = {s.name: s for s in steps}
+    return any(by_name[n].long_running for n in upstream(steps, step) if n in by_name)
 
-        attempt = int((cur or {}).get("attempt") or 0)
-        if live and max(live) > attempt or (cur is None and live):
-            # A Job status does not know about: adopt it, never duplicate it.
-            attempt = max(live)
-            cur = self.base(step, cur, state=RUNNING, reason="Adopted", attempt=attempt,
-                            job=_meta(live[attempt]).get("name"),
-                            message=f"adopted Job {_meta(live[attempt]).get('name')}")
-        state = (cur or {}).get("state")
-        if state == FAILED:
-            return cur   # retries exhausted: wait for a spec change or the retry annotation
-        if state == BACKING_OFF:
-            retry_at = parse_timestamp(cur.get("retryTime")) or self.now
-            if self.now < retry_at:
-                self.requeue((retry_at - self.now).total_seconds())
-                return cur
-            return self.start(step, cur, attempt + 1)
 
-        job = live.get(attempt)
-        if job is None:
-            if any(_meta(j).get("name") == self.job_name(step, attempt) for j in going):
-                self.requeue(DELETION_POLL_SECONDS)
-                return cur or self.pending(step, rec)
-            if state == RUNNING and cur.get("job"):
-                self.event("Warning", "JobMissing",
-                           f"{step.name}: Job {cur['job']} disappeared before its result was "
-                           f"recorded; recreating it")
-            return self.start(step, cur, attempt)
-        return self.observe(step, cur, attempt, job)
+def attempt_of(p: Pass, step: Step, job: dict) -> int | None:
+    labels = {**(meta(job).get("annotations") or {}), **(meta(job).get("labels") or {})}
+    if str(labels.get(LABEL_ATTEMPT, "")).isdigit():
+        return int(labels[LABEL_ATTEMPT])
+    name = meta(job).get("name")
+    cr_name = meta(p.cr)["name"]
+    return next((a for a in range(MAX_ATTEMPTS_SCANNED)
+                 if builders.job_name(cr_name, step, a) == name), None)
 
-    def start(self, step: Step, cur: dict | None, attempt: int) -> dict:
-        if self.after_serve(step) and not self.serving_available:
-            return self.pending(step, cur, "WaitingForTriton",
-                                f"{step.name} waits for Triton to become available")
-        job = builders.build_step_job(self.cr, self.spec, step, attempt)
-        if self.held_back(job):   # refused before: it waits for its retry time
-            held = self.refused[refusals.key_of(job)]
-            return self.base(step, cur, state=PENDING, reason=held["reason"], attempt=attempt,
-                             job=_meta(job).get("name"), message=held["message"])
-        self.decision.create.append(job)
-        return self.base(step, cur, state=RUNNING, reason="JobCreated", attempt=attempt,
-                         job=_meta(job).get("name"), startTime=timestamp(self.now),
-                         message=f"Job {_meta(job).get('name')} created (attempt {attempt})")
 
-    def observe(self, step: Step, cur: dict | None, attempt: int, job: dict) -> dict:
-        name = _meta(job).get("name")
-        out = job_outcome(job, _pods_of_job(job, self.pods), self.now, self.job_events.get(name))
-        if out.pods_refused:  # stop the job controller trying; the retry is a new Job
-            self.decision.delete.append(object_ref(job))
-        common = dict(attempt=attempt, job=name,
-                      startTime=out.start or (cur or {}).get("startTime") or timestamp(self.now))
-        if out.state == RUNNING:
-            stuck = out.reason  # "" unless a pod cannot be scheduled or started
-            if cur and cur.get("state") == RUNNING and cur.get("job") == name:
-                was_stuck = cur.get("reason") in ("Unschedulable", *STUCK_CONTAINER_REASONS)
-                if (not stuck and not was_stuck) or (stuck and cur.get("reason") == stuck):
-                    return cur
-            if stuck:
-                self.event("Warning", stuck, one_line(f"{step.name}: {out.message}"))
-                return self.base(step, cur, state=RUNNING, reason=stuck,
-                                 message=one_line(f"Job {name} waiting: {out.message}"), **common)
-            return self.base(step, cur, state=RUNNING, reason="JobRunning",
-                             message=f"Job {name} running (attempt {attempt})", **common)
-        finished = out.finish or timestamp(self.now)
-        if out.state in FINISHED:
-            return self.base(step, cur, state=out.state, reason=out.reason or out.state,
-                             message=out.message or f"{step.name} {out.state.lower()}",
-                             completionTime=finished, result=_trim_result(out.result), **common)
-        # Failed: retry after backoff, or give up.
-        limit, base = self.spec.retries.limit, self.spec.retries.backoff_seconds
-        failed = dict(reason=out.reason, completionTime=finished,
-                      result=_trim_result(out.result), **common)
-        if attempt < limit:
-            delay = base * 2 ** attempt
-            retry_at = (parse_timestamp(finished) or self.now) + timedelta(seconds=delay)
-            if retry_at > self.now:
-                self.requeue((retry_at - self.now).total_seconds())
-            return self.base(step, cur, state=BACKING_OFF, retryTime=timestamp(retry_at),
-                             message=one_line(f"attempt {attempt} failed: {out.message}; "
-                                              f"retrying in {delay}s"), **failed)
-        return self.base(step, cur, state=FAILED,
-                         message=one_line(f"failed after {attempt + 1} attempt(s): {out.message}"),
-                         **failed)
+def step_jobs(p: Pass, step: Step) -> tuple[dict[int, dict], list[dict]]:
+    """This step's Jobs at its current fingerprint: {attempt: Job} of the live
+    ones, and the list of those being deleted."""
+    live, going = {}, []
+    for job in p.jobs:
+        labels = meta(job).get("labels") or {}
+        if labels.get(LABEL_STEP) != step.name or labels.get(LABEL_FINGERPRINT) != step.fingerprint:
+            continue
+        if terminating(job):
+            going.append(job)
+            continue
+        attempt = attempt_of(p, step, job)
+        if attempt is not None:
+            live[attempt] = job
+    return live, going
 
-    # ---------------------------------------------------------------- events
-    def announce(self, step: Step, old: dict | None, new: dict) -> None:
-        """One Event per transition of a step's record (none when nothing moved)."""
-        key = lambda r: (r or {}).get("fingerprint"), lambda r: (r or {}).get("state"), \
-            lambda r: (r or {}).get("attempt"), lambda r: (r or {}).get("job")
-        if all(k(old) == k(new) for k in key):
-            return
-        state, name = new.get("state"), step.name
-        if old and old.get("state") in FINISHED and old.get("fingerprint") != new.get("fingerprint"):
-            self.event("Normal", "SpecChanged", f"{name}: inputs changed, running it again")
-        if state == RUNNING:
-            if new.get("reason") == "JobCreated":
-                self.event("Normal", "StageStarted", f"{name}: {new.get('message')}")
-            elif step.long_running:
-                self.event("Normal", "StageStarted", f"{name}: {new.get('message')}")
-        elif state == SUCCEEDED:
-            self.event("Normal", "StageSucceeded", f"{name}: {new.get('message')}")
-        elif state == SKIPPED:
-            self.event("Normal", "StageSkipped", f"{name} skipped ({new.get('reason')}): "
-                                                  f"{new.get('message')}")
-        elif state in (BACKING_OFF, FAILED):
-            self.event("Warning", "StageFailed", f"{name} ({new.get('reason')}): "
-                                                 f"{new.get('message')}")
 
-    # ---------------------------------------------------------------- status
-    def build_status(self, stages: dict[str, dict], active: Step | None) -> dict:
-        gen, now = self.gen, self.now
-        conditions = list(self.old.get("conditions") or [])
-        by_stage: dict[str, list[dict]] = {}
-        for step in self.steps:
-            by_stage.setdefault(step.stage, []).append(stages[step.name])
-        for facts in STAGES:
-            stage, type_ = facts.name, facts.condition
-            if stage not in by_stage:
-                continue
-            if facts.long_running:
-                st, reason, msg = self.serving_condition(stages[self.serving_step or "serve"])
-            else:
-                st, reason, msg = stage_condition(by_stage[stage], stage)
-                if all(r.get("state") == PENDING and r.get("reason") != "Resumed"
-                       for r in by_stage[stage]):
-                    st = UNKNOWN
-            conditions = set_condition(conditions, type_, st, reason, msg, gen, now)
+def advance_job(p: Pass, steps: list[Step], step: Step, rec: dict | None, serving_up: bool
+                ) -> tuple[dict, Acts]:
+    """A Job step: adopt, start, observe, back off, retry or give up."""
+    if is_done(step, rec):
+        return rec, Acts()
+    cur = rec if rec and rec.get("fingerprint") == step.fingerprint else None
+    live, going = step_jobs(p, step)
+    acts = Acts()
+    if p.resume and cur and cur.get("state") in (FAILED, BACKING_OFF):
+        cur = base(step, state=PENDING, reason="Resumed", attempt=0,
+                   message=f"{step.name} resumed from attempt 0")
+        acts += event("Normal", "Resumed", f"{step.name}: retrying from attempt 0")
+    if cur and cur.get("state") == PENDING and cur.get("reason") == "Resumed":
+        # Attempt 0's Job name is reused: the old Jobs must be gone first.
+        if live or going:
+            return cur, acts + Acts(delete=[object_ref(j) for j in live.values()]) \
+                + look_again(DELETION_POLL_SECONDS)
+        new, started = start_job(p, steps, step, cur, 0, serving_up)
+        return new, acts + started
 
-        failed = next((s for s in self.steps if stages[s.name].get("state") == FAILED), None)
-        if failed is not None:
-            rec = stages[failed.name]
-            phase, ready = "Failed", (FALSE, "StageFailed", f"{failed.name}: {rec.get('message')}")
-        elif active is None and self.serving_available:
-            phase, ready = "Ready", (TRUE, "Ready", "every stage done; Triton is serving "
-                                     + ", ".join(self.spec.served_triton_models()))
-        elif active is None and self.resuming:
-            phase, ready = "Deploying", self.scaling_back()
-        elif active is None:
-            phase, ready = "Deploying", self.unavailable()
+    attempt = int((cur or {}).get("attempt") or 0)
+    if live and max(live) > attempt or (cur is None and live):
+        # A Job status does not know about: adopt it, never duplicate it.
+        attempt = max(live)
+        cur = base(step, state=RUNNING, reason="Adopted", attempt=attempt,
+                   job=meta(live[attempt]).get("name"),
+                   message=f"adopted Job {meta(live[attempt]).get('name')}")
+    state = (cur or {}).get("state")
+    if state == FAILED:
+        return cur, acts   # retries exhausted: wait for a spec change or the retry annotation
+    if state == BACKING_OFF:
+        retry_at = parse_timestamp(cur.get("retryTime")) or p.now
+        if p.now < retry_at:
+            return cur, acts + look_again((retry_at - p.now).total_seconds())
+        new, started = start_job(p, steps, step, cur, attempt + 1, serving_up)
+        return new, acts + started
+
+    job = live.get(attempt)
+    if job is not None:
+        new, seen = observe_job(p, step, cur, attempt, job)
+        return new, acts + seen
+    if any(meta(j).get("name") == builders.job_name(meta(p.cr)["name"], step, attempt)
+           for j in going):
+        return cur or pending(step, rec), acts + look_again(DELETION_POLL_SECONDS)
+    if state == RUNNING and cur.get("job"):
+        acts += event("Warning", "JobMissing",
+                      f"{step.name}: Job {cur['job']} disappeared before its result was "
+                      f"recorded; recreating it")
+    new, started = start_job(p, steps, step, cur, attempt, serving_up)
+    return new, acts + started
+
+
+def start_job(p: Pass, steps: list[Step], step: Step, cur: dict | None, attempt: int,
+              serving_up: bool) -> tuple[dict, Acts]:
+    if after_serve(steps, step) and not serving_up:
+        return pending(step, cur, "WaitingForTriton",
+                       f"{step.name} waits for Triton to become available"), Acts()
+    job = builders.build_step_job(p.cr, p.spec, step, attempt)
+    name = meta(job).get("name")
+    wait = held_back(p, job)
+    if wait is not None:   # refused before: it waits for its retry time
+        held = p.refused[refusals.key_of(job)]
+        return base(step, state=PENDING, reason=held["reason"], attempt=attempt, job=name,
+                    message=held["message"]), wait
+    return base(step, state=RUNNING, reason="JobCreated", attempt=attempt, job=name,
+                startTime=timestamp(p.now),
+                message=f"Job {name} created (attempt {attempt})"), Acts(create=[job])
+
+
+def observe_job(p: Pass, step: Step, cur: dict | None, attempt: int, job: dict
+                ) -> tuple[dict, Acts]:
+    name = meta(job).get("name")
+    out = job_outcome(job, pods_of_job(job, p.pods), p.now, p.job_events.get(name))
+    # pods refused: stop the job controller trying; the retry is a new Job
+    acts = Acts(delete=[object_ref(job)]) if out.pods_refused else Acts()
+    common = dict(attempt=attempt, job=name,
+                  startTime=out.start or (cur or {}).get("startTime") or timestamp(p.now))
+    if out.state == RUNNING:
+        stuck = out.reason  # "" unless a pod cannot be scheduled or started
+        if cur and cur.get("state") == RUNNING and cur.get("job") == name:
+            was_stuck = cur.get("reason") in ("Unschedulable", *STUCK_CONTAINER_REASONS)
+            if (not stuck and not was_stuck) or (stuck and cur.get("reason") == stuck):
+                return cur, acts
+        if stuck:
+            return base(step, state=RUNNING, reason=stuck,
+                        message=one_line(f"Job {name} waiting: {out.message}"), **common), \
+                acts + event("Warning", stuck, f"{step.name}: {out.message}")
+        return base(step, state=RUNNING, reason="JobRunning",
+                    message=f"Job {name} running (attempt {attempt})", **common), acts
+    finished = out.finish or timestamp(p.now)
+    if out.state in FINISHED:
+        return base(step, state=out.state, reason=out.reason or out.state,
+                    message=out.message or f"{step.name} {out.state.lower()}",
+                    completionTime=finished, result=_trim_result(out.result), **common), acts
+    # Failed: retry after backoff, or give up.
+    limit, backoff = p.spec.retries.limit, p.spec.retries.backoff_seconds
+    failed = dict(reason=out.reason, completionTime=finished,
+                  result=_trim_result(out.result), **common)
+    if attempt < limit:
+        delay = backoff * 2 ** attempt
+        retry_at = (parse_timestamp(finished) or p.now) + timedelta(seconds=delay)
+        if retry_at > p.now:
+            acts += look_again((retry_at - p.now).total_seconds())
+        return base(step, state=BACKING_OFF, retryTime=timestamp(retry_at),
+                    message=one_line(f"attempt {attempt} failed: {out.message}; "
+                                     f"retrying in {delay}s"), **failed), acts
+    return base(step, state=FAILED,
+                message=one_line(f"failed after {attempt + 1} attempt(s): {out.message}"),
+                **failed), acts
+
+
+# ---------------------------------------------------------------- events
+def announce(step: Step, old: dict | None, new: dict) -> Acts:
+    """One Event per transition of a step's record (none when nothing moved)."""
+    keys = ("fingerprint", "state", "attempt", "job")
+    if all((old or {}).get(k) == new.get(k) for k in keys):
+        return Acts()
+    state, name = new.get("state"), step.name
+    acts = Acts()
+    if old and old.get("state") in FINISHED and old.get("fingerprint") != new.get("fingerprint"):
+        acts += event("Normal", "SpecChanged", f"{name}: inputs changed, running it again")
+    if state == RUNNING and (new.get("reason") == "JobCreated" or step.long_running):
+        acts += event("Normal", "StageStarted", f"{name}: {new.get('message')}")
+    elif state == SUCCEEDED:
+        acts += event("Normal", "StageSucceeded", f"{name}: {new.get('message')}")
+    elif state == SKIPPED:
+        acts += event("Normal", "StageSkipped", f"{name} skipped ({new.get('reason')}): "
+                                                f"{new.get('message')}")
+    elif state in (BACKING_OFF, FAILED):
+        acts += event("Warning", "StageFailed", f"{name} ({new.get('reason')}): "
+                                                f"{new.get('message')}")
+    return acts
+
+
+# ---------------------------------------------------------------- status
+def unavailable(serving: Serving | None, spec: MnistServingSpec) -> tuple[str, str, str]:
+    ready, want = serving.counts if serving else (0, 0)
+    return FALSE, "TritonUnavailable", f"Triton has {ready}/{want} replicas available"
+
+
+def serving_condition(p: Pass, serving: Serving | None, rec: dict) -> tuple[str, str, str]:
+    if serving is not None and serving.paused:
+        return FALSE, PAUSED, rec.get("message", "")
+    if serving is not None and serving.resuming:
+        return FALSE, "RollingOut", scaling_back(p.spec)[2]
+    if serving is not None and serving.available:
+        ready, want = serving.counts
+        return TRUE, "Available", f"{ready}/{want} Triton replicas available"
+    if rec.get("state") == SUCCEEDED:
+        return unavailable(serving, p.spec)
+    if rec.get("state") == RUNNING:
+        return FALSE, "RollingOut", rec.get("message", "")
+    return UNKNOWN, "Pending", "serving waits for the model repository"
+
+
+def ready_events(before: dict, ready: tuple[str, str, str]) -> Acts:
+    st, reason, msg = ready
+    if (before.get("status"), before.get("reason")) == (st, reason):
+        return Acts()
+    if st == TRUE:
+        return event("Normal", "Ready", msg)
+    if reason == "TritonUnavailable" and before.get("status") == TRUE:
+        return event("Warning", "TritonUnavailable", msg)
+    if reason == "StageFailed":
+        return event("Warning", "Failed", msg)
+    return Acts()
+
+
+def build_status(p: Pass, steps: list[Step], stages: dict[str, dict], active: Step | None,
+                 serving: Serving | None, kept: dict[str, dict]) -> tuple[dict, Acts]:
+    gen, now = p.gen, p.now
+    available = serving is not None and serving.available
+    paused = serving is not None and serving.paused
+    resuming = serving is not None and serving.resuming
+    serving_step = serving.step if serving else "serve"
+    conditions = list(p.old.get("conditions") or [])
+    by_stage: dict[str, list[dict]] = {}
+    for step in steps:
+        by_stage.setdefault(step.stage, []).append(stages[step.name])
+    for facts in STAGES:
+        if facts.name not in by_stage:
+            continue
+        if facts.long_running:
+            st, reason, msg = serving_condition(p, serving, stages[serving_step])
         else:
-            phase = active.facts.phase
-            rec = stages[active.name]
-            if stages[self.serving_step or "serve"].get("state") == SUCCEEDED \
-                    and not self.serving_available and not self.paused:
-                ready = self.scaling_back() if self.resuming else self.unavailable()
-            else:
-                ready = (FALSE, "Progressing", f"{active.name}: {rec.get('message')}")
-        if self.refused_kept and phase != "Failed":
-            ready = (FALSE, refusals.READY_REASON, refusals.summary(self.refused_kept))
-        before = get_condition(conditions, READY) or {}
-        conditions = set_condition(conditions, READY, *ready, gen, now)
-        self.ready_events(before, ready, phase)
+            st, reason, msg = stage_condition(by_stage[facts.name], facts.name)
+            if all(r.get("state") == PENDING and r.get("reason") != "Resumed"
+                   for r in by_stage[facts.name]):
+                st = UNKNOWN
+        conditions = set_condition(conditions, facts.condition, st, reason, msg, gen, now)
 
-        summary_input = {
-            s.name: {"stage": s.stage, "state": stages[s.name]["state"],
-                     "reason": stages[s.name].get("reason", ""),
-                     "message": stages[s.name].get("message", ""),
-                     **(stages[s.name].get("result") or {})}
-            for s in self.steps if stages[s.name].get("state") in FINISHED}
-        summary = results.summarize(
-            summary_input, apply_best=self.spec.benchmark.model_analyzer.apply_best) or {}
-        status = {
-            "observedGeneration": gen,
-            "phase": phase,
-            "message": get_condition(conditions, READY)["message"],
-            "conditions": ordered(conditions),
-            "stages": stages,
-            "endpoints": self.substrate.endpoints.as_status(),
-            # model, benchmark (and clientAccuracy once the client step ran)
-            **{k: v for k, v in summary.items() if v is not None},
-        }
-        if self.retry_token is not None:
-            status["retryToken"] = self.retry_token
-        if self.refused_kept:
-            status["refusals"] = self.refused_kept
-        return _clean(status)
+    failed = next((s for s in steps if stages[s.name].get("state") == FAILED), None)
+    if failed is not None:
+        rec = stages[failed.name]
+        phase, ready = "Failed", (FALSE, "StageFailed", f"{failed.name}: {rec.get('message')}")
+    elif active is None and available:
+        phase, ready = "Ready", (TRUE, "Ready", "every stage done; Triton is serving "
+                                 + ", ".join(p.spec.served_triton_models()))
+    elif active is None and resuming:
+        phase, ready = "Deploying", scaling_back(p.spec)
+    elif active is None:
+        phase, ready = "Deploying", unavailable(serving, p.spec)
+    else:
+        phase = active.facts.phase
+        rec = stages[active.name]
+        if stages[serving_step].get("state") == SUCCEEDED and not available and not paused:
+            ready = scaling_back(p.spec) if resuming else unavailable(serving, p.spec)
+        else:
+            ready = (FALSE, "Progressing", f"{active.name}: {rec.get('message')}")
+    if kept and phase != "Failed":
+        ready = (FALSE, refusals.READY_REASON, refusals.summary(kept))
+    before = get_condition(conditions, READY) or {}
+    conditions = set_condition(conditions, READY, *ready, gen, now)
 
-    def unavailable(self) -> tuple[str, str, str]:
-        ready, want = self.serving_counts
-        return FALSE, "TritonUnavailable", f"Triton has {ready}/{want} replicas available"
-
-    def serving_message(self) -> str:
-        return f"Triton serving {', '.join(self.spec.served_triton_models())}"
-
-    def scaling_back(self) -> tuple[str, str, str]:
-        return FALSE, "Progressing", (f"Triton scaling back to {self.spec.serving.replicas} "
-                                      f"replica(s) after analyze")
-
-    def serving_condition(self, rec: dict) -> tuple[str, str, str]:
-        if self.paused:
-            return FALSE, PAUSED, rec.get("message", "")
-        if self.resuming:
-            return FALSE, "RollingOut", self.scaling_back()[2]
-        if self.serving_available:
-            ready, want = self.serving_counts
-            return TRUE, "Available", f"{ready}/{want} Triton replicas available"
-        if rec.get("state") == SUCCEEDED:
-            return self.unavailable()
-        if rec.get("state") == RUNNING:
-            return FALSE, "RollingOut", rec.get("message", "")
-        return UNKNOWN, "Pending", "serving waits for the model repository"
-
-    def ready_events(self, before: dict, ready: tuple[str, str, str], phase: str) -> None:
-        st, reason, msg = ready
-        if (before.get("status"), before.get("reason")) == (st, reason):
-            return
-        if st == TRUE:
-            self.event("Normal", "Ready", msg)
-        elif reason == "TritonUnavailable" and before.get("status") == TRUE:
-            self.event("Warning", "TritonUnavailable", msg)
-        elif reason == "StageFailed":
-            self.event("Warning", "Failed", msg)
+    summary_input = {
+        s.name: {"stage": s.stage, "state": stages[s.name]["state"],
+                 "reason": stages[s.name].get("reason", ""),
+                 "message": stages[s.name].get("message", ""),
+                 **(stages[s.name].get("result") or {})}
+        for s in steps if stages[s.name].get("state") in FINISHED}
+    summary = results.summarize(
+        summary_input, apply_best=p.spec.benchmark.model_analyzer.apply_best) or {}
+    status = {
+        "observedGeneration": gen,
+        "phase": phase,
+        "message": get_condition(conditions, READY)["message"],
+        "conditions": ordered(conditions),
+        "stages": stages,
+        "endpoints": p.substrate.endpoints.as_status(),
+        # model, benchmark (and clientAccuracy once the client step ran)
+        **{k: v for k, v in summary.items() if v is not None},
+    }
+    if p.retry_token is not None:
+        status["retryToken"] = p.retry_token
+    if kept:
+        status["refusals"] = kept
+    return _clean(status), ready_events(before, ready)
 
 
-__all__ = ["Decision", "Event", "Substrate", "cluster_substrate", "reconcile", "job_outcome", "deployment_readiness", "name_conflict",
-           "parse_result", "object_ref", "object_fingerprint", "status_patch", "RETRY_ANNOTATION"]
+__all__ = ["Decision", "Event", "Substrate", "cluster_substrate", "reconcile", "name_conflict",
+           "status_patch", "RETRY_ANNOTATION", "job_outcome", "replica_failure"]

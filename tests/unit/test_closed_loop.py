@@ -14,7 +14,7 @@ from tritonclient.grpc import model_config_pb2
 
 from mnist_jobs import analyze, repo
 from mnist_operator import pipeline, results
-from mnist_operator.local import display, runner
+from mnist_operator.local import display
 from mnist_operator.spec import parse_spec
 
 from test_local_runner import example_doc, local_run, stages  # noqa: F401  (a fixture)

@@ -712,7 +712,7 @@ def test_a_stuck_stage_pod_is_named_in_status_and_one_warning(status, reason, wo
 
 
 def test_pod_blocker_ignores_ordinary_waiting():
-    from mnist_operator.reconcile import pod_blocker
+    from mnist_operator.children import pod_blocker
     creating = {"containerStatuses": [{"name": "stage", "state": {"waiting": {"reason": "ContainerCreating"}}}]}
     assert pod_blocker([_stuck_pod("j", creating)]) is None
     assert pod_blocker([]) is None

@@ -1,0 +1,210 @@
+"""Reading a resource's children: what a Job, its pods and the Deployment say
+happened. Pure: API objects (camelCase dicts) in, values out; reconcile
+decides from them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from . import refusals
+from .status import one_line, parse_timestamp
+from .vocabulary import FAILED, LABEL_FINGERPRINT, RUNNING, SKIPPED, SUCCEEDED
+
+def meta(obj: dict | None) -> dict:
+    return (obj or {}).get("metadata") or {}
+
+
+def terminating(obj: dict) -> bool:
+    return bool(meta(obj).get("deletionTimestamp"))
+
+
+def object_ref(obj: dict) -> dict:
+    m = meta(obj)
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+            "name": m.get("name"), "namespace": m.get("namespace")}
+
+
+def object_fingerprint(obj: dict | None) -> str | None:
+    """The fingerprint a child carries: on itself or on its pod template."""
+    if not obj:
+        return None
+    template = meta((obj.get("spec") or {}).get("template"))
+    for m in (meta(obj), template):
+        for key in ("annotations", "labels"):
+            fp = (m.get(key) or {}).get(LABEL_FINGERPRINT)
+            if fp:
+                return fp
+    return None
+
+
+def pods_of_job(job: dict, pods: list[dict]) -> list[dict]:
+    name = meta(job).get("name")
+    uid = meta(job).get("uid")
+    out = []
+    for pod in pods:
+        m = meta(pod)
+        labels = m.get("labels") or {}
+        owned = any(r.get("kind") == "Job" and (r.get("uid") == uid if uid else r.get("name") == name)
+                    for r in m.get("ownerReferences") or [])
+        if owned or name in (labels.get("job-name"), labels.get("batch.kubernetes.io/job-name")):
+            out.append(pod)
+    return out
+
+
+def terminated_states(pods: list[dict]) -> list[dict]:
+    """Terminated states of the stage containers (not init containers), newest last."""
+    states = []
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or \
+                (cs.get("lastState") or {}).get("terminated")
+            if term:
+                states.append(term)
+    return sorted(states, key=lambda t: t.get("finishedAt") or "")
+
+
+#: Container waiting reasons that will not fix themselves soon: shown in
+#: status (and one Warning event) while the Job waits for its deadline.
+STUCK_CONTAINER_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                           "CreateContainerConfigError", "CreateContainerError")
+
+
+#: A pod is only called Unschedulable after this long: the scheduler says so
+#: for a moment while a volume binds or a node frees up, which is no news.
+UNSCHEDULABLE_GRACE_SECONDS = 60
+
+
+def pod_blocker(pods: list[dict], now: datetime | None = None) -> tuple[str, str] | None:
+    """Why a stage pod is not running yet, when it is stuck: (Reason, message)
+    for a pod unschedulable for UNSCHEDULABLE_GRACE_SECONDS (any time when
+    ``now`` is None) or a container that cannot start; None otherwise."""
+    for pod in pods:
+        st = pod.get("status") or {}
+        for c in st.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" \
+                    and c.get("reason") == "Unschedulable":
+                since = parse_timestamp(c.get("lastTransitionTime"))
+                if now is not None and (since is None or (now - since).total_seconds()
+                                        < UNSCHEDULABLE_GRACE_SECONDS):
+                    continue
+                return "Unschedulable", one_line(c.get("message") or "no node fits the pod")
+        for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_CONTAINER_REASONS:
+                return waiting["reason"], one_line(
+                    f"container {cs.get('name')}: {waiting.get('message') or waiting['reason']}")
+    return None
+
+
+def parse_result(message: str | None) -> dict | None:
+    """The stage result JSON from a termination message, if it is one."""
+    if not message:
+        return None
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("state") else None
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    state: str                      # Running | Succeeded | Skipped | Failed
+    reason: str = ""
+    message: str = ""
+    result: dict | None = None
+    start: str | None = None
+    finish: str | None = None
+    pods_refused: bool = False      # the API server refused every pod the Job tried
+
+
+def pods_refused(job: dict, pods: list[dict], failed_creates: list[dict] | None
+                 ) -> JobOutcome | None:
+    """A Job that has no pod because the API server refuses them (Pod Security, a
+    quota, a missing ServiceAccount): the job controller's FailedCreate event says
+    why. It would only retry until its deadline, hours away: a failed attempt now."""
+    if pods or not failed_creates:
+        return None
+    newest = max(failed_creates, key=lambda e: e.get("lastTimestamp") or "")
+    text = newest.get("message") or "the job controller could not create its pod"
+    reason = refusals.classify(403, "FailedCreate", text)
+    return JobOutcome(FAILED, reason, one_line(f"the API server refused its pod: {text}"),
+                      start=(job.get("status") or {}).get("startTime"),
+                      finish=newest.get("lastTimestamp"), pods_refused=True)
+
+
+def job_outcome(job: dict, pods: list[dict], now: datetime | None = None,
+                failed_creates: list[dict] | None = None) -> JobOutcome:
+    """What a stage Job says happened: its conditions, its pods' exit codes,
+    the result JSON the stage wrote as its termination message, and the job
+    controller's FailedCreate events when it has no pod at all."""
+    refused = pods_refused(job, pods, failed_creates)
+    if refused is not None:
+        return refused
+    st = job.get("status") or {}
+    conds = {c.get("type"): c for c in st.get("conditions") or [] if c.get("status") == "True"}
+    terms = terminated_states(pods)
+    parsed = next((r for r in (parse_result(t.get("message")) for t in reversed(terms)) if r), None)
+    failed_term = next((t for t in reversed(terms) if t.get("exitCode", 0) != 0), None)
+    start = st.get("startTime")
+    complete = "Complete" in conds or "SuccessCriteriaMet" in conds or (st.get("succeeded") or 0) > 0
+    failed = "Failed" in conds or "FailureTarget" in conds or (
+        failed_term is not None and not st.get("active") and not complete)
+    if complete and not failed:
+        state = parsed.get("state") if parsed and parsed.get("state") in (SUCCEEDED, SKIPPED) \
+            else SUCCEEDED
+        finish = st.get("completionTime") or (terms[-1].get("finishedAt") if terms else None)
+        return JobOutcome(state, (parsed or {}).get("reason", ""), (parsed or {}).get("message", ""),
+                          parsed, start, finish)
+    if failed:
+        cond = conds.get("Failed") or conds.get("FailureTarget") or {}
+        finish = (failed_term or {}).get("finishedAt") or cond.get("lastTransitionTime")
+        if parsed and parsed.get("state") == FAILED:
+            return JobOutcome(FAILED, parsed.get("reason") or "StageFailed",
+                              parsed.get("message") or "", parsed, start, finish)
+        if failed_term is not None:
+            code = failed_term.get("exitCode")
+            reason = failed_term.get("reason") or "Error"
+            if reason == "Error":
+                reason = "ExitCode"
+            text = failed_term.get("message") or ""
+            return JobOutcome(FAILED, reason, one_line(f"exit code {code}" + (f": {text}" if text
+                                                                                else "")),
+                              None, start, finish)
+        return JobOutcome(FAILED, cond.get("reason") or "JobFailed",
+                          cond.get("message") or "the Job failed", None, start, finish)
+    blocker = pod_blocker(pods, now)
+    if blocker:
+        return JobOutcome(RUNNING, blocker[0], blocker[1], start=start)
+    return JobOutcome(RUNNING, start=start)
+
+
+def replicas(dep: dict) -> int:
+    return int((dep.get("spec") or {}).get("replicas", 1))
+
+
+def replica_failure(dep: dict | None) -> tuple[str, str] | None:
+    """(Reason, message) when the Deployment's ReplicaSet cannot create pods
+    (its ReplicaFailure condition: Pod Security, a quota, ...); None otherwise."""
+    for c in ((dep or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+            text = c.get("message") or c.get("reason") or "pods cannot be created"
+            return (refusals.classify(403, c.get("reason") or "FailedCreate", text),
+                    one_line(f"the API server refused a Triton pod: {text}"))
+    return None
+
+
+def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
+    """(available, ready replicas, wanted replicas) of a Deployment whose
+    rollout the controller has observed."""
+    st = dep.get("status") or {}
+    want = replicas(dep)
+    ready = int(st.get("availableReplicas") or 0)
+    seen = int(st.get("observedGeneration") or 0) >= int(meta(dep).get("generation") or 0)
+    updated = int(st.get("updatedReplicas") or 0) >= want
+    return seen and updated and ready >= want and want > 0, ready, want
+
+
+__all__ = ["meta", "terminating", "object_ref", "object_fingerprint", "pods_of_job", "terminated_states", "STUCK_CONTAINER_REASONS", "UNSCHEDULABLE_GRACE_SECONDS", "pod_blocker", "parse_result", "JobOutcome", "pods_refused", "job_outcome", "replicas", "replica_failure", "deployment_readiness"]
