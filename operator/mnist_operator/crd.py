@@ -261,16 +261,16 @@ def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> dict:
 #: What the operator does in the namespaces it watches: exactly the calls it makes
 #: (test_operator_e2e.py runs the operator under exactly these rules, to Ready).
 #: * mnistservings: kopf lists, watches and patches them (finalizers, its progress
-#:   annotations); each pass GETs the resource; results go to /status by patch.
+#:   annotations); results go to /status by patch.
 #:   /finalizers "update" is what the API server asks of an owner reference with
 #:   blockOwnerDeletion where OwnerReferencesPermissionEnforcement is on.
-#: * jobs, deployments: watched (a finished stage moves the pipeline on at once),
-#:   listed each pass, created, deleted when superseded; Deployments are also patched
-#:   (a new repository, a pause for analyze). GET only after a create answered 409,
-#:   to tell our object from someone else's.
-#: * pods: only read (the stage result is the termination message; FallbackToLogsOnError
-#:   puts the log tail there, so pods/log is not needed).
-#: * services, persistentvolumeclaims: listed each pass, created once; never changed
+#: * jobs, deployments: listed once at start and watched (the watches feed the cache
+#:   passes read; a finished stage moves the pipeline on at once), created, deleted
+#:   when superseded; Deployments are also patched (a new repository, a pause for
+#:   analyze). GET only after a create answered 409, to tell ours from someone else's.
+#: * pods: only listed once and watched (the stage result is the termination message;
+#:   FallbackToLogsOnError puts the log tail there, so pods/log is not needed).
+#: * services, persistentvolumeclaims: listed once, watched, created once; never changed
 #:   or deleted (owner references let the garbage collector remove them).
 #: * serviceaccounts: the pods' runner account, created once (no token, no role).
 #: * events: kopf posts them; a pass lists a Job's FailedCreate events only when the
@@ -282,7 +282,7 @@ NAMESPACED_RULES: list[dict] = [
     _rule(["batch"], ["jobs"], ["get", "list", "watch", "create", "delete"]),
     _rule([""], ["pods"], ["list", "watch"]),
     _rule(["apps"], ["deployments"], ["get", "list", "watch", "create", "patch", "delete"]),
-    _rule([""], ["services", "persistentvolumeclaims"], ["get", "list", "create"]),
+    _rule([""], ["services", "persistentvolumeclaims"], ["get", "list", "watch", "create"]),
     _rule([""], ["serviceaccounts"], ["get", "create"]),
     _rule([""], ["events"], ["create", "list"]),
     _rule(["events.k8s.io"], ["events"], ["create"]),

@@ -5,13 +5,16 @@ Thin on purpose: every decision lives in reconcile.py. Run it as
 [--metrics-port N]`` or ``kopf run -m mnist_operator.handlers`` (both register the
 same handlers; under ``kopf run`` the startup handler serves /metrics on 8081).
 
-Triggers, all funnelling into one coalesced pass per MnistServing:
-create/update/resume of the resource; a level-triggered timer
-(``MNIST_SERVING_RECONCILE_SECONDS``, default 10) that also ends retry
-backoffs; and events of the Jobs, Pods and Deployment it owns (by label),
-so a finished stage moves the pipeline on at once (``queue_pass``). Deletion needs no
-finalizer: owner references let the garbage collector remove the children
-(the PVC has none when ``storage.keepOnDelete`` is set).
+A pass reads the resource and its children from a cache the watches keep
+(cache.py; primed by one listing per kind at startup, written through by the
+pass's own writes), so a Ready resource costs no requests. The pass queue
+(passqueue.py) runs it when something it depends on changed (create/update/resume
+of the resource, an event of a Job, Pod, Deployment, Service or claim it owns,
+found by instance label, hashed for long names), when the Decision's
+``requeue_after`` comes due (the end of a retry backoff), and on a slow resync
+(``MNIST_SERVING_RESYNC_SECONDS``, default 300). Deletion needs no finalizer:
+owner references let the garbage collector remove the children (the PVC has none
+when ``storage.keepOnDelete`` is set).
 
 Environment (the Helm chart sets it; see site_defaults.py): the operator-wide
 defaults ``MNIST_SERVING_DEFAULT_*`` fill the fields a resource leaves out, and
@@ -26,33 +29,42 @@ import logging
 import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
 import kopf
 
 from . import builders, kube, metrics, refusals, site_defaults
+from .cache import ClusterCache
+from .passqueue import PassQueue
 from .reconcile import Decision, name_conflict, reconcile, status_patch
 from .spec import GROUP, KIND, PLURAL, VERSION, merge_defaults
 
 log = logging.getLogger("mnist_operator")
 
-RECONCILE_SECONDS = float(os.environ.get("MNIST_SERVING_RECONCILE_SECONDS", "10"))
+#: Seconds between passes of a resource nothing happens to (a safety net: events drive passes).
+RESYNC_SECONDS = float(os.environ.get("MNIST_SERVING_RESYNC_SECONDS", "300"))
+#: A Job with no pod may have its pods refused, which only its Events say: look again soon.
+PODLESS_SECONDS = 2.0
 MANAGED = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY}
+#: apiVersion, kind of the children the cache is primed with and the watches keep.
+CHILD_KINDS = [("batch/v1", "Job"), ("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Service"),
+               ("v1", "PersistentVolumeClaim")]
 
 _api = None
 #: Set by main(): only exact namespace names were given (no globs, not cluster-wide).
 _STATIC_NAMESPACES = False
+#: Set by main(): the namespaces given (empty: all); under `kopf run` the cache is primed cluster-wide.
+_namespaces: list[str] = []
 #: Set by main() (--metrics-port, 0: off); None under `kopf run`, where startup serves the default.
 _metrics_port: int | None = None
 _api_lock = threading.Lock()
 #: The operator's defaults (a partial spec), read once from the environment at start.
 _defaults: dict | None = None
-_locks: dict[tuple[str, str], threading.Lock] = {}
-_waiting: set[tuple[str, str]] = set()   # resources with a pass queued behind the running one
-#: Passes that child events ask for (kopf's own threads run the timer and resource handlers).
-_passes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reconcile")
+known = ClusterCache()
+#: The context of kopf's first handler call: kopf.event() in a pass reads its variables
+#: (which kopf sets for resource handlers, not yet for startup ones).
+_context: contextvars.Context | None = None
 
 
 def api():
@@ -77,20 +89,18 @@ def with_defaults(cr: dict, defaults: dict) -> dict:
     return {**cr, "spec": merge_defaults(cr.get("spec"), defaults)}
 
 
-def _lock_for(namespace: str, name: str) -> threading.Lock:
-    # Timer, resource and child handlers run in parallel threads: one pass per resource at a time.
-    with _api_lock:
-        return _locks.setdefault((namespace, name), threading.Lock())
-
-
 # --------------------------------------------------------------------------- the one pass
 def apply(decision: Decision, cr: dict) -> list[refusals.Refusal]:
-    """Carry out a Decision; each call is idempotent (409 on create, 404 on delete).
+    """Carry out a Decision; each call is idempotent (409 on create, 404 on delete), and
+    each answer goes into the cache, so the next pass does not act on what it changed.
     Returns the creates the API server refused (the rest of the Decision still runs)."""
     a = api()
     refused = []
     for ref in decision.delete:
-        kube.delete(a, ref)
+        if kube.delete(a, ref):
+            known.mark_deleting(cr, ref)
+        else:
+            known.forget_child(cr, ref)
     for obj in decision.create:
         try:
             created = kube.create(a, obj)
@@ -101,61 +111,32 @@ def apply(decision: Decision, cr: dict) -> list[refusals.Refusal]:
                                             refusals.classify(e.status, e.reason, e.message),
                                             e.message))
             continue
-        if not created:  # 409: ours already, or someone else's object
+        if created is None:  # 409: ours already, or someone else's object
             m = obj["metadata"]
             live = kube.get(a, obj["apiVersion"], obj["kind"], m["namespace"], m["name"])
             problem = name_conflict(live, obj)
             if problem:
                 kopf.event(cr, type="Warning", reason="NameConflict", message=problem)
+            elif live is not None:
+                known.put({"apiVersion": obj["apiVersion"], "kind": obj["kind"], **live})
+        else:
+            known.put({"apiVersion": obj["apiVersion"], "kind": obj["kind"], **created})
     for obj in decision.update:
-        kube.patch(a, obj)
+        patched = kube.patch(a, obj)
+        if patched:
+            known.put({"apiVersion": obj["apiVersion"], "kind": obj["kind"], **patched})
     for ev in decision.events:
         kopf.event(cr, type=ev.type, reason=ev.reason, message=ev.message)
     return refused
 
 
-def reconcile_resource(namespace: str, name: str) -> Decision | None:
-    """One reconcile pass for the resource (``_one_pass``), in the caller's
-    thread (kopf's, for the timer and the resource's own handlers); None when
-    coalesced into a pass already waiting (see ``_claim_wait``)."""
-    if not _claim_wait(namespace, name):
-        return None
-    return _locked_pass(namespace, name)
-
-
-def _claim_wait(namespace: str, name: str) -> bool:
-    """At most one pass runs and one waits per resource. False: a pass is
-    already waiting; it has not read anything yet, so it sees the caller's
-    change too and the caller need not run one."""
-    with _api_lock:
-        if (namespace, name) in _waiting:
-            return False
-        _waiting.add((namespace, name))
-        return True
-
-
-def _locked_pass(namespace: str, name: str) -> Decision | None:
-    """Wait for the running pass (this one is in ``_waiting`` meanwhile), then run."""
-    try:
-        lock = _lock_for(namespace, name)
-        lock.acquire()
-    finally:
-        with _api_lock:
-            _waiting.discard((namespace, name))
-    try:
-        return metrics.reconcile_pass(_one_pass, namespace, name)  # counted, timed, errors by reason
-    finally:
-        lock.release()
-
-
 def _one_pass(namespace: str, name: str) -> Decision | None:
-    """Read the resource and its children fresh, decide, act, write status."""
+    """Decide from the cache, act, write status; None when the resource is gone."""
     a = api()
-    cr = kube.get_mnistserving(a, namespace, name)
+    cr = known.resource(namespace, name)
     if cr is None or cr["metadata"].get("deletionTimestamp"):
         return None
-    selector = f"{kube.INSTANCE_LABEL}={builders.instance_label(name)}"
-    observed = kube.observe_children(a, cr, selector)
+    observed = kube.observe_children(a, cr, known)
     now = datetime.now(timezone.utc)
     decision = reconcile(with_defaults(cr, load_defaults()), observed, now)
     refused = apply(decision, cr)
@@ -165,11 +146,38 @@ def _one_pass(namespace: str, name: str) -> Decision | None:
         kopf.event(cr, type=type_, reason=reason, message=message)
     old = cr.get("status") or {}
     if decision.status != {k: v for k, v in old.items() if k != "kopf"}:
-        kube.patch_status(a, namespace, name, status_patch(old, decision.status))
+        known.put_resource(kube.patch_status(a, namespace, name, status_patch(old, decision.status)))
     metrics.observe_status(namespace, name, old, decision.status)  # phase gauge, finished steps
-    if decision.requeue_after is not None:
-        log.debug("%s/%s: look again in %ss", namespace, name, decision.requeue_after)
+    if kube.podless_jobs(observed["jobs"], observed["pods"]):
+        decision.requeue_after = min(decision.requeue_after or PODLESS_SECONDS, PODLESS_SECONDS)
     return decision
+
+
+def next_pass(key: tuple[str, str]) -> float | None:
+    """The pass queue's work: one pass; the seconds until the next (None: gone)."""
+    def counted() -> Decision | None:
+        return metrics.reconcile_pass(_one_pass, *key)  # counted, timed, errors by reason
+    decision = counted() if _context is None else _context.copy().run(counted)
+    if decision is None:
+        return None
+    if decision.requeue_after is None:
+        return RESYNC_SECONDS
+    return min(float(decision.requeue_after), RESYNC_SECONDS)
+
+
+passes = PassQueue(next_pass, workers=4)
+
+
+def prime(a, namespaces: list[str]) -> None:
+    """Fill the cache with one listing per kind (per namespace, or cluster-wide), so no
+    pass reads it before it holds what exists; the watches keep it from then on."""
+    for ns in namespaces or [None]:
+        for cr in kube.list_objects(a, f"{GROUP}/{VERSION}", KIND, ns):
+            known.put_resource(cr)
+        selector = f"{builders.LABEL_MANAGED_BY}={builders.MANAGED_BY}"
+        for api_version, kind in CHILD_KINDS:
+            for obj in kube.list_objects(a, api_version, kind, ns, selector):
+                known.put(obj)
 
 
 # --------------------------------------------------------------------------- handlers
@@ -185,9 +193,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Exact namespace names need no namespace scanning; without it kopf retries a namespace
     # list a namespaced Role forbids through every backoff (18 s) before it starts watching.
     settings.scanning.disabled = _STATIC_NAMESPACES
-    # The timer keeps a finalizer on the resource; a deletion that lands while a pass runs in
-    # its thread waits for kopf's next poll of the stopped timer (default 60 s): poll often.
-    settings.background.cancellation_polling = 1
     try:  # `kopf run -m mnist_operator.handlers` skips main(): check the defaults here too
         defaults = load_defaults()
     except ValueError as err:
@@ -198,82 +203,82 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             metrics.serve(metrics.DEFAULT_PORT)
         except OSError as err:
             log.warning("no /metrics: port %d: %s", metrics.DEFAULT_PORT, err)
+    # Startup handlers finish before kopf starts watching: the watches' first listing
+    # lands on a primed cache, and no pass (each asked for by a handler, resume for
+    # what exists) reads it before it holds everything.
+    prime(api(), _namespaces if _STATIC_NAMESPACES else [])
+    log.info("cache primed: %s", known.sizes())
+    passes.start()
+
+
+def _keep_context() -> None:
+    global _context
+    if _context is None:
+        _context = contextvars.copy_context()
 
 
 @kopf.on.cleanup()
 def stop_passes(**_: Any) -> None:
-    _passes.shutdown(wait=False, cancel_futures=True)
+    passes.stop()
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def on_change(namespace: str, name: str, **_: Any) -> None:
-    reconcile_resource(namespace, name)  # returns None: kopf writes nothing into status
+def on_change(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    _keep_context()
+    known.put_resource(dict(body))  # before the pass, which may start before the event handler
+    passes.request((namespace, name))  # returns None: kopf writes nothing into status
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, initial_delay=RECONCILE_SECONDS)
-def periodic(namespace: str, name: str, **_: Any) -> None:
-    reconcile_resource(namespace, name)
-
-
-def _owner(meta: dict) -> str | None:
-    """The MnistServing a child belongs to: its owner reference, else its instance label."""
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(GROUP + "/"):
-            return ref.get("name")
-    return None
-
-
-def _on_child(meta: dict, namespace: str, type_: str | None) -> None:
-    owner = _owner(meta)
-    if owner is None:  # pods: owned by their Job or ReplicaSet, named by the instance label
-        owner = (meta.get("labels") or {}).get(kube.INSTANCE_LABEL)
-    if owner and type_ is not None:  # type None: the initial listing, already covered by resume
-        queue_pass(namespace, owner)
-
-
-def queue_pass(namespace: str, name: str) -> None:
-    """A pass for the resource, on our own threads; returns at once. Nothing of
-    the event is kept: a sync handler would hold kopf's copy of every child
-    event (a whole Pod) until a worker thread is free, and at 500 resources
-    that backlog was most of the operator's memory."""
-    if not _claim_wait(namespace, name):
-        return
-    # kopf.event() reads kopf's context variables: carry them to our thread
-    _passes.submit(contextvars.copy_context().run, _queued_pass, namespace, name)
-
-
-def _queued_pass(namespace: str, name: str) -> None:
-    try:
-        _locked_pass(namespace, name)
-    except kube.KubeError as e:   # the timer looks again
-        log.warning("%s/%s: %s", namespace, name, e)
-    except Exception:             # a thread of our own: nobody else would log it
-        log.exception("%s/%s: reconcile pass failed", namespace, name)
+def on_child(body: dict, type_: str | None) -> None:
+    """Keep the cache; a pass for the owner of a change (type None: the first listing,
+    whose resources have a pass queued already)."""
+    _keep_context()
+    owner = known.remove(body) if type_ == "DELETED" else known.put(body)
+    if owner and type_ is not None:
+        passes.request((body["metadata"]["namespace"], owner))
 
 
 # Async on purpose: they run on kopf's event loop, take no worker thread, and
-# let go of the event as soon as they return.
+# let go of the event as soon as they return (the cache keeps a slim copy).
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-async def job_event(meta: dict, namespace: str, type: str | None, **_: Any) -> None:
-    _on_child(meta, namespace, type)
+async def job_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    on_child(dict(body), type)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def deployment_event(meta: dict, namespace: str, type: str | None, **_: Any) -> None:
-    _on_child(meta, namespace, type)
+async def deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    on_child(dict(body), type)
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
-async def pod_event(meta: dict, namespace: str, type: str | None, **_: Any) -> None:
-    _on_child(meta, namespace, type)
+async def pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    on_child(dict(body), type)
+
+
+@kopf.on.event("v1", "services", labels=MANAGED)
+async def service_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    on_child(dict(body), type)
+
+
+@kopf.on.event("v1", "persistentvolumeclaims", labels=MANAGED)
+async def claim_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    on_child(dict(body), type)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def resource_event(namespace: str, name: str, type: str | None, **_: Any) -> None:
-    if type == "DELETED":  # no pass runs for a resource that is gone: drop it from the phase gauge
+async def resource_event(body: kopf.Body, namespace: str, name: str, type: str | None,
+                         **_: Any) -> None:
+    _keep_context()
+    if type == "DELETED":  # its children's entries, its queued passes, its phase gauge go
+        known.drop_resource(namespace, name)
+        passes.forget((namespace, name))
         metrics.forget(namespace, name)
+    elif known.put_resource(dict(body)) and type is not None:
+        # news kopf's change handlers do not see: annotations under our group (the retry
+        # annotation) are left out of kopf's diff, as its own progress annotations are
+        passes.request((namespace, name))
 
 
 # --------------------------------------------------------------------------- entry point
@@ -311,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist-serving operator: error: {err}", file=sys.stderr)
         return 2
     kopf.configure(verbose=args.verbose)
-    global _STATIC_NAMESPACES, _metrics_port
+    global _STATIC_NAMESPACES, _metrics_port, _namespaces
     _metrics_port = args.metrics_port
     try:
         metrics.serve(args.metrics_port)
@@ -319,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist-serving operator: error: --metrics-port {args.metrics_port}: {err}", file=sys.stderr)
         return 2
     namespaces = namespaces_to_watch(args)
+    _namespaces = namespaces
     _STATIC_NAMESPACES = bool(namespaces) and not any(ch in ns for ns in namespaces for ch in "*?[!")
     # One replica with a Recreate strategy: no peering needed.
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
@@ -326,5 +332,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["main", "reconcile_resource", "apply", "configure", "load_defaults", "with_defaults",
+__all__ = ["main", "next_pass", "passes", "known", "apply", "configure", "load_defaults", "with_defaults",
            "namespaces_to_watch"]

@@ -16,6 +16,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from . import metrics
+from .cache import ClusterCache
 from .spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,11 @@ def api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
-def collection_path(api_version: str, kind: str, namespace: str) -> str:
+def collection_path(api_version: str, kind: str, namespace: str | None) -> str:
+    """The objects of a kind in ``namespace``; None: in every namespace."""
     plural = PLURALS[(api_version, kind)]
     root = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    return f"{root}/namespaces/{quote(namespace)}/{plural}"
+    return f"{root}/{plural}" if namespace is None else f"{root}/namespaces/{quote(namespace)}/{plural}"
 
 
 def _request(api: client.ApiClient, method: str, path: str, body: Any = None,
@@ -83,17 +85,17 @@ def _request(api: client.ApiClient, method: str, path: str, body: Any = None,
     return status, (json.loads(text) if text else None)
 
 
-def create(api: client.ApiClient, obj: dict) -> bool:
-    """Create ``obj``; False when it already exists (409)."""
+def create(api: client.ApiClient, obj: dict) -> dict | None:
+    """Create ``obj``: the object as created (what was sent, if the answer has no body);
+    None when it already exists (409)."""
     m = obj["metadata"]
     path = collection_path(obj["apiVersion"], obj["kind"], m["namespace"])
     try:
-        _request(api, "POST", path, obj)
+        return _request(api, "POST", path, obj)[1] or obj
     except KubeError as e:
         if e.status == 409:
-            return False
+            return None
         raise
-    return True
 
 
 def patch(api: client.ApiClient, obj: dict) -> dict | None:
@@ -128,10 +130,11 @@ def get(api: client.ApiClient, api_version: str, kind: str, namespace: str, name
         raise
 
 
-def list_objects(api: client.ApiClient, api_version: str, kind: str, namespace: str,
-                 label_selector: str) -> list[dict]:
+def list_objects(api: client.ApiClient, api_version: str, kind: str, namespace: str | None,
+                 label_selector: str | None = None) -> list[dict]:
+    """Objects of a kind in ``namespace`` (None: in every namespace)."""
     _, body = _request(api, "GET", collection_path(api_version, kind, namespace),
-                       query={"labelSelector": label_selector})
+                       query={"labelSelector": label_selector} if label_selector else None)
     items = (body or {}).get("items") or []
     for item in items:  # list items omit these; builders and reconcile expect them
         item.setdefault("apiVersion", api_version)
@@ -139,36 +142,16 @@ def list_objects(api: client.ApiClient, api_version: str, kind: str, namespace: 
     return items
 
 
-def owned_by(obj: dict, owner_uid: str | None) -> bool:
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return owner_uid is None or not refs or any(r.get("uid") == owner_uid for r in refs)
-
-
-def observe_children(api: client.ApiClient, cr: dict, selector: str) -> dict:
-    """What reconcile.reconcile() reads: this resource's children, found by
-    ``selector`` (its instance label) and, where they carry owner references,
-    owned by it."""
-    m = cr["metadata"]
-    ns, uid = m["namespace"], m.get("uid")
-
-    def of(api_version: str, kind: str) -> list[dict]:
-        return [o for o in list_objects(api, api_version, kind, ns, selector) if owned_by(o, uid)]
-
-    def one(api_version: str, kind: str) -> dict | None:
-        found = of(api_version, kind)
-        return found[0] if found else None
-
-    jobs = of("batch/v1", "Job")
-    # Pods belong to the Jobs (and ReplicaSets), not to the resource itself.
-    pods = list_objects(api, "v1", "Pod", ns, selector)
-    return {
-        "jobs": jobs,
-        "pods": pods,
-        "job_events": failed_creates(api, ns, podless_jobs(jobs, pods)),
-        "deployment": one("apps/v1", "Deployment"),
-        "service": one("v1", "Service"),
-        "pvc": one("v1", "PersistentVolumeClaim"),
-    }
+def observe_children(api: client.ApiClient, cr: dict, known: ClusterCache) -> dict:
+    """What reconcile.reconcile() reads: this resource's children as the watches
+    last showed them (``known``), and the job controller's FailedCreate events of
+    Jobs that have no pod (the only request a pass makes here, and rarely)."""
+    observed = known.children(cr)
+    jobs, pods = observed["jobs"], observed["pods"]
+    return {"jobs": jobs, "pods": pods,
+            "job_events": failed_creates(api, cr["metadata"]["namespace"], podless_jobs(jobs, pods)),
+            "deployment": observed["deployment"], "service": observed["service"],
+            "pvc": observed["pvc"]}
 
 
 def podless_jobs(jobs: list[dict], pods: list[dict]) -> list[dict]:
@@ -204,10 +187,6 @@ def failed_creates(api: client.ApiClient, namespace: str, jobs: list[dict]) -> d
     return out
 
 
-def get_mnistserving(api: client.ApiClient, namespace: str, name: str) -> dict | None:
-    return get(api, f"{GROUP}/{VERSION}", "MnistServing", namespace, name)
-
-
 def patch_status(api: client.ApiClient, namespace: str, name: str, status_patch: dict) -> dict:
     """JSON-merge-patch ``.status`` through the status subresource."""
     path = f"{collection_path(f'{GROUP}/{VERSION}', 'MnistServing', namespace)}/{quote(name)}/status"
@@ -216,5 +195,5 @@ def patch_status(api: client.ApiClient, namespace: str, name: str, status_patch:
 
 
 __all__ = ["KubeError", "api_client", "create", "patch", "delete", "get", "list_objects",
-           "observe_children", "get_mnistserving", "patch_status", "collection_path",
+           "observe_children", "patch_status", "collection_path",
            "INSTANCE_LABEL", "PLURALS"]

@@ -62,9 +62,6 @@ from mnist_operator.spec import GROUP, KIND, PLURAL, VERSION
 CRD_DIR = REPO / "manifests" / "crd"
 CRD_NAME = f"{PLURAL}.{GROUP}"
 API_VERSION = f"{GROUP}/{VERSION}"
-#: Seconds between the operator's level-triggered passes in tests (default 10 in production).
-RECONCILE_SECONDS = "1"
-
 #: A whole pipeline in seconds under KWOK: every step still runs, with the fewest points.
 FAST_SPEC: dict = {
     "training": {"epochs": 1, "gpus": 1},
@@ -155,7 +152,7 @@ class OperatorProcess:
             args += ["--namespace", ns]
         self.argv = args
         self.env = {**os.environ, "KUBECONFIG": str(self.kubeconfig),
-                    "MNIST_SERVING_RECONCILE_SECONDS": RECONCILE_SECONDS, "PYTHONUNBUFFERED": "1",
+                    "PYTHONUNBUFFERED": "1",
                     **(env or {})}
         self.log = Path(log_dir) / f"{name}-{self.port}.log"
         self.starts = 0
@@ -360,4 +357,4 @@ def install_crd(kubectl) -> None:
 
 
 __all__ = ["OperatorProcess", "MnistKit", "wait_for", "install_crd", "cr_manifest", "deep_merge",
-           "prebound_pv", "claim_name", "FAST_SPEC", "CRD_NAME", "API_VERSION", "RECONCILE_SECONDS"]
+           "prebound_pv", "claim_name", "FAST_SPEC", "CRD_NAME", "API_VERSION"]

@@ -1,88 +1,140 @@
-"""The kopf shell's one piece of logic: reconcile passes are coalesced per resource."""
+"""The kopf shell: child events reach their resource through the cache and queue a pass;
+a pass reads the cache and writes its answers back into it."""
 from __future__ import annotations
 
-import threading
-import time
+import contextvars
 
-from mnist_operator import handlers
+import pytest
 
+from mnist_operator import builders, handlers
+from mnist_operator.cache import ClusterCache
 
-def test_a_burst_of_triggers_runs_one_pass_and_queues_one_more(monkeypatch):
-    started, release = threading.Semaphore(0), threading.Event()
-    passes: list[str] = []
-
-    def one_pass(namespace, name):
-        passes.append(name)
-        started.release()
-        release.wait(10)
-        return name
-
-    monkeypatch.setattr(handlers, "_one_pass", one_pass)
-    results: list = []
-    run = lambda name: threading.Thread(   # noqa: E731
-        target=lambda: results.append(handlers.reconcile_resource("ns", name)))
-    first = run("a")
-    first.start()
-    assert started.acquire(timeout=5)            # pass 1 of "a" is running
-    waiter = run("a")
-    waiter.start()
-    deadline = time.monotonic() + 5
-    while ("ns", "a") not in handlers._waiting and time.monotonic() < deadline:
-        time.sleep(0.01)
-    # twenty more events for "a" while pass 1 runs and pass 2 waits: none waits
-    burst = [run("a") for _ in range(20)]
-    for t in burst:
-        t.start()
-    for t in burst:
-        t.join(5)
-        assert not t.is_alive()
-    assert results == [None] * 20
-    other = run("b")                             # another resource is not held up
-    other.start()
-    assert started.acquire(timeout=5)
-    release.set()
-    for t in (first, waiter, other):
-        t.join(5)
-    assert sorted(passes) == ["a", "a", "b"]     # the queued pass ran, after the change
-    assert handlers._waiting == set()
+LONG = "a-resource-whose-name-is-longer-than-sixty-three-characters-for-sure"
 
 
-def test_child_events_queue_a_pass_without_waiting_for_it(monkeypatch):
-    release, ran = threading.Event(), []
-    gate = threading.Semaphore(0)
-
-    def one_pass(namespace, name):
-        ran.append(name)
-        gate.release()
-        release.wait(10)
-
-    monkeypatch.setattr(handlers, "_one_pass", one_pass)
-    meta = {"labels": {"app.kubernetes.io/instance": "c"}}   # a pod: named by its label
-    handlers._on_child(meta, "ns", None)                     # the initial listing: ignored
-    handlers._on_child(meta, "ns", "ADDED")
-    assert gate.acquire(timeout=5)                           # pass 1 runs (and blocks)
-    started = time.monotonic()
-    for _ in range(200):                                     # a burst of pod events
-        handlers._on_child(meta, "ns", "MODIFIED")
-    assert time.monotonic() - started < 1, "an event handler waited for a pass"
-    assert ("ns", "c") in handlers._waiting                  # one pass queued behind it
-    release.set()
-    assert gate.acquire(timeout=5)
-    time.sleep(0.2)
-    assert ran == ["c", "c"] and handlers._waiting == set()
+def cr(name: str, uid: str = "uid-cr") -> dict:
+    return {"apiVersion": "mnist.serving.dev/v1alpha1", "kind": "MnistServing",
+            "metadata": {"name": name, "namespace": "ns", "uid": uid, "generation": 1,
+                         "resourceVersion": "1"}, "spec": {}}
 
 
-def test_a_queued_pass_sees_the_event_handlers_context(monkeypatch):
+def pod(owner_name: str, name: str = "p") -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": "5",
+                         "labels": {builders.LABEL_INSTANCE: builders.instance_label(owner_name)},
+                         "ownerReferences": [{"kind": "Job", "name": "j", "uid": "uid-job"}]},
+            "spec": {"containers": [{"name": "stage", "image": "x"}]},
+            "status": {"phase": "Running"}}
+
+
+class Asked:
+    def __init__(self):
+        self.keys: list = []
+
+    def request(self, key, delay=0.0):
+        self.keys.append((key, delay))
+
+
+@pytest.fixture
+def shell(monkeypatch):
+    known, asked = ClusterCache(), Asked()
+    monkeypatch.setattr(handlers, "known", known)
+    monkeypatch.setattr(handlers, "passes", asked)
+    return known, asked
+
+
+def test_a_pod_of_a_long_named_resource_queues_its_pass(shell):
+    known, asked = shell
+    assert len(LONG) > 63 and builders.instance_label(LONG) != LONG
+    known.put_resource(cr(LONG))
+    handlers.on_child(pod(LONG), "ADDED")
+    assert asked.keys == [(("ns", LONG), 0.0)]
+    assert [p["metadata"]["name"] for p in known.children(cr(LONG))["pods"]] == ["p"]
+
+
+def test_the_first_listing_fills_the_cache_without_passes_and_deleted_empties_it(shell):
+    known, asked = shell
+    known.put_resource(cr("demo"))
+    handlers.on_child(pod("demo"), None)
+    assert asked.keys == [] and len(known.children(cr("demo"))["pods"]) == 1
+    handlers.on_child(pod("demo"), "DELETED")
+    assert asked.keys == [(("ns", "demo"), 0.0)] and known.children(cr("demo"))["pods"] == []
+
+
+def test_a_child_of_an_unknown_resource_is_kept_and_queues_nothing(shell):
+    known, asked = shell
+    handlers.on_child(pod("later"), "ADDED")
+    assert asked.keys == []
+    known.put_resource(cr("later"))   # its own watch event comes after its pod's
+    assert len(known.children(cr("later"))["pods"]) == 1
+
+
+def test_a_pass_runs_in_kopfs_context(monkeypatch):
     # kopf.event() inside the pass reads kopf's context variables
-    import contextvars
     var = contextvars.ContextVar("kopf_settings_like")
-    seen, done = [], threading.Event()
+    seen = []
 
     def one_pass(namespace, name):
         seen.append(var.get(None))
-        done.set()
+        return None
 
     monkeypatch.setattr(handlers, "_one_pass", one_pass)
-    var.set("from the event loop")
-    handlers.queue_pass("ns", "ctx")
-    assert done.wait(5) and seen == ["from the event loop"]
+    token = var.set("from kopf's startup")
+    monkeypatch.setattr(handlers, "_context", contextvars.copy_context())
+    var.reset(token)
+    assert handlers.next_pass(("ns", "ctx")) is None
+    assert seen == ["from kopf's startup"]
+
+
+class FakeKube:
+    """The API answers: a create returns the object with a resourceVersion."""
+
+    def __init__(self):
+        self.created, self.deleted = [], []
+
+    def create(self, _api, obj):
+        self.created.append(obj["metadata"]["name"])
+        return {**obj, "metadata": {**obj["metadata"], "resourceVersion": "9", "uid": "uid-new"}}
+
+    def delete(self, _api, ref):
+        self.deleted.append(ref["name"])
+        return True
+
+
+def test_apply_writes_what_it_created_and_deleted_into_the_cache(shell, monkeypatch):
+    known, _ = shell
+    fake = FakeKube()
+    for fn in ("create", "delete"):
+        monkeypatch.setattr(handlers.kube, fn, getattr(fake, fn))
+    monkeypatch.setattr(handlers, "api", lambda: None)
+    owner = cr("demo")
+    old_job = {"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": "old", "namespace": "ns", "resourceVersion": "3",
+                            "labels": {builders.LABEL_INSTANCE: "demo"}}}
+    known.put_resource(owner)
+    known.put(old_job)
+    new_job = {"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": "new", "namespace": "ns",
+                            "labels": {builders.LABEL_INSTANCE: "demo"}}, "spec": {}}
+    decision = handlers.Decision(create=[new_job], delete=[
+        {"apiVersion": "batch/v1", "kind": "Job", "name": "old", "namespace": "ns"}])
+    assert handlers.apply(decision, owner) == []
+    jobs = {j["metadata"]["name"]: j for j in known.children(owner)["jobs"]}
+    assert set(jobs) == {"old", "new"}
+    assert jobs["old"]["metadata"].get("deletionTimestamp")
+    assert jobs["new"]["metadata"]["uid"] == "uid-new"
+
+
+def test_a_resource_event_with_news_queues_a_pass_and_our_own_write_does_not(shell):
+    import asyncio
+    known, asked = shell
+    known.put_resource(cr("demo"))                       # as our status write left it
+    event = lambda body, type_: asyncio.run(handlers.resource_event(  # noqa: E731
+        body=body, namespace="ns", name="demo", type=type_))
+    event(cr("demo"), "MODIFIED")                        # its watch event: nothing new
+    assert asked.keys == []
+    annotated = cr("demo")
+    annotated["metadata"].update(resourceVersion="2", annotations={"mnist.serving.dev/retry": "1"})
+    event(annotated, "MODIFIED")                         # kopf's change handlers miss this one
+    assert asked.keys == [(("ns", "demo"), 0.0)]
+    assert known.resource("ns", "demo")["metadata"]["annotations"] == {"mnist.serving.dev/retry": "1"}

@@ -165,8 +165,8 @@ def test_every_api_response_is_counted_by_verb_resource_and_code():
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "ns"}}
     created = value("mnist_serving_api_requests_total", verb="POST", resource="jobs", code="201")
     exists = value("mnist_serving_api_requests_total", verb="POST", resource="jobs", code="409")
-    assert kube.create(FakeApi(201), job) is True
-    assert kube.create(FakeApi(409, b'{"message": "exists"}'), job) is False
+    assert kube.create(FakeApi(201), job) == job
+    assert kube.create(FakeApi(409, b'{"message": "exists"}'), job) is None
     assert value("mnist_serving_api_requests_total", verb="POST", resource="jobs", code="201") == created + 1
     assert value("mnist_serving_api_requests_total", verb="POST", resource="jobs", code="409") == exists + 1
     before = value("mnist_serving_api_requests_total", verb="PATCH", resource="mnistservings/status",

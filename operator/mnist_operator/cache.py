@@ -1,0 +1,185 @@
+"""What the operator knows of the cluster, fed by its watches: the MnistServing
+bodies and slim copies of their children.
+
+A pass reads its children here instead of listing them. Children are bucketed by
+namespace and instance label (the selector the listing used), so a pod that
+arrives before its Job or before its resource still lands in the right bucket;
+reading a bucket keeps what the resource owns (its uid in the owner references,
+or no owner at all, like a kept claim), as the listing did. Entries go on
+DELETED, and a resource's bucket goes with the resource.
+
+Slim copies keep every field reconcile, refusals and results read (metadata,
+the Job's and the Deployment's status, the pod template's metadata, replicas,
+container states and pod conditions); pod specs and managed fields, most of a
+body's bytes, are dropped.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+from datetime import datetime, timezone
+
+from .builders import LABEL_INSTANCE, instance_label
+
+#: kind -> the key of observe's dict it feeds (lists for Jobs and Pods, one object otherwise).
+KINDS = {"Job": "jobs", "Pod": "pods", "Deployment": "deployment", "Service": "service",
+         "PersistentVolumeClaim": "pvc"}
+_META = ("name", "namespace", "uid", "labels", "annotations", "ownerReferences",
+         "deletionTimestamp", "generation", "resourceVersion", "creationTimestamp")
+_POD_STATUS = ("phase", "reason", "message", "conditions", "startTime")
+_CONTAINER_STATUS = ("name", "state", "lastState", "ready", "restartCount")
+
+
+def _slim_meta(meta: dict) -> dict:
+    return {k: meta[k] for k in _META if k in meta}
+
+
+def slim(kind: str, body: dict) -> dict:
+    """The part of a child that a pass reads."""
+    out = {"apiVersion": body.get("apiVersion"), "kind": kind,
+           "metadata": _slim_meta(body.get("metadata") or {})}
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    if kind == "Pod":
+        st = {k: status[k] for k in _POD_STATUS if k in status}
+        for key in ("initContainerStatuses", "containerStatuses"):
+            if key in status:
+                st[key] = [{k: c[k] for k in _CONTAINER_STATUS if k in c} for c in status[key] or []]
+        out["status"] = st
+        return out
+    slim_spec = {}
+    if "replicas" in spec:
+        slim_spec["replicas"] = spec["replicas"]
+    if isinstance(spec.get("template"), dict) and "metadata" in spec["template"]:
+        slim_spec["template"] = {"metadata": _slim_meta(spec["template"]["metadata"] or {})}
+    out["spec"] = slim_spec
+    if status:
+        out["status"] = status  # small for Jobs, Deployments, Services and claims
+    return out
+
+
+def _newer(new: dict, old: dict | None, strictly: bool = False) -> bool:
+    """False when ``new`` is older than what is kept: a write's response can beat the watch
+    event of an earlier change. resourceVersions are etcd revisions; anything else wins."""
+    if old is None:
+        return True
+    a, b = new["metadata"].get("resourceVersion"), old["metadata"].get("resourceVersion")
+    try:
+        return int(a) > int(b) or (not strictly and int(a) == int(b))
+    except (TypeError, ValueError):
+        return a != b or not strictly
+
+
+class ClusterCache:
+    """Thread-safe: kopf's event loop writes, passes on worker threads read and write."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        #: (namespace, name) -> the MnistServing body, without managed fields
+        self._resources: dict[tuple[str, str], dict] = {}
+        #: (namespace, instance label) -> resource name, for children's events
+        self._by_label: dict[tuple[str, str], str] = {}
+        #: (namespace, instance label) -> kind -> name -> slim child
+        self._children: dict[tuple[str, str], dict[str, dict[str, dict]]] = {}
+
+    # ---------------------------------------------------------------- resources
+    def put_resource(self, body: dict) -> bool:
+        """Keep the resource's body; False when it is what is kept already (the watch event
+        of our own status write) or older: nothing new for a pass."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        kept = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        with self._lock:
+            if not _newer(kept, self._resources.get(key), strictly=True):
+                return False
+            self._resources[key] = kept
+            self._by_label[(key[0], instance_label(key[1]))] = key[1]
+            return True
+
+    def drop_resource(self, namespace: str, name: str) -> None:
+        label = (namespace, instance_label(name))
+        with self._lock:
+            self._resources.pop((namespace, name), None)
+            self._by_label.pop(label, None)
+            self._children.pop(label, None)
+
+    def resource(self, namespace: str, name: str) -> dict | None:
+        with self._lock:
+            return self._resources.get((namespace, name))
+
+    # ---------------------------------------------------------------- children
+    def put(self, body: dict) -> str | None:
+        """Keep a slim copy of a child; the name of the resource it belongs to, if known."""
+        kind = body.get("kind")
+        meta = body.get("metadata") or {}
+        label = (meta.get("labels") or {}).get(LABEL_INSTANCE)
+        if kind not in KINDS or label is None:
+            return None
+        key = (meta.get("namespace"), label)
+        obj = copy.deepcopy(slim(kind, body))  # holds nothing of the event's body
+        with self._lock:
+            bucket = self._children.setdefault(key, {}).setdefault(kind, {})
+            if _newer(obj, bucket.get(meta["name"])):
+                bucket[meta["name"]] = obj
+            return self._by_label.get(key)
+
+    def remove(self, body: dict) -> str | None:
+        """Forget a deleted child; the name of the resource it belonged to, if known."""
+        kind, meta = body.get("kind"), body.get("metadata") or {}
+        key = (meta.get("namespace"), (meta.get("labels") or {}).get(LABEL_INSTANCE))
+        with self._lock:
+            kinds = self._children.get(key)
+            if kinds is not None:
+                kinds.get(kind, {}).pop(meta.get("name"), None)
+                if not any(kinds.values()):
+                    del self._children[key]
+            return self._by_label.get(key)
+
+    def mark_deleting(self, cr: dict, ref: dict) -> None:
+        """After our own delete of the resource's child ``ref``: it is going (its watch
+        event may not be here yet)."""
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        key = (ref["namespace"], instance_label(cr["metadata"]["name"]))
+        with self._lock:
+            obj = self._children.get(key, {}).get(ref["kind"], {}).get(ref["name"])
+            if obj is not None:
+                obj["metadata"] = {**obj["metadata"], "deletionTimestamp": now}
+
+    def forget_child(self, cr: dict, ref: dict) -> None:
+        """After our own delete found the resource's child ``ref`` gone already (404)."""
+        key = (ref["namespace"], instance_label(cr["metadata"]["name"]))
+        with self._lock:
+            self._children.get(key, {}).get(ref["kind"], {}).pop(ref["name"], None)
+
+    def children(self, cr: dict) -> dict:
+        """This resource's children in observe_children's shape, less job_events."""
+        meta = cr["metadata"]
+        uid = meta.get("uid")
+        with self._lock:
+            kinds = self._children.get((meta["namespace"], instance_label(meta["name"]))) or {}
+            # copies (a pass may edit what it reads), sorted by name as a listing returns them
+            found = {kind: [copy.deepcopy(objs[n]) for n in sorted(objs)]
+                     for kind, objs in ((k, kinds.get(k, {})) for k in KINDS)}
+
+        def owned(obj: dict) -> bool:
+            refs = obj["metadata"].get("ownerReferences") or []
+            return uid is None or not refs or any(r.get("uid") == uid for r in refs)
+
+        def one(kind: str) -> dict | None:
+            return next((o for o in found[kind] if owned(o)), None)
+
+        # Pods belong to the Jobs (and ReplicaSets), not to the resource itself.
+        return {"jobs": [o for o in found["Job"] if owned(o)], "pods": found["Pod"],
+                "deployment": one("Deployment"), "service": one("Service"),
+                "pvc": one("PersistentVolumeClaim")}
+
+    def sizes(self) -> dict[str, int]:
+        """Objects kept, by kind (what bounds the operator's memory)."""
+        with self._lock:
+            out = {"MnistServing": len(self._resources)}
+            for kinds in self._children.values():
+                for kind, objs in kinds.items():
+                    out[kind] = out.get(kind, 0) + len(objs)
+            return out
+
+
+__all__ = ["ClusterCache", "slim", "KINDS"]

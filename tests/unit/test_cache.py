@@ -1,0 +1,112 @@
+"""The watch-fed cache: slim copies keep every field a pass reads, buckets follow the
+listing's selector and owner rule, and nothing outlives its object or its resource."""
+from __future__ import annotations
+
+import copy
+
+from test_reconcile import ALL_STEPS, UNSCHEDULABLE, World, _stuck_pod
+
+from mnist_operator import builders
+from mnist_operator.cache import ClusterCache, slim
+from mnist_operator.reconcile import reconcile
+
+MANAGED_FIELDS = [{"manager": "kube-controller-manager", "operation": "Update",
+                   "fieldsV1": {"f:status": {"f:conditions": {}}}}]
+
+
+def as_served(kind: str, obj: dict) -> dict:
+    """An object as the API server would hold it: managed fields, a full pod spec."""
+    out = copy.deepcopy(obj)
+    out.setdefault("apiVersion", "v1")
+    out["kind"] = kind
+    out["metadata"] = {**out["metadata"], "managedFields": MANAGED_FIELDS, "resourceVersion": "7"}
+    if kind == "Pod":
+        out["spec"] = {"containers": [{"name": "stage", "image": "nvcr.io/nvidia/pytorch:25.01",
+                                       "env": [{"name": f"V{i}", "value": "x" * 40} for i in range(30)]}],
+                       "volumes": [{"name": "model", "persistentVolumeClaim": {"claimName": "c"}}]}
+        out["status"] = {**out.get("status", {}), "hostIP": "10.0.0.1", "podIPs": [{"ip": "10.1.0.9"}],
+                         "qosClass": "Burstable"}
+    return out
+
+
+class Comparing(World):
+    """Every pass decided twice, on full and on slim children: the same Decision."""
+
+    def step(self, advance: float = 0):
+        from datetime import timedelta
+        full = self.observed()
+        served = {"jobs": [as_served("Job", j) for j in full["jobs"]],
+                  "pods": [as_served("Pod", p) for p in full["pods"]]}
+        for key, kind in (("deployment", "Deployment"), ("service", "Service"),
+                          ("pvc", "PersistentVolumeClaim")):
+            served[key] = as_served(kind, full[key]) if full[key] else None
+        slimmed = {k: ([slim(o["kind"], o) for o in v] if isinstance(v, list)
+                       else (slim(v["kind"], v) if v else None)) for k, v in served.items()}
+        now = self.now + timedelta(seconds=advance)
+        assert reconcile(copy.deepcopy(self.cr), slimmed, now) == \
+            reconcile(copy.deepcopy(self.cr), served, now)
+        self.compared = getattr(self, "compared", 0) + 1
+        return super().step(advance)
+
+
+def test_slim_children_decide_as_full_ones_through_a_whole_pipeline():
+    w = Comparing()
+    w.step()
+    w.pods.append(_stuck_pod(w.job("train")["metadata"]["name"], UNSCHEDULABLE))
+    w.step(1)
+    for s in ALL_STEPS:
+        w.run_through(s)
+    w.finish("analyze", "Failed")      # a failed attempt, its backoff and retry
+    w.step(1)
+    w.step(600)
+    assert w.compared >= len(ALL_STEPS) + 3
+
+
+def test_a_slim_pod_is_much_smaller():
+    p = as_served("Pod", _stuck_pod("j", UNSCHEDULABLE))
+    assert len(repr(slim("Pod", p))) * 3 < len(repr(p))
+    assert "managedFields" not in slim("Pod", p)["metadata"] and "spec" not in slim("Pod", p)
+
+
+def cr(name="demo", uid="uid-1"):
+    return {"metadata": {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": "1"}}
+
+
+def child(kind, name, label="demo", owner_uid=None, rv="5"):
+    meta = {"name": name, "namespace": "ns", "resourceVersion": rv,
+            "labels": {builders.LABEL_INSTANCE: label}}
+    if owner_uid:
+        meta["ownerReferences"] = [{"kind": "MnistServing", "uid": owner_uid}]
+    return {"apiVersion": "v1", "kind": kind, "metadata": meta}
+
+
+def test_children_follow_the_instance_label_and_the_owner_uid():
+    c = ClusterCache()
+    c.put_resource(cr())
+    c.put(child("Job", "mine", owner_uid="uid-1"))
+    c.put(child("Job", "of-an-older-demo", owner_uid="uid-0"))   # same name, deleted before
+    c.put(child("PersistentVolumeClaim", "kept"))               # keepOnDelete: no owner
+    c.put(child("Job", "elsewhere", label="other", owner_uid="uid-1"))
+    seen = c.children(cr())
+    assert [j["metadata"]["name"] for j in seen["jobs"]] == ["mine"]
+    assert seen["pvc"]["metadata"]["name"] == "kept"
+    assert seen["deployment"] is None and seen["service"] is None and seen["pods"] == []
+
+
+def test_an_older_answer_does_not_overwrite_a_newer_copy():
+    c = ClusterCache()
+    c.put(child("Job", "j", rv="12"))
+    c.put({**child("Job", "j", rv="11"), "status": {"active": 1}})
+    assert "status" not in c.children(cr())["jobs"][0]
+
+
+def test_deleted_children_and_a_deleted_resource_leave_nothing():
+    c = ClusterCache()
+    c.put_resource(cr())
+    c.put(child("Job", "j"))
+    c.put(child("Pod", "p"))
+    assert c.remove(child("Pod", "p")) == "demo"
+    assert c.sizes() == {"MnistServing": 1, "Job": 1, "Pod": 0}
+    c.drop_resource("ns", "demo")
+    assert c.sizes() == {"MnistServing": 0}
+    assert c.resource("ns", "demo") is None
