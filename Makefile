@@ -60,8 +60,8 @@ bench-node: node-build ## The real-node tier, writing its figures to docs/BENCHM
 	MNIST_SERVING_WRITE_BENCHMARKS=1 $(PYTEST) -m node -s
 
 .PHONY: test-scale
-test-scale: setup k8s ## The 500-resource scale test (slow; writes docs/BENCHMARKS.md)
-	$(PYTEST) -m scale -s
+test-scale: setup k8s ## The 100-, 500- and 1,000-resource scale tests (slow; writes docs/BENCHMARKS.md)
+	MNIST_SERVING_WRITE_BENCHMARKS=1 $(PYTEST) -m scale -s
 
 .PHONY: lint
 lint: setup ## Layer contracts (import-linter)
