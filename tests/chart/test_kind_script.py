@@ -465,7 +465,27 @@ def test_readme_client_command_runs_the_client_job_as_the_operator_does(tmp_path
     assert client["image"] == job_client["image"]
     env_of = lambda c: {e["name"]: e.get("value") for e in c.get("env", [])}  # noqa: E731
     assert env_of(client)["PYTHONPATH"] == env_of(job_client)["PYTHONPATH"]
-    assert {m["mountPath"] for m in client["volumeMounts"]} == {env_of(job_client)["PYTHONPATH"]}
+    # the stage code and, read-only, the model volume where the Job finds its digits
+    job_mounts = {m["name"]: m["mountPath"] for m in job_client["volumeMounts"]}
+    assert {m["mountPath"] for m in client["volumeMounts"]} == {job_mounts["stages"], job_mounts["work"]}
+    assert all(m.get("readOnly") for m in client["volumeMounts"]), client["volumeMounts"]
+    claim = next(o for o in objects if o["kind"] == "PersistentVolumeClaim")["metadata"]["name"]
+    (model,) = [v for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert model["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True}
+    # restricted Pod Security and the Job's own requests and limits, so any namespace that
+    # runs the pipeline (a quota on compute included) admits the pod
+    for key in ("runAsNonRoot", "runAsUser", "runAsGroup", "seccompProfile"):
+        assert pod["spec"]["securityContext"][key] == job_pod["securityContext"][key], key
+    for mine_c, theirs_c in ((init, job_init), (client, job_client)):
+        assert mine_c["resources"] == theirs_c["resources"], mine_c["name"]
+        for key in ("allowPrivilegeEscalation", "capabilities"):
+            assert mine_c["securityContext"][key] == theirs_c["securityContext"][key], (mine_c["name"], key)
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    # on Triton's node, where the ReadWriteOnce volume is
+    triton = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["metadata"]["labels"]
+    (term,) = pod["spec"]["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"].items() <= triton.items(), term
 
     def args(cmd: list[str]) -> dict[str, str]:
         assert cmd[:3] == ["python3", "-m", "mnist_jobs.client"]
@@ -477,6 +497,7 @@ def test_readme_client_command_runs_the_client_job_as_the_operator_does(tmp_path
     assert mine["--grpc-url"] == f"{service['metadata']['name']}:{ports['grpc']}"
     assert theirs["--http-url"].startswith(service["metadata"]["name"] + ".")
     assert mine["--models"] == theirs["--models"] and mine["--data-source"] == theirs["--data-source"]
+    assert mine["--data-dir"] == theirs["--data-dir"]
     assert [c.split()[0:2] for c in calls[1:]] == [["create", "-f"], ["wait", f"pod/{pod['metadata']['name']}"],
                                                    ["logs", "mnist-client"], ["delete", "pod"]]
 
