@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from mnist_operator.spec import PLURAL
 from tests.cluster.operator_harness import MnistKit, install_crd, wait_for
 from tests.cluster.test_hardening import RESTRICTED, compute_quota
 
+from . import readme
 from .node import REPO
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(1800)]
@@ -315,6 +317,147 @@ def test_events_and_printer_columns_look_as_the_readme_shows(demo, kit, node_clu
     # Event times have a one-second resolution: the order within a second is not kept
     assert reasons.count("Ready") == 1, events
 
+
+# --------------------------------------------------------------------------- 2b. the README's commands
+def test_readme_client_pod_runs_as_written_in_the_restricted_namespace(demo, kit, node_cluster, tmp_path):
+    """README.md's client block (between its client-command markers), with only
+    readme.for_this_node's substitutions, in the pipeline's own namespace: restricted
+    Pod Security and a quota on compute, so the pod must be fit for any namespace."""
+    ns, name = demo["ns"], demo["name"]
+    shell = readme.Shell(node_cluster.plane, ns, tmp_path)
+    # the resource-dependent flags come from its client Job, through the README's own pointer to it
+    (pointer,) = [c for c in readme.commands() if "mnist.serving.dev/step=client -o yaml" in c]
+    shown = shell(readme.for_this_node(pointer, name=name))
+    assert shown.rc == 0, shown.err
+    (job,) = yaml.safe_load(shown.out)["items"]
+    cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    job_args = dict(zip(cmd[3::2], cmd[4::2]))
+    assert job_args["--data-source"] == "offline" and "mnist_trt" not in job_args["--models"], job_args
+    script = readme.for_this_node(readme.block("client-command"), name=name,
+                                  sdk_image=node_cluster.images["sdk"].ref,
+                                  job_args={k: job_args[k] for k in ("--models", "--data-source")})
+    # no substitution for the data: the pod reads the Job's own directory on the model volume
+    assert f"--data-dir, {job_args['--data-dir']}]" in script, job_args
+    try:
+        r = shell(script, timeout=300)
+        why = ""
+        if r.rc != 0:
+            why = (node_cluster.kubectl.run("describe", "pod", "mnist-client", "-n", ns).stdout[-3000:]
+                   + node_cluster.kubectl.run("logs", "mnist-client", "-n", ns, "--all-containers").stdout[-2000:])
+        assert r.rc == 0, f"rc {r.rc}\n{r.err[-2000:]}\n{r.out[-2000:]}\n{why}"
+    finally:
+        node_cluster.kubectl.run("delete", "pod", "mnist-client", "-n", ns, "--ignore-not-found", "--wait=false")
+    lines = r.out.strip().splitlines()
+    # what the user sees: created, Succeeded (the wait), the log, deleted
+    assert lines[0] == "pod/mnist-client created", lines[:3]
+    waited = lines.index("pod/mnist-client condition met")
+    assert lines[-1].startswith('pod "mnist-client" deleted'), lines[-2:]
+    log = lines[waited + 1:-1]
+    result = json.loads(log[-1])  # the log ends with the result as JSON
+    assert result["stage"] == "client" and result["state"] == "Succeeded", result
+    models = job_args["--models"].split(",")
+    assert set(result["accuracy"]) == set(models), result
+    for model, by_protocol in result["accuracy"].items():
+        assert set(by_protocol) == {"grpc", "http"}, (model, by_protocol)
+        for protocol, acc in by_protocol.items():
+            assert float(acc) >= 0.9, (model, protocol, acc, result)
+    assert node_cluster.kubectl.run("get", "pod", "mnist-client", "-n", ns).returncode != 0, "pod left behind"
+
+
+def test_readme_kubectl_commands_show_what_the_readme_says(demo, kit, node_cluster, tmp_path):
+    """Every read-only kubectl command in README.md (and the cluster-wide compare)
+    run as written but for readme.for_this_node's substitutions: each is checked
+    here or named in readme.NOT_HERE with the reason."""
+    ns, name, st = demo["ns"], demo["name"], demo["status"]
+    shell = readme.Shell(node_cluster.plane, ns, tmp_path)
+    columns = ["NAME", "PHASE", "ACCURACY", "THROUGHPUT", "READY", "AGE"]
+
+    def printer_columns(out: str) -> None:
+        header, *rows = out.strip().splitlines()
+        assert header.split() == columns, header
+        (cells,) = [r.split() for r in rows if r.split()[0] == name]
+        assert cells[1:3] == ["Ready", st["model"]["accuracy"]] and cells[4] == "True", cells
+        assert float(cells[3]) > 0, cells
+
+    def the_yaml(out: str) -> None:
+        doc = yaml.safe_load(out)
+        # "status: stages, conditions, model, endpoints, benchmark"
+        assert {"stages", "conditions", "model", "endpoints", "benchmark"} <= set(doc["status"]), doc["status"]
+        assert doc["status"]["phase"] == "Ready"
+
+    def described(out: str) -> None:
+        assert re.search(rf"^Name:\s+{name}$", out, re.M) and "Events:" in out, out[-2000:]
+        assert re.search(r"Normal\s+Ready\s+\S+\s+\S+\s+every stage done", out), out[-2000:]
+
+    def jobs_and_pods(out: str) -> None:
+        for job in kit.job_names(ns, name):
+            assert f"job.batch/{job} " in out, (job, out)
+        assert re.search(rf"pod/{name}-triton-\S+\s+1/1\s+Running", out), out
+
+    def compared(out: str) -> None:
+        for model in ("mnist_onnx", "mnist_bls"):
+            assert re.search(rf"{ns}/{name}\b.*\b{model}\b", out), (model, out)
+
+    def explained(*words: str):
+        def check(out: str) -> None:
+            assert "MnistServing" in out and all(w in out for w in words), out[:1500]
+        return check
+
+    def waited(out: str) -> None:
+        assert out.strip() == f"mnistserving.mnist.serving.dev/{name} condition met", out
+
+    def client_job(out: str) -> None:
+        (job,) = yaml.safe_load(out)["items"]
+        assert job["spec"]["template"]["spec"]["containers"][0]["command"][:3] == \
+            ["python3", "-m", "mnist_jobs.client"]
+
+    def job_log(out: str) -> None:
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result["state"] == "Succeeded" and set(result["accuracy"]) == {"mnist_onnx", "mnist_bls"}
+
+    def gpu_column(out: str) -> None:
+        header, *rows = out.strip().splitlines()
+        assert header.split() == ["NAME", "GPU"] and len(rows) == 1, out
+        assert rows[0].split()[1] == "<none>", out  # no GPU on this node
+
+    checks = {
+        "kubectl get mnist -w": printer_columns,
+        "kubectl get mnist": printer_columns,
+        f"kubectl --context {readme.KIND_CONTEXT} get mnist demo": printer_columns,
+        "kubectl get mnist demo -o yaml": the_yaml,
+        "kubectl describe mnist demo": described,
+        "kubectl describe mnist NAME": described,
+        "kubectl describe mnist": described,
+        "kubectl get jobs,pods -l app.kubernetes.io/instance=demo": jobs_and_pods,
+        "kubectl wait --for=condition=Ready mnist/demo": waited,
+        "kubectl get jobs -l app.kubernetes.io/instance=demo,mnist.serving.dev/step=client -o yaml": client_job,
+        "kubectl explain mnistserving.spec": explained("training", "serving", "benchmark"),
+        "kubectl explain mnistserving.spec --recursive": explained("dataset", "maxBatchSize", "applyBest"),
+        "kubectl logs job/<status.stages.<step>.job>": job_log,
+        "kubectl get nodes -o custom-columns="
+        "'NAME:.metadata.name,GPU:.status.allocatable.nvidia\\.com/gpu'": gpu_column,
+        "mnist-serving compare --cluster -A": compared,
+    }
+    found = [c for c in readme.commands() if not readme.changes_the_cluster(c)]
+    unplaced = [c for c in found if c not in checks and c not in readme.NOT_HERE]
+    assert not unplaced, f"README commands neither checked on the node nor in readme.NOT_HERE: {unplaced}"
+    assert not [c for c in checks if c not in found], "a checked command is gone from the README"
+    failures = []
+    for command in checks:
+        line = readme.for_this_node(command, name=name)
+        # the troubleshooting placeholder: the Job a step recorded, here the client's
+        line = line.replace("<status.stages.<step>.job>", st["stages"]["client"]["job"])
+        watch = " -w" in f"{line} "
+        # `exec`: a watch never ends on its own; its first rows are what the README shows
+        r = shell(f"exec {line}", timeout=5 if watch else 120)
+        if not (r.rc == 0 or (watch and r.rc is None)):
+            failures.append(f"{line}: rc {r.rc}: {r.err[-500:]}")
+            continue
+        try:
+            checks[command](r.out)
+        except AssertionError as e:
+            failures.append(f"{line}: {e}"[:2500])
+    assert not failures, "\n\n".join(failures)
 
 # --------------------------------------------------------------------------- 3. faults on real pods
 def test_deleting_the_triton_pod_turns_ready_false_and_back_with_nothing_rerun(demo, kit, node_cluster):
