@@ -12,9 +12,9 @@ pass's own writes), so a Ready resource costs no requests. The pass queue
 of the resource, an event of a Job, Pod, Deployment, Service or claim it owns,
 found by instance label, hashed for long names), when the Decision's
 ``requeue_after`` comes due (the end of a retry backoff), and on a slow resync
-(``MNIST_SERVING_RESYNC_SECONDS``, default 300). Deletion needs no finalizer:
-owner references let the garbage collector remove the children (the PVC has none
-when ``storage.keepOnDelete`` is set).
+(``MNIST_SERVING_RESYNC_SECONDS``, default 300). Deletion needs no finalizer (kopf
+drops the one an older operator's timer left): owner references let the garbage
+collector remove the children (the PVC has none when ``storage.keepOnDelete`` is set).
 
 Environment (the Helm chart sets it; see site_defaults.py): the operator-wide
 defaults ``MNIST_SERVING_DEFAULT_*`` fill the fields a resource leaves out, and

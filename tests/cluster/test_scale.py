@@ -154,8 +154,10 @@ def test_many_resources_reach_ready(n, cluster, mnist_crd, pod_namespace, gpu_no
     requests_before = request_total(cluster)
     t0 = time.monotonic()
     crs = [cr_manifest(ns, name) for name in names]
-    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": crs}),
-            timeout=300)
+    # create, not apply: one request per resource (apply reads each first), and the API
+    # server answers slowly while hundreds of pipelines start
+    kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": crs}),
+            timeout=1200)
 
     last_print = [0.0]
 
