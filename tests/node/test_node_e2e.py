@@ -353,7 +353,11 @@ def test_readme_client_pod_runs_as_written_in_the_restricted_namespace(demo, kit
     waited = lines.index("pod/mnist-client condition met")
     assert lines[-1].startswith('pod "mnist-client" deleted'), lines[-2:]
     log = lines[waited + 1:-1]
-    result = json.loads(log[-1])  # the log ends with the result as JSON
+    # the result is the one JSON line (stdout) near the end; the runtime reads stdout and
+    # stderr apart, so a last progress line on stderr may land after it (a real run had one)
+    (at,) = [i for i, line in enumerate(log) if line.startswith("{")]
+    assert all(line.startswith("client: ") for line in log[at + 1:]), log[at:]
+    result = json.loads(log[at])
     assert result["stage"] == "client" and result["state"] == "Succeeded", result
     models = job_args["--models"].split(",")
     assert set(result["accuracy"]) == set(models), result
@@ -412,7 +416,8 @@ def test_readme_kubectl_commands_show_what_the_readme_says(demo, kit, node_clust
             ["python3", "-m", "mnist_jobs.client"]
 
     def job_log(out: str) -> None:
-        result = json.loads(out.strip().splitlines()[-1])
+        # the one JSON line; stderr's progress lines may land before or after it
+        (result,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         assert result["state"] == "Succeeded" and set(result["accuracy"]) == {"mnist_onnx", "mnist_bls"}
 
     def gpu_column(out: str) -> None:
