@@ -36,20 +36,19 @@ def _now() -> str:
     return timestamp(datetime.now(timezone.utc))
 
 
-def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def last_log_line(log: Path) -> str:
     try:
         lines = [l.strip() for l in log.read_text(errors="replace").splitlines() if l.strip()]
     except OSError:
         return ""
     return lines[-1][:300] if lines else ""
+
+
+def result_of(outcome: processes.StageOutcome) -> dict:
+    """The stage's result, or why there is none (its exit code and last log line)."""
+    return outcome.result or {
+        "state": "Failed", "reason": "NoResult",
+        "message": f"exit {outcome.returncode} without a result: {last_log_line(outcome.log)}"}
 
 
 def write_record(lay: Layout, step: Step, result: dict, started: str, seconds: float) -> dict:
@@ -71,7 +70,7 @@ def recorded_stages(steps: list[Step], lay: Layout, force: list[str]) -> dict[st
     forced = {n for name in force for n in pipeline.stale_after(steps, name)}
     out = {}
     for step in steps:
-        rec = read_json(Path(lay.result(step.name)))
+        rec = processes.read_result(Path(lay.result(step.name)))
         if step.name in forced or not pipeline.is_done(step, rec):
             continue
         out[step.name] = {
@@ -154,15 +153,10 @@ class Machine:
         self.running = (step, started)
         self.ran.add(step.name)
         self.report.start(step.name)
-        argv = [sys.executable, "-m", f"mnist_jobs.{step.stage}", *step.args,
-                "--result", str(self.substrate.layout.result(step.name))]
-        outcome = processes.run_stage(argv, Path(self.substrate.layout.result(step.name)),
-                                 self.log(step), lambda text: self.report.line(step.name, text),
-                                 self.env)
+        outcome = processes.run_stage(self.command(step), self.result_path(step), self.log(step),
+                                      lambda text: self.report.line(step.name, text), self.env)
         self.running = None
-        result = outcome.result or {
-            "state": "Failed", "reason": "NoResult",
-            "message": f"exit {outcome.returncode} without a result: {last_log_line(outcome.log)}"}
+        result = result_of(outcome)
         rec = write_record(self.substrate.layout, step, result, started, outcome.seconds)
         ok = rec["state"] in FINISHED and outcome.returncode == 0
         finished = rec["completionTime"]
@@ -184,8 +178,7 @@ class Machine:
         self.report.done(step.name, mark, f"{rec['state']} in {outcome.seconds:.0f} s  "
                                           f"{headline(step.stage, rec)}")
         if not ok:
-            self.report.note(f"error: step {step.name} failed: "
-                             f"{rec.get('message') or rec.get('reason')} (log {self.log(step)})")
+            self.report_failure(step, rec)
 
     def deploy(self, want: dict, steps: dict[str, Step]) -> None:
         """The Triton Deployment as one background Triton: stopped at 0 replicas,
@@ -209,15 +202,10 @@ class Machine:
         self._triton_started = _now()
         self.ran.add(step.name)
         self.report.start(step.name)
-        result_path = Path(self.substrate.layout.result(step.name))
-        argv = [sys.executable, "-m", f"mnist_jobs.{step.stage}", *step.args,
-                "--result", str(result_path)]
-        triton = processes.Background(argv, result_path, self.log(step),
-                                 lambda text: self.report.line(step.name, text), self.env)
+        triton = processes.Background(self.command(step), self.result_path(step), self.log(step),
+                                      lambda text: self.report.line(step.name, text), self.env)
         outcome = triton.wait_result(SERVE_READY_TIMEOUT_S)
-        result = outcome.result or {
-            "state": "Failed", "reason": "NoResult",
-            "message": f"exit {outcome.returncode} without a result: {last_log_line(outcome.log)}"}
+        result = result_of(outcome)
         if result.get("state") == "Succeeded" and outcome.returncode == 0:
             self._triton, self._triton_step = triton, step
             write_record(self.substrate.layout, step,
@@ -230,13 +218,12 @@ class Machine:
             return
         triton.stop()
         rec = write_record(self.substrate.layout, step,
-                           read_json(triton.result_path) or result, self._triton_started,
+                           processes.read_result(triton.result_path) or result, self._triton_started,
                            outcome.seconds)
         self.serve_failure = (step, rec)
         self.report.done(step.name, "!!", f"{rec.get('state')} in {outcome.seconds:.0f} s  "
                                           f"{rec.get('message') or rec.get('reason')}")
-        self.report.note(f"error: step {step.name} failed: "
-                         f"{rec.get('message') or rec.get('reason')} (log {self.log(step)})")
+        self.report_failure(step, rec)
 
     def stop_triton(self) -> None:
         if self._triton is None:
@@ -244,14 +231,25 @@ class Machine:
         triton, step = self._triton, self._triton_step
         self._triton = self._triton_step = None
         triton.stop()
-        final = read_json(triton.result_path)
+        final = processes.read_result(triton.result_path)
         if final and step is not None:   # the stage rewrote its result on the way out
             write_record(self.substrate.layout, step, final, self._triton_started, 0)
             self.report.note(f"     [serve] Triton stopped (exit {final.get('tritonExitCode')})")
 
+    def command(self, step: Step) -> list[str]:
+        return [sys.executable, "-m", f"mnist_jobs.{step.stage}", *step.args,
+                "--result", str(self.result_path(step))]
+
+    def result_path(self, step: Step) -> Path:
+        return Path(self.substrate.layout.result(step.name))
+
     def log(self, step: Step) -> Path:
         return self.workdir / "logs" / f"{step.name}.log"
 
+    def report_failure(self, step: Step, rec: dict) -> None:
+        self.report.note(f"error: step {step.name} failed: "
+                         f"{rec.get('message') or rec.get('reason')} (log {self.log(step)})")
 
-__all__ = ["Machine", "Reporter", "recorded_stages", "write_record", "read_json",
+
+__all__ = ["Machine", "Reporter", "recorded_stages", "write_record",
            "RAN", "REUSED", "DISABLED", "SERVE_READY_TIMEOUT_S"]

@@ -21,11 +21,13 @@ class StageOutcome:
     log: Path
 
 
-def _read_result(path: Path) -> dict:
+def read_result(path: Path) -> dict:
+    """A result JSON file's object; {} when it is missing, unreadable or not an object."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _pump(stream: TextIO, log: TextIO, echo: Callable[[str], None]) -> None:
@@ -52,7 +54,7 @@ def run_stage(argv: list[str], result_path: Path, log_path: Path,
         except KeyboardInterrupt:
             stop(proc)
             raise
-    return StageOutcome(code, _read_result(result_path), time.time() - started, log_path)
+    return StageOutcome(code, read_result(result_path), time.time() - started, log_path)
 
 
 class Background:
@@ -76,14 +78,14 @@ class Background:
     def wait_result(self, timeout: float) -> StageOutcome:
         started = time.time()
         while time.time() - started < timeout:
-            result = _read_result(self.result_path)
+            result = read_result(self.result_path)
             if result:
                 return StageOutcome(0 if result.get("state") != "Failed" else 1, result,
                                     time.time() - started, self.log_path)
             code = self.proc.poll()
             if code is not None:
                 self._pump.join(timeout=5)
-                return StageOutcome(code or 1, _read_result(self.result_path),
+                return StageOutcome(code or 1, read_result(self.result_path),
                                     time.time() - started, self.log_path)
             time.sleep(0.2)
         return StageOutcome(124, {"state": "Failed", "reason": "Timeout",

@@ -39,8 +39,7 @@ from mnist_jobs import triton  # the serve stage's own port checks: the runner a
 
 from . import processes
 from .display import Progress, summary_lines
-from .machine import (DISABLED, RAN, REUSED, Machine, Reporter, read_json, recorded_stages,
-                      write_record)
+from .machine import DISABLED, RAN, REUSED, Machine, Reporter, recorded_stages, write_record
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 #: A run that has not settled after this many passes is a bug, not a slow stage.
@@ -220,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         device = args.device or ("cpu" if spec.training.gpus == 0 else "auto")
         substrate = Substrate(lay, endpoints, device, one_machine=True)
         steps = pipeline.plan(spec, lay, endpoints, device=device,
-                              analyzed=read_json(Path(lay.result("analyze"))))
+                              analyzed=processes.read_result(Path(lay.result("analyze"))))
         names = [s.name for s in steps]
         force = names[:1] if "all" in args.force else args.force
         for f in force:
