@@ -29,11 +29,11 @@ node-build: setup k8s ## Build (or reuse) what the real-node tier needs: Debian 
 
 .PHONY: node
 node: node-build ## Bring up one real Kubernetes node here and keep it running (prints KUBECONFIG; Ctrl-C tears it down)
-	$(PY) -m tests.node up
+	$(PY) -m tests.harness.node up
 
 .PHONY: node-down
 node-down: setup ## Remove everything a crashed or killed real-node run left on the host
-	$(PY) -m tests.node down
+	$(PY) -m tests.harness.node down
 
 .PHONY: demo
 demo: setup ## Run the whole walkthrough locally (CPU, no cluster): train, export, engine, serve, bench, analyze

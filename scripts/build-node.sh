@@ -7,7 +7,7 @@
 #   * coredns and local-path-provisioner (the dynamic provisioner kind ships),
 #     built from the Go module proxy into
 #     ${MNIST_SERVING_CACHE:-~/.cache/mnist-serving}/node-<versions>/bin
-#   * the container images (tests/node/images.py: pause, the operator from our
+#   * the container images (tests/harness/node/images.py: pause, the operator from our
 #     Dockerfile, the NGC stand-ins, coredns, the provisioner), cached by content
 #
 # Usage: scripts/build-node.sh [--print-bin] [--no-images]
@@ -68,5 +68,5 @@ fi
 
 # ---------------------------------------------------------------- images
 if ((IMAGES)); then
-  (cd "$ROOT" && "$PY" -m tests.node.images build --binaries-dir "$BIN")
+  (cd "$ROOT" && "$PY" -m tests.harness.node.images build --binaries-dir "$BIN")
 fi

@@ -2,7 +2,6 @@
 the kind walkthrough refuses to start without its tools, naming the missing one."""
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 

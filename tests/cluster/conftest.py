@@ -1,4 +1,4 @@
-"""Fixtures for the cluster tier: a real control plane on loopback (see plane.py).
+"""Fixtures for the cluster tier: a real control plane on loopback (see tests/harness/control_plane.py).
 
 Fixture API (put cluster tests under tests/cluster/, subfolders included, and
 mark them ``@pytest.mark.cluster``):
@@ -45,7 +45,7 @@ import uuid
 
 import pytest
 
-from .plane import (ControlPlane, ControlPlaneError, Kubectl, MissingBinaries, pid_alive, find_binaries,
+from tests.harness.control_plane import (ControlPlane, ControlPlaneError, Kubectl, MissingBinaries, pid_alive, find_binaries,
                     gpu_node_manifest)
 
 _STATE: dict = {}
@@ -220,8 +220,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 
-# --------------------------------------------------------------------------- the operator (operator_harness.py)
-from .operator_harness import MnistKit, OperatorProcess, install_crd  # noqa: E402
+# --------------------------------------------------------------------------- the operator (tests/harness/operator_process.py)
+from tests.harness.operator_process import MnistKit, OperatorProcess, install_crd  # noqa: E402
 
 
 @pytest.fixture(scope="session")

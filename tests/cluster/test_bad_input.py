@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .operator_harness import deep_merge
-from .plane import REPO
+from tests.harness.operator_process import deep_merge
+from tests.harness.control_plane import REPO
 
 pytestmark = pytest.mark.cluster
 
@@ -166,7 +166,7 @@ def test_gpu_product_no_node_has_waits_without_harming_the_operator_or_a_neighbo
     engine Job (pinned to the product) cannot schedule. The resource stays at
     that stage (not Failed, nothing past it created), the operator keeps
     running, and a neighbour in the same namespace reaches Ready untouched."""
-    from .operator_harness import wait_for
+    from tests.harness.operator_process import wait_for
 
     ns = pipeline_ns
     kit.apply_cr(ns, "neighbour")

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from .plane import K8S_VERSION, REPO, pid_alive
+from tests.harness.control_plane import K8S_VERSION, REPO, pid_alive
 
 pytestmark = pytest.mark.cluster
 
@@ -200,7 +200,7 @@ def test_component_processes_die_with_their_parent(control_plane, tmp_path):
     script = textwrap.dedent(f"""
         import sys, time, urllib.request
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        from cluster.plane import Component, free_port, find_binaries
+        from tests.harness.control_plane import Component, free_port, find_binaries
         etcd = find_binaries(["etcd"])["etcd"]
         port, peer = free_port(), free_port()
         c = Component("etcd", [str(etcd), "--data-dir={tmp_path / 'etcd'}",

@@ -6,24 +6,9 @@ from __future__ import annotations
 import json
 
 from mnist_operator import builders
-from .operator_harness import wait_for
+from tests.harness.namespaces import compute_quota, restrict
+from tests.harness.operator_process import wait_for
 from .test_operator_e2e import wait_ready_at
-
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
-              "pod-security.kubernetes.io/enforce-version": "latest"}
-
-
-def restrict(kubectl, ns: str) -> None:
-    kubectl("label", "namespace", ns, *(f"{k}={v}" for k, v in RESTRICTED.items()), "--overwrite")
-
-
-def compute_quota(name: str = "compute") -> dict:
-    # A quota on requests and limits makes the API server refuse any pod whose
-    # containers leave cpu or memory unset.
-    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name},
-            "spec": {"hard": {"requests.cpu": "64", "requests.memory": "256Gi",
-                              "limits.cpu": "128", "limits.memory": "512Gi"}}}
-
 
 def test_the_pipeline_reaches_ready_under_restricted_pod_security_and_a_compute_quota(
         pipeline_ns, operator, kit, kubectl):

@@ -8,7 +8,7 @@ import pytest
 from mnist_operator import builders
 from mnist_operator.status import PHASES
 
-from .operator_harness import wait_for
+from tests.harness.operator_process import wait_for
 
 pytestmark = pytest.mark.cluster
 

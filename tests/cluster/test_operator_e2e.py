@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from .operator_harness import CRD_NAME, REPO, wait_for
+from tests.harness.operator_process import CRD_NAME, REPO, wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -2,7 +2,7 @@
 worst moments, stage failures and retries, Triton going down after Ready, API
 server restarts, name conflicts, deletion mid-stage.
 
-Every test runs `mnist-serving operator` as a subprocess (operator_harness.py)
+Every test runs `mnist-serving operator` as a subprocess (tests/harness/operator_process.py)
 against kube-apiserver + controller-manager + scheduler + KWOK, and asserts on
 what a user sees: the resource's status and Events, and the Jobs, Pods and
 other children in the namespace. Failures are injected through KWOK by
@@ -22,7 +22,7 @@ from kubernetes import client, watch
 from mnist_operator import builders
 from mnist_operator.reconcile import RETRY_ANNOTATION
 
-from .operator_harness import wait_for
+from tests.harness.operator_process import wait_for
 
 pytestmark = pytest.mark.cluster
 

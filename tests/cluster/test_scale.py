@@ -27,15 +27,14 @@ import json
 import os
 import platform
 import re
-import statistics
 import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from .operator_harness import cr_manifest, prebound_pv, wait_for
-from .plane import REPO
+from tests.harness.operator_process import cr_manifest, prebound_pv, wait_for
+from tests.harness.control_plane import REPO
 
 pytestmark = [pytest.mark.cluster, pytest.mark.scale]
 

@@ -11,7 +11,7 @@ import pytest
 
 from mnist_operator import builders
 
-from .operator_harness import wait_for
+from tests.harness.operator_process import wait_for
 
 pytestmark = pytest.mark.cluster
 

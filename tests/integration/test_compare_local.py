@@ -6,7 +6,6 @@ carries the real stage results of tests/unit/data/results-demo.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from mnist_operator.results import summarize
+from tests.harness.control_plane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "unit" / "data" / "results-demo"
@@ -66,16 +66,6 @@ def test_installed_command_on_a_run_directory(tmp_path):
     assert f"{tmp_path / 'runs' / 'half'}: no status.json here; skipped" in out.stderr
 
 
-def _control_plane_class():
-    """The cluster tier's ControlPlane (tests/cluster/plane.py), loaded by path."""
-    spec = importlib.util.spec_from_file_location("mnist_cluster_plane",
-                                                  ROOT / "tests" / "cluster" / "plane.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module.ControlPlane
-
-
 def _resource(name: str, namespace: str, gpu_product: str = "") -> dict:
     doc = yaml.safe_load((ROOT / "examples" / "local.yaml").read_text())
     doc["metadata"] = {"name": name, "namespace": namespace}
@@ -97,7 +87,7 @@ def _status(results: dict[str, dict], phase: str) -> dict:
 @pytest.mark.integration
 @pytest.mark.cluster
 def test_cluster_lists_every_mnistserving(tmp_path):
-    plane = _control_plane_class()().start()
+    plane = ControlPlane().start()
     try:
         crd = subprocess.run([str(COMMAND), "crd"], capture_output=True, text=True, check=True)
         plane.kubectl("apply", "-f", "-", input=crd.stdout)

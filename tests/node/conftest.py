@@ -1,6 +1,6 @@
 """Fixtures for the real-node tier (mark tests ``@pytest.mark.node``): one real
-Kubernetes node on this machine (tests/node/node.py) joined to a control plane
-that pods reach, with the images of tests/node/images.py imported.
+Kubernetes node on this machine (tests/harness/node/node.py) joined to a control plane
+that pods reach, with the images of tests/harness/node/images.py imported.
 
 session scope
   node_cluster   NodeCluster: .plane (ControlPlane), .node (Node), .images
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.cluster.plane import ControlPlane, ControlPlaneError, Kubectl, MissingBinaries
+from tests.harness.control_plane import ControlPlane, ControlPlaneError, Kubectl, MissingBinaries
 
-from .node import Node, NodeError, cleanup, node_bin_dir, start_cluster
+from tests.harness.node.node import Node, NodeError, cleanup, node_bin_dir, start_cluster
 
 _STATE: dict = {}
 
@@ -33,7 +33,7 @@ class NodeCluster:
 
 
 def _start() -> NodeCluster:
-    from .images import build_images
+    from tests.harness.node.images import build_images
     t0 = time.monotonic()
     images = build_images(binaries_dir=node_bin_dir())
     built = time.monotonic() - t0

@@ -25,11 +25,11 @@ import yaml
 
 from mnist_operator import builders
 from mnist_operator.spec import PLURAL
-from tests.cluster.operator_harness import MnistKit, install_crd, wait_for
-from tests.cluster.test_hardening import RESTRICTED, compute_quota
+from tests.harness.operator_process import MnistKit, wait_for
+from tests.harness.namespaces import compute_quota, restrict
 
-from . import readme
-from .node import REPO
+from tests.harness.node import readme
+from tests.harness.node.node import REPO
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(1800)]
 
@@ -94,7 +94,7 @@ def demo(node_cluster, release, kit):
     ns = "node-e2e"
     kubectl("create", "namespace", ns)
     # the rules a cluster administrator sets: restricted pods, a quota on compute
-    kubectl("label", "namespace", ns, *(f"{k}={v}" for k, v in RESTRICTED.items()))
+    restrict(kubectl, ns)
     kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(compute_quota()))
     wait_for("the default ServiceAccount", lambda: kubectl.run(
         "get", "serviceaccount", "default", "-n", ns).returncode == 0, 30)

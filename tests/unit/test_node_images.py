@@ -1,32 +1,18 @@
-"""The pure parts of tests/node/images.py: deterministic layers, the one-pass
+"""The pure parts of tests/harness/node/images.py: deterministic layers, the one-pass
 OCI archive, build-context hashing, content tags. No root, network or containerd."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import os
 import struct
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load():
-    # By path: the tests/ tree is not a package on the unit tests' sys.path.
-    spec = importlib.util.spec_from_file_location("node_images", ROOT / "tests" / "node" / "images.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-images = _load()
+from tests.harness.node import images
 
 
 def _tree(root: Path) -> Path:

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mnist_operator import builders
 from mnist_operator.reconcile import (RETRY_ANNOTATION, Decision, job_outcome, reconcile,
                                       status_patch)
 from mnist_operator.status import get_condition

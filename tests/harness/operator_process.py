@@ -54,7 +54,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from .plane import REPO, Component, _die_with_parent, free_port
+from .control_plane import REPO, Component, _die_with_parent, free_port
 
 from mnist_operator import builders
 from mnist_operator.spec import GROUP, KIND, PLURAL, VERSION

@@ -1,8 +1,8 @@
 """Every container image the real-node tier needs, built here without a registry.
 
-    python -m tests.node.images build [NAMES...]                    build or reuse, print a table
-    python -m tests.node.images import --address SOCK [NAMES...]    into a containerd (namespace k8s.io)
-    python -m tests.node.images verify [NAMES...]                   run each image in a private containerd
+    python -m tests.harness.node.images build [NAMES...]                    build or reuse, print a table
+    python -m tests.harness.node.images import --address SOCK [NAMES...]    into a containerd (namespace k8s.io)
+    python -m tests.harness.node.images verify [NAMES...]                   run each image in a private containerd
 
 Run it with the project's interpreter (.venv/bin/python) and as root
 (debootstrap and buildah need root); the stand-ins' Python packages are the
@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DATA = Path(__file__).with_name("images")
 VENV = REPO / ".venv"
 VENV_SITE = VENV / "lib" / "python3.11" / "site-packages"
@@ -824,7 +824,7 @@ def _binary_layer(path: Path, dest: str) -> _Layer:
 
 
 def _plan_coredns(ctx: _Context) -> _Assembled:
-    # Runs as the pod's user (tests/node: 65532, port 1053), so no file capability.
+    # Runs as the pod's user (the real-node tier: 65532, port 1053), so no file capability.
     return _Assembled([_binary_layer(_binary(ctx, "coredns"), "coredns")], {"Entrypoint": ["/coredns"]})
 
 
@@ -1345,7 +1345,7 @@ def verify_images(images: dict[str, Image], *, log: Log = print) -> None:
 
 # --------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.node.images", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.harness.node.images", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for command in ("build", "import", "verify"):
         p = sub.add_parser(command)

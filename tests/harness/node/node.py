@@ -32,11 +32,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.cluster.plane import (POD_CIDR, Component, ControlPlane,
+from tests.harness.control_plane import (POD_CIDR, Component, ControlPlane,
                                  _wait, bin_dir, free_port)
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = HERE.parents[2]
 NODE_ROOT = Path("/var/lib/mnist-serving-node")
 NODE_RUN = Path("/run/mnist-serving-node")
 HOST_STATE = Path("/var/lib/mnist-serving-node.host-state.json")  # outside NODE_ROOT: survives its removal
@@ -260,7 +260,7 @@ class Node:
     """A real node joined to ``plane`` (which must advertise :func:`host_ip`)."""
 
     plane: ControlPlane
-    images: dict = field(default_factory=dict)   # name -> tests.node.images.Image
+    images: dict = field(default_factory=dict)   # name -> tests.harness.node.images.Image
     log: object = log_line
     components: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
@@ -341,7 +341,7 @@ class Node:
               timeout, self._procs())
 
     def _import_images(self) -> None:
-        from tests.node.images import import_images
+        from tests.harness.node.images import import_images
         import_images(self.images.values(), address=str(self.socket), log=self.log)
 
     def _start_kubelet(self, timeout: float) -> None:

@@ -1,7 +1,7 @@
 """A real single-node Kubernetes for a developer (needs root):
 
-    python -m tests.node up      # build or reuse binaries and images, start, print KUBECONFIG, wait for Ctrl-C
-    python -m tests.node down    # remove what a crashed or killed `up` left on the host
+    python -m tests.harness.node up      # build or reuse binaries and images, start, print KUBECONFIG, wait for Ctrl-C
+    python -m tests.harness.node down    # remove what a crashed or killed `up` left on the host
 
 `make node` runs `up`. Everything stops and the host is restored on Ctrl-C or SIGTERM.
 """
@@ -45,7 +45,7 @@ def up() -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.node", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.harness.node", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("up", "down"))
     args = parser.parse_args(argv)
