@@ -114,8 +114,9 @@ def find_trtexec() -> str | None:
     return shutil.which("trtexec") or (NGC_TRTEXEC if os.access(NGC_TRTEXEC, os.X_OK) else None)
 
 
-def gpu_info() -> dict[str, str]:
-    """GPU name and compute capability, when this machine can tell."""
+def gpu_info(ask_torch: bool = True) -> dict[str, str]:
+    """GPU name and compute capability, when this machine can tell (torch is
+    asked only when nvidia-smi is absent, and only if ``ask_torch``)."""
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
@@ -125,6 +126,8 @@ def gpu_info() -> dict[str, str]:
                 return info
         except (OSError, subprocess.TimeoutExpired):
             pass
+    if not ask_torch:
+        return {}
     try:
         import torch
         if torch.cuda.is_available():
@@ -202,11 +205,12 @@ def build(a) -> dict:
         raise InputError("--onnx", f"{a.onnx} does not exist (run the export stage)")
     # A plan from an earlier build (other settings, other GPU) must never be served.
     a.out.unlink(missing_ok=True)
-    gpu = gpu_info()
-    settings = {"precision": a.precision, "minBatch": a.min_batch, "optBatch": a.opt_batch,
-                "maxBatch": a.max_batch, **gpu}
     trtexec = find_trtexec()
     trt = None if trtexec else _import_tensorrt()
+    # a skip reports what nvidia-smi knows without importing torch (seconds on a CPU machine)
+    gpu = gpu_info(ask_torch=bool(trtexec or trt))
+    settings = {"precision": a.precision, "minBatch": a.min_batch, "optBatch": a.opt_batch,
+                "maxBatch": a.max_batch, **gpu}
     if not trtexec and trt is None:
         raise Skipped("TensorRT not available here (no trtexec and no tensorrt Python module); "
                       "mnist_trt is not built", reason="TensorRTNotAvailable", **settings)
