@@ -63,6 +63,7 @@ class Row:
     concurrency_at_best: int
     batching_gain: str
     little_failures: str
+    accuracy: str
     analyzer_config: str
     analyzer_gain: str
     measured: str
@@ -80,6 +81,7 @@ COLUMNS = (
     ("concurrency_at_best", "concurrency at best"),
     ("batching_gain", "batching gain (best / lowest c)"),
     ("little_failures", "Little's law fails / points"),
+    ("accuracy", "held-out accuracy"),
     ("analyzer_config", "model-analyzer best config"),
     ("analyzer_gain", "best / default"),
     ("measured", "measured (UTC)"),
@@ -172,6 +174,16 @@ def measured_at(status: dict, protocol: str) -> str:
     return str(stage.get("completionTime") or "-")
 
 
+def accuracy_of(status: dict, model: str, protocol: str) -> str:
+    """The client stage's held-out accuracy of ``model`` over ``protocol``,
+    marked when the accuracy guard found the model below tolerance."""
+    client = status.get("clientAccuracy") or {}
+    value = str((client.get(model) or {}).get(protocol, "-")) \
+        if isinstance(client.get(model), dict) else "-"
+    below = str(client.get("belowTolerance", "")).split(",")
+    return f"{value} (below tolerance)" if model in below else value
+
+
 def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]] | None = None,
             gpu_product: str = "") -> list[Row]:
     """The table rows of one status (local ``status.json`` or a CR's ``.status``).
@@ -204,6 +216,7 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
                 concurrency_at_best=best.concurrency,
                 batching_gain=_gain(point),
                 little_failures=f"{point.get('littleFailures', '-')}/{point.get('points', '-')}",
+                accuracy=accuracy_of(status, model, protocol),
                 analyzer_config=str(ma.get("bestConfig", "-")),
                 analyzer_gain=str(ma.get("bestOverDefault", "-")),
                 measured=measured_at(status, protocol),

@@ -285,14 +285,16 @@ def fingerprint(inputs: Any) -> str:
 
 
 def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints(),
-         *, device: str = "auto", analyzed: dict | None = None) -> list[Step]:
+         *, device: str = "auto", analyzed: dict | None = None,
+         below_tolerance: frozenset[str] = frozenset()) -> list[Step]:
     """Every step of the pipeline for ``spec``, in the order they run.
 
     ``device`` is the train stage's --device (auto locally; the operator
     passes cuda when training.gpus > 0 and cpu otherwise). ``analyzed`` is
     the recorded analyze result, if any: with ``applyBest`` and a Succeeded
     analyze of the current fingerprint whose best config differs from the
-    served one, the closed loop's steps follow ``analyze``.
+    served one, the closed loop's steps follow ``analyze``; models in
+    ``below_tolerance`` (the accuracy guard's) keep their served config.
 
     A fingerprint hashes the spec inputs each step names, never its
     parameters: paths and endpoints differ between a local run and a
@@ -335,8 +337,9 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
                       sv.max_batch_size, sv.instances, sv.instance_kind,
                       tuple(db.preferred_batch_sizes), db.max_queue_delay_microseconds,
                       cpu_only=sv.cpu_only)
+    # the accuracy tolerance judges results and changes nothing a step makes
     serving = {k: v for k, v in spec.to_dict()["serving"].items()
-               if k not in ("replicas", "gpus")}
+               if k not in ("replicas", "gpus", "accuracyTolerance")}
     add("repo", "repo", repo, {"serving": serving}, ("export", "engine"))
     serve = ServeParams(str(lay.model_repo), endpoints.http_port, endpoints.grpc_port,
                         endpoints.metrics_port, endpoints.host)
@@ -377,6 +380,8 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
     # to apply yet; both runners plan again once it has finished
     best = best_overrides(analyzed) if ma.apply_best and ma.enabled and \
         is_done(steps[-1], analyzed) and analyzed.get("state") == "Succeeded" else {}
+    # the accuracy guard: a model below tolerance never gets a tuned config
+    best = {m: v for m, v in best.items() if m not in below_tolerance}
     if not best:
         return steps
     # the best config, not analyze's fingerprint: a re-analysis (new runId)

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import builders, refusals, results
+from . import accuracy, builders, refusals, results
 from .children import (STUCK_CONTAINER_REASONS, deployment_readiness, job_outcome, meta,
                        object_fingerprint, object_ref, pods_of_job, replica_failure, replicas,
                        terminating)
@@ -57,7 +57,7 @@ from .spec import MnistServingSpec, SpecError, parse_spec
 from .stages import STAGES
 from .status import (get_condition, one_line, ordered, parse_timestamp, set_condition,
                      stage_condition, timestamp)
-from .vocabulary import (BACKING_OFF, FAILED, FALSE, FINISHED, LABEL_ATTEMPT, LABEL_FINGERPRINT,
+from .vocabulary import (ACCURACY, BACKING_OFF, FAILED, FALSE, FINISHED, LABEL_ATTEMPT, LABEL_FINGERPRINT,
                          LABEL_INSTANCE, LABEL_STEP, PENDING, READY, RETRY_ANNOTATION, RUNNING,
                          SKIPPED, SUCCEEDED, TRUE, UNKNOWN, WORK_DIR)
 
@@ -222,7 +222,9 @@ class Pass:
 
     def plan(self, analyzed: dict | None) -> list[Step]:
         return plan(self.spec, self.substrate.layout, self.substrate.endpoints,
-                    device=self.substrate.device, analyzed=analyzed)
+                    device=self.substrate.device, analyzed=analyzed,
+                    below_tolerance=accuracy.below_tolerance(self.old_stages,
+                                                             self.spec.accuracy_tolerance))
 
 
 @dataclass
@@ -798,6 +800,9 @@ def build_status(p: Pass, steps: list[Step], stages: dict[str, dict], active: St
         ready = (FALSE, refusals.READY_REASON, refusals.summary(kept))
     before = get_condition(conditions, READY) or {}
     conditions = set_condition(conditions, READY, *ready, gen, now)
+    judged = accuracy.condition(accuracy.judge(stages, p.spec.accuracy_tolerance))
+    was = get_condition(conditions, ACCURACY) or {}
+    conditions = set_condition(conditions, ACCURACY, *judged, gen, now)
 
     summary_input = {
         s.name: {"stage": s.stage, "state": stages[s.name]["state"],
@@ -806,7 +811,8 @@ def build_status(p: Pass, steps: list[Step], stages: dict[str, dict], active: St
                  **(stages[s.name].get("result") or {})}
         for s in steps if stages[s.name].get("state") in FINISHED}
     summary = results.summarize(
-        summary_input, apply_best=p.spec.benchmark.model_analyzer.apply_best) or {}
+        summary_input, apply_best=p.spec.benchmark.model_analyzer.apply_best,
+        accuracy_tolerance=p.spec.accuracy_tolerance) or {}
     status = {
         "observedGeneration": gen,
         "phase": phase,
@@ -821,7 +827,15 @@ def build_status(p: Pass, steps: list[Step], stages: dict[str, dict], active: St
         status["retryToken"] = p.retry_token
     if kept:
         status["refusals"] = kept
-    return _clean(status), ready_events(before, ready)
+    return _clean(status), ready_events(before, ready) + accuracy_events(was, judged)
+
+
+def accuracy_events(before: dict, judged: tuple[str, str, str]) -> Acts:
+    """One Warning when a served model falls below the accuracy tolerance."""
+    st, reason, msg = judged
+    if st == FALSE and (before.get("status"), before.get("reason")) != (st, reason):
+        return event("Warning", reason, msg)
+    return Acts()
 
 
 __all__ = ["Decision", "Event", "Substrate", "cluster_substrate", "reconcile", "name_conflict",

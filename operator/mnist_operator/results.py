@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import accuracy
 from .pipeline import BENCH_TUNED, REPO_TUNED, SERVE_TUNED, analyze_models_of, best_overrides
 
 SUCCEEDED, SKIPPED = "Succeeded", "Skipped"
@@ -191,13 +192,20 @@ def closed_loop_part(results: dict[str, dict], apply_best: bool = False) -> dict
     return out
 
 
-def client_part(result: dict | None) -> dict[str, Any]:
+def client_part(results: dict[str, dict], tolerance: float | None) -> dict[str, Any]:
+    result = results.get("client")
     if not _ok(result):
         return {}
     out: dict[str, Any] = {model: {p: _scalar(acc) for p, acc in sorted(per.items())}
                            for model, per in sorted(result.get("accuracy", {}).items())}
     out["samples"] = _scalar(result.get("samples", 0))
     out["disagreements"] = _scalar(result.get("disagreements", 0))
+    verdict = accuracy.judge(results, tolerance) if tolerance is not None else None
+    if verdict is not None:   # the accuracy guard, against PyTorch's held-out accuracy
+        out["pytorch"] = f"{verdict.reference:.4f}"
+        out["tolerance"] = f"{verdict.tolerance:g}"
+        if verdict.below:
+            out["belowTolerance"] = ",".join(verdict.below)
     return out
 
 
@@ -214,9 +222,11 @@ def best_throughput(perf: dict) -> str | None:
     return max(values)[1] if values else None
 
 
-def summarize(results: dict[str, dict], *, apply_best: bool = False) -> dict:
+def summarize(results: dict[str, dict], *, apply_best: bool = False,
+              accuracy_tolerance: float | None = None) -> dict:
     """The ``model``, ``benchmark`` and ``clientAccuracy`` parts of the status
-    (``apply_best``: the spec asks for the closed loop)."""
+    (``apply_best``: the spec asks for the closed loop; ``accuracy_tolerance``:
+    the accuracy guard's, judged in clientAccuracy)."""
     benchmark: dict[str, Any] = {}
     perf = perf_part(results)
     if perf:
@@ -231,7 +241,7 @@ def summarize(results: dict[str, dict], *, apply_best: bool = False) -> dict:
     if loop:
         benchmark["closedLoop"] = loop
     out: dict[str, Any] = {"model": model_part(results), "benchmark": benchmark}
-    client = client_part(results.get("client"))
+    client = client_part(results, accuracy_tolerance)
     if client:
         out["clientAccuracy"] = client
     return out

@@ -202,6 +202,11 @@ class Serving:
                        "defaults to 0.")
     cpu_only: bool = f(False, desc="Serve ONNX through the python backend with ONNX Runtime, for "
                                   "Triton builds without the onnxruntime backend.")
+    accuracy_tolerance: str = f("0.01", pattern=DECIMAL_PATTERN, maxLength=32,
+                                desc="Accuracy guard: the largest drop in held-out accuracy a served "
+                                     "model may show against PyTorch's (0.01 = one point); a model "
+                                     "below it turns AccuracyWithinTolerance False and the closed "
+                                     "loop never applies a tuned config to it.")
 
 
 @dataclass
@@ -400,6 +405,10 @@ class MnistServingSpec:
         return to_dict(self)
 
     # convenience ------------------------------------------------------------
+    @property
+    def accuracy_tolerance(self) -> float:
+        return float(self.serving.accuracy_tolerance)
+
     def served_triton_models(self) -> list[str]:
         return [TRITON_MODEL[m] for m in MODELS if m in self.serving.models]
 
@@ -510,6 +519,11 @@ CROSS_FIELD_RULES: list[Rule] = [
          f"!self.momentum.matches(r'{DECIMAL_PATTERN}') || double(self.momentum) < 1.0",
          "must be < 1",
          lambda s: (_dec(s.training.momentum) is None or _dec(s.training.momentum) < 1)),
+    Rule("serving", "accuracyTolerance",
+         f"!self.accuracyTolerance.matches(r'{DECIMAL_PATTERN}') || double(self.accuracyTolerance) <= 1.0",
+         "must be <= 1",
+         lambda s: (_dec(s.serving.accuracy_tolerance) is None
+                    or _dec(s.serving.accuracy_tolerance) <= 1)),
     Rule("tensorrt", "optBatch", "self.minBatch <= self.optBatch",
          "must be >= minBatch", lambda s: s.tensorrt.min_batch <= s.tensorrt.opt_batch),
     Rule("tensorrt", "optBatch", "self.optBatch <= self.maxBatch",

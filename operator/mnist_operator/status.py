@@ -2,7 +2,8 @@
 
 Pure: lists and dicts in, new lists and dicts out, never mutated in place.
 
-Conditions: ``Ready`` plus one per stage (the per-stage scheme reads better in
+Conditions: ``Ready``, one per stage and the accuracy guard's
+``AccuracyWithinTolerance`` (see accuracy.py). One per stage (the per-stage scheme reads better in
 ``kubectl get -o wide`` and in ``kubectl wait --for=condition=Trained`` than
 one per step; the two bench steps fold into ``Benchmarked``). Every condition
 carries type, status, reason (CamelCase), message (one line),
@@ -19,13 +20,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .stages import STAGES
-from .vocabulary import (BACKING_OFF, FAILED, FAILED_PHASE, FALSE, FINISHED, PENDING,
+from .vocabulary import (ACCURACY, BACKING_OFF, FAILED, FAILED_PHASE, FALSE, FINISHED, PENDING,
                          PENDING_PHASE, READY, READY_PHASE, RUNNING, SKIPPED, SUCCEEDED, TRUE,
                          UNKNOWN)
 
 #: Condition type per pipeline stage, in pipeline order (the stage table's).
 CONDITION_FOR_STAGE = {s.name: s.condition for s in STAGES}
-CONDITION_TYPES = (READY, *CONDITION_FOR_STAGE.values())
+CONDITION_TYPES = (READY, *CONDITION_FOR_STAGE.values(), ACCURACY)
 
 #: Phase while a stage is the one in progress.
 PHASE_FOR_STAGE = {s.name: s.phase for s in STAGES}

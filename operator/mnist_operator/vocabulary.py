@@ -33,6 +33,8 @@ FINISHED = (SUCCEEDED, SKIPPED)
 #: Condition status values.
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 READY = "Ready"
+#: The accuracy guard's condition (see accuracy.py).
+ACCURACY = "AccuracyWithinTolerance"
 
 #: status.phase values beside the per-stage ones of stages.STAGES.
 PENDING_PHASE, READY_PHASE, FAILED_PHASE = "Pending", "Ready", "Failed"

@@ -80,6 +80,12 @@ def test_run_status_rerun_reuse_and_interrupt(tmp_path):
     client = status["clientAccuracy"]
     for name in ("mnist_onnx", "mnist_bls"):
         assert client[name]["grpc"] == client[name]["http"] == model["accuracy"]
+    # the accuracy guard: Triton's models against PyTorch's held-out accuracy
+    assert (client["pytorch"], client["tolerance"]) == (model["accuracy"], "0.01")
+    assert "belowTolerance" not in client
+    guard = next(c for c in status["conditions"] if c["type"] == "AccuracyWithinTolerance")
+    assert (guard["status"], guard["reason"]) == ("True", "WithinTolerance")
+    assert "accuracy guard: True (WithinTolerance)" in first.stdout
     perf = status["benchmark"]["perfAnalyzer"]
     for name in ("mnist_onnx", "mnist_bls"):
         point = perf[name]["grpc"]

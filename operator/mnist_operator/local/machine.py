@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from .. import pipeline
+from .. import accuracy, pipeline
 from ..pipeline import Layout, Step
 from ..reconcile import Decision, Substrate
 from ..spec import MnistServingSpec
@@ -120,9 +120,11 @@ class Machine:
 
     def steps(self, status: dict) -> list[Step]:
         """The plan the core made this pass (the closed loop's steps once analyze has a result)."""
+        stages = status.get("stages") or {}
         return pipeline.plan(self.spec, self.substrate.layout, self.substrate.endpoints,
-                             device=self.substrate.device,
-                             analyzed=(status.get("stages") or {}).get("analyze"))
+                             device=self.substrate.device, analyzed=stages.get("analyze"),
+                             below_tolerance=accuracy.below_tolerance(
+                                 stages, self.spec.accuracy_tolerance))
 
     # ------------------------------------------------------------------ acting
     def apply(self, decision: Decision) -> None:
