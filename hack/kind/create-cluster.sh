@@ -7,9 +7,9 @@
 # Never run end to end by this project (no GPU, no Docker engine in its CI):
 # tests/chart/test_kind_script.py drives every function here with fake tools.
 #
-# Needs: Linux, one NVIDIA GPU with driver 560 or later (the NGC 24.12 images
-# are CUDA 12.6.3; data-center GPUs also run on R470 >= 470.57, R525 >= 525.85,
-# R535 >= 535.86, R545 >= 545.23), Docker with the NVIDIA Container Toolkit,
+# Needs: Linux, one NVIDIA GPU with driver 575 or later (the NGC 26.04 images
+# are CUDA 13.2.1; its release notes also allow data-center GPUs on R470 >= 470.57,
+# R525 >= 525.85, R535 >= 535.86, R545 >= 545.23), Docker with the NVIDIA Container Toolkit,
 # MIN_FREE_GB free in Docker's data root, and on PATH: kind v0.31.0, nvkind at
 # commit NVKIND_COMMIT (built with Go 1.24 or newer), kubectl, helm. The host
 # set-up (once; the first three lines as nvkind's README documents them, the
@@ -46,8 +46,11 @@ SCRIPT=hack/kind/create-cluster.sh
 KIND_VERSION_PIN=v0.31.0
 NVKIND_COMMIT=24c190e165d43a2f20589cb779a4db5b2af0313f
 DEFAULT_NODE_IMAGE=kindest/node:v1.35.1@sha256:05d7bcdefbda08b4e038f644c4df690cdac3fba8b06f8289f30e10026720a1ab
-# NGC 24.12 is CUDA 12.6.3: driver 560+, or these data-center branches (minimum minor).
-MIN_DRIVER_MAJOR=560
+# The NGC release of the default images and what its release notes require:
+# CUDA 13.2.1, driver 575+, or these data-center branches (minimum minor).
+NGC_RELEASE=26.04
+NGC_CUDA=13.2.1
+MIN_DRIVER_MAJOR=575
 declare -A DATACENTER_DRIVER_MIN=([470]=57 [525]=85 [535]=86 [545]=23)
 # kind's known-issues values; below them pods fail with "too many open files".
 MIN_INOTIFY_WATCHES=524288
@@ -142,7 +145,7 @@ check_pins() {
   fi
 }
 
-# check_driver: the host driver can run NGC 24.12's CUDA 12.6.3 (checked before any pull).
+# check_driver: the host driver can run the NGC release's CUDA (checked before any pull).
 check_driver() {
   local out version major minor min
   out=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader) \
@@ -154,10 +157,10 @@ check_driver() {
   (( major >= MIN_DRIVER_MAJOR )) && return 0
   min=${DATACENTER_DRIVER_MIN[$major]:-}
   if [[ -n $min ]] && (( minor >= min )); then
-    warn "NVIDIA driver $version is older than $MIN_DRIVER_MAJOR: the NGC 24.12 images (CUDA 12.6.3) run on it only on a data-center GPU (CUDA forward compatibility); on any other GPU upgrade the driver to $MIN_DRIVER_MAJOR or later"
+    warn "NVIDIA driver $version is older than $MIN_DRIVER_MAJOR: the NGC $NGC_RELEASE images (CUDA $NGC_CUDA) run on it only on a data-center GPU (CUDA forward compatibility); on any other GPU upgrade the driver to $MIN_DRIVER_MAJOR or later"
     return 0
   fi
-  die "NVIDIA driver $version is too old for the NGC 24.12 images (CUDA 12.6.3): they need driver $MIN_DRIVER_MAJOR or later (data-center GPUs: also R470 >= 470.57, R525 >= 525.85, R535 >= 535.86, R545 >= 545.23)"
+  die "NVIDIA driver $version is too old for the NGC $NGC_RELEASE images (CUDA $NGC_CUDA): they need driver $MIN_DRIVER_MAJOR or later (data-center GPUs: also R470 >= 470.57, R525 >= 525.85, R535 >= 535.86, R545 >= 545.23)"
 }
 
 check_docker_runtime() {

@@ -326,6 +326,8 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
         {"opset": x.opset}, ("train",), gpus=t.gpus)
     trt_inputs = {k: v for k, v in spec.to_dict()["tensorrt"].items() if k != "gpus"}
     trt_inputs["gpuProduct"] = spec.scheduling.gpu_product
+    # a plan loads only in Triton's TensorRT version: a new image builds it again
+    trt_inputs["image"] = spec.images.pytorch
     add("engine", "engine",
         EngineParams(str(a / "model.onnx"), str(a / "model.plan"), str(a / "trt-profile.json"),
                      trt.precision, trt.min_batch, trt.opt_batch, trt.max_batch),

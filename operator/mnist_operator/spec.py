@@ -109,13 +109,13 @@ class Images:
     """Container images. Stage code runs inside stock NGC images; the stages
     image (the operator image) only delivers the mnist_jobs package through an
     init container that copies it into an emptyDir on PYTHONPATH."""
-    pytorch: str = f("nvcr.io/nvidia/pytorch:24.12-py3", pattern=IMAGE_PATTERN, minLength=1,
+    pytorch: str = f("nvcr.io/nvidia/pytorch:26.04-py3", pattern=IMAGE_PATTERN, minLength=1,
                      maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
                      desc="Image for train, export and engine (needs torch, onnx, TensorRT).")
-    triton: str = f("nvcr.io/nvidia/tritonserver:24.12-py3", pattern=IMAGE_PATTERN, minLength=1,
+    triton: str = f("nvcr.io/nvidia/tritonserver:26.04-py3", pattern=IMAGE_PATTERN, minLength=1,
                     maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
                     desc="Triton Inference Server image for repo, serving and the analyze sidecar.")
-    sdk: str = f("nvcr.io/nvidia/tritonserver:24.12-py3-sdk", pattern=IMAGE_PATTERN, minLength=1,
+    sdk: str = f("nvcr.io/nvidia/tritonserver:26.04-py3-sdk", pattern=IMAGE_PATTERN, minLength=1,
                  maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
                  desc="Triton SDK image (perf_analyzer, model-analyzer) for bench and analyze.")
     stages: str = f("ghcr.io/mnist-serving/operator:0.1.0", pattern=IMAGE_PATTERN, minLength=1,

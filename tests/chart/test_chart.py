@@ -159,8 +159,8 @@ def test_stage_defaults_reach_the_operator_as_env(helm):
                       "--set", "image.tag=dev"), "Deployment")
     env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MNIST_SERVING_DEFAULT_IMAGE_SDK"] == "registry.local/sdk:1"
-    assert env["MNIST_SERVING_DEFAULT_IMAGE_PYTORCH"] == "nvcr.io/nvidia/pytorch:24.12-py3"
-    assert env["MNIST_SERVING_DEFAULT_IMAGE_TRITON"] == "nvcr.io/nvidia/tritonserver:24.12-py3"
+    assert env["MNIST_SERVING_DEFAULT_IMAGE_PYTORCH"] == "nvcr.io/nvidia/pytorch:26.04-py3"
+    assert env["MNIST_SERVING_DEFAULT_IMAGE_TRITON"] == "nvcr.io/nvidia/tritonserver:26.04-py3"
     assert env["MNIST_SERVING_DEFAULT_IMAGE_STAGES"] == "ghcr.io/mnist-serving/operator:dev"
     assert env["MNIST_SERVING_DEFAULT_GPUS_SERVING"] == "2"
     assert json.loads(env["MNIST_SERVING_DEFAULT_NODE_SELECTOR"]) == {"nvidia.com/gpu.product": "NVIDIA-H100"}
@@ -195,8 +195,8 @@ def test_rendered_defaults_parse_with_the_operator_and_reach_a_resource(helm):
                         "--set", "stageDefaults.nodeSelector.pool=gpu", "--set", "image.tag=dev")
     defaults = site_defaults.from_env(env)
     assert defaults == {
-        "images": {"pytorch": "nvcr.io/nvidia/pytorch:24.12-py3",
-                   "triton": "nvcr.io/nvidia/tritonserver:24.12-py3",
+        "images": {"pytorch": "nvcr.io/nvidia/pytorch:26.04-py3",
+                   "triton": "nvcr.io/nvidia/tritonserver:26.04-py3",
                    "sdk": "registry.local/sdk:1", "stages": "ghcr.io/mnist-serving/operator:dev",
                    "pullPolicy": "Always"},
         "training": {"gpus": 0}, "tensorrt": {"gpus": 2}, "serving": {"gpus": 2},
@@ -239,7 +239,11 @@ def test_default_ngc_images_are_one_release():
     images = yaml.safe_load((CHART / "values.yaml").read_text())["stageDefaults"]["images"]
     tags = {name: images[name].rsplit(":", 1)[1] for name in ("pytorch", "triton", "sdk")}
     releases = {re.match(r"(\d\d\.\d\d)-py3", t).group(1) for t in tags.values()}
-    assert releases == {"24.12"}, tags
+    # and the release the operator's built-in defaults pin (kustomize, mnist-serving run)
+    from mnist_operator.spec import Images
+    built_in = {re.search(r":(\d\d\.\d\d)-py3", getattr(Images(), n)).group(1)
+                for n in ("pytorch", "triton", "sdk")}
+    assert len(releases) == 1 and releases == built_in, (tags, built_in)
 
 
 def test_service_monitor_is_optional(helm):

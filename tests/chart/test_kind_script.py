@@ -73,7 +73,7 @@ esac
     "helm": "exit 0\n",
     "nvidia-smi": r'''
 case "$*" in
-  *--query-gpu=driver_version*) printf '%b\n' "${FAKE_DRIVER:-565.57.01}" ;;
+  *--query-gpu=driver_version*) printf '%b\n' "${FAKE_DRIVER:-580.95.05}" ;;
   *) echo "GPU 0: NVIDIA H200 (UUID: GPU-0)" ;;
 esac
 ''',
@@ -184,7 +184,7 @@ def test_one_image_pattern_for_the_crd_the_chart_and_the_script():
     assert {name: crd_images[name]["pattern"] for name in patterns} == patterns
 
 
-REFS = ["nvcr.io/nvidia/tritonserver:24.12-py3", "localhost:5001/mnist-serving/operator:dev-a1a1a1a1a1a1",
+REFS = ["nvcr.io/nvidia/tritonserver:26.04-py3", "localhost:5001/mnist-serving/operator:dev-a1a1a1a1a1a1",
         "registry.local:443/x/y@sha256:" + "f" * 64, "op", "op:1.0@sha256:" + "e" * 64,
         "Localhost:5001/op", "op:", "op:dev:extra", "op@sha256:short", "a b", "localhost:port/op", ":dev"]
 
@@ -204,7 +204,7 @@ def test_chart_accepts_an_image_with_a_registry_port():
     ref = "localhost:5001/mnist-serving/operator:dev-" + "a1" * 6
     out = subprocess.run([str(helm), "template", "t", str(CHART), "--set", "image.repository=localhost:5001/mnist-serving/operator",
                           "--set", "image.tag=dev-" + "a1" * 6, "--set", f"stageDefaults.images.stages={ref}",
-                          "--set", "stageDefaults.images.sdk=localhost:5001/nvidia/tritonserver:24.12-py3-sdk"],
+                          "--set", "stageDefaults.images.sdk=localhost:5001/nvidia/tritonserver:26.04-py3-sdk"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert f"image: {ref}" in out.stdout or f'image: "{ref}"' in out.stdout
@@ -216,15 +216,15 @@ def test_chart_accepts_an_image_with_a_registry_port():
 # ------------------------------------------------------------------ preflight
 
 @pytest.mark.parametrize("driver, ok, says", [
-    ("565.57.01", True, ""),
-    ("560.28.03", True, ""),
+    ("575.51.03", True, ""),
+    ("590.44.01", True, ""),
     ("580.65.06\n580.65.06", True, ""),
     ("535.104.05", True, "only on a data-center GPU"),
     ("470.57.02", True, "only on a data-center GPU"),
     ("545.23.08", True, "only on a data-center GPU"),
-    ("535.54.03", False, "too old for the NGC 24.12 images (CUDA 12.6.3): they need driver 560 or later"),
-    ("550.54.15", False, "need driver 560 or later"),
-    ("555.42.02", False, "need driver 560 or later"),
+    ("535.54.03", False, "too old for the NGC 26.04 images (CUDA 13.2.1): they need driver 575 or later"),
+    ("560.28.03", False, "need driver 575 or later"),
+    ("570.86.15", False, "need driver 575 or later"),
     ("N/A", False, "cannot read the driver version"),
 ])
 def test_driver_version_is_checked(kind_script, driver, ok, says):
@@ -236,7 +236,7 @@ def test_driver_version_is_checked(kind_script, driver, ok, says):
 
 def test_an_old_driver_stops_before_any_pull_or_build(kind_script):
     r = kind_script("main", FAKE_DRIVER="550.54.15")
-    assert r.rc == 1 and "need driver 560 or later" in r.stderr
+    assert r.rc == 1 and "need driver 575 or later" in r.stderr
     docker = r.calls("docker")
     assert not any(c.startswith(("docker run", "docker build")) for c in docker), docker
     assert not r.calls("nvkind") and not r.calls("helm")

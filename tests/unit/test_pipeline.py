@@ -39,6 +39,11 @@ def test_steps_in_order_with_their_stage_module():
     ({"benchmark": {"perfAnalyzer": {"protocols": ["grpc"]}}}, []),   # bench-http just goes away
     ({"benchmark": {"runId": "again"}}, ["bench-grpc", "bench-http", "analyze"]),
     ({"benchmark": {"modelAnalyzer": {"maxInstances": 3}}}, ["analyze"]),
+    # a new NGC release: the plan is built again for its TensorRT, nothing is retrained
+    ({"images": {"pytorch": "nvcr.io/nvidia/pytorch:26.05-py3",
+                 "triton": "nvcr.io/nvidia/tritonserver:26.05-py3"}},
+     ["engine", "repo", "serve", "client", "bench-grpc", "bench-http", "analyze"]),
+    ({"serving": {"accuracyTolerance": "0.05"}}, []),         # judges results, makes nothing
 ])
 def test_a_spec_change_reruns_only_what_it_affects(change, expected):
     assert rerun({}, change) == expected

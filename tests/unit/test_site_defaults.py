@@ -43,7 +43,7 @@ def test_all_variables_together_fill_a_spec():
     assert spec.images.sdk == "registry.local/sdk:1" and spec.training.gpus == 0
     assert spec.serving.gpus == 1                      # the resource wins
     assert spec.scheduling.node_selector == {"pool": "gpu"}
-    assert spec.images.triton == "nvcr.io/nvidia/tritonserver:24.12-py3"   # built-in last
+    assert spec.images.triton == "nvcr.io/nvidia/tritonserver:26.04-py3"   # built-in last
 
 
 @pytest.mark.parametrize("var, raw, message", [

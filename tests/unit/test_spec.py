@@ -113,7 +113,7 @@ def test_operator_defaults_fill_what_the_resource_leaves_out():
     assert spec.scheduling.node_selector == {"pool": "gpu"}
     assert [t.key for t in spec.scheduling.tolerations] == ["nvidia.com/gpu"]
     # built-in defaults stay the last fallback
-    assert spec.training.epochs == 3 and spec.images.triton == "nvcr.io/nvidia/tritonserver:24.12-py3"
+    assert spec.training.epochs == 3 and spec.images.triton == "nvcr.io/nvidia/tritonserver:26.04-py3"
     assert spec.tensorrt.gpus == 1
 
 

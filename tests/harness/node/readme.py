@@ -24,7 +24,7 @@ from .node import REPO
 
 README = REPO / "README.md"
 #: NGC's image the README's client pod runs; this node has only the stand-in (no registry, no NGC)
-NGC_SDK = "nvcr.io/nvidia/tritonserver:24.12-py3-sdk"
+NGC_SDK = "nvcr.io/nvidia/tritonserver:26.04-py3-sdk"
 #: the context the kind walkthrough's commands name (hack/kind/create-cluster.sh's cluster)
 KIND_CONTEXT = "kind-mnist-serving"
 #: verbs that change the cluster: the tier's fixtures do the install and the apply themselves
