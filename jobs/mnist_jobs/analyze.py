@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 from ._stage import InputError, StageError, fmt, run_stage, stage_parser
-from . import perf
+from . import environment, perf
 from .triton import backend_directory, find_tritonserver, free_ports, server_env
 
 THROUGHPUT = "Throughput (infer/sec)"
@@ -347,8 +347,10 @@ def run_analyze(a) -> dict:
         extra["warning"] = (f"perf_analyzer failed {failed} measurement(s); those configs are "
                             f"missing from the results: see {errors_log}")
         print(f"analyze: warning: {extra['warning']}", file=sys.stderr, flush=True)
+    tools = {"modelAnalyzer": environment.model_analyzer_version(ma),
+             "perfAnalyzer": environment.perf_analyzer_version(cfg["perf_analyzer_path"])}
     return {**extra, "search": a.search, "launchMode": a.triton_launch_mode,
-            "profileSeconds": seconds,
+            "profileSeconds": seconds, "environment": tools,
             "models": summarize(parsed, out / "output_model_repository"),
             "reports": reports[:6], "reportFormat": report_note, "out": str(out)}
 

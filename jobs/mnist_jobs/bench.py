@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from ._stage import InputError, StageError, fmt, run_stage, stage_parser
-from . import perf
+from . import environment, perf
 
 PROTOCOLS = ("grpc", "http")
 
@@ -192,6 +192,8 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
               "littleTolerance": fmt(tolerance, 2), "models": summary, "out": str(out)}
     if widened:
         result["widened"] = widened
+    result["environment"] = {**environment.served(protocol, url, models),
+                             "perfAnalyzer": environment.perf_analyzer_version(pa)}
     return shrink(result)
 
 

@@ -10,7 +10,7 @@ DELETED, and a resource's bucket goes with the resource.
 
 Slim copies keep every field reconcile, refusals and results read (metadata,
 the Job's and the Deployment's status, the pod template's metadata, replicas,
-container states and pod conditions); pod specs and managed fields, most of a
+container states and image digests, pod conditions and nodes); pod specs and managed fields, most of a
 body's bytes, are dropped.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ KINDS = {"Job": "jobs", "Pod": "pods", "Deployment": "deployment", "Service": "s
 _META = ("name", "namespace", "uid", "labels", "annotations", "ownerReferences",
          "deletionTimestamp", "generation", "resourceVersion", "creationTimestamp")
 _POD_STATUS = ("phase", "reason", "message", "conditions", "startTime")
-_CONTAINER_STATUS = ("name", "state", "lastState", "ready", "restartCount")
+_CONTAINER_STATUS = ("name", "state", "lastState", "ready", "restartCount", "imageID")
 
 
 def _slim_meta(meta: dict) -> dict:
@@ -45,6 +45,8 @@ def slim(kind: str, body: dict) -> dict:
             if key in status:
                 st[key] = [{k: c[k] for k in _CONTAINER_STATUS if k in c} for c in status[key] or []]
         out["status"] = st
+        if (spec.get("nodeName")):   # where it ran: the environment of its result
+            out["spec"] = {"nodeName": spec["nodeName"]}
         return out
     slim_spec = {}
     if "replicas" in spec:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from . import refusals
 from .status import one_line, parse_timestamp
-from .vocabulary import FAILED, LABEL_FINGERPRINT, RUNNING, SKIPPED, SUCCEEDED
+from .vocabulary import FAILED, LABEL_COMPONENT, LABEL_FINGERPRINT, RUNNING, SKIPPED, SUCCEEDED
 
 def meta(obj: dict | None) -> dict:
     return (obj or {}).get("metadata") or {}
@@ -37,6 +38,28 @@ def object_fingerprint(obj: dict | None) -> str | None:
             if fp:
                 return fp
     return None
+
+
+def triton_pods(pods: list[dict]) -> list[dict]:
+    return [p for p in pods if (meta(p).get("labels") or {}).get(LABEL_COMPONENT) == "triton"
+            and not terminating(p)]
+
+
+def ran_on(pods: list[dict]) -> dict[str, Any]:
+    """Where pods ran, as their status says: the node names and each container's
+    image digest (what actually ran, whatever tag the spec named)."""
+    nodes = sorted({(p.get("spec") or {}).get("nodeName") or "" for p in pods} - {""})
+    images: dict[str, set[str]] = {}
+    for pod in pods:
+        for c in (pod.get("status") or {}).get("containerStatuses") or []:
+            if c.get("imageID"):
+                images.setdefault(c["name"], set()).add(c["imageID"])
+    out: dict[str, Any] = {}
+    if nodes:
+        out["node"] = ",".join(nodes)
+    if images:
+        out["images"] = {name: ",".join(sorted(ids)) for name, ids in sorted(images.items())}
+    return out
 
 
 def pods_of_job(job: dict, pods: list[dict]) -> list[dict]:
@@ -207,4 +230,4 @@ def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
     return seen and updated and ready >= want and want > 0, ready, want
 
 
-__all__ = ["meta", "terminating", "object_ref", "object_fingerprint", "pods_of_job", "terminated_states", "STUCK_CONTAINER_REASONS", "UNSCHEDULABLE_GRACE_SECONDS", "pod_blocker", "parse_result", "JobOutcome", "pods_refused", "job_outcome", "replicas", "replica_failure", "deployment_readiness"]
+__all__ = ["meta", "terminating", "object_ref", "object_fingerprint", "pods_of_job", "triton_pods", "ran_on", "terminated_states", "STUCK_CONTAINER_REASONS", "UNSCHEDULABLE_GRACE_SECONDS", "pod_blocker", "parse_result", "JobOutcome", "pods_refused", "job_outcome", "replicas", "replica_failure", "deployment_readiness"]

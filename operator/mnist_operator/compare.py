@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -67,6 +68,9 @@ class Row:
     analyzer_config: str
     analyzer_gain: str
     measured: str
+    #: the environment fingerprint: the id of ``environment_details``
+    environment: str = "-"
+    environment_details: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     #: the concurrency sweep behind the best point, or just the best point
     sweep: tuple[Point, ...] = field(default=(), compare=False)
 
@@ -85,6 +89,20 @@ COLUMNS = (
     ("analyzer_config", "model-analyzer best config"),
     ("analyzer_gain", "best / default"),
     ("measured", "measured (UTC)"),
+    ("environment", "environment"),
+)
+#: What an environment fingerprint holds, in the legend's order: where the
+#: numbers were measured, read from the pods (node, image digest) and from the
+#: tools themselves (versions, the served config's hash).
+ENVIRONMENT = (
+    ("device", "GPU / device"),
+    ("triton", "Triton"),
+    ("modelConfig", "served config"),
+    ("perfAnalyzer", "perf_analyzer"),
+    ("tritonNode", "Triton node"),
+    ("tritonImages", "Triton image"),
+    ("clientNode", "client node"),
+    ("clientImages", "client image"),
 )
 
 
@@ -174,6 +192,31 @@ def measured_at(status: dict, protocol: str) -> str:
     return str(stage.get("completionTime") or "-")
 
 
+def _joined(images: dict | None) -> str:
+    return ";".join(f"{name}={ref}" for name, ref in sorted((images or {}).items())) or "-"
+
+
+def environment_of(status: dict, model: str, protocol: str, device: str
+                   ) -> tuple[tuple[str, str], ...]:
+    """The environment of one row's numbers: the bench step's own record (its
+    pod's node and image, Triton's pods as it finished) and its result (Triton's
+    version, the model's served config, perf_analyzer's version)."""
+    rec = (status.get("stages") or {}).get(f"{BENCH_PREFIX}{protocol}") or {}
+    measured = (rec.get("result") or {}).get("environment") or {}
+    ran = rec.get("environment") or {}
+    server = ran.get("server") or {}
+    env = {"device": device, "triton": measured.get("triton", "-"),
+           "modelConfig": (measured.get("configs") or {}).get(model, "-"),
+           "perfAnalyzer": measured.get("perfAnalyzer", "-"),
+           "tritonNode": server.get("node", "-"), "tritonImages": _joined(server.get("images")),
+           "clientNode": ran.get("node", "-"), "clientImages": _joined(ran.get("images"))}
+    return tuple((key, str(env[key])) for key, _ in ENVIRONMENT)
+
+
+def environment_id(details: tuple[tuple[str, str], ...]) -> str:
+    return hashlib.sha256(json.dumps(details).encode()).hexdigest()[:8]
+
+
 def accuracy_of(status: dict, model: str, protocol: str) -> str:
     """The client stage's held-out accuracy of ``model`` over ``protocol``,
     marked when the accuracy guard found the model below tolerance."""
@@ -206,6 +249,7 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
             best = Point(int(_number(point.get("concurrencyAtBest")) or 0),
                          _number(point.get("bestInferPerSec")) or 0.0,
                          int(_number(point.get("p99UsAtBest")) or 0))
+            env = environment_of(status, model, protocol, device)
             sweep = (sweeps or {}).get((model, protocol)) or []
             if not _holds_best(sweep, best):
                 sweep = [best]  # missing, shrunk or from another run: show the summary only
@@ -220,6 +264,7 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
                 analyzer_config=str(ma.get("bestConfig", "-")),
                 analyzer_gain=str(ma.get("bestOverDefault", "-")),
                 measured=measured_at(status, protocol),
+                environment=environment_id(env), environment_details=env,
                 sweep=tuple(sweep)))
     return rows
 
@@ -256,8 +301,9 @@ def rows_from_list(body: dict, context: str = "") -> tuple[list[Row], list[str]]
 
 
 def ordered(rows: Iterable[Row]) -> list[Row]:
-    """Same model and protocol next to each other, so sources compare line by line."""
-    return sorted(rows, key=lambda r: (r.model, r.protocol, r.source))
+    """Same model and protocol next to each other, and within them the same
+    environment, so sources compare line by line with like beside like."""
+    return sorted(rows, key=lambda r: (r.model, r.protocol, r.environment, r.source))
 
 
 def _cells(row: Row) -> list[str]:
@@ -271,11 +317,21 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def environments(rows: list[Row]) -> str:
+    """The legend of the environment column: one line per fingerprint."""
+    seen = {r.environment: r.environment_details for r in rows}
+    head = ["environment", *(title for _, title in ENVIRONMENT)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join([env, *(v.replace("|", "\\|") for _, v in details)]) + " |"
+              for env, details in sorted(seen.items())]
+    return "\n".join(lines) + "\n"
+
+
 def csv_text(rows: list[Row]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([attr for attr, _ in COLUMNS])
-    writer.writerows(_cells(r) for r in rows)
+    writer.writerow([attr for attr, _ in COLUMNS] + [key for key, _ in ENVIRONMENT])
+    writer.writerows(_cells(r) + [v for _, v in r.environment_details] for r in rows)
     return buf.getvalue()
 
 
@@ -285,7 +341,8 @@ def docs_section(table: str, command: str) -> str:
         "One row per (source, model, protocol), from `mnist-serving compare`. "
         "Best = the perf_analyzer point with the highest throughput; batching gain = best "
         "throughput over the throughput at the lowest concurrency measured; best / default = "
-        "model-analyzer's best config over Triton's default config. The plot of "
+        "model-analyzer's best config over Triton's default config; environment = the "
+        "fingerprint of where the numbers were measured (second table). The plot of "
         "throughput against p99 latency is written next to the CSV.", "",
         "```", command, "```", "", table.rstrip("\n"), ""])
 
@@ -390,7 +447,7 @@ def plot(rows: list[Row], path: Path) -> None:
         for index, row in enumerate(r for r in rows if r.model == model):
             xs = [p.p99_us / 1000 for p in row.sweep]
             ys = [p.infer_per_sec for p in row.sweep]
-            label = f"{row.source} · {row.protocol} · {row.device}"
+            label = f"{row.source} · {row.protocol} · {row.device} · env {row.environment}"
             if len(row.sweep) == 1:
                 label += " (best point only)"
             (line,) = ax.plot(xs, ys, marker="o", linewidth=1.6, label=label)
@@ -480,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rows = ordered(rows)
     status = 0
-    table = markdown(rows)
+    table = markdown(rows) + "\n" + environments(rows)
     print(table, end="")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / CSV_FILE).write_text(csv_text(rows))

@@ -50,8 +50,8 @@ from typing import Any
 
 from . import accuracy, builders, refusals, results
 from .children import (STUCK_CONTAINER_REASONS, deployment_readiness, job_outcome, meta,
-                       object_fingerprint, object_ref, pods_of_job, replica_failure, replicas,
-                       terminating)
+                       object_fingerprint, object_ref, pods_of_job, ran_on, replica_failure,
+                       replicas, terminating, triton_pods)
 from .pipeline import Endpoints, Layout, Step, is_done, plan
 from .spec import MnistServingSpec, SpecError, parse_spec
 from .stages import STAGES
@@ -626,7 +626,7 @@ def advance_job(p: Pass, steps: list[Step], step: Step, rec: dict | None, servin
 
     job = live.get(attempt)
     if job is not None:
-        new, seen = observe_job(p, step, cur, attempt, job)
+        new, seen = observe_job(p, steps, step, cur, attempt, job)
         return new, acts + seen
     if any(meta(j).get("name") == builders.job_name(meta(p.cr)["name"], step, attempt)
            for j in going):
@@ -656,7 +656,7 @@ def start_job(p: Pass, steps: list[Step], step: Step, cur: dict | None, attempt:
                 message=f"Job {name} created (attempt {attempt})"), Acts(create=[job])
 
 
-def observe_job(p: Pass, step: Step, cur: dict | None, attempt: int, job: dict
+def observe_job(p: Pass, steps: list[Step], step: Step, cur: dict | None, attempt: int, job: dict
                 ) -> tuple[dict, Acts]:
     name = meta(job).get("name")
     out = job_outcome(job, pods_of_job(job, p.pods), p.now, p.job_events.get(name))
@@ -680,7 +680,8 @@ def observe_job(p: Pass, step: Step, cur: dict | None, attempt: int, job: dict
     if out.state in FINISHED:
         return base(step, state=out.state, reason=out.reason or out.state,
                     message=out.message or f"{step.name} {out.state.lower()}",
-                    completionTime=finished, result=_trim_result(out.result), **common), acts
+                    completionTime=finished, result=_trim_result(out.result),
+                    **environment_of(p, steps, step, job), **common), acts
     # Failed: retry after backoff, or give up.
     limit, backoff = p.spec.retries.limit, p.spec.retries.backoff_seconds
     failed = dict(reason=out.reason, completionTime=finished,
@@ -696,6 +697,18 @@ def observe_job(p: Pass, step: Step, cur: dict | None, attempt: int, job: dict
     return base(step, state=FAILED,
                 message=one_line(f"failed after {attempt + 1} attempt(s): {out.message}"),
                 **failed), acts
+
+
+def environment_of(p: Pass, steps: list[Step], step: Step, job: dict) -> dict:
+    """Where a finished step ran (its pod's node and image digests) and, for a
+    step that talks to Triton, where Triton ran as it finished: with the
+    result's own versions, the environment fingerprint of its numbers."""
+    env = ran_on(pods_of_job(job, p.pods))
+    if any(s.long_running for s in steps if s.name in step.needs):
+        server = ran_on(triton_pods(p.pods))
+        if server:
+            env["server"] = server
+    return {"environment": env} if env else {}
 
 
 # ---------------------------------------------------------------- events

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -63,3 +64,19 @@ def test_bench_bad_input(triton, tmp_path, args, flag):
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"bench: error: {flag}:"), res.stderr
     assert last_json(res.stdout)["reason"] == "InvalidInput"
+
+
+def test_bench_result_names_the_environment_it_measured(triton, tmp_path):
+    """Triton's version, each model's served config hash (the same whichever
+    protocol read it) and perf_analyzer's version."""
+    envs = {}
+    for protocol in ("grpc", "http"):
+        res = _bench(triton, tmp_path / protocol, protocol=protocol, models="mnist_onnx",
+                     concurrency="1")
+        assert res.returncode == 0, res.stderr
+        envs[protocol] = last_json(res.stdout)["environment"]
+    assert envs["grpc"] == envs["http"]
+    env = envs["grpc"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", env["triton"]), env
+    assert re.fullmatch(r"[0-9a-f]{12}", env["configs"]["mnist_onnx"]), env
+    assert re.fullmatch(r"\d+\.\d+\.\d+ \(commit [0-9a-f]+\)", env["perfAnalyzer"]), env

@@ -32,8 +32,10 @@ def compare(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
                           timeout=180, cwd=cwd)
 
 
-def table_rows(stdout: str) -> list[list[str]]:
-    lines = [line for line in stdout.splitlines() if line.startswith("| ")][1:]
+def table_rows(stdout: str, table: int = 0) -> list[list[str]]:
+    """The rows of the output's first table (the comparison) or second (the environments)."""
+    lines = [line for line in stdout.split("\n\n")[table].splitlines()
+             if line.startswith("| ")][1:]
     return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
 
 
@@ -56,6 +58,9 @@ def test_installed_command_on_a_run_directory(tmp_path):
     assert [(r[1], r[2]) for r in rows] == [("mnist_bls", "grpc"), ("mnist_bls", "http"),
                                             ("mnist_onnx", "grpc"), ("mnist_onnx", "http")]
     assert all(r[0] == "runs/demo" and r[3] == "cpu (train)" for r in rows)
+    # one run on one machine: one environment, every row under its id
+    (legend,) = table_rows(out.stdout, table=1)
+    assert {r[-1] for r in rows} == {legend[0]} and legend[1] == "cpu (train)"
     written = list(csv.DictReader((tmp_path / "runs" / "compare" / "compare.csv").open()))
     assert [r["best_infer_per_sec"] for r in written] == [r[4] for r in rows]
     assert (tmp_path / "runs" / "compare" / "compare.png").read_bytes()[:8] == PNG_MAGIC
@@ -113,7 +118,9 @@ def test_cluster_lists_every_mnistserving(tmp_path):
         assert len(rows) == 8  # 2 resources x 2 models x 2 protocols
         l4 = {(r[1], r[2]): r for r in rows if r[0].endswith("/l4")}
         assert l4[("mnist_onnx", "grpc")][3:8] == ["NVIDIA-L4", "8686.1", "15.50", "49", "5.12"]
-        assert l4[("mnist_onnx", "grpc")][-1] == results["bench-grpc"]["completionTime"]
+        assert l4[("mnist_onnx", "grpc")][-2] == results["bench-grpc"]["completionTime"]
+        # an L4 resource and a CPU one: two environments, never one
+        assert len({r[-1] for r in rows}) == 2 and len(table_rows(out.stdout, table=1)) == 2
         assert f"{context}:team-a/young: no benchmark results" in out.stderr
         assert (tmp_path / "all" / "compare.png").read_bytes()[:8] == PNG_MAGIC
 

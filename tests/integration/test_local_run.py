@@ -5,6 +5,7 @@ leaving no process behind."""
 from __future__ import annotations
 
 import json
+import platform
 import os
 import signal
 import subprocess
@@ -91,6 +92,12 @@ def test_run_status_rerun_reuse_and_interrupt(tmp_path):
         point = perf[name]["grpc"]
         assert point["concurrencyAtBest"] == 4 and point["points"] == 1
         assert float(point["bestInferPerSec"]) > 0 and point["p99UsAtBest"] > 0
+    # the environment fingerprint: this machine, the real tools' own versions
+    bench_env = stages["bench-grpc"]["result"]["environment"]
+    assert stages["bench-grpc"]["environment"] == {"node": platform.node()}
+    assert set(bench_env["configs"]) == {"mnist_onnx", "mnist_bls"}
+    assert bench_env["triton"] != "unknown" and bench_env["perfAnalyzer"] != "unknown"
+    assert f"bench-grpc: Triton {bench_env['triton']}, perf_analyzer" in first.stdout
     for step in stages:
         recorded = json.loads((work / "results" / f"{step}.json").read_text())
         assert recorded["fingerprint"] == stages[step]["fingerprint"]

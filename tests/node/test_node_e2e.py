@@ -29,7 +29,7 @@ from tests.harness.operator_process import MnistKit, wait_for
 from tests.harness.namespaces import compute_quota, restrict
 
 from tests.harness.node import readme
-from tests.harness.node.node import REPO
+from tests.harness.node.node import NODE_NAME, REPO
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(1800)]
 
@@ -242,6 +242,14 @@ def test_every_stage_ran_in_a_real_container_of_its_image(demo, kit, node_cluste
     FIGURES["stage durations"] = durations
     triton = triton_pods(kit, demo["ns"], demo["name"])
     assert len(triton) == 1 and triton[0]["status"]["containerStatuses"][0]["image"] == images["triton"].ref
+    # the environment fingerprint in status is what the kubelet says ran, where
+    for protocol in ("grpc", "http"):
+        env = demo["status"]["stages"][f"bench-{protocol}"]["environment"]
+        assert env["node"] == NODE_NAME, env
+        assert env["images"]["bench"] == pods[f"bench-{protocol}"]["status"][
+            "containerStatuses"][0]["imageID"], env
+        assert env["server"] == {"node": NODE_NAME, "images": {
+            c["name"]: c["imageID"] for c in triton[0]["status"]["containerStatuses"]}}, env
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,8 @@ class FakePerfAnalyzer:
         self.stable_at, self.bounds = stable_at, []
 
     def __call__(self, cmd, capture_output, text, timeout):
+        if cmd[1:] == ["--version"]:   # the environment fingerprint asks, as of the real one
+            return subprocess.CompletedProcess(cmd, 0, "Perf Analyzer Version 2.45.0 (commit 3c1eb13)\n", "")
         bound = int(cmd[cmd.index("-s") + 1])
         self.bounds.append(bound)
         if bound < self.stable_at:
@@ -38,6 +40,8 @@ def fake(monkeypatch):
         monkeypatch.setattr(bench.subprocess, "run", pa)
         monkeypatch.setattr(perf, "find_perf_analyzer", lambda: "perf_analyzer")
         monkeypatch.setattr(bench, "served_models", lambda protocol, url: {"mnist_onnx": "READY"})
+        monkeypatch.setattr(bench.environment, "served",
+                            lambda protocol, url, models: {"triton": "2.45.0", "configs": {}})
         return pa
     return install
 

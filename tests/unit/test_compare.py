@@ -260,7 +260,10 @@ def test_main_compares_good_sources_and_warns_about_bad_ones(tmp_path, demo, cap
                          "--out", str(out), "--docs", str(docs)])
     stdout, stderr = capsys.readouterr()
     assert code == 0
-    assert stdout.count("\n") == 2 + 4 + 5  # header, separator, 4 CPU rows, 5 GPU rows
+    table, legend = stdout.split("\n\n")
+    assert table.count("\n") + 1 == 2 + 4 + 5  # header, separator, 4 CPU rows, 5 GPU rows
+    # the environment legend: one line per fingerprint, the two machines apart
+    assert legend.count("\n") == 2 + 2 and "| cpu (train) |" in legend and f"| {H100} |" in legend
     assert f"| {gpu} | mnist_trt | grpc | {H100} |" in stdout
     warnings = [line for line in stderr.splitlines() if "warning" in line]
     assert warnings == [

@@ -305,7 +305,7 @@ def test_plain_progress_lines_when_not_a_tty():
 def without_substrate(status: dict) -> dict:
     """A status minus what only says where it ran: names, times, endpoints, the run's own fields."""
     drop = {"name", "workdir", "wallSeconds", "endpoints"}
-    per_stage = {"run", "durationSeconds", "startTime", "completionTime"}
+    per_stage = {"run", "durationSeconds", "startTime", "completionTime", "environment"}
     out = {k: v for k, v in status.items() if k not in drop}
     out["stages"] = {n: {k: v for k, v in s.items() if k not in per_stage}
                      for n, s in status["stages"].items()}

@@ -103,6 +103,19 @@ def closed_loop_table(status: dict) -> list[str]:
     return lines
 
 
+def environment_lines(status: dict) -> list[str]:
+    """Where each sweep was measured (the environment compare groups by)."""
+    out = []
+    for name, st in status["stages"].items():
+        env = (st.get("result") or {}).get("environment")
+        if name.startswith("bench") and env:
+            configs = ", ".join(f"{m} {h}" for m, h in sorted((env.get("configs") or {}).items()))
+            node = (st.get("environment") or {}).get("node", "-")
+            out.append(f"  {name}: Triton {env.get('triton')}, perf_analyzer "
+                       f"{env.get('perfAnalyzer')}, on {node}; served configs {configs}")
+    return ["", "measured in (environment)"] + out if out else []
+
+
 def summary_lines(status: dict, status_path: Path) -> list[str]:
     out = [f"{status['name']}: {status['phase']}  (work dir {status['workdir']})", "", "stages"]
     for name, st in status["stages"].items():
@@ -126,7 +139,7 @@ def summary_lines(status: dict, status_path: Path) -> list[str]:
     table = perf_table(status)
     if table:
         out += ["", "perf_analyzer (best point per model and protocol; gain = best / "
-                    "lowest-concurrency throughput)"] + table
+                    "lowest-concurrency throughput)"] + table + environment_lines(status)
     ma = analyzer_table(status)
     if ma:
         out += ["", "model-analyzer (best config per model)"] + ma

@@ -12,6 +12,7 @@ message, and the Deployment is available once Triton answers.
 from __future__ import annotations
 
 import json
+import platform
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -172,6 +173,7 @@ class Machine:
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": f"{name}-local", "labels": {"job-name": name},
                          "ownerReferences": [{"kind": "Job", "name": name, "uid": uid}]},
+            "spec": {"nodeName": platform.node()},   # this machine: no image, so no digest
             "status": {"containerStatuses": [{"name": step.stage, "state": {"terminated": {
                 "exitCode": outcome.returncode, "finishedAt": finished,
                 # the stage's own result, as its termination message would carry it
