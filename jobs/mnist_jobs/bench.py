@@ -14,10 +14,15 @@ queue, compute, Little's-law verdict), the best point and the dynamic-batching
 gain (best / lowest concurrency). Rows failing Little's law (tolerance
 --little-tolerance, default 20 %) are flagged ``little: "FAIL(ratio)"``. A
 point where perf_analyzer fails fails the stage (after writing what it has).
+
+--repeats N measures every point N times: a row is the median of the runs
+and, for N >= 2, ``low``/``high``, the 95 % t interval of the mean throughput
+(stats.py says why that interval).
 """
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from ._stage import InputError, StageError, fmt, run_stage, stage_parser
-from . import perf
+from . import perf, stats
 
 PROTOCOLS = ("grpc", "http")
 
@@ -67,10 +72,20 @@ def bls_downstream(protocol: str, url: str, model: str, served: dict[str, str]) 
     return [m for m in ("mnist_trt", "mnist_onnx") if served.get(m) == "READY"][:1]
 
 
-def compact_row(r: perf.Row) -> dict:
-    return {"c": r.concurrency, "inferPerSec": fmt(r.throughput, 1), "p50Us": r.p50_us,
-            "p99Us": r.p99_us, "queueUs": r.server_queue_us, "computeUs": r.server_compute_us,
-            "little": "ok" if r.little_ok else f"FAIL({fmt(r.little_ratio, 2)})"}
+def compact_row(runs: list[perf.Row]) -> dict:
+    """One point of the sweep, measured ``len(runs)`` times: the median of each
+    figure and, with two runs or more, the 95 % interval of the throughput
+    (stats.py says which interval and why)."""
+    s = stats.spread([r.throughput for r in runs])
+    med = lambda attr: int(statistics.median(getattr(r, attr) for r in runs))  # noqa: E731
+    little = [r.little_ratio for r in runs if not r.little_ok]
+    row = {"c": runs[0].concurrency, "inferPerSec": fmt(s.median, 1), "p50Us": med("p50_us"),
+           "p99Us": med("p99_us"), "queueUs": med("server_queue_us"),
+           "computeUs": med("server_compute_us"),
+           "little": f"FAIL({fmt(little[0], 2)})" if little else "ok"}
+    if s.low is not None:
+        row.update(repeats=s.n, low=fmt(s.low, 1), high=fmt(s.high, 1))
+    return row
 
 
 def shrink(result: dict, limit: int = 3200) -> dict:
@@ -92,7 +107,7 @@ def shrink(result: dict, limit: int = 3200) -> dict:
 def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrency: str,
               mode: str, interval_ms: int, count: int, stability: int, out: Path,
               tolerance: float = perf.LITTLE_TOLERANCE, max_trials: int | None = None,
-              point_timeout_s: int = 300) -> dict:
+              point_timeout_s: int = 300, repeats: int = 1) -> dict:
     if protocol not in PROTOCOLS:
         raise InputError("--protocol", f"unknown protocol {protocol!r}; choose grpc or http")
     try:
@@ -109,6 +124,8 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
         raise InputError("--stability-percentage", "must be in 1..100")
     if not models:
         raise InputError("--models", "empty list")
+    if not 1 <= repeats <= stats.MAX_REPEATS:
+        raise InputError("--repeats", f"must be in 1..{stats.MAX_REPEATS} (got {repeats})")
     try:
         pa = perf.find_perf_analyzer()
     except FileNotFoundError as exc:
@@ -127,55 +144,77 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
     widened: list[dict] = []   # points measured again within a wider stability bound
     for model in models:
         composing = bls_downstream(protocol, url, model, served) if model == "mnist_bls" else None
-        rows: list[perf.Row] = []
+        rows: list[perf.Row] = []          # every run of every point
+        points_of: list[dict] = []         # one compact row per point
         header = None
         csv_lines: list[str] = []
         log_path = out / f"{model}-{protocol}.log"
         log_path.write_text("")
+
+        def measure_point(c: int) -> dict | None:
+            """Measure one point ``repeats`` times: its compact row, or None
+            when perf_analyzer failed (recorded in ``failures``)."""
+            nonlocal header
+            runs: list[perf.Row] = []
+            for run in range(1, repeats + 1):
+                tag = f"{model} {protocol} c={c}" + (f" run {run}/{repeats}" if repeats > 1 else "")
+
+                def measure(within: int) -> tuple[int, str, str]:
+                    return _measure_point(lambda csv_path: perf.command(
+                        pa, model, url, protocol, batch, f"{c}:{c}:1", mode, interval_ms, count,
+                        within, csv_path, composing, max_trials), log_path, point_timeout_s)
+                code, output, text = measure(stability)
+                if code != 0 and UNSTABLE in output and stability < 100:
+                    # a busy machine: one more try within a wider bound, said in the result
+                    wider = min(100, 2 * stability)
+                    print(f"bench: {tag}: not stable within {stability} %; "
+                          f"measuring again within {wider} %", file=sys.stderr, flush=True)
+                    code, output, text = measure(wider)
+                    if code == 0 and text.strip():
+                        widened.append({"model": model, "c": c, "stabilityPercentage": wider})
+                if code != 0 or not text.strip():
+                    last = [l for l in output.strip().splitlines() if l.strip()][-1:] or ["no output"]
+                    failures.append(f"{model} c={c}: {last[0][:160]}")
+                    print(f"bench: {tag}: perf_analyzer failed (exit {code}): "
+                          f"{last[0][:160]}", file=sys.stderr, flush=True)
+                    break
+                lines = text.strip().splitlines()
+                header = header or lines[0]
+                csv_lines.extend(lines[1:])
+                for r in perf.parse_csv(text, batch, tolerance):
+                    r.extra["repeat"] = run
+                    runs.append(r)
+                    print(f"bench: {tag}: {r.throughput:.1f} infer/s, "
+                          f"p99 {r.p99_us} us, avg {r.avg_latency_us} us, Little "
+                          f"{'ok' if r.little_ok else 'FAIL'} ({r.little_ratio:.2f})",
+                          file=sys.stderr, flush=True)
+            if len(runs) < repeats:
+                return None
+            point = compact_row(runs)
+            rows.extend(runs)
+            points_of.append(point)
+            if repeats > 1:
+                print(f"bench: {model} {protocol} c={c}: median {point['inferPerSec']} infer/s, "
+                      f"95 % interval of the mean [{point['low']}, {point['high']}] "
+                      f"({repeats} runs)", file=sys.stderr, flush=True)
+            return point
+
         for c in points:
-            def measure(within: int) -> tuple[int, str, str]:
-                return _measure_point(lambda csv_path: perf.command(
-                    pa, model, url, protocol, batch, f"{c}:{c}:1", mode, interval_ms, count,
-                    within, csv_path, composing, max_trials), log_path, point_timeout_s)
-            code, output, text = measure(stability)
-            if code != 0 and UNSTABLE in output and stability < 100:
-                # a busy machine: one more try within a wider bound, said in the result
-                wider = min(100, 2 * stability)
-                print(f"bench: {model} {protocol} c={c}: not stable within {stability} %; "
-                      f"measuring again within {wider} %", file=sys.stderr, flush=True)
-                code, output, text = measure(wider)
-                if code == 0 and text.strip():
-                    widened.append({"model": model, "c": c, "stabilityPercentage": wider})
-            if code != 0 or not text.strip():
-                last = [l for l in output.strip().splitlines() if l.strip()][-1:] or ["no output"]
-                failures.append(f"{model} c={c}: {last[0][:160]}")
-                print(f"bench: {model} {protocol} c={c}: perf_analyzer failed (exit {code}): "
-                      f"{last[0][:160]}", file=sys.stderr, flush=True)
-                continue
-            parsed = perf.parse_csv(text, batch, tolerance)
-            lines = text.strip().splitlines()
-            header = header or lines[0]
-            csv_lines += lines[1:]
-            for r in parsed:
-                rows.append(r)
-                print(f"bench: {model} {protocol} c={r.concurrency}: {r.throughput:.1f} infer/s, "
-                      f"p99 {r.p99_us} us, avg {r.avg_latency_us} us, Little "
-                      f"{'ok' if r.little_ok else 'FAIL'} ({r.little_ratio:.2f})",
-                      file=sys.stderr, flush=True)
+            measure_point(c)
         if header:
             csv_lines.sort(key=lambda l: int(l.split(",")[0]))
             (out / f"{model}-{protocol}.csv").write_text("\n".join([header, *csv_lines]) + "\n")
         rows.sort(key=lambda r: r.concurrency)
         all_rows[model] = [r.as_dict() for r in rows]
-        if rows:
-            best = max(rows, key=lambda r: r.throughput)
+        if points_of:
+            best = max(points_of, key=lambda r: float(r["inferPerSec"]))
+            lowest = float(points_of[0]["inferPerSec"])
             summary[model] = {
-                "rows": [compact_row(r) for r in rows],
-                "best": {"c": best.concurrency, "inferPerSec": fmt(best.throughput, 1),
-                         "p99Us": best.p99_us},
-                "batchingGain": fmt(best.throughput / rows[0].throughput, 2)
-                if rows[0].throughput > 0 else "0",
-                "littleFailures": sum(not r.little_ok for r in rows),
+                "rows": points_of,
+                "best": {k: best[k] for k in ("c", "inferPerSec", "p99Us", "repeats", "low",
+                                              "high") if k in best},
+                "batchingGain": fmt(float(best["inferPerSec"]) / lowest, 2) if lowest > 0 else "0",
+                "littleFailures": sum(r["little"] != "ok" for r in points_of),
             }
             if composing:
                 summary[model]["composing"] = composing
@@ -183,13 +222,14 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
         "url": url, "protocol": protocol, "batchSize": batch, "concurrency": concurrency,
         "measurementMode": mode, "measurementIntervalMs": interval_ms,
         "measurementRequestCount": count, "stabilityPercentage": stability,
-        "littleTolerance": tolerance, "failures": failures, "widened": widened,
+        "littleTolerance": tolerance, "repeats": repeats, "failures": failures,
+        "widened": widened,
         "rows": all_rows}, indent=1))
     if failures:
         raise StageError(f"perf_analyzer failed at {len(failures)} point(s): {failures[0]} "
                          f"(logs in {out})", reason="PerfAnalyzerFailed")
     result = {"protocol": protocol, "batchSize": batch, "concurrency": concurrency,
-              "littleTolerance": fmt(tolerance, 2), "models": summary, "out": str(out)}
+              "repeats": repeats, "littleTolerance": fmt(tolerance, 2), "models": summary, "out": str(out)}
     if widened:
         result["widened"] = widened
     return shrink(result)
@@ -233,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stability-percentage", type=int, default=10)
     p.add_argument("--max-trials", type=int, default=None,
                    help="perf_analyzer --max-trials (its default is 10)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help=f"measure every point this many times (1..{stats.MAX_REPEATS}): median "
+                        "and a 95 %% interval")
     p.add_argument("--little-tolerance", type=float, default=perf.LITTLE_TOLERANCE,
                    help="allowed relative deviation from Little's law (0.2 = 20%%)")
     p.add_argument("--out", type=Path, required=True)
@@ -242,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_bench(a.url, a.protocol, models, a.batch_size, a.concurrency,
                          a.measurement_mode, a.measurement_interval_ms,
                          a.measurement_request_count, a.stability_percentage, a.out,
-                         a.little_tolerance, a.max_trials)
+                         a.little_tolerance, a.max_trials, repeats=a.repeats)
     return run_stage("bench", p, body, argv)
 
 

@@ -189,6 +189,7 @@ class BenchParams(Params):
     measurement_request_count: int
     stability_percentage: int
     out: str
+    repeats: int = 1
 
 
 @dataclass(frozen=True)
@@ -355,7 +356,7 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
             endpoints.url(protocol), protocol, tuple(spec.bench_models()), pa.batch_size,
             f"{conc.start}:{conc.end}:{conc.step}", pa.measurement_mode,
             pa.measurement_interval_ms, pa.measurement_request_count, pa.stability_percentage,
-            str(lay.bench / protocol))
+            str(lay.bench / protocol), repeats=pa.repeats)
         # each step measures one protocol: adding or removing the other
         # protocol must not re-run this one
         bench_inputs[protocol] = {

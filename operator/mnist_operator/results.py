@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from .pipeline import BENCH_TUNED, REPO_TUNED, SERVE_TUNED, analyze_models_of, best_overrides
+from .vocabulary import FALSE, TRUE, UNKNOWN
 
 SUCCEEDED, SKIPPED = "Succeeded", "Skipped"
 
@@ -109,6 +110,9 @@ def perf_part(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
                 "littleFailures": _scalar(entry.get("littleFailures", 0)),
                 "points": _points(result.get("concurrency", ""), len(rows)),
             }
+            if "low" in best:   # repeats >= 2: the 95 % interval of the best point
+                point.update(repeats=_scalar(best["repeats"]), lowAtBest=_scalar(best["low"]),
+                             highAtBest=_scalar(best["high"]))
             lowest = min(rows, key=lambda r: r["c"]) if rows and "rowsNote" not in result else None
             if lowest is not None:
                 point["lowestConcurrency"] = _scalar(lowest["c"])
@@ -134,12 +138,44 @@ def analyzer_part(result: dict | None) -> dict[str, Any]:
     return out
 
 
-def _best_per_point(result: dict | None, protocol: str) -> dict[str, str]:
-    """``model/protocol`` -> best infer/s of one bench result."""
+def _best_per_point(result: dict | None, protocol: str) -> dict[str, dict]:
+    """``model/protocol`` -> the best point of one bench result (inferPerSec and,
+    with repeats, the low and high ends of its 95 % interval)."""
     if not _ok(result):
         return {}
-    return {f"{model}/{protocol}": str(entry.get("best", {}).get("inferPerSec", "0"))
+    return {f"{model}/{protocol}": {k: str(v) for k, v in entry.get("best", {}).items()
+                                    if k in ("inferPerSec", "low", "high")}
             for model, entry in sorted(result.get("models", {}).items())}
+
+
+#: Improved's reasons: the intervals apart upwards, overlapping, apart downwards, none.
+IMPROVED, NO_CHANGE, REGRESSED, NO_INTERVAL = "Improved", "NoChange", "Regressed", "NoInterval"
+
+
+def verdict(before: dict, after: dict) -> str:
+    """Improved only when the 95 % intervals do not overlap (after's lower end
+    above before's upper end); without intervals (repeats 1) no verdict."""
+    if not all(k in point for point in (before, after) for k in ("low", "high")):
+        return NO_INTERVAL
+    if float(after["low"]) > float(before["high"]):
+        return IMPROVED
+    if float(after["high"]) < float(before["low"]):
+        return REGRESSED
+    return NO_CHANGE
+
+
+def overall_verdict(verdicts: dict[str, str]) -> str:
+    """One word for the whole loop: any pair without an interval or any regression
+    says so; Improved only when every pair improved."""
+    words = set(verdicts.values())
+    for word in (NO_INTERVAL, REGRESSED):
+        if word in words:
+            return word
+    return IMPROVED if words == {IMPROVED} else NO_CHANGE
+
+
+def _interval(point: dict) -> str:
+    return f"{point['low']}..{point['high']}"
 
 
 def _ratio(after: float, before: float) -> str:
@@ -171,24 +207,53 @@ def closed_loop_part(results: dict[str, dict], apply_best: bool = False) -> dict
     unfinished = [(n, r) for n, r in ((REPO_TUNED, repo), (SERVE_TUNED, results.get(SERVE_TUNED)),
                                       *((BENCH_TUNED + p, r) for p, r in tuned.items()))
                   if r is not None and not _ok(r)]
-    before: dict[str, str] = {}
-    after: dict[str, str] = {}
+    before: dict[str, dict] = {}
+    after: dict[str, dict] = {}
     for protocol, result in tuned.items():
         after.update(_best_per_point(result, protocol))
         before.update(_best_per_point(results.get(f"bench-{protocol}"), protocol))
     common = sorted(set(before) & set(after))
     if common:
-        out["before"] = {k: before[k] for k in common}
-        out["after"] = {k: after[k] for k in common}
-        out["gains"] = {k: _ratio(float(after[k]), float(before[k])) for k in common}
-        out["gain"] = _ratio(sum(float(after[k]) for k in common),
-                             sum(float(before[k]) for k in common))
+        speed = {k: (float(after[k]["inferPerSec"]), float(before[k]["inferPerSec"]))
+                 for k in common}
+        out["before"] = {k: before[k]["inferPerSec"] for k in common}
+        out["after"] = {k: after[k]["inferPerSec"] for k in common}
+        out["gains"] = {k: _ratio(*speed[k]) for k in common}
+        out["gain"] = _ratio(sum(a for a, _ in speed.values()), sum(b for _, b in speed.values()))
+        out["verdicts"] = {k: verdict(before[k], after[k]) for k in common}
+        out["verdict"] = overall_verdict(out["verdicts"])
+        with_interval = [k for k in common if out["verdicts"][k] != NO_INTERVAL]
+        if with_interval:
+            out["intervals"] = {k: f"{_interval(before[k])} -> {_interval(after[k])}"
+                                for k in with_interval}
     if unfinished:
         name, result = unfinished[0]
         out["state"] = f"{name} {_stage_line(result)}"
     else:
         out["state"] = "Measured" if common else "Applied"
     return out
+
+
+def improved_condition(loop: dict) -> tuple[str, str, str] | None:
+    """(status, reason, message) of the Improved condition, from the closed
+    loop's status part; None when there is no closed loop."""
+    if not loop:
+        return None
+    if loop.get("state") == "NothingToApply":
+        return FALSE, "NothingToApply", loop.get("message", "")
+    if "verdict" not in loop:
+        return UNKNOWN, "Measuring", f"closed loop: {loop.get('state', 'Applied')}"
+    word = loop["verdict"]
+    pairs = "; ".join(f"{k} {loop['before'][k]} -> {loop['after'][k]} infer/s "
+                      f"({loop['verdicts'][k]}"
+                      + (f", 95 % intervals {loop['intervals'][k]})" if k in loop.get(
+                          "intervals", {}) else ")") for k in loop["verdicts"])
+    why = {IMPROVED: "every tuned interval lies above the one before",
+           NO_CHANGE: "the intervals before and after overlap",
+           REGRESSED: "a tuned interval lies below the one before",
+           NO_INTERVAL: "no interval with benchmark.perfAnalyzer.repeats 1; set 2 or more "
+                        "for a verdict"}[word]
+    return (TRUE if word == IMPROVED else FALSE), word, f"{why}: {pairs}"
 
 
 def client_part(result: dict | None) -> dict[str, Any]:
@@ -237,4 +302,4 @@ def summarize(results: dict[str, dict], *, apply_best: bool = False) -> dict:
     return out
 
 
-__all__ = ["summarize"]
+__all__ = ["summarize", "improved_condition", "verdict", "overall_verdict"]

@@ -246,6 +246,9 @@ class PerfAnalyzer:
     measurement_request_count: int = f(50, minimum=1, maximum=1000000,
                                        desc="Requests per window in count_windows mode.")
     stability_percentage: int = f(10, minimum=1, maximum=100, desc="Stability threshold (%).")
+    repeats: int = f(1, minimum=1, maximum=10,
+                     desc="Measure every point this many times: the median and, from 2, a 95 % "
+                          "t interval of the mean (the closed loop's Improved condition needs one).")
 
 
 @dataclass

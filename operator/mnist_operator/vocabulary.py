@@ -33,6 +33,9 @@ FINISHED = (SUCCEEDED, SKIPPED)
 #: Condition status values.
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 READY = "Ready"
+#: The closed loop's verdict (applyBest): True only when the tuned 95 % interval
+#: lies above the one before; reasons Improved, NoChange, Regressed, NoInterval.
+IMPROVED_CONDITION = "Improved"
 
 #: status.phase values beside the per-stage ones of stages.STAGES.
 PENDING_PHASE, READY_PHASE, FAILED_PHASE = "Pending", "Ready", "Failed"

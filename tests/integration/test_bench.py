@@ -63,3 +63,21 @@ def test_bench_bad_input(triton, tmp_path, args, flag):
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"bench: error: {flag}:"), res.stderr
     assert last_json(res.stdout)["reason"] == "InvalidInput"
+
+
+def test_bench_repeats_give_n_measurements_and_an_interval(triton, tmp_path):
+    res = _bench(triton, tmp_path, "--repeats", "3", models="mnist_onnx", concurrency="4")
+    assert res.returncode == 0, res.stderr
+    runs = json.loads((tmp_path / "bench.json").read_text())["rows"]["mnist_onnx"]
+    assert [(r["concurrency"], r["extra"]["repeat"]) for r in runs] == [(4, 1), (4, 2), (4, 3)]
+    progress = [l for l in res.stderr.splitlines() if l.startswith("bench: ")]
+    assert [l.split(":")[1].strip() for l in progress[:3]] == \
+        [f"mnist_onnx grpc c=4 run {i}/3" for i in (1, 2, 3)]
+    assert "95 % interval of the mean" in progress[3]
+    row = last_json(res.stdout)["models"]["mnist_onnx"]["rows"][0]
+    values = sorted(r["throughput"] for r in runs)
+    assert row["repeats"] == 3 and row["inferPerSec"] == f"{values[1]:.1f}"    # the median
+    mean = sum(values) / 3
+    assert float(row["low"]) < mean < float(row["high"])
+    with open(tmp_path / "mnist_onnx-grpc.csv") as f:
+        assert [int(r["Concurrency"]) for r in csv.DictReader(f)] == [4, 4, 4]

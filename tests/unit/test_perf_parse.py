@@ -116,12 +116,12 @@ def test_long_sweep_result_is_shrunk_under_the_termination_limit():
     from mnist_jobs.bench import compact_row, shrink
     rows = perf.parse_csv(real("perf-range-mnist_bls-grpc.csv"))
     flagged = perf.parse_csv(real("perf-range-mnist_bls-grpc.csv"), batch=4)  # fails Little
-    many = [compact_row(r) for r in rows] * 20 + [compact_row(flagged[0])]
+    many = [compact_row([r]) for r in rows] * 20 + [compact_row([flagged[0]])]
     result = {"models": {m: {"rows": list(many), "best": {}} for m in ("a", "b", "c")},
               "out": "/x"}
     small = shrink(result)
     assert len(json.dumps(small)) < 3300
     for entry in small["models"].values():          # the flagged row survives
         assert entry["rows"] and all(r[3] != "ok" for r in entry["rows"])
-    short = {"models": {"a": {"rows": [compact_row(rows[0])]}}, "out": "/x"}
+    short = {"models": {"a": {"rows": [compact_row([rows[0]])]}}, "out": "/x"}
     assert shrink(dict(short)) == short

@@ -37,6 +37,7 @@ def test_steps_in_order_with_their_stage_module():
     ({"serving": {"replicas": 1, "gpus": 2}}, ["serve", "client", "bench-grpc", "bench-http"]),
     ({"benchmark": {"perfAnalyzer": {"concurrency": {"end": 65}}}}, ["bench-grpc", "bench-http"]),
     ({"benchmark": {"perfAnalyzer": {"protocols": ["grpc"]}}}, []),   # bench-http just goes away
+    ({"benchmark": {"perfAnalyzer": {"repeats": 3}}}, ["bench-grpc", "bench-http"]),
     ({"benchmark": {"runId": "again"}}, ["bench-grpc", "bench-http", "analyze"]),
     ({"benchmark": {"modelAnalyzer": {"maxInstances": 3}}}, ["analyze"]),
 ])

@@ -61,7 +61,9 @@ def perf_table(status: dict) -> list[str]:
                     f"  {model:<12} {protocol:<8} {p['bestInferPerSec']:>12} "
                     f"{int(p['p99UsAtBest']) / 1000:>8.2f} {p['concurrencyAtBest']:>7} "
                     f"{str(p.get('inferPerSecAtLowest', '-')):>16} {p['batchingGain']:>6} "
-                    f"{p['littleFailures']:>5}/{p['points']:<6}")
+                    f"{p['littleFailures']:>5}/{p['points']:<6}"
+                    + (f"  95 % {p['lowAtBest']}..{p['highAtBest']} ({p['repeats']} runs)"
+                       if "lowAtBest" in p else ""))
     return lines
 
 
@@ -95,8 +97,11 @@ def closed_loop_table(status: dict) -> list[str]:
         lines.append(f"  {'model/protocol':<20} {'before infer/s':>14} {'after infer/s':>13} "
                      f"{'gain':>6}")
         lines += [f"  {key:<20} {loop['before'][key]:>14} {loop['after'][key]:>13} "
-                  f"{loop['gains'][key]:>6}" for key in loop["before"]]
-        lines.append(f"  overall gain {loop['gain']} ({loop.get('state')})")
+                  f"{loop['gains'][key]:>6}  {loop.get('verdicts', {}).get(key, '')}"
+                  + (f" (95 % {loop['intervals'][key]})" if key in loop.get("intervals", {})
+                     else "") for key in loop["before"]]
+        lines.append(f"  overall gain {loop['gain']} ({loop.get('state')})"
+                     + (f"; verdict {loop['verdict']}" if "verdict" in loop else ""))
     else:
         lines.append(f"  {loop.get('state')}")
     return lines
