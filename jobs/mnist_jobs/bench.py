@@ -18,6 +18,11 @@ point where perf_analyzer fails fails the stage (after writing what it has).
 --repeats N measures every point N times: a row is the median of the runs
 and, for N >= 2, ``low``/``high``, the 95 % t interval of the mean throughput
 (stats.py says why that interval).
+
+--load-mode requestRate --request-rate START:END:STEP [--request-distribution
+poisson] sweeps an open loop instead (perf_analyzer --request-rate-range):
+rows carry ``rate``, ``achieved``, ``inFlight`` and ``keptUp`` in place of
+``c`` and ``little`` (perf.py says what is checked and why).
 """
 from __future__ import annotations
 
@@ -75,45 +80,74 @@ def bls_downstream(protocol: str, url: str, model: str, served: dict[str, str]) 
 def compact_row(runs: list[perf.Row]) -> dict:
     """One point of the sweep, measured ``len(runs)`` times: the median of each
     figure and, with two runs or more, the 95 % interval of the throughput
-    (stats.py says which interval and why)."""
+    (stats.py says which interval and why). A concurrency point carries its
+    Little's-law verdict; a request-rate point its achieved rate, the mean
+    number in flight and whether the client kept up (perf.py says why)."""
     s = stats.spread([r.throughput for r in runs])
-    med = lambda attr: int(statistics.median(getattr(r, attr) for r in runs))  # noqa: E731
-    little = [r.little_ratio for r in runs if not r.little_ok]
-    row = {"c": runs[0].concurrency, "inferPerSec": fmt(s.median, 1), "p50Us": med("p50_us"),
-           "p99Us": med("p99_us"), "queueUs": med("server_queue_us"),
-           "computeUs": med("server_compute_us"),
-           "little": f"FAIL({fmt(little[0], 2)})" if little else "ok"}
+    med = lambda attr: statistics.median(getattr(r, attr) for r in runs)  # noqa: E731
+    first = runs[0]
+    row: dict = {"rate": int(first.request_rate)} if first.request_rate else {"c": first.concurrency}
+    row.update(inferPerSec=fmt(s.median, 1), p50Us=int(med("p50_us")), p99Us=int(med("p99_us")),
+               queueUs=int(med("server_queue_us")), computeUs=int(med("server_compute_us")))
+    if first.request_rate:
+        achieved, delayed = med("achieved_rate"), max(r.delayed_percent for r in runs)
+        late = f", {fmt(delayed, 1)}% late" if delayed else ""
+        row.update(achieved=fmt(achieved, 1), inFlight=fmt(med("in_flight"), 2),
+                   keptUp="ok" if all(r.kept_up for r in runs)
+                   else f"BEHIND({fmt(achieved / first.request_rate, 2)}{late})")
+    else:
+        little = [r.little_ratio for r in runs if not r.little_ok]
+        row["little"] = f"FAIL({fmt(little[0], 2)})" if little else "ok"
     if s.low is not None:
         row.update(repeats=s.n, low=fmt(s.low, 1), high=fmt(s.high, 1))
     return row
+
+
+def verdict_of(row: dict) -> str:
+    """A compact row's check: Little's law (concurrency) or keeping up (request rate)."""
+    return row.get("little", row.get("keptUp", "ok"))
 
 
 def shrink(result: dict, limit: int = 3200) -> dict:
     """A long sweep must still fit the 4 KiB termination message: shrink the
     per-row detail (everything stays in bench.json), never the verdicts."""
     summary, out = result["models"], result["out"]
+    rate = result.get("loadMode") == "requestRate"
+    load, check = ("rate", "keptUp") if rate else ("c", "little")
     if len(json.dumps(result)) > limit:
         for entry in summary.values():
-            entry["rows"] = [[r["c"], r["inferPerSec"], r["p99Us"], r["little"]]
+            entry["rows"] = [[r[load], r["inferPerSec"], r["p99Us"], verdict_of(r)]
                              for r in entry["rows"]]
-        result["rowFormat"] = ["c", "inferPerSec", "p99Us", "little"]
+        result["rowFormat"] = [load, "inferPerSec", "p99Us", check]
     if len(json.dumps(result)) > limit:
         for entry in summary.values():
             entry["rows"] = [r for r in entry["rows"] if r[3] != "ok"][:5]
-        result["rowsNote"] = f"only rows failing Little's law are listed; all rows in {out}/bench.json"
+        failing = "whose client fell behind" if rate else "failing Little's law"
+        result["rowsNote"] = f"only rows {failing} are listed; all rows in {out}/bench.json"
     return result
 
 
 def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrency: str,
               mode: str, interval_ms: int, count: int, stability: int, out: Path,
               tolerance: float = perf.LITTLE_TOLERANCE, max_trials: int | None = None,
-              point_timeout_s: int = 300, repeats: int = 1) -> dict:
+              point_timeout_s: int = 300, repeats: int = 1, load_mode: str = "concurrency",
+              request_rate: str | None = None, distribution: str = "constant") -> dict:
     if protocol not in PROTOCOLS:
         raise InputError("--protocol", f"unknown protocol {protocol!r}; choose grpc or http")
+    if load_mode not in perf.LOAD_MODES:
+        raise InputError("--load-mode", f"unknown mode {load_mode!r}; choose "
+                                        f"{' or '.join(perf.LOAD_MODES)}")
+    if distribution not in perf.DISTRIBUTIONS:
+        raise InputError("--request-distribution", f"unknown distribution {distribution!r}; "
+                                                   f"choose {' or '.join(perf.DISTRIBUTIONS)}")
+    rate_mode = load_mode == "requestRate"
+    flag, text = ("--request-rate", request_rate) if rate_mode else ("--concurrency", concurrency)
+    if not text:
+        raise InputError(flag, f"START:END:STEP is needed with --load-mode {load_mode}")
     try:
-        start, end, step = perf.parse_concurrency(concurrency)
+        start, end, step = perf.parse_concurrency(text)
     except ValueError as exc:
-        raise InputError("--concurrency", str(exc)) from None
+        raise InputError(flag, str(exc)) from None
     if batch < 1:
         raise InputError("--batch-size", "must be >= 1")
     if mode not in ("time_windows", "count_windows"):
@@ -152,17 +186,21 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
         log_path.write_text("")
 
         def measure_point(c: int) -> dict | None:
-            """Measure one point ``repeats`` times: its compact row, or None
-            when perf_analyzer failed (recorded in ``failures``)."""
+            """Measure one point (a concurrency, or a request rate in rate mode)
+            ``repeats`` times: its compact row, or None when perf_analyzer
+            failed (recorded in ``failures``)."""
             nonlocal header
             runs: list[perf.Row] = []
+            at = f"rate={c}/s" if rate_mode else f"c={c}"
             for run in range(1, repeats + 1):
-                tag = f"{model} {protocol} c={c}" + (f" run {run}/{repeats}" if repeats > 1 else "")
+                tag = f"{model} {protocol} {at}" + (f" run {run}/{repeats}" if repeats > 1 else "")
 
                 def measure(within: int) -> tuple[int, str, str]:
                     return _measure_point(lambda csv_path: perf.command(
                         pa, model, url, protocol, batch, f"{c}:{c}:1", mode, interval_ms, count,
-                        within, csv_path, composing, max_trials), log_path, point_timeout_s)
+                        within, csv_path, composing, max_trials,
+                        request_rate=f"{c}:{c}:1" if rate_mode else None,
+                        distribution=distribution), log_path, point_timeout_s)
                 code, output, text = measure(stability)
                 if code != 0 and UNSTABLE in output and stability < 100:
                     # a busy machine: one more try within a wider bound, said in the result
@@ -171,10 +209,11 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
                           f"measuring again within {wider} %", file=sys.stderr, flush=True)
                     code, output, text = measure(wider)
                     if code == 0 and text.strip():
-                        widened.append({"model": model, "c": c, "stabilityPercentage": wider})
+                        widened.append({"model": model, "rate" if rate_mode else "c": c,
+                                        "stabilityPercentage": wider})
                 if code != 0 or not text.strip():
                     last = [l for l in output.strip().splitlines() if l.strip()][-1:] or ["no output"]
-                    failures.append(f"{model} c={c}: {last[0][:160]}")
+                    failures.append(f"{model} {at}: {last[0][:160]}")
                     print(f"bench: {tag}: perf_analyzer failed (exit {code}): "
                           f"{last[0][:160]}", file=sys.stderr, flush=True)
                     break
@@ -183,18 +222,26 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
                 csv_lines.extend(lines[1:])
                 for r in perf.parse_csv(text, batch, tolerance):
                     r.extra["repeat"] = run
+                    if rate_mode:
+                        perf.mark_keep_up(r, output)
+                        check = (f"achieved {r.achieved_rate:.1f}/s of {c}/s, "
+                                 f"{'kept up' if r.kept_up else 'BEHIND'}"
+                                 + (f" ({r.delayed_percent:.2f} % delayed)"
+                                    if r.delayed_percent else "")
+                                 + f", {r.in_flight:.2f} in flight")
+                    else:
+                        check = (f"Little {'ok' if r.little_ok else 'FAIL'} "
+                                 f"({r.little_ratio:.2f})")
                     runs.append(r)
-                    print(f"bench: {tag}: {r.throughput:.1f} infer/s, "
-                          f"p99 {r.p99_us} us, avg {r.avg_latency_us} us, Little "
-                          f"{'ok' if r.little_ok else 'FAIL'} ({r.little_ratio:.2f})",
-                          file=sys.stderr, flush=True)
+                    print(f"bench: {tag}: {r.throughput:.1f} infer/s, p99 {r.p99_us} us, "
+                          f"avg {r.avg_latency_us} us, {check}", file=sys.stderr, flush=True)
             if len(runs) < repeats:
                 return None
             point = compact_row(runs)
             rows.extend(runs)
             points_of.append(point)
             if repeats > 1:
-                print(f"bench: {model} {protocol} c={c}: median {point['inferPerSec']} infer/s, "
+                print(f"bench: {model} {protocol} {at}: median {point['inferPerSec']} infer/s, "
                       f"95 % interval of the mean [{point['low']}, {point['high']}] "
                       f"({repeats} runs)", file=sys.stderr, flush=True)
             return point
@@ -202,34 +249,41 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
         for c in points:
             measure_point(c)
         if header:
-            csv_lines.sort(key=lambda l: int(l.split(",")[0]))
+            csv_lines.sort(key=lambda l: float(l.split(",")[0]))
             (out / f"{model}-{protocol}.csv").write_text("\n".join([header, *csv_lines]) + "\n")
-        rows.sort(key=lambda r: r.concurrency)
+        rows.sort(key=lambda r: r.load)
         all_rows[model] = [r.as_dict() for r in rows]
         if points_of:
             best = max(points_of, key=lambda r: float(r["inferPerSec"]))
             lowest = float(points_of[0]["inferPerSec"])
             summary[model] = {
                 "rows": points_of,
-                "best": {k: best[k] for k in ("c", "inferPerSec", "p99Us", "repeats", "low",
-                                              "high") if k in best},
-                "batchingGain": fmt(float(best["inferPerSec"]) / lowest, 2) if lowest > 0 else "0",
-                "littleFailures": sum(r["little"] != "ok" for r in points_of),
+                "best": {k: best[k] for k in ("c", "rate", "achieved", "inferPerSec", "p99Us",
+                                              "repeats", "low", "high") if k in best},
             }
+            if rate_mode:   # a higher rate asked for is no batching gain
+                summary[model]["behind"] = sum(r["keptUp"] != "ok" for r in points_of)
+            else:
+                summary[model].update(
+                    batchingGain=fmt(float(best["inferPerSec"]) / lowest, 2) if lowest > 0
+                    else "0", littleFailures=sum(r["little"] != "ok" for r in points_of))
             if composing:
                 summary[model]["composing"] = composing
     (out / "bench.json").write_text(json.dumps({
         "url": url, "protocol": protocol, "batchSize": batch, "concurrency": concurrency,
         "measurementMode": mode, "measurementIntervalMs": interval_ms,
         "measurementRequestCount": count, "stabilityPercentage": stability,
-        "littleTolerance": tolerance, "repeats": repeats, "failures": failures,
+        "littleTolerance": tolerance, "repeats": repeats, "loadMode": load_mode,
+        "requestRate": request_rate, "distribution": distribution, "failures": failures,
         "widened": widened,
         "rows": all_rows}, indent=1))
     if failures:
         raise StageError(f"perf_analyzer failed at {len(failures)} point(s): {failures[0]} "
                          f"(logs in {out})", reason="PerfAnalyzerFailed")
     result = {"protocol": protocol, "batchSize": batch, "concurrency": concurrency,
-              "repeats": repeats, "littleTolerance": fmt(tolerance, 2), "models": summary, "out": str(out)}
+              "repeats": repeats, "littleTolerance": fmt(tolerance, 2),
+              **({"loadMode": load_mode, "requestRate": request_rate,
+                  "distribution": distribution} if rate_mode else {}), "models": summary, "out": str(out)}
     if widened:
         result["widened"] = widened
     return shrink(result)
@@ -276,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1,
                    help=f"measure every point this many times (1..{stats.MAX_REPEATS}): median "
                         "and a 95 %% interval")
+    p.add_argument("--load-mode", default="concurrency",
+                   help="concurrency (closed loop) or requestRate (open loop, perf_analyzer "
+                        "--request-rate-range)")
+    p.add_argument("--request-rate", default=None,
+                   help="START:END:STEP requests/s, end inclusive (with --load-mode requestRate)")
+    p.add_argument("--request-distribution", default="constant",
+                   help="constant or poisson: the time between requests in requestRate mode")
     p.add_argument("--little-tolerance", type=float, default=perf.LITTLE_TOLERANCE,
                    help="allowed relative deviation from Little's law (0.2 = 20%%)")
     p.add_argument("--out", type=Path, required=True)
@@ -285,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_bench(a.url, a.protocol, models, a.batch_size, a.concurrency,
                          a.measurement_mode, a.measurement_interval_ms,
                          a.measurement_request_count, a.stability_percentage, a.out,
-                         a.little_tolerance, a.max_trials, repeats=a.repeats)
+                         a.little_tolerance, a.max_trials, repeats=a.repeats,
+                         load_mode=a.load_mode, request_rate=a.request_rate,
+                         distribution=a.request_distribution)
     return run_stage("bench", p, body, argv)
 
 

@@ -47,9 +47,14 @@ class Unusable(Exception):
 
 @dataclass(frozen=True)
 class Point:
-    concurrency: int
+    load: int                  # the concurrency, or the request rate (requests/s)
     infer_per_sec: float
     p99_us: int
+    open_loop: bool = False    # load is a request rate (benchmark.perfAnalyzer.load.mode)
+
+    @property
+    def label(self) -> str:
+        return f"{self.load}/s" if self.open_loop else f"c={self.load}"
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,8 @@ class Row:
     device: str
     best_infer_per_sec: str
     p99_ms_at_best: str
-    concurrency_at_best: int
+    concurrency_at_best: int | str
+    request_rate_at_best: str
     batching_gain: str
     little_failures: str
     analyzer_config: str
@@ -78,6 +84,7 @@ COLUMNS = (
     ("best_infer_per_sec", "best infer/s"),
     ("p99_ms_at_best", "p99 ms at best"),
     ("concurrency_at_best", "concurrency at best"),
+    ("request_rate_at_best", "request rate at best (achieved), req/s"),
     ("batching_gain", "batching gain (best / lowest c)"),
     ("little_failures", "Little's law fails / points"),
     ("analyzer_config", "model-analyzer best config"),
@@ -116,23 +123,27 @@ def sweep_points(entry: dict) -> list[Point]:
     writes (dicts, or lists in ``rowFormat`` order once shrunk)."""
     out = []
     for row in entry.get("rows") or []:
+        open_loop = isinstance(row, dict) and "rate" in row or entry.get("openLoop", False)
         c, ips, p99 = ((row[0], row[1], row[2]) if isinstance(row, list)
-                       else (row.get("c"), row.get("inferPerSec"), row.get("p99Us")))
+                       else (row.get("rate" if open_loop else "c"), row.get("inferPerSec"),
+                             row.get("p99Us")))
         if _number(c) is None or _number(ips) is None or _number(p99) is None:
             continue
-        out.append(Point(int(c), float(ips), int(p99)))
-    return sorted(out, key=lambda p: p.concurrency)
+        out.append(Point(int(_number(c)), float(ips), int(p99), open_loop))
+    return sorted(out, key=lambda p: p.load)
 
 
 def bench_json_points(doc: dict, model: str) -> list[Point]:
     """The full sweep of one model from ``bench/<protocol>/bench.json``."""
     rows = (doc.get("rows") or {}).get(model) or []
-    return sweep_points({"rows": [{"c": r.get("concurrency"), "inferPerSec": r.get("throughput"),
+    open_loop = doc.get("loadMode") == "requestRate"
+    load = ("rate", "request_rate") if open_loop else ("c", "concurrency")
+    return sweep_points({"rows": [{load[0]: r.get(load[1]), "inferPerSec": r.get("throughput"),
                                    "p99Us": r.get("p99_us")} for r in rows]})
 
 
 def _holds_best(points: list[Point], best: Point) -> bool:
-    return any(p.concurrency == best.concurrency
+    return any(p.load == best.load and p.open_loop == best.open_loop
                and abs(p.infer_per_sec - best.infer_per_sec)
                <= SAME_POINT_TOLERANCE * max(best.infer_per_sec, 1.0) for p in points)
 
@@ -145,8 +156,9 @@ def sweeps_of(bench_results: dict[str, dict]) -> dict[tuple[str, str], list[Poin
         if not step.startswith(BENCH_PREFIX) or not result or result.get("rowsNote"):
             continue
         protocol = result.get("protocol") or step.removeprefix(BENCH_PREFIX)
+        open_loop = result.get("loadMode") == "requestRate"
         for model, entry in (result.get("models") or {}).items():
-            points = sweep_points(entry)
+            points = sweep_points(dict(entry, openLoop=open_loop))
             if points:
                 out[(model, protocol)] = points
     return out
@@ -191,9 +203,11 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
     for model, per in sorted(perf.items()):
         ma = analyzer.get(model) if isinstance(analyzer.get(model), dict) else {}
         for protocol, point in sorted(per.items()):
-            best = Point(int(_number(point.get("concurrencyAtBest")) or 0),
+            open_loop = "requestRateAtBest" in point
+            best = Point(int(_number(point.get("requestRateAtBest" if open_loop
+                                               else "concurrencyAtBest")) or 0),
                          _number(point.get("bestInferPerSec")) or 0.0,
-                         int(_number(point.get("p99UsAtBest")) or 0))
+                         int(_number(point.get("p99UsAtBest")) or 0), open_loop)
             sweep = (sweeps or {}).get((model, protocol)) or []
             if not _holds_best(sweep, best):
                 sweep = [best]  # missing, shrunk or from another run: show the summary only
@@ -201,9 +215,12 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
                 source=source, model=model, protocol=protocol, device=device,
                 best_infer_per_sec=str(point.get("bestInferPerSec", "-")),
                 p99_ms_at_best=_ms(point.get("p99UsAtBest")),
-                concurrency_at_best=best.concurrency,
+                concurrency_at_best="-" if open_loop else best.load,
+                request_rate_at_best=f"{best.load} ({point.get('achievedAtBest', '-')})"
+                if open_loop else "-",
                 batching_gain=_gain(point),
-                little_failures=f"{point.get('littleFailures', '-')}/{point.get('points', '-')}",
+                little_failures=("-" if open_loop else
+                                 f"{point.get('littleFailures', '-')}/{point.get('points', '-')}"),
                 analyzer_config=str(ma.get("bestConfig", "-")),
                 analyzer_gain=str(ma.get("bestOverDefault", "-")),
                 measured=measured_at(status, protocol),
@@ -314,8 +331,9 @@ def local_bench_results(run_dir: Path, status: dict) -> dict[str, dict]:
         if result.get("rowsNote"):
             protocol = result.get("protocol") or step.removeprefix(BENCH_PREFIX)
             doc = _read_json(run_dir / "bench" / protocol / "bench.json") or {}
-            models = {m: {**e, "rows": [{"c": p.concurrency, "inferPerSec": p.infer_per_sec,
-                                         "p99Us": p.p99_us} for p in bench_json_points(doc, m)]}
+            models = {m: {**e, "rows": [{"rate" if p.open_loop else "c": p.load,
+                                         "inferPerSec": p.infer_per_sec, "p99Us": p.p99_us}
+                                        for p in bench_json_points(doc, m)]}
                       for m, e in (result.get("models") or {}).items()}
             result = {k: v for k, v in result.items() if k != "rowsNote"} | {"models": models}
         out[step] = result
@@ -382,7 +400,7 @@ def plot(rows: list[Row], path: Path) -> None:
                 label += " (best point only)"
             (line,) = ax.plot(xs, ys, marker="o", linewidth=1.6, label=label)
             for p in row.sweep:
-                ax.annotate(f"c={p.concurrency}", (p.p99_us / 1000, p.infer_per_sec),
+                ax.annotate(p.label, (p.p99_us / 1000, p.infer_per_sec),
                             # alternate below/above so close series keep readable labels
                             textcoords="offset points", xytext=(5, -11 if index % 2 == 0 else 6),
                             fontsize=8,
@@ -396,8 +414,8 @@ def plot(rows: list[Row], path: Path) -> None:
         ax.set_ylim(0, max(p.infer_per_sec for p in panel) * 1.12 or 1)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("perf_analyzer: throughput vs p99 latency over the concurrency sweep "
-                 "(c = concurrent requests)", fontsize=11)
+    fig.suptitle("perf_analyzer: throughput vs p99 latency over the sweep "
+                 "(c = concurrent requests, N/s = requests per second asked for)", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

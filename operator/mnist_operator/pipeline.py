@@ -190,6 +190,9 @@ class BenchParams(Params):
     stability_percentage: int
     out: str
     repeats: int = 1
+    load_mode: str = "concurrency"
+    request_rate: str | None = None        # start:end:step, with load_mode requestRate
+    request_distribution: str | None = None
 
 
 @dataclass(frozen=True)
@@ -348,21 +351,26 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
         ClientParams(endpoints.url("http"), endpoints.url("grpc"), tuple(served),
                      data_source, data_dir),
         {"models": served}, ("serve",))
-    conc = pa.concurrency
+    conc, load = pa.concurrency, pa.load
+    rate = load.request_rate
+    open_loop = {"request_rate": f"{rate.start}:{rate.end}:{rate.step}",
+                 "request_distribution": load.distribution} if load.mode == "requestRate" else {}
     bench: dict[str, BenchParams] = {}
     bench_inputs: dict[str, dict] = {}
+    # what the sweep measures; the open-loop settings and repeats count only when
+    # they are in use, so resources that use neither keep their fingerprints
+    measured = {k: v for k, v in spec.to_dict()["benchmark"]["perfAnalyzer"].items()
+                if k != "protocols" and not (k == "load" and not open_loop)
+                and not (k == "repeats" and v == 1)}
     for protocol in pa.protocols:
         bench[protocol] = BenchParams(
             endpoints.url(protocol), protocol, tuple(spec.bench_models()), pa.batch_size,
             f"{conc.start}:{conc.end}:{conc.step}", pa.measurement_mode,
             pa.measurement_interval_ms, pa.measurement_request_count, pa.stability_percentage,
-            str(lay.bench / protocol), repeats=pa.repeats)
+            str(lay.bench / protocol), repeats=pa.repeats, load_mode=load.mode, **open_loop)
         # each step measures one protocol: adding or removing the other
         # protocol must not re-run this one
-        bench_inputs[protocol] = {
-            "perfAnalyzer": {k: v for k, v in spec.to_dict()["benchmark"]["perfAnalyzer"].items()
-                             if k != "protocols"},
-            "runId": run_id, "protocol": protocol}
+        bench_inputs[protocol] = {"perfAnalyzer": measured, "runId": run_id, "protocol": protocol}
         add(f"bench-{protocol}", "bench", bench[protocol], bench_inputs[protocol], ("serve",))
     add("analyze", "analyze",
         AnalyzeParams(str(lay.model_repo), tuple(spec.analyze_models()), str(lay.analyze),

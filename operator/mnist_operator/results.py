@@ -77,7 +77,8 @@ def _bench_rows(entry: dict) -> list[dict]:
     (dicts, or lists in ``rowFormat`` order once the result was shrunk)."""
     rows = entry.get("rows", [])
     if rows and isinstance(rows[0], list):
-        return [{"c": r[0], "inferPerSec": r[1], "p99Us": r[2], "little": r[3]} for r in rows]
+        keys = entry.get("rowFormat") or ["c", "inferPerSec", "p99Us", "little"]
+        return [dict(zip(keys, r)) for r in rows]
     return rows
 
 
@@ -92,28 +93,39 @@ def _points(concurrency: str, fallback: int) -> int:
 
 
 def perf_part(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
-    """model -> protocol -> best point, its p99, batching gain, Little's-law failures."""
+    """model -> protocol -> best point, its p99, batching gain, Little's-law failures
+    (request-rate mode: the rate asked for and achieved at best, points behind)."""
     out: dict[str, dict[str, dict]] = {}
     for name in sorted(results):
         result = results[name]
         if not name.startswith("bench-") or name.startswith(BENCH_TUNED) or not _ok(result):
             continue
         protocol = result.get("protocol") or name.removeprefix("bench-")
+        rate_mode = result.get("loadMode") == "requestRate"
+        load = "rate" if rate_mode else "c"
+        swept = result.get("requestRate" if rate_mode else "concurrency") or ""
         for model, entry in sorted(result.get("models", {}).items()):
             best = entry.get("best", {})
-            rows = _bench_rows(entry)
+            rows = _bench_rows(dict(entry, rowFormat=result.get("rowFormat")))
             point = {
                 "bestInferPerSec": _scalar(best.get("inferPerSec", "0")),
                 "p99UsAtBest": _scalar(best.get("p99Us", 0)),
-                "concurrencyAtBest": _scalar(best.get("c", 0)),
-                "batchingGain": _scalar(entry.get("batchingGain", "0")),
-                "littleFailures": _scalar(entry.get("littleFailures", 0)),
-                "points": _points(result.get("concurrency", ""), len(rows)),
+                "points": _points(swept, len(rows)),
             }
+            if rate_mode:
+                point.update(requestRateAtBest=_scalar(best.get("rate", 0)),
+                             achievedAtBest=_scalar(best.get("achieved", "0")),
+                             behind=_scalar(entry.get("behind", 0)),
+                             distribution=_scalar(result.get("distribution", "constant")))
+            else:
+                point.update(concurrencyAtBest=_scalar(best.get("c", 0)),
+                             batchingGain=_scalar(entry.get("batchingGain", "0")),
+                             littleFailures=_scalar(entry.get("littleFailures", 0)))
             if "low" in best:   # repeats >= 2: the 95 % interval of the best point
                 point.update(repeats=_scalar(best["repeats"]), lowAtBest=_scalar(best["low"]),
                              highAtBest=_scalar(best["high"]))
-            lowest = min(rows, key=lambda r: r["c"]) if rows and "rowsNote" not in result else None
+            lowest = min(rows, key=lambda r: r[load]) if rows and not rate_mode \
+                and "rowsNote" not in result else None
             if lowest is not None:
                 point["lowestConcurrency"] = _scalar(lowest["c"])
                 point["inferPerSecAtLowest"] = _scalar(lowest["inferPerSec"])

@@ -231,6 +231,28 @@ class Concurrency:
 
 
 @dataclass
+class RequestRate:
+    """perf_analyzer --request-rate-range START:END:STEP in requests/s (end inclusive)."""
+    start: int = f(100, minimum=1, maximum=1000000, desc="First request rate (requests/s).")
+    end: int = f(1000, minimum=1, maximum=1000000, desc="Last request rate (>= start).")
+    step: int = f(300, minimum=1, maximum=1000000, desc="Step (>= 1).")
+
+
+@dataclass
+class Load:
+    """How perf_analyzer loads Triton: a closed loop of fixed concurrency, or an
+    open loop at a request rate."""
+    mode: str = f("concurrency", enum=["concurrency", "requestRate"],
+                  desc="concurrency: sweep perfAnalyzer.concurrency (closed loop); requestRate: "
+                       "sweep requestRate (open loop), each point reporting the rate achieved "
+                       "against the one requested.")
+    request_rate: RequestRate = f(factory=RequestRate, desc="Request-rate sweep (mode requestRate).")
+    distribution: str = f("constant", enum=["constant", "poisson"],
+                          desc="Time between requests in requestRate mode: constant, or "
+                               "poisson (exponential gaps, like independent users).")
+
+
+@dataclass
 class PerfAnalyzer:
     """perf_analyzer Jobs, one per protocol, against the Triton Service."""
     models: list = f(factory=list, itemsEnum=list(MODELS), maxItems=3, listType="set", itemType=str,
@@ -239,6 +261,7 @@ class PerfAnalyzer:
                         maxItems=2, listType="set", itemType=str, desc="grpc and/or http.")
     batch_size: int = f(1, minimum=1, maximum=4096, desc="Client batch size (<= serving.maxBatchSize).")
     concurrency: Concurrency = f(factory=Concurrency, desc="Concurrency sweep.")
+    load: Load = f(factory=Load, desc="Closed loop (concurrency) or open loop (request rate).")
     measurement_mode: str = f("time_windows", enum=["time_windows", "count_windows"],
                               desc="perf_analyzer measurement mode.")
     measurement_interval_ms: int = f(5000, minimum=100, maximum=600000,
@@ -564,6 +587,11 @@ CROSS_FIELD_RULES: list[Rule] = [
          "must be >= concurrency.start (empty range)",
          lambda s: s.benchmark.perf_analyzer.concurrency.end
          >= s.benchmark.perf_analyzer.concurrency.start),
+    Rule("benchmark.perfAnalyzer.load", "requestRate.end",
+         "self.requestRate.end >= self.requestRate.start",
+         "must be >= requestRate.start (empty range)",
+         lambda s: s.benchmark.perf_analyzer.load.request_rate.end
+         >= s.benchmark.perf_analyzer.load.request_rate.start),
     Rule("", "benchmark.perfAnalyzer.models",
          "!has(self.benchmark.perfAnalyzer.models) || "
          "self.benchmark.perfAnalyzer.models.all(m, m in self.serving.models)",
@@ -740,6 +768,8 @@ def _explain(rule: Rule, spec: MnistServingSpec) -> str:
         "each must be <= serving.maxBatchSize": f" ({spec.serving.max_batch_size})",
         "must be >= concurrency.start (empty range)":
             f": {pa.concurrency.start}:{pa.concurrency.end}",
+        "must be >= requestRate.start (empty range)":
+            f": {pa.load.request_rate.start}:{pa.load.request_rate.end}",
     }.get(rule.message, "")
     return rule.message + extra
 

@@ -81,3 +81,31 @@ def test_bench_repeats_give_n_measurements_and_an_interval(triton, tmp_path):
     assert float(row["low"]) < mean < float(row["high"])
     with open(tmp_path / "mnist_onnx-grpc.csv") as f:
         assert [int(r["Concurrency"]) for r in csv.DictReader(f)] == [4, 4, 4]
+
+
+def test_bench_request_rate_poisson_reports_achieved_against_requested(triton, tmp_path):
+    # 20000/s is far beyond this machine (perf_analyzer sends it from 4 threads)
+    res = _bench(triton, tmp_path, "--load-mode", "requestRate", "--request-rate",
+                 "50:20000:19950", "--request-distribution", "poisson", models="mnist_onnx")
+    assert res.returncode == 0, res.stderr
+    result = last_json(res.stdout)
+    assert (result["loadMode"], result["distribution"]) == ("requestRate", "poisson")
+    low, high = result["models"]["mnist_onnx"]["rows"]
+    assert (low["rate"], high["rate"]) == (50, 20000)
+    assert "c" not in low and "little" not in low
+    assert float(high["achieved"]) < 0.9 * 20000 and high["keptUp"].startswith("BEHIND(")
+    assert "% late" in high["keptUp"]           # perf_analyzer's own warning, parsed
+    progress = [l for l in res.stderr.splitlines() if l.startswith("bench: ")]
+    assert any("rate=20000/s" in l and "of 20000/s, BEHIND" in l for l in progress)
+    runs = json.loads((tmp_path / "bench.json").read_text())["rows"]["mnist_onnx"]
+    assert [r["request_rate"] for r in runs] == [50.0, 20000.0]
+    assert all(r["concurrency"] == 0 and r["in_flight"] > 0 for r in runs)
+    assert runs[1]["extra"]["send_rate"] > 0 and runs[1]["delayed_percent"] > 0
+    with open(tmp_path / "mnist_onnx-grpc.csv") as f:
+        assert [float(r["Request Rate"]) for r in csv.DictReader(f)] == [50.0, 20000.0]
+
+
+def test_bench_request_rate_needs_a_range(triton, tmp_path):
+    res = _bench(triton, tmp_path, "--load-mode", "requestRate", models="mnist_onnx")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith("bench: error: --request-rate:")

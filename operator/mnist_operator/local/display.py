@@ -54,14 +54,21 @@ def perf_table(status: dict) -> list[str]:
     lines = []
     if perf:
         lines.append(f"  {'model':<12} {'protocol':<8} {'best infer/s':>12} {'p99 ms':>8} "
-                     f"{'at conc':>7} {'c-lowest infer/s':>16} {'gain':>6} {'Little fails':>12}")
+                     f"{'at load':>16} {'c-lowest infer/s':>16} {'gain':>6} {'checks fail':>12}")
         for model, per in _in_model_order(perf):
             for protocol, p in per.items():
+                if "requestRateAtBest" in p:   # open loop: achieved of requested, points behind
+                    at = f"{p['requestRateAtBest']}/s {p['distribution']}"
+                    lowest, gain = f"achieved {p['achievedAtBest']}", "-"
+                    fails = f"{p['behind']:>5}/{p['points']:<6} behind"
+                else:
+                    at = f"c={p['concurrencyAtBest']}"
+                    lowest, gain = str(p.get("inferPerSecAtLowest", "-")), p["batchingGain"]
+                    fails = f"{p['littleFailures']:>5}/{p['points']:<6} Little"
                 lines.append(
                     f"  {model:<12} {protocol:<8} {p['bestInferPerSec']:>12} "
-                    f"{int(p['p99UsAtBest']) / 1000:>8.2f} {p['concurrencyAtBest']:>7} "
-                    f"{str(p.get('inferPerSecAtLowest', '-')):>16} {p['batchingGain']:>6} "
-                    f"{p['littleFailures']:>5}/{p['points']:<6}"
+                    f"{int(p['p99UsAtBest']) / 1000:>8.2f} {at:>16} {lowest:>16} {gain:>6} "
+                    f"{fails}"
                     + (f"  95 % {p['lowAtBest']}..{p['highAtBest']} ({p['repeats']} runs)"
                        if "lowAtBest" in p else ""))
     return lines
