@@ -23,6 +23,10 @@ and, for N >= 2, ``low``/``high``, the 95 % t interval of the mean throughput
 poisson] sweeps an open loop instead (perf_analyzer --request-rate-range):
 rows carry ``rate``, ``achieved``, ``inFlight`` and ``keptUp`` in place of
 ``c`` and ``little`` (perf.py says what is checked and why).
+
+--slo-p99-ms (and --slo-p95-ms) then bisects between the last point that
+meets the SLO and the first that does not (slo.py), and each model gets
+``slo``: the best point meeting it, the bracket and the loads added.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Callable
 
 from ._stage import InputError, StageError, fmt, run_stage, stage_parser
-from . import perf, stats
+from . import perf, slo as slo_search, stats
 
 PROTOCOLS = ("grpc", "http")
 
@@ -87,7 +91,8 @@ def compact_row(runs: list[perf.Row]) -> dict:
     med = lambda attr: statistics.median(getattr(r, attr) for r in runs)  # noqa: E731
     first = runs[0]
     row: dict = {"rate": int(first.request_rate)} if first.request_rate else {"c": first.concurrency}
-    row.update(inferPerSec=fmt(s.median, 1), p50Us=int(med("p50_us")), p99Us=int(med("p99_us")),
+    row.update(inferPerSec=fmt(s.median, 1), p50Us=int(med("p50_us")), p95Us=int(med("p95_us")),
+               p99Us=int(med("p99_us")),
                queueUs=int(med("server_queue_us")), computeUs=int(med("server_compute_us")))
     if first.request_rate:
         achieved, delayed = med("achieved_rate"), max(r.delayed_percent for r in runs)
@@ -131,7 +136,8 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
               mode: str, interval_ms: int, count: int, stability: int, out: Path,
               tolerance: float = perf.LITTLE_TOLERANCE, max_trials: int | None = None,
               point_timeout_s: int = 300, repeats: int = 1, load_mode: str = "concurrency",
-              request_rate: str | None = None, distribution: str = "constant") -> dict:
+              request_rate: str | None = None, distribution: str = "constant",
+              slo: slo_search.Slo = slo_search.Slo()) -> dict:
     if protocol not in PROTOCOLS:
         raise InputError("--protocol", f"unknown protocol {protocol!r}; choose grpc or http")
     if load_mode not in perf.LOAD_MODES:
@@ -158,6 +164,9 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
         raise InputError("--stability-percentage", "must be in 1..100")
     if not models:
         raise InputError("--models", "empty list")
+    for flag, ms in (("--slo-p99-ms", slo.p99_ms), ("--slo-p95-ms", slo.p95_ms)):
+        if ms < 0:
+            raise InputError(flag, f"must be >= 0 (0 = no limit), got {ms}")
     if not 1 <= repeats <= stats.MAX_REPEATS:
         raise InputError("--repeats", f"must be in 1..{stats.MAX_REPEATS} (got {repeats})")
     try:
@@ -248,6 +257,23 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
 
         for c in points:
             measure_point(c)
+        load_key = "rate" if rate_mode else "c"
+        at_slo = None
+        if slo.active and points_of and len(points_of) == len(points):
+            def bisect(load: int) -> dict | None:
+                print(f"bench: {model} {protocol} SLO {slo.describe()}: measuring "
+                      f"{load_key}={load} between the last passing and first failing point",
+                      file=sys.stderr, flush=True)
+                return measure_point(load)
+            at_slo = slo_search.refine(list(points_of), load_key, bisect, slo)
+            points_of.sort(key=lambda r: r[load_key])
+            best_at = at_slo.get("atSlo")
+            print(f"bench: {model} {protocol} SLO {slo.describe()}: "
+                  + (f"{best_at['inferPerSec']} infer/s at {load_key}={best_at[load_key]}"
+                     if best_at else at_slo["none"])
+                  + (f"; {load_key}={at_slo['firstFailing'][load_key]} fails "
+                     f"(p99 {at_slo['firstFailing']['p99Us'] / 1000:.2f} ms)"
+                     if "firstFailing" in at_slo else ""), file=sys.stderr, flush=True)
         if header:
             csv_lines.sort(key=lambda l: float(l.split(",")[0]))
             (out / f"{model}-{protocol}.csv").write_text("\n".join([header, *csv_lines]) + "\n")
@@ -267,6 +293,8 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
                 summary[model].update(
                     batchingGain=fmt(float(best["inferPerSec"]) / lowest, 2) if lowest > 0
                     else "0", littleFailures=sum(r["little"] != "ok" for r in points_of))
+            if at_slo is not None:
+                summary[model]["slo"] = at_slo
             if composing:
                 summary[model]["composing"] = composing
     (out / "bench.json").write_text(json.dumps({
@@ -274,7 +302,8 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
         "measurementMode": mode, "measurementIntervalMs": interval_ms,
         "measurementRequestCount": count, "stabilityPercentage": stability,
         "littleTolerance": tolerance, "repeats": repeats, "loadMode": load_mode,
-        "requestRate": request_rate, "distribution": distribution, "failures": failures,
+        "requestRate": request_rate, "distribution": distribution,
+        "slo": {"p99Ms": slo.p99_ms, "p95Ms": slo.p95_ms}, "failures": failures,
         "widened": widened,
         "rows": all_rows}, indent=1))
     if failures:
@@ -283,7 +312,8 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
     result = {"protocol": protocol, "batchSize": batch, "concurrency": concurrency,
               "repeats": repeats, "littleTolerance": fmt(tolerance, 2),
               **({"loadMode": load_mode, "requestRate": request_rate,
-                  "distribution": distribution} if rate_mode else {}), "models": summary, "out": str(out)}
+                  "distribution": distribution} if rate_mode else {}),
+              **({"slo": slo.describe()} if slo.active else {}), "models": summary, "out": str(out)}
     if widened:
         result["widened"] = widened
     return shrink(result)
@@ -337,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="START:END:STEP requests/s, end inclusive (with --load-mode requestRate)")
     p.add_argument("--request-distribution", default="constant",
                    help="constant or poisson: the time between requests in requestRate mode")
+    p.add_argument("--slo-p99-ms", type=int, default=0,
+                   help="SLO: p99 latency limit in ms (0 = none); the sweep is then refined "
+                        "around the boundary by bisection")
+    p.add_argument("--slo-p95-ms", type=int, default=0, help="SLO: p95 latency limit in ms")
     p.add_argument("--little-tolerance", type=float, default=perf.LITTLE_TOLERANCE,
                    help="allowed relative deviation from Little's law (0.2 = 20%%)")
     p.add_argument("--out", type=Path, required=True)
@@ -348,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                          a.measurement_request_count, a.stability_percentage, a.out,
                          a.little_tolerance, a.max_trials, repeats=a.repeats,
                          load_mode=a.load_mode, request_rate=a.request_rate,
-                         distribution=a.request_distribution)
+                         distribution=a.request_distribution,
+                         slo=slo_search.Slo(a.slo_p99_ms, a.slo_p95_ms))
     return run_stage("bench", p, body, argv)
 
 

@@ -9,8 +9,10 @@ the local runner writes) or a ``status.json`` file; with no PATH and no
 MnistServings of one namespace (or every one, ``-A``) and reads their ``.status``.
 
 The output is one row per (source, model, protocol): the GPU or device, the
-best perf_analyzer throughput with its p99 and concurrency, the dynamic-
-batching gain, the rows failing Little's law and model-analyzer's best config.
+best perf_analyzer throughput with its p99 and concurrency (or request rate),
+the dynamic-batching gain, the rows failing Little's law, the throughput at
+the SLO where the run had one, and model-analyzer's best config. The plot
+draws the SLO's p99 limit as a dashed line and the throughput at it as a star.
 It is printed as markdown and written to ``DIR/compare.csv``; a plot of
 throughput against p99 latency per model goes to ``DIR/compare.png``.
 
@@ -25,6 +27,7 @@ import argparse
 import csv
 import io
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +75,11 @@ class Row:
     analyzer_config: str
     analyzer_gain: str
     measured: str
+    slo: str = "-"                      # benchmark.slo, as the bench stage states it
+    infer_per_sec_at_slo: str = "-"     # the best meeting it, with its load and failing neighbour
     #: the concurrency sweep behind the best point, or just the best point
     sweep: tuple[Point, ...] = field(default=(), compare=False)
+    at_slo: Point | None = field(default=None, compare=False)
 
 
 COLUMNS = (
@@ -87,6 +93,8 @@ COLUMNS = (
     ("request_rate_at_best", "request rate at best (achieved), req/s"),
     ("batching_gain", "batching gain (best / lowest c)"),
     ("little_failures", "Little's law fails / points"),
+    ("slo", "SLO"),
+    ("infer_per_sec_at_slo", "infer/s at SLO (load; first failing)"),
     ("analyzer_config", "model-analyzer best config"),
     ("analyzer_gain", "best / default"),
     ("measured", "measured (UTC)"),
@@ -177,6 +185,25 @@ def _gain(point: dict) -> str:
     return str(gain) if lowest in (None, 1) else f"{gain} (vs c={lowest})"
 
 
+def slo_cells(point: dict, open_loop: bool) -> tuple[str, str, Point | None]:
+    """(SLO, infer/s at it with its load and the first failing load, the at-SLO point)."""
+    if "slo" not in point:
+        return "-", "-", None
+    label = (lambda load: f"{load}/s") if open_loop else (lambda load: f"c={load}")
+    failing = (f"; {label(point['firstFailingAt'])} fails" if "firstFailingAt" in point else "")
+    if point.get("inferPerSecAtSlo") in (None, "none"):
+        return str(point["slo"]), f"none meets it{failing}", None
+    load = point["requestRateAtSlo" if open_loop else "concurrencyAtSlo"]
+    at = Point(int(load), float(point["inferPerSecAtSlo"]), int(point["p99UsAtSlo"]), open_loop)
+    return str(point["slo"]), f"{point['inferPerSecAtSlo']} ({label(load)}{failing})", at
+
+
+def slo_p99_ms(slo: str) -> float | None:
+    """The p99 limit in an SLO as the bench stage states it ("p99 <= 8 ms, ...")."""
+    found = re.search(r"p99 <= ([0-9]+) ms", slo)
+    return float(found.group(1)) if found else None
+
+
 def measured_at(status: dict, protocol: str) -> str:
     """When the bench step of ``protocol`` finished, so runs of different days
     are not read as one measurement."""
@@ -211,6 +238,7 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
             sweep = (sweeps or {}).get((model, protocol)) or []
             if not _holds_best(sweep, best):
                 sweep = [best]  # missing, shrunk or from another run: show the summary only
+            slo, at_slo_cell, at_slo = slo_cells(point, open_loop)
             rows.append(Row(
                 source=source, model=model, protocol=protocol, device=device,
                 best_infer_per_sec=str(point.get("bestInferPerSec", "-")),
@@ -224,7 +252,8 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
                 analyzer_config=str(ma.get("bestConfig", "-")),
                 analyzer_gain=str(ma.get("bestOverDefault", "-")),
                 measured=measured_at(status, protocol),
-                sweep=tuple(sweep)))
+                slo=slo, infer_per_sec_at_slo=at_slo_cell,
+                sweep=tuple(sweep), at_slo=at_slo))
     return rows
 
 
@@ -382,9 +411,10 @@ def list_cluster(kubeconfig: str | None, context: str | None, namespace: str | N
     return body, ctx_name
 
 
-def plot(rows: list[Row], path: Path) -> None:
+def figure(rows: list[Row]) -> Any:
     """Throughput against p99 latency, one panel per model, one line per
-    source x protocol over its concurrency sweep (labels are concurrencies)."""
+    source x protocol over its sweep (labels are concurrencies or rates), the
+    SLO's p99 limit dashed and the throughput at it starred."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -405,18 +435,34 @@ def plot(rows: list[Row], path: Path) -> None:
                             textcoords="offset points", xytext=(5, -11 if index % 2 == 0 else 6),
                             fontsize=8,
                             color=line.get_color())
+            if row.at_slo is not None:   # the throughput at the SLO, on its line
+                ax.plot([row.at_slo.p99_us / 1000], [row.at_slo.infer_per_sec], marker="*",
+                        markersize=15, color=line.get_color(), markeredgecolor="black",
+                        linestyle="none", label=f"{row.source} · {row.protocol}: at the SLO, "
+                                                f"{row.at_slo.label}")
+        limits = sorted({ms for r in rows if r.model == model
+                         for ms in [slo_p99_ms(r.slo)] if ms is not None})
+        for ms in limits:
+            ax.axvline(ms, color="crimson", linestyle="--", linewidth=1.2,
+                       label=f"SLO p99 <= {ms:g} ms")
         ax.set_title(model)
         ax.set_xlabel("p99 latency (ms)")
         ax.set_ylabel("throughput (infer/s)")
         # from zero, with room for the labels right of and below the last point
         panel = [p for r in rows if r.model == model for p in r.sweep]
-        ax.set_xlim(0, max(p.p99_us for p in panel) / 1000 * 1.18 or 1)
+        ax.set_xlim(0, max([p.p99_us / 1000 for p in panel] + limits) * 1.18 or 1)
         ax.set_ylim(0, max(p.infer_per_sec for p in panel) * 1.12 or 1)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("perf_analyzer: throughput vs p99 latency over the sweep "
-                 "(c = concurrent requests, N/s = requests per second asked for)", fontsize=11)
+    fig.suptitle("perf_analyzer: throughput vs p99 latency (c = concurrency, N/s = request rate)",
+                 fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib.pyplot as plt
+    fig = figure(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

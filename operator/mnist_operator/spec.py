@@ -289,12 +289,30 @@ class ModelAnalyzer:
 
 
 @dataclass
+class Slo:
+    """A latency service-level objective: per model and protocol, the bench stage
+    searches the highest throughput that meets it (the sweep, then bisection
+    between the last load that meets it and the first that does not), and
+    model-analyzer takes it as constraints."""
+    p99_ms: int = f(0, minimum=0, maximum=600000,
+                    desc="p99 latency limit in milliseconds; 0 = no SLO.")
+    p95_ms: int = f(0, minimum=0, maximum=600000,
+                    desc="p95 latency limit in milliseconds; 0 = none.")
+
+    @property
+    def active(self) -> bool:
+        return self.p99_ms > 0 or self.p95_ms > 0
+
+
+@dataclass
 class Benchmark:
     """perf_analyzer and model-analyzer."""
     run_id: str = f("", pattern=RUN_ID_PATTERN + "|^$", maxLength=63, noDefault=True,
                     desc="Change to re-benchmark (and re-analyze) without retraining.")
     perf_analyzer: PerfAnalyzer = f(factory=PerfAnalyzer, desc="perf_analyzer sweep.")
     model_analyzer: ModelAnalyzer = f(factory=ModelAnalyzer, desc="model-analyzer profile.")
+    slo: Slo = f(factory=Slo, desc="Latency SLO: throughput at the SLO in status, compare and the "
+                                   "Throughput column; model-analyzer's constraints.")
 
 
 @dataclass

@@ -109,3 +109,25 @@ def test_bench_request_rate_needs_a_range(triton, tmp_path):
     res = _bench(triton, tmp_path, "--load-mode", "requestRate", models="mnist_onnx")
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("bench: error: --request-rate:")
+
+
+def test_bench_slo_search_meets_the_slo_next_to_a_failing_neighbour(triton, tmp_path):
+    res = _bench(triton, tmp_path, "--slo-p99-ms", "8", models="mnist_onnx",
+                 concurrency="1:33:32")
+    assert res.returncode == 0, res.stderr
+    found = last_json(res.stdout)["models"]["mnist_onnx"]["slo"]
+    assert found["slo"] == "p99 <= 8 ms"
+    runs = {r["concurrency"]: r for r in
+            json.loads((tmp_path / "bench.json").read_text())["rows"]["mnist_onnx"]}
+    # every load the bisection chose was measured for real, between the sweep's two
+    assert set(runs) == {1, 33, *found["refined"]} and all(1 < c < 33 for c in found["refined"])
+    failing = found["firstFailing"]
+    assert failing["p99Us"] > 8000 and runs[failing["c"]]["p99_us"] == failing["p99Us"]
+    if "atSlo" in found:      # the usual case here: c=1 meets 8 ms, c=33 does not
+        best, last = found["atSlo"], found["lastPassing"]
+        assert best["p99Us"] <= 8000 and runs[best["c"]]["p99_us"] == best["p99Us"]
+        assert failing["c"] == last["c"] + 1          # bisected to adjacent concurrencies
+        assert any(f"SLO p99 <= 8 ms: {best['inferPerSec']} infer/s at c={best['c']}" in l
+                   for l in res.stderr.splitlines())
+    else:                     # a machine so busy that even c=1 misses 8 ms
+        assert failing["c"] == 1 and found["none"].startswith("no point meets p99 <= 8 ms")

@@ -42,6 +42,8 @@ def test_steps_in_order_with_their_stage_module():
     ({"benchmark": {"perfAnalyzer": {"load": {"mode": "requestRate"}}}},
      ["bench-grpc", "bench-http"]),
     ({"benchmark": {"perfAnalyzer": {"load": {"distribution": "poisson"}}}}, []),  # unused
+    ({"benchmark": {"slo": {"p99Ms": 10}}}, ["bench-grpc", "bench-http", "analyze"]),
+    ({"benchmark": {"slo": {"p99Ms": 0}}}, []),
     ({"benchmark": {"runId": "again"}}, ["bench-grpc", "bench-http", "analyze"]),
     ({"benchmark": {"modelAnalyzer": {"maxInstances": 3}}}, ["analyze"]),
 ])
@@ -101,3 +103,16 @@ def test_request_rate_mode_reaches_the_bench_command_line():
         assert args[args.index(flag) + 1] == value
     closed = next(s for s in pipeline.plan(parse_spec({}), LAY) if s.name == "bench-grpc").args
     assert "--request-rate" not in closed and "--request-distribution" not in closed
+
+
+def test_the_slo_reaches_bench_and_analyze_and_a_change_keeps_training():
+    spec = {"benchmark": {"slo": {"p99Ms": 10, "p95Ms": 4}}}
+    steps = {s.name: s for s in pipeline.plan(parse_spec(spec), LAY)}
+    for name in ("bench-grpc", "analyze"):
+        args = steps[name].args
+        assert args[args.index("--slo-p99-ms") + 1] == "10"
+        assert args[args.index("--slo-p95-ms") + 1] == "4"
+    assert "--slo-p99-ms" not in next(s for s in pipeline.plan(parse_spec({}), LAY)
+                                      if s.name == "analyze").args
+    assert rerun(spec, {"benchmark": {"slo": {"p99Ms": 20, "p95Ms": 4}}}) == \
+        ["bench-grpc", "bench-http", "analyze"]

@@ -71,7 +71,27 @@ def perf_table(status: dict) -> list[str]:
                     f"{fails}"
                     + (f"  95 % {p['lowAtBest']}..{p['highAtBest']} ({p['repeats']} runs)"
                        if "lowAtBest" in p else ""))
+                if "slo" in p:
+                    lines.append(f"  {'':<12} {'':<8} {slo_line(p)}")
     return lines
+
+
+def slo_line(p: dict) -> str:
+    """The SLO search of one model and protocol, for humans."""
+    open_loop = "requestRateAtBest" in p
+    load = (lambda v: f"{v}/s") if open_loop else (lambda v: f"c={v}")
+    if p["inferPerSecAtSlo"] == "none":
+        text = f"SLO {p['slo']}: {p.get('sloNote', 'no point meets it')}"
+    else:
+        at = p["requestRateAtSlo" if open_loop else "concurrencyAtSlo"]
+        text = (f"SLO {p['slo']}: {p['inferPerSecAtSlo']} infer/s at {load(at)} "
+                f"(p99 {int(p['p99UsAtSlo']) / 1000:.2f} ms)")
+    if "firstFailingAt" in p:
+        text += (f"; {load(p['firstFailingAt'])} fails "
+                 f"(p99 {int(p['p99UsFirstFailing']) / 1000:.2f} ms)")
+    if p.get("refinedPoints"):
+        text += f"; {p['refinedPoints']} points added by bisection"
+    return text
 
 
 def analyzer_table(status: dict) -> list[str]:
