@@ -110,7 +110,9 @@ def perf_part(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
             point = {
                 "bestInferPerSec": _scalar(best.get("inferPerSec", "0")),
                 "p99UsAtBest": _scalar(best.get("p99Us", 0)),
-                "points": _points(swept, len(rows)),
+                # the sweep's points and those the SLO search added
+                "points": _points(swept, len(rows)) + len((entry.get("slo") or {})
+                                                          .get("refined", [])),
             }
             if rate_mode:
                 point.update(requestRateAtBest=_scalar(best.get("rate", 0)),

@@ -36,6 +36,7 @@ def test_status_and_printer_column_use_the_throughput_at_the_slo():
     assert point["concurrencyAtSlo"] == FOUND["atSlo"]["c"]
     assert point["firstFailingAt"] == FOUND["firstFailing"]["c"]
     assert point["refinedPoints"] == len(FOUND["refined"])
+    assert point["points"] == len(RESULT["models"]["mnist_onnx"]["rows"])   # sweep + bisection
     assert bench["throughputAtSlo"] == FOUND["atSlo"]["inferPerSec"]
     assert bench["throughput"] == f"{FOUND['atSlo']['inferPerSec']}@p99<=8ms"
     assert bench["bestThroughput"] == RESULT["models"]["mnist_onnx"]["best"]["inferPerSec"]
