@@ -89,3 +89,24 @@ def test_compare_table_csv_and_plot_carry_the_slo(tmp_path):
     assert (tmp_path / "compare.png").stat().st_size > 10_000
     assert compare.slo_p99_ms("p99 <= 8 ms, p95 <= 5 ms") == 8.0
     assert compare.slo_p99_ms("p95 <= 5 ms") is None
+
+
+def test_a_long_sweep_with_repeats_and_an_slo_still_fits_the_termination_message():
+    from mnist_jobs.bench import shrink
+    row = {"c": 12345, "inferPerSec": "12345.6", "p50Us": 123456, "p95Us": 123456,
+           "p99Us": 123456, "queueUs": 12345, "computeUs": 12345, "little": "FAIL(1.23)",
+           "repeats": 10, "low": "12345.6", "high": "12345.6"}
+    brief = {"c": 12345, "inferPerSec": "12345.6", "p99Us": 123456, "p95Us": 123456}
+    found = {"slo": "p99 <= 100000 ms, p95 <= 100000 ms", "refined": [12345] * 6,
+             "lastPassing": brief, "firstFailing": brief, "atSlo": brief}
+    result = {"protocol": "grpc", "batchSize": 1, "concurrency": "1:100000:1", "repeats": 10,
+              "littleTolerance": "0.20", "slo": found["slo"], "out": "/work/bench_tuned/grpc",
+              "stage": "bench", "state": "Succeeded", "durationSeconds": 12345,
+              "models": {m: {"rows": [dict(row) for _ in range(70)], "slo": found,
+                             "best": {k: row[k] for k in ("c", "inferPerSec", "p99Us", "repeats",
+                                                          "low", "high")},
+                             "batchingGain": "12.34", "littleFailures": 70}
+                         for m in ("mnist_onnx", "mnist_trt", "mnist_bls")}}
+    small = shrink(result)
+    assert len(json.dumps(small).encode()) < 4096
+    assert all(e["slo"] == found and e["best"]["low"] for e in small["models"].values())
