@@ -155,3 +155,15 @@ def test_the_spec_reaches_the_bench_command_line():
     args = next(s for s in steps if s.name == "bench-grpc").args
     assert args[args.index("--repeats") + 1] == "3"
     assert bench.main(["--url", "h:1", "--repeats", "0", "--out", "/nonexistent"]) == 2
+
+
+def test_turning_apply_best_off_drops_the_verdict_and_nothing_to_apply_says_false():
+    w = closed_loop_world(bench_result("grpc", "5000.0", "4900.0", "5100.0"),
+                          bench_result("grpc", "6000.0", "5800.0", "6200.0"))
+    assert w.cond("Improved")["status"] == "True"
+    w.edit_spec(benchmark__modelAnalyzer__applyBest=False)
+    w.step(1)
+    assert all(c["type"] != "Improved" for c in w.status["conditions"])
+    assert results.improved_condition({"state": "NothingToApply", "message": "served is best"}) \
+        == ("False", "NothingToApply", "served is best")
+    assert results.improved_condition({}) is None

@@ -7,6 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from mnist_jobs import bench
+from mnist_jobs._stage import InputError
+from mnist_jobs.slo import Slo
 from mnist_operator import compare, results
 from mnist_operator.local import display
 
@@ -42,3 +47,19 @@ def test_compare_shows_the_rate_and_a_sweep_labelled_by_rate():
     assert row.request_rate_at_best == f"20000 ({best['achieved']})"
     assert row.concurrency_at_best == "-" and row.little_failures == "-"
     assert [p.label for p in row.sweep] == ["100/s", "20000/s"]
+
+
+@pytest.mark.parametrize("kwargs, flag", [
+    ({"load_mode": "open"}, "--load-mode"),
+    ({"load_mode": "requestRate", "distribution": "bursty", "request_rate": "1:2:1"},
+     "--request-distribution"),
+    ({"load_mode": "requestRate"}, "--request-rate"),
+    ({"load_mode": "requestRate", "request_rate": "900:100:1"}, "--request-rate"),
+    ({"slo": Slo(p99_ms=-1)}, "--slo-p99-ms"),
+    ({"slo": Slo(p95_ms=-5)}, "--slo-p95-ms"),
+])
+def test_bad_load_and_slo_input_is_refused_naming_the_flag(tmp_path, kwargs, flag):
+    with pytest.raises(InputError) as err:
+        bench.run_bench("h:1", "grpc", ["mnist_onnx"], 1, "1", "time_windows", 500, 50, 10,
+                        tmp_path, **kwargs)
+    assert err.value.field == flag and "\n" not in str(err.value)
