@@ -58,7 +58,8 @@ def test_none_meeting_it_says_so_everywhere():
     assert bench["throughput"] == "none@p99<=1ms"
     assert bench["perfAnalyzer"]["mnist_onnx"]["grpc"]["inferPerSecAtSlo"] == "none"
     text = "\n".join(display.perf_table(summary(none)))
-    assert "SLO p99 <= 1 ms: no point meets p99 <= 1 ms: the lowest, c=1, has p99 4.01 ms" in text
+    assert "SLO p99 <= 1 ms: no point meets p99 <= 1 ms: the lowest, c=1, has p99 4.01 ms\n" \
+        in text + "\n"
     row = compare.rows_of("s", {"phase": "Ready", **summary(none)})[0]
     assert row.infer_per_sec_at_slo == "none meets it; c=1 fails" and row.at_slo is None
 

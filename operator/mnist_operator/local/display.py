@@ -86,7 +86,7 @@ def slo_line(p: dict) -> str:
         at = p["requestRateAtSlo" if open_loop else "concurrencyAtSlo"]
         text = (f"SLO {p['slo']}: {p['inferPerSecAtSlo']} infer/s at {load(at)} "
                 f"(p99 {int(p['p99UsAtSlo']) / 1000:.2f} ms)")
-    if "firstFailingAt" in p:
+    if "firstFailingAt" in p and p["inferPerSecAtSlo"] != "none":   # the note names it
         text += (f"; {load(p['firstFailingAt'])} fails "
                  f"(p99 {int(p['p99UsFirstFailing']) / 1000:.2f} ms)")
     if p.get("refinedPoints"):
