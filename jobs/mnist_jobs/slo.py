@@ -49,7 +49,9 @@ def close_enough(low: int, high: int, load_key: str) -> bool:
 
 
 def _brief(row: dict, load_key: str) -> dict:
-    return {k: row[k] for k in (load_key, "inferPerSec", "p99Us", "p95Us") if k in row}
+    """A row's load, throughput (with its 95 % interval under repeats) and latencies."""
+    return {k: row[k] for k in (load_key, "inferPerSec", "p99Us", "p95Us", "repeats", "low", "high")
+            if k in row}
 
 
 def refine(sweep: list[dict], load_key: str, measure: Callable[[int], dict | None], slo: Slo,

@@ -175,13 +175,24 @@ def analyzer_part(result: dict | None) -> dict[str, Any]:
     return out
 
 
-def _best_per_point(result: dict | None, protocol: str) -> dict[str, dict]:
-    """``model/protocol`` -> the best point of one bench result (inferPerSec and,
+def _compared_point(result: dict, entry: dict, at_slo: bool) -> dict:
+    """The point the closed loop compares: the best one, or with an SLO the best one
+    meeting it; none meeting it is throughput 0 (an exact 0..0 with repeats)."""
+    if not at_slo:
+        point = entry.get("best", {})
+    else:
+        point = (entry.get("slo") or {}).get("atSlo") or (
+            {"inferPerSec": "0", "low": "0", "high": "0"} if result.get("repeats", 1) > 1
+            else {"inferPerSec": "0"})
+    return {k: str(v) for k, v in point.items() if k in ("inferPerSec", "low", "high")}
+
+
+def _best_per_point(result: dict | None, protocol: str, at_slo: bool = False) -> dict[str, dict]:
+    """``model/protocol`` -> the compared point of one bench result (inferPerSec and,
     with repeats, the low and high ends of its 95 % interval)."""
     if not _ok(result):
         return {}
-    return {f"{model}/{protocol}": {k: str(v) for k, v in entry.get("best", {}).items()
-                                    if k in ("inferPerSec", "low", "high")}
+    return {f"{model}/{protocol}": _compared_point(result, entry, at_slo)
             for model, entry in sorted(result.get("models", {}).items())}
 
 
@@ -222,7 +233,9 @@ def _ratio(after: float, before: float) -> str:
 def closed_loop_part(results: dict[str, dict], apply_best: bool = False) -> dict[str, Any]:
     """applyBest: the config applied per model, best infer/s before (bench-*)
     and after (bench-tuned-*) per model/protocol, and the gain (sum of the
-    after points over the sum of the same before points)."""
+    after points over the sum of the same before points). With benchmark.slo
+    the compared points are the throughputs at the SLO (``basis`` says which):
+    a config faster at saturation can be slower within a latency limit."""
     tuned = {n.removeprefix(BENCH_TUNED): r for n, r in sorted(results.items())
              if n.startswith(BENCH_TUNED)}
     repo = results.get(REPO_TUNED)
@@ -246,11 +259,16 @@ def closed_loop_part(results: dict[str, dict], apply_best: bool = False) -> dict
                   if r is not None and not _ok(r)]
     before: dict[str, dict] = {}
     after: dict[str, dict] = {}
+    # with an SLO both sweeps searched, the operating point that matters is the SLO's
+    slos = {r.get("slo") for p, t in tuned.items() for r in (t, results.get(f"bench-{p}") or {})}
+    at_slo = len(slos) == 1 and None not in slos
     for protocol, result in tuned.items():
-        after.update(_best_per_point(result, protocol))
-        before.update(_best_per_point(results.get(f"bench-{protocol}"), protocol))
+        after.update(_best_per_point(result, protocol, at_slo))
+        before.update(_best_per_point(results.get(f"bench-{protocol}"), protocol, at_slo))
     common = sorted(set(before) & set(after))
     if common:
+        out["basis"] = f"throughput at the SLO {next(iter(slos))}" if at_slo \
+            else "best throughput"
         speed = {k: (float(after[k]["inferPerSec"]), float(before[k]["inferPerSec"]))
                  for k in common}
         out["before"] = {k: before[k]["inferPerSec"] for k in common}
@@ -290,7 +308,8 @@ def improved_condition(loop: dict) -> tuple[str, str, str] | None:
            REGRESSED: "a tuned interval lies below the one before",
            NO_INTERVAL: "no interval with benchmark.perfAnalyzer.repeats 1; set 2 or more "
                         "for a verdict"}[word]
-    return (TRUE if word == IMPROVED else FALSE), word, f"{why}: {pairs}"
+    return (TRUE if word == IMPROVED else FALSE), word, \
+        f"{loop.get('basis', 'best throughput')}: {why}: {pairs}"
 
 
 def client_part(result: dict | None) -> dict[str, Any]:

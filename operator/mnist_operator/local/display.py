@@ -121,6 +121,7 @@ def closed_loop_table(status: dict) -> list[str]:
     lines = [f"  {model:<12} {', '.join(f'{k} {v}' for k, v in cfg.items())}"
              for model, cfg in loop.get("applied", {}).items()]
     if loop.get("before"):
+        lines.append(f"  compared: {loop.get('basis', 'best throughput')}")
         lines.append(f"  {'model/protocol':<20} {'before infer/s':>14} {'after infer/s':>13} "
                      f"{'gain':>6}")
         lines += [f"  {key:<20} {loop['before'][key]:>14} {loop['after'][key]:>13} "
