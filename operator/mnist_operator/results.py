@@ -175,15 +175,12 @@ def analyzer_part(result: dict | None) -> dict[str, Any]:
     return out
 
 
-def _compared_point(result: dict, entry: dict, at_slo: bool) -> dict:
+def _compared_point(entry: dict, at_slo: bool) -> dict:
     """The point the closed loop compares: the best one, or with an SLO the best one
-    meeting it; none meeting it is throughput 0 (an exact 0..0 with repeats)."""
-    if not at_slo:
-        point = entry.get("best", {})
-    else:
-        point = (entry.get("slo") or {}).get("atSlo") or (
-            {"inferPerSec": "0", "low": "0", "high": "0"} if result.get("repeats", 1) > 1
-            else {"inferPerSec": "0"})
+    meeting it. None meeting it is throughput 0 WITHOUT an interval: whether a point
+    meets the SLO is decided on its median p99, which has none, so no verdict."""
+    point = ((entry.get("slo") or {}).get("atSlo") or {"inferPerSec": "0"}) if at_slo \
+        else entry.get("best", {})
     return {k: str(v) for k, v in point.items() if k in ("inferPerSec", "low", "high")}
 
 
@@ -192,7 +189,7 @@ def _best_per_point(result: dict | None, protocol: str, at_slo: bool = False) ->
     with repeats, the low and high ends of its 95 % interval)."""
     if not _ok(result):
         return {}
-    return {f"{model}/{protocol}": _compared_point(result, entry, at_slo)
+    return {f"{model}/{protocol}": _compared_point(entry, at_slo)
             for model, entry in sorted(result.get("models", {}).items())}
 
 
@@ -306,8 +303,9 @@ def improved_condition(loop: dict) -> tuple[str, str, str] | None:
     why = {IMPROVED: "every tuned interval lies above the one before",
            NO_CHANGE: "the intervals before and after overlap",
            REGRESSED: "a tuned interval lies below the one before",
-           NO_INTERVAL: "no interval with benchmark.perfAnalyzer.repeats 1; set 2 or more "
-                        "for a verdict"}[word]
+           NO_INTERVAL: "no verdict without a 95 % interval on both sides (set "
+                        "benchmark.perfAnalyzer.repeats 2 or more with repeats 1; none "
+                        "without a load meeting the SLO)"}[word]
     return (TRUE if word == IMPROVED else FALSE), word, \
         f"{loop.get('basis', 'best throughput')}: {why}: {pairs}"
 

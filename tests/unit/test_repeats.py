@@ -196,9 +196,12 @@ def test_with_an_slo_the_verdict_is_on_the_throughput_at_the_slo():
     assert loop["before"] == {"mnist_onnx/grpc": "1938.6"} and loop["gain"] == "0.59"
 
 
-def test_none_meeting_the_slo_before_and_one_after_is_an_improvement():
-    before = with_slo(bench_result("grpc", "281.1", "250.0", "300.0"), None)
-    after = with_slo(bench_result("grpc", "364.0", "340.0", "380.0"), "364.0", "340.0", "380.0")
-    cond = closed_loop_world(before, after).cond("Improved")
-    assert (cond["status"], cond["reason"]) == ("True", "Improved")
-    assert "0 -> 364.0 infer/s (Improved, 95 % intervals 0..0 -> 340.0..380.0)" in cond["message"]
+def test_none_meeting_the_slo_on_one_side_gives_no_verdict():
+    # measured here: the tuned mnist_bls met p99 <= 10 ms nowhere on a busy machine
+    before = with_slo(bench_result("grpc", "2572.8", "1718.9", "3111.0"), "667.1", "571.0", "792.4")
+    after = with_slo(bench_result("grpc", "1563.5", "348.1", "2700.0"), None)
+    w = closed_loop_world(before, after)
+    cond = w.cond("Improved")
+    assert (cond["status"], cond["reason"]) == ("False", "NoInterval")
+    assert "mnist_onnx/grpc 667.1 -> 0 infer/s (NoInterval)" in cond["message"]
+    assert w.status["benchmark"]["closedLoop"]["gain"] == "0.00"
