@@ -82,7 +82,8 @@ def build_config(model_repo: Path, models: list[str], out: Path, *, max_concurre
                  concurrency: list[int] | None, instance_kind: str, interval_ms: int,
                  launch_mode: str, http_endpoint: str | None, grpc_endpoint: str | None,
                  bls_composing: list[str], protocol: str = "grpc",
-                 stability: int = 30, metrics_url: str | None = None) -> dict:
+                 stability: int = 30, metrics_url: str | None = None,
+                 slo_p99_ms: int = 0, slo_p95_ms: int = 0) -> dict:
     cfg: dict = {
         "model_repository": str(model_repo.resolve()),
         "checkpoint_directory": str((out / "checkpoints").resolve()),
@@ -121,6 +122,13 @@ def build_config(model_repo: Path, models: list[str], out: Path, *, max_concurre
         cfg["triton_metrics_url"] = metrics_url or f"http://{host}:8002/metrics"
     if bls_composing:
         cfg["bls_composing_models"] = ",".join(bls_composing)
+    # benchmark.slo: the best config is the highest throughput within it (model-analyzer
+    # 1.58's constraint keys, integer milliseconds; a config breaking them is not picked)
+    constraints = {key: {"max": ms} for key, ms in (("perf_latency_p99", slo_p99_ms),
+                                                     ("perf_latency_p95", slo_p95_ms)) if ms}
+    if constraints:
+        cfg["objectives"] = {"perf_throughput": 10}
+        cfg["constraints"] = constraints
     if search == "brute":
         cfg.update({"run_config_search_mode": "brute",
                     "run_config_search_max_concurrency": max_concurrency,
@@ -260,6 +268,9 @@ def run_analyze(a) -> dict:
                     ("--max-instances", a.max_instances)):
         if v < 1:
             raise InputError(flag, "must be >= 1")
+    for flag, v in (("--slo-p99-ms", a.slo_p99_ms), ("--slo-p95-ms", a.slo_p95_ms)):
+        if v < 0:
+            raise InputError(flag, f"must be >= 0 (0 = no limit), got {v}")
     if a.triton_launch_mode == "remote" and not (a.triton_http_endpoint and a.triton_grpc_endpoint):
         raise InputError("--triton-http-endpoint", "remote launch mode needs "
                          "--triton-http-endpoint and --triton-grpc-endpoint")
@@ -281,7 +292,8 @@ def run_analyze(a) -> dict:
                            http_endpoint=a.triton_http_endpoint,
                            grpc_endpoint=a.triton_grpc_endpoint, bls_composing=composing,
                            stability=a.stability_percentage,
-                           metrics_url=a.triton_metrics_url)
+                           metrics_url=a.triton_metrics_url, slo_p99_ms=a.slo_p99_ms,
+                           slo_p95_ms=a.slo_p95_ms)
     except FileNotFoundError as exc:
         raise StageError(str(exc), reason="PerfAnalyzerNotFound") from None
     (out / "perf_analyzer_error.log").unlink(missing_ok=True)   # only this run's errors count
@@ -371,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--measurement-interval-ms", type=int, default=1000)
     p.add_argument("--stability-percentage", type=int, default=30,
                    help="perf_analyzer -s for every measurement (its default is 10)")
+    p.add_argument("--slo-p99-ms", type=int, default=0,
+                   help="model-analyzer constraint perf_latency_p99 max (ms; 0 = none)")
+    p.add_argument("--slo-p95-ms", type=int, default=0,
+                   help="model-analyzer constraint perf_latency_p95 max (ms; 0 = none)")
     p.add_argument("--timeout-s", type=int, default=1800)
     p.add_argument("--triton-launch-mode", choices=("local", "remote"), default="local")
     p.add_argument("--triton-http-endpoint", help="remote mode: HOST:PORT")

@@ -14,10 +14,24 @@ queue, compute, Little's-law verdict), the best point and the dynamic-batching
 gain (best / lowest concurrency). Rows failing Little's law (tolerance
 --little-tolerance, default 20 %) are flagged ``little: "FAIL(ratio)"``. A
 point where perf_analyzer fails fails the stage (after writing what it has).
+
+--repeats N measures every point N times: a row is the median of the runs
+and, for N >= 2, ``low``/``high``, the 95 % t interval of the mean throughput
+(stats.py says why that interval).
+
+--load-mode requestRate --request-rate START:END:STEP [--request-distribution
+poisson] sweeps an open loop instead (perf_analyzer --request-rate-range):
+rows carry ``rate``, ``achieved``, ``inFlight`` and ``keptUp`` in place of
+``c`` and ``little`` (perf.py says what is checked and why).
+
+--slo-p99-ms (and --slo-p95-ms) then bisects between the last point that
+meets the SLO and the first that does not (slo.py), and each model gets
+``slo``: the best point meeting it, the bracket and the loads added.
 """
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +39,7 @@ from pathlib import Path
 from typing import Callable
 
 from ._stage import InputError, StageError, fmt, run_stage, stage_parser
-from . import environment, perf
+from . import environment, perf, slo as slo_search, stats
 
 PROTOCOLS = ("grpc", "http")
 
@@ -67,38 +81,79 @@ def bls_downstream(protocol: str, url: str, model: str, served: dict[str, str]) 
     return [m for m in ("mnist_trt", "mnist_onnx") if served.get(m) == "READY"][:1]
 
 
-def compact_row(r: perf.Row) -> dict:
-    return {"c": r.concurrency, "inferPerSec": fmt(r.throughput, 1), "p50Us": r.p50_us,
-            "p99Us": r.p99_us, "queueUs": r.server_queue_us, "computeUs": r.server_compute_us,
-            "little": "ok" if r.little_ok else f"FAIL({fmt(r.little_ratio, 2)})"}
+def compact_row(runs: list[perf.Row]) -> dict:
+    """One point of the sweep, measured ``len(runs)`` times: the median of each
+    figure and, with two runs or more, the 95 % interval of the throughput
+    (stats.py says which interval and why). A concurrency point carries its
+    Little's-law verdict; a request-rate point its achieved rate, the mean
+    number in flight and whether the client kept up (perf.py says why)."""
+    s = stats.spread([r.throughput for r in runs])
+    med = lambda attr: statistics.median(getattr(r, attr) for r in runs)  # noqa: E731
+    first = runs[0]
+    row: dict = {"rate": int(first.request_rate)} if first.request_rate else {"c": first.concurrency}
+    row.update(inferPerSec=fmt(s.median, 1), p50Us=int(med("p50_us")), p95Us=int(med("p95_us")),
+               p99Us=int(med("p99_us")),
+               queueUs=int(med("server_queue_us")), computeUs=int(med("server_compute_us")))
+    if first.request_rate:
+        achieved, delayed = med("achieved_rate"), max(r.delayed_percent for r in runs)
+        late = f", {fmt(delayed, 1)}% late" if delayed else ""
+        row.update(achieved=fmt(achieved, 1), inFlight=fmt(med("in_flight"), 2),
+                   keptUp="ok" if all(r.kept_up for r in runs)
+                   else f"BEHIND({fmt(achieved / first.request_rate, 2)}{late})")
+    else:
+        little = [r.little_ratio for r in runs if not r.little_ok]
+        row["little"] = f"FAIL({fmt(little[0], 2)})" if little else "ok"
+    if s.low is not None:
+        row.update(repeats=s.n, low=fmt(s.low, 1), high=fmt(s.high, 1))
+    return row
+
+
+def verdict_of(row: dict) -> str:
+    """A compact row's check: Little's law (concurrency) or keeping up (request rate)."""
+    return row.get("little", row.get("keptUp", "ok"))
 
 
 def shrink(result: dict, limit: int = 3200) -> dict:
     """A long sweep must still fit the 4 KiB termination message: shrink the
     per-row detail (everything stays in bench.json), never the verdicts."""
     summary, out = result["models"], result["out"]
+    rate = result.get("loadMode") == "requestRate"
+    load, check = ("rate", "keptUp") if rate else ("c", "little")
     if len(json.dumps(result)) > limit:
         for entry in summary.values():
-            entry["rows"] = [[r["c"], r["inferPerSec"], r["p99Us"], r["little"]]
+            entry["rows"] = [[r[load], r["inferPerSec"], r["p99Us"], verdict_of(r)]
                              for r in entry["rows"]]
-        result["rowFormat"] = ["c", "inferPerSec", "p99Us", "little"]
+        result["rowFormat"] = [load, "inferPerSec", "p99Us", check]
     if len(json.dumps(result)) > limit:
         for entry in summary.values():
             entry["rows"] = [r for r in entry["rows"] if r[3] != "ok"][:5]
-        result["rowsNote"] = f"only rows failing Little's law are listed; all rows in {out}/bench.json"
+        failing = "whose client fell behind" if rate else "failing Little's law"
+        result["rowsNote"] = f"only rows {failing} are listed; all rows in {out}/bench.json"
     return result
 
 
 def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrency: str,
               mode: str, interval_ms: int, count: int, stability: int, out: Path,
               tolerance: float = perf.LITTLE_TOLERANCE, max_trials: int | None = None,
-              point_timeout_s: int = 300) -> dict:
+              point_timeout_s: int = 300, repeats: int = 1, load_mode: str = "concurrency",
+              request_rate: str | None = None, distribution: str = "constant",
+              slo: slo_search.Slo = slo_search.Slo()) -> dict:
     if protocol not in PROTOCOLS:
         raise InputError("--protocol", f"unknown protocol {protocol!r}; choose grpc or http")
+    if load_mode not in perf.LOAD_MODES:
+        raise InputError("--load-mode", f"unknown mode {load_mode!r}; choose "
+                                        f"{' or '.join(perf.LOAD_MODES)}")
+    if distribution not in perf.DISTRIBUTIONS:
+        raise InputError("--request-distribution", f"unknown distribution {distribution!r}; "
+                                                   f"choose {' or '.join(perf.DISTRIBUTIONS)}")
+    rate_mode = load_mode == "requestRate"
+    flag, text = ("--request-rate", request_rate) if rate_mode else ("--concurrency", concurrency)
+    if not text:
+        raise InputError(flag, f"START:END:STEP is needed with --load-mode {load_mode}")
     try:
-        start, end, step = perf.parse_concurrency(concurrency)
+        start, end, step = perf.parse_concurrency(text)
     except ValueError as exc:
-        raise InputError("--concurrency", str(exc)) from None
+        raise InputError(flag, str(exc)) from None
     if batch < 1:
         raise InputError("--batch-size", "must be >= 1")
     if mode not in ("time_windows", "count_windows"):
@@ -109,6 +164,11 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
         raise InputError("--stability-percentage", "must be in 1..100")
     if not models:
         raise InputError("--models", "empty list")
+    for flag, ms in (("--slo-p99-ms", slo.p99_ms), ("--slo-p95-ms", slo.p95_ms)):
+        if ms < 0:
+            raise InputError(flag, f"must be >= 0 (0 = no limit), got {ms}")
+    if not 1 <= repeats <= stats.MAX_REPEATS:
+        raise InputError("--repeats", f"must be in 1..{stats.MAX_REPEATS} (got {repeats})")
     try:
         pa = perf.find_perf_analyzer()
     except FileNotFoundError as exc:
@@ -127,69 +187,133 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
     widened: list[dict] = []   # points measured again within a wider stability bound
     for model in models:
         composing = bls_downstream(protocol, url, model, served) if model == "mnist_bls" else None
-        rows: list[perf.Row] = []
+        rows: list[perf.Row] = []          # every run of every point
+        points_of: list[dict] = []         # one compact row per point
         header = None
         csv_lines: list[str] = []
         log_path = out / f"{model}-{protocol}.log"
         log_path.write_text("")
+
+        def measure_point(c: int) -> dict | None:
+            """Measure one point (a concurrency, or a request rate in rate mode)
+            ``repeats`` times: its compact row, or None when perf_analyzer
+            failed (recorded in ``failures``)."""
+            nonlocal header
+            runs: list[perf.Row] = []
+            at = f"rate={c}/s" if rate_mode else f"c={c}"
+            for run in range(1, repeats + 1):
+                tag = f"{model} {protocol} {at}" + (f" run {run}/{repeats}" if repeats > 1 else "")
+
+                def measure(within: int) -> tuple[int, str, str]:
+                    return _measure_point(lambda csv_path: perf.command(
+                        pa, model, url, protocol, batch, f"{c}:{c}:1", mode, interval_ms, count,
+                        within, csv_path, composing, max_trials,
+                        request_rate=f"{c}:{c}:1" if rate_mode else None,
+                        distribution=distribution), log_path, point_timeout_s)
+                code, output, text = measure(stability)
+                if code != 0 and UNSTABLE in output and stability < 100:
+                    # a busy machine: one more try within a wider bound, said in the result
+                    wider = min(100, 2 * stability)
+                    print(f"bench: {tag}: not stable within {stability} %; "
+                          f"measuring again within {wider} %", file=sys.stderr, flush=True)
+                    code, output, text = measure(wider)
+                    if code == 0 and text.strip():
+                        widened.append({"model": model, "rate" if rate_mode else "c": c,
+                                        "stabilityPercentage": wider})
+                if code != 0 or not text.strip():
+                    last = [l for l in output.strip().splitlines() if l.strip()][-1:] or ["no output"]
+                    failures.append(f"{model} {at}: {last[0][:160]}")
+                    print(f"bench: {tag}: perf_analyzer failed (exit {code}): "
+                          f"{last[0][:160]}", file=sys.stderr, flush=True)
+                    break
+                lines = text.strip().splitlines()
+                header = header or lines[0]
+                csv_lines.extend(lines[1:])
+                for r in perf.parse_csv(text, batch, tolerance):
+                    r.extra["repeat"] = run
+                    if rate_mode:
+                        perf.mark_keep_up(r, output)
+                        check = (f"achieved {r.achieved_rate:.1f}/s of {c}/s, "
+                                 f"{'kept up' if r.kept_up else 'BEHIND'}"
+                                 + (f" ({r.delayed_percent:.2f} % delayed)"
+                                    if r.delayed_percent else "")
+                                 + f", {r.in_flight:.2f} in flight")
+                    else:
+                        check = (f"Little {'ok' if r.little_ok else 'FAIL'} "
+                                 f"({r.little_ratio:.2f})")
+                    runs.append(r)
+                    print(f"bench: {tag}: {r.throughput:.1f} infer/s, p99 {r.p99_us} us, "
+                          f"avg {r.avg_latency_us} us, {check}", file=sys.stderr, flush=True)
+            if len(runs) < repeats:
+                return None
+            point = compact_row(runs)
+            rows.extend(runs)
+            points_of.append(point)
+            if repeats > 1:
+                print(f"bench: {model} {protocol} {at}: median {point['inferPerSec']} infer/s, "
+                      f"95 % interval of the mean [{point['low']}, {point['high']}] "
+                      f"({repeats} runs)", file=sys.stderr, flush=True)
+            return point
+
         for c in points:
-            def measure(within: int) -> tuple[int, str, str]:
-                return _measure_point(lambda csv_path: perf.command(
-                    pa, model, url, protocol, batch, f"{c}:{c}:1", mode, interval_ms, count,
-                    within, csv_path, composing, max_trials), log_path, point_timeout_s)
-            code, output, text = measure(stability)
-            if code != 0 and UNSTABLE in output and stability < 100:
-                # a busy machine: one more try within a wider bound, said in the result
-                wider = min(100, 2 * stability)
-                print(f"bench: {model} {protocol} c={c}: not stable within {stability} %; "
-                      f"measuring again within {wider} %", file=sys.stderr, flush=True)
-                code, output, text = measure(wider)
-                if code == 0 and text.strip():
-                    widened.append({"model": model, "c": c, "stabilityPercentage": wider})
-            if code != 0 or not text.strip():
-                last = [l for l in output.strip().splitlines() if l.strip()][-1:] or ["no output"]
-                failures.append(f"{model} c={c}: {last[0][:160]}")
-                print(f"bench: {model} {protocol} c={c}: perf_analyzer failed (exit {code}): "
-                      f"{last[0][:160]}", file=sys.stderr, flush=True)
-                continue
-            parsed = perf.parse_csv(text, batch, tolerance)
-            lines = text.strip().splitlines()
-            header = header or lines[0]
-            csv_lines += lines[1:]
-            for r in parsed:
-                rows.append(r)
-                print(f"bench: {model} {protocol} c={r.concurrency}: {r.throughput:.1f} infer/s, "
-                      f"p99 {r.p99_us} us, avg {r.avg_latency_us} us, Little "
-                      f"{'ok' if r.little_ok else 'FAIL'} ({r.little_ratio:.2f})",
+            measure_point(c)
+        load_key = "rate" if rate_mode else "c"
+        at_slo = None
+        if slo.active and points_of and len(points_of) == len(points):
+            def bisect(load: int) -> dict | None:
+                print(f"bench: {model} {protocol} SLO {slo.describe()}: measuring "
+                      f"{load_key}={load} between the last passing and first failing point",
                       file=sys.stderr, flush=True)
+                return measure_point(load)
+            at_slo = slo_search.refine(list(points_of), load_key, bisect, slo)
+            points_of.sort(key=lambda r: r[load_key])
+            best_at = at_slo.get("atSlo")
+            print(f"bench: {model} {protocol} SLO {slo.describe()}: "
+                  + (f"{best_at['inferPerSec']} infer/s at {load_key}={best_at[load_key]}"
+                     if best_at else at_slo["none"])
+                  + (f"; {load_key}={at_slo['firstFailing'][load_key]} fails "
+                     f"(p99 {at_slo['firstFailing']['p99Us'] / 1000:.2f} ms)"
+                     if "firstFailing" in at_slo else ""), file=sys.stderr, flush=True)
         if header:
-            csv_lines.sort(key=lambda l: int(l.split(",")[0]))
+            csv_lines.sort(key=lambda l: float(l.split(",")[0]))
             (out / f"{model}-{protocol}.csv").write_text("\n".join([header, *csv_lines]) + "\n")
-        rows.sort(key=lambda r: r.concurrency)
+        rows.sort(key=lambda r: r.load)
         all_rows[model] = [r.as_dict() for r in rows]
-        if rows:
-            best = max(rows, key=lambda r: r.throughput)
+        if points_of:
+            best = max(points_of, key=lambda r: float(r["inferPerSec"]))
+            lowest = float(points_of[0]["inferPerSec"])
             summary[model] = {
-                "rows": [compact_row(r) for r in rows],
-                "best": {"c": best.concurrency, "inferPerSec": fmt(best.throughput, 1),
-                         "p99Us": best.p99_us},
-                "batchingGain": fmt(best.throughput / rows[0].throughput, 2)
-                if rows[0].throughput > 0 else "0",
-                "littleFailures": sum(not r.little_ok for r in rows),
+                "rows": points_of,
+                "best": {k: best[k] for k in ("c", "rate", "achieved", "inferPerSec", "p99Us",
+                                              "repeats", "low", "high") if k in best},
             }
+            if rate_mode:   # a higher rate asked for is no batching gain
+                summary[model]["behind"] = sum(r["keptUp"] != "ok" for r in points_of)
+            else:
+                summary[model].update(
+                    batchingGain=fmt(float(best["inferPerSec"]) / lowest, 2) if lowest > 0
+                    else "0", littleFailures=sum(r["little"] != "ok" for r in points_of))
+            if at_slo is not None:
+                summary[model]["slo"] = at_slo
             if composing:
                 summary[model]["composing"] = composing
     (out / "bench.json").write_text(json.dumps({
         "url": url, "protocol": protocol, "batchSize": batch, "concurrency": concurrency,
         "measurementMode": mode, "measurementIntervalMs": interval_ms,
         "measurementRequestCount": count, "stabilityPercentage": stability,
-        "littleTolerance": tolerance, "failures": failures, "widened": widened,
+        "littleTolerance": tolerance, "repeats": repeats, "loadMode": load_mode,
+        "requestRate": request_rate, "distribution": distribution,
+        "slo": {"p99Ms": slo.p99_ms, "p95Ms": slo.p95_ms}, "failures": failures,
+        "widened": widened,
         "rows": all_rows}, indent=1))
     if failures:
         raise StageError(f"perf_analyzer failed at {len(failures)} point(s): {failures[0]} "
                          f"(logs in {out})", reason="PerfAnalyzerFailed")
     result = {"protocol": protocol, "batchSize": batch, "concurrency": concurrency,
-              "littleTolerance": fmt(tolerance, 2), "models": summary, "out": str(out)}
+              "repeats": repeats, "littleTolerance": fmt(tolerance, 2),
+              **({"loadMode": load_mode, "requestRate": request_rate,
+                  "distribution": distribution} if rate_mode else {}),
+              **({"slo": slo.describe()} if slo.active else {}), "models": summary, "out": str(out)}
     if widened:
         result["widened"] = widened
     result["environment"] = {**environment.served(protocol, url, models),
@@ -235,6 +359,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stability-percentage", type=int, default=10)
     p.add_argument("--max-trials", type=int, default=None,
                    help="perf_analyzer --max-trials (its default is 10)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help=f"measure every point this many times (1..{stats.MAX_REPEATS}): median "
+                        "and a 95 %% interval")
+    p.add_argument("--load-mode", default="concurrency",
+                   help="concurrency (closed loop) or requestRate (open loop, perf_analyzer "
+                        "--request-rate-range)")
+    p.add_argument("--request-rate", default=None,
+                   help="START:END:STEP requests/s, end inclusive (with --load-mode requestRate)")
+    p.add_argument("--request-distribution", default="constant",
+                   help="constant or poisson: the time between requests in requestRate mode")
+    p.add_argument("--slo-p99-ms", type=int, default=0,
+                   help="SLO: p99 latency limit in ms (0 = none); the sweep is then refined "
+                        "around the boundary by bisection")
+    p.add_argument("--slo-p95-ms", type=int, default=0, help="SLO: p95 latency limit in ms")
     p.add_argument("--little-tolerance", type=float, default=perf.LITTLE_TOLERANCE,
                    help="allowed relative deviation from Little's law (0.2 = 20%%)")
     p.add_argument("--out", type=Path, required=True)
@@ -244,7 +382,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_bench(a.url, a.protocol, models, a.batch_size, a.concurrency,
                          a.measurement_mode, a.measurement_interval_ms,
                          a.measurement_request_count, a.stability_percentage, a.out,
-                         a.little_tolerance, a.max_trials)
+                         a.little_tolerance, a.max_trials, repeats=a.repeats,
+                         load_mode=a.load_mode, request_rate=a.request_rate,
+                         distribution=a.request_distribution,
+                         slo=slo_search.Slo(a.slo_p99_ms, a.slo_p95_ms))
     return run_stage("bench", p, body, argv)
 
 

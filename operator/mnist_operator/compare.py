@@ -9,8 +9,10 @@ the local runner writes) or a ``status.json`` file; with no PATH and no
 MnistServings of one namespace (or every one, ``-A``) and reads their ``.status``.
 
 The output is one row per (source, model, protocol): the GPU or device, the
-best perf_analyzer throughput with its p99 and concurrency, the dynamic-
-batching gain, the rows failing Little's law and model-analyzer's best config.
+best perf_analyzer throughput with its p99 and concurrency (or request rate),
+the dynamic-batching gain, the rows failing Little's law, the throughput at
+the SLO where the run had one, and model-analyzer's best config. The plot
+draws the SLO's p99 limit as a dashed line and the throughput at it as a star.
 It is printed as markdown and written to ``DIR/compare.csv``; a plot of
 throughput against p99 latency per model goes to ``DIR/compare.png``.
 
@@ -26,6 +28,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +51,14 @@ class Unusable(Exception):
 
 @dataclass(frozen=True)
 class Point:
-    concurrency: int
+    load: int                  # the concurrency, or the request rate (requests/s)
     infer_per_sec: float
     p99_us: int
+    open_loop: bool = False    # load is a request rate (benchmark.perfAnalyzer.load.mode)
+
+    @property
+    def label(self) -> str:
+        return f"{self.load}/s" if self.open_loop else f"c={self.load}"
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,8 @@ class Row:
     device: str
     best_infer_per_sec: str
     p99_ms_at_best: str
-    concurrency_at_best: int
+    concurrency_at_best: int | str
+    request_rate_at_best: str
     batching_gain: str
     little_failures: str
     accuracy: str
@@ -71,8 +80,11 @@ class Row:
     #: the environment fingerprint: the id of ``environment_details``
     environment: str = "-"
     environment_details: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    slo: str = "-"                      # benchmark.slo, as the bench stage states it
+    infer_per_sec_at_slo: str = "-"     # the best meeting it, with its load and failing neighbour
     #: the concurrency sweep behind the best point, or just the best point
     sweep: tuple[Point, ...] = field(default=(), compare=False)
+    at_slo: Point | None = field(default=None, compare=False)
 
 
 COLUMNS = (
@@ -83,9 +95,12 @@ COLUMNS = (
     ("best_infer_per_sec", "best infer/s"),
     ("p99_ms_at_best", "p99 ms at best"),
     ("concurrency_at_best", "concurrency at best"),
+    ("request_rate_at_best", "request rate at best (achieved), req/s"),
     ("batching_gain", "batching gain (best / lowest c)"),
     ("little_failures", "Little's law fails / points"),
     ("accuracy", "held-out accuracy"),
+    ("slo", "SLO"),
+    ("infer_per_sec_at_slo", "infer/s at SLO (load; first failing)"),
     ("analyzer_config", "model-analyzer best config"),
     ("analyzer_gain", "best / default"),
     ("measured", "measured (UTC)"),
@@ -136,23 +151,27 @@ def sweep_points(entry: dict) -> list[Point]:
     writes (dicts, or lists in ``rowFormat`` order once shrunk)."""
     out = []
     for row in entry.get("rows") or []:
+        open_loop = isinstance(row, dict) and "rate" in row or entry.get("openLoop", False)
         c, ips, p99 = ((row[0], row[1], row[2]) if isinstance(row, list)
-                       else (row.get("c"), row.get("inferPerSec"), row.get("p99Us")))
+                       else (row.get("rate" if open_loop else "c"), row.get("inferPerSec"),
+                             row.get("p99Us")))
         if _number(c) is None or _number(ips) is None or _number(p99) is None:
             continue
-        out.append(Point(int(c), float(ips), int(p99)))
-    return sorted(out, key=lambda p: p.concurrency)
+        out.append(Point(int(_number(c)), float(ips), int(p99), open_loop))
+    return sorted(out, key=lambda p: p.load)
 
 
 def bench_json_points(doc: dict, model: str) -> list[Point]:
     """The full sweep of one model from ``bench/<protocol>/bench.json``."""
     rows = (doc.get("rows") or {}).get(model) or []
-    return sweep_points({"rows": [{"c": r.get("concurrency"), "inferPerSec": r.get("throughput"),
+    open_loop = doc.get("loadMode") == "requestRate"
+    load = ("rate", "request_rate") if open_loop else ("c", "concurrency")
+    return sweep_points({"rows": [{load[0]: r.get(load[1]), "inferPerSec": r.get("throughput"),
                                    "p99Us": r.get("p99_us")} for r in rows]})
 
 
 def _holds_best(points: list[Point], best: Point) -> bool:
-    return any(p.concurrency == best.concurrency
+    return any(p.load == best.load and p.open_loop == best.open_loop
                and abs(p.infer_per_sec - best.infer_per_sec)
                <= SAME_POINT_TOLERANCE * max(best.infer_per_sec, 1.0) for p in points)
 
@@ -165,8 +184,9 @@ def sweeps_of(bench_results: dict[str, dict]) -> dict[tuple[str, str], list[Poin
         if not step.startswith(BENCH_PREFIX) or not result or result.get("rowsNote"):
             continue
         protocol = result.get("protocol") or step.removeprefix(BENCH_PREFIX)
+        open_loop = result.get("loadMode") == "requestRate"
         for model, entry in (result.get("models") or {}).items():
-            points = sweep_points(entry)
+            points = sweep_points(dict(entry, openLoop=open_loop))
             if points:
                 out[(model, protocol)] = points
     return out
@@ -183,6 +203,25 @@ def _gain(point: dict) -> str:
         return "-"
     lowest = point.get("lowestConcurrency")
     return str(gain) if lowest in (None, 1) else f"{gain} (vs c={lowest})"
+
+
+def slo_cells(point: dict, open_loop: bool) -> tuple[str, str, Point | None]:
+    """(SLO, infer/s at it with its load and the first failing load, the at-SLO point)."""
+    if "slo" not in point:
+        return "-", "-", None
+    label = (lambda load: f"{load}/s") if open_loop else (lambda load: f"c={load}")
+    failing = (f"; {label(point['firstFailingAt'])} fails" if "firstFailingAt" in point else "")
+    if point.get("inferPerSecAtSlo") in (None, "none"):
+        return str(point["slo"]), f"none meets it{failing}", None
+    load = point["requestRateAtSlo" if open_loop else "concurrencyAtSlo"]
+    at = Point(int(load), float(point["inferPerSecAtSlo"]), int(point["p99UsAtSlo"]), open_loop)
+    return str(point["slo"]), f"{point['inferPerSecAtSlo']} ({label(load)}{failing})", at
+
+
+def slo_p99_ms(slo: str) -> float | None:
+    """The p99 limit in an SLO as the bench stage states it ("p99 <= 8 ms, ...")."""
+    found = re.search(r"p99 <= ([0-9]+) ms", slo)
+    return float(found.group(1)) if found else None
 
 
 def measured_at(status: dict, protocol: str) -> str:
@@ -246,26 +285,33 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
     for model, per in sorted(perf.items()):
         ma = analyzer.get(model) if isinstance(analyzer.get(model), dict) else {}
         for protocol, point in sorted(per.items()):
-            best = Point(int(_number(point.get("concurrencyAtBest")) or 0),
+            open_loop = "requestRateAtBest" in point
+            best = Point(int(_number(point.get("requestRateAtBest" if open_loop
+                                               else "concurrencyAtBest")) or 0),
                          _number(point.get("bestInferPerSec")) or 0.0,
-                         int(_number(point.get("p99UsAtBest")) or 0))
+                         int(_number(point.get("p99UsAtBest")) or 0), open_loop)
             env = environment_of(status, model, protocol, device)
             sweep = (sweeps or {}).get((model, protocol)) or []
             if not _holds_best(sweep, best):
                 sweep = [best]  # missing, shrunk or from another run: show the summary only
+            slo, at_slo_cell, at_slo = slo_cells(point, open_loop)
             rows.append(Row(
                 source=source, model=model, protocol=protocol, device=device,
                 best_infer_per_sec=str(point.get("bestInferPerSec", "-")),
                 p99_ms_at_best=_ms(point.get("p99UsAtBest")),
-                concurrency_at_best=best.concurrency,
+                concurrency_at_best="-" if open_loop else best.load,
+                request_rate_at_best=f"{best.load} ({point.get('achievedAtBest', '-')})"
+                if open_loop else "-",
                 batching_gain=_gain(point),
-                little_failures=f"{point.get('littleFailures', '-')}/{point.get('points', '-')}",
+                little_failures=("-" if open_loop else
+                                 f"{point.get('littleFailures', '-')}/{point.get('points', '-')}"),
                 accuracy=accuracy_of(status, model, protocol),
                 analyzer_config=str(ma.get("bestConfig", "-")),
                 analyzer_gain=str(ma.get("bestOverDefault", "-")),
                 measured=measured_at(status, protocol),
+                slo=slo, infer_per_sec_at_slo=at_slo_cell,
                 environment=environment_id(env), environment_details=env,
-                sweep=tuple(sweep)))
+                sweep=tuple(sweep), at_slo=at_slo))
     return rows
 
 
@@ -384,8 +430,9 @@ def local_bench_results(run_dir: Path, status: dict) -> dict[str, dict]:
         if result.get("rowsNote"):
             protocol = result.get("protocol") or step.removeprefix(BENCH_PREFIX)
             doc = _read_json(run_dir / "bench" / protocol / "bench.json") or {}
-            models = {m: {**e, "rows": [{"c": p.concurrency, "inferPerSec": p.infer_per_sec,
-                                         "p99Us": p.p99_us} for p in bench_json_points(doc, m)]}
+            models = {m: {**e, "rows": [{"rate" if p.open_loop else "c": p.load,
+                                         "inferPerSec": p.infer_per_sec, "p99Us": p.p99_us}
+                                        for p in bench_json_points(doc, m)]}
                       for m, e in (result.get("models") or {}).items()}
             result = {k: v for k, v in result.items() if k != "rowsNote"} | {"models": models}
         out[step] = result
@@ -434,9 +481,10 @@ def list_cluster(kubeconfig: str | None, context: str | None, namespace: str | N
     return body, ctx_name
 
 
-def plot(rows: list[Row], path: Path) -> None:
+def figure(rows: list[Row]) -> Any:
     """Throughput against p99 latency, one panel per model, one line per
-    source x protocol over its concurrency sweep (labels are concurrencies)."""
+    source x protocol over its sweep (labels are concurrencies or rates), the
+    SLO's p99 limit dashed and the throughput at it starred."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -452,23 +500,39 @@ def plot(rows: list[Row], path: Path) -> None:
                 label += " (best point only)"
             (line,) = ax.plot(xs, ys, marker="o", linewidth=1.6, label=label)
             for p in row.sweep:
-                ax.annotate(f"c={p.concurrency}", (p.p99_us / 1000, p.infer_per_sec),
+                ax.annotate(p.label, (p.p99_us / 1000, p.infer_per_sec),
                             # alternate below/above so close series keep readable labels
                             textcoords="offset points", xytext=(5, -11 if index % 2 == 0 else 6),
                             fontsize=8,
                             color=line.get_color())
+            if row.at_slo is not None:   # the throughput at the SLO, on its line
+                ax.plot([row.at_slo.p99_us / 1000], [row.at_slo.infer_per_sec], marker="*",
+                        markersize=15, color=line.get_color(), markeredgecolor="black",
+                        linestyle="none", label=f"{row.source} · {row.protocol}: at the SLO, "
+                                                f"{row.at_slo.label}")
+        limits = sorted({ms for r in rows if r.model == model
+                         for ms in [slo_p99_ms(r.slo)] if ms is not None})
+        for ms in limits:
+            ax.axvline(ms, color="crimson", linestyle="--", linewidth=1.2,
+                       label=f"SLO p99 <= {ms:g} ms")
         ax.set_title(model)
         ax.set_xlabel("p99 latency (ms)")
         ax.set_ylabel("throughput (infer/s)")
         # from zero, with room for the labels right of and below the last point
         panel = [p for r in rows if r.model == model for p in r.sweep]
-        ax.set_xlim(0, max(p.p99_us for p in panel) / 1000 * 1.18 or 1)
+        ax.set_xlim(0, max([p.p99_us / 1000 for p in panel] + limits) * 1.18 or 1)
         ax.set_ylim(0, max(p.infer_per_sec for p in panel) * 1.12 or 1)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle("perf_analyzer: throughput vs p99 latency over the concurrency sweep "
-                 "(c = concurrent requests)", fontsize=11)
+    fig.suptitle("perf_analyzer: throughput vs p99 latency (c = concurrency, N/s = request rate)",
+                 fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib.pyplot as plt
+    fig = figure(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -201,15 +201,21 @@ def status_schema() -> dict:
                         grpc=_str("gRPC HOST:PORT."), metrics=_str("Prometheus metrics URL.")),
         benchmark=_open("perf_analyzer and model-analyzer results.",
                         bestThroughput=_str("Best infer/s measured by perf_analyzer, a decimal "
-                                            "string.")),
+                                            "string."),
+                        throughputAtSlo=_str("With benchmark.slo: the highest infer/s meeting "
+                                             "the SLO over every model and protocol, or none."),
+                        throughput=_str("What the Throughput column shows: throughputAtSlo "
+                                        "and the SLO when benchmark.slo is set, else "
+                                        "bestThroughput.")),
     )
 
 
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Accuracy", "type": "string", "jsonPath": ".status.model.accuracy"},
-    {"name": "Throughput", "type": "string", "jsonPath": ".status.benchmark.bestThroughput",
-     "description": "Best infer/s measured by perf_analyzer"},
+    {"name": "Throughput", "type": "string", "jsonPath": ".status.benchmark.throughput",
+     "description": "Best infer/s measured by perf_analyzer, or the best meeting "
+                    "benchmark.slo (with the SLO) when one is set"},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

@@ -189,6 +189,12 @@ class BenchParams(Params):
     measurement_request_count: int
     stability_percentage: int
     out: str
+    repeats: int = 1
+    load_mode: str = "concurrency"
+    request_rate: str | None = None        # start:end:step, with load_mode requestRate
+    request_distribution: str | None = None
+    slo_p99_ms: int | None = None           # benchmark.slo, left out when 0
+    slo_p95_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,8 @@ class AnalyzeParams(Params):
     max_batch_size: int
     max_instances: int
     search: str
+    slo_p99_ms: int | None = None           # model-analyzer constraints
+    slo_p95_ms: int | None = None
 
 
 # --------------------------------------------------------------------------- steps
@@ -352,29 +360,41 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
         ClientParams(endpoints.url("http"), endpoints.url("grpc"), tuple(served),
                      data_source, data_dir),
         {"models": served}, ("serve",))
-    conc = pa.concurrency
+    conc, load, slo = pa.concurrency, pa.load, spec.benchmark.slo
+    # the SLO reaches the commands and the fingerprints only when set, so a resource
+    # without one keeps its fingerprints
+    slo_flags = {"slo_p99_ms": slo.p99_ms or None, "slo_p95_ms": slo.p95_ms or None}
+    slo_inputs = {"slo": spec.to_dict()["benchmark"]["slo"]} if slo.active else {}
+    rate = load.request_rate
+    open_loop = {"request_rate": f"{rate.start}:{rate.end}:{rate.step}",
+                 "request_distribution": load.distribution} if load.mode == "requestRate" else {}
     bench: dict[str, BenchParams] = {}
     bench_inputs: dict[str, dict] = {}
+    # what the sweep measures; the open-loop settings and repeats count only when
+    # they are in use, so resources that use neither keep their fingerprints
+    measured = {k: v for k, v in spec.to_dict()["benchmark"]["perfAnalyzer"].items()
+                if k != "protocols" and not (k == "load" and not open_loop)
+                and not (k == "repeats" and v == 1)}
     for protocol in pa.protocols:
         bench[protocol] = BenchParams(
             endpoints.url(protocol), protocol, tuple(spec.bench_models()), pa.batch_size,
             f"{conc.start}:{conc.end}:{conc.step}", pa.measurement_mode,
             pa.measurement_interval_ms, pa.measurement_request_count, pa.stability_percentage,
-            str(lay.bench / protocol))
+            str(lay.bench / protocol), repeats=pa.repeats, load_mode=load.mode, **open_loop,
+            **slo_flags)
         # each step measures one protocol: adding or removing the other
         # protocol must not re-run this one
-        bench_inputs[protocol] = {
-            "perfAnalyzer": {k: v for k, v in spec.to_dict()["benchmark"]["perfAnalyzer"].items()
-                             if k != "protocols"},
-            "runId": run_id, "protocol": protocol}
+        bench_inputs[protocol] = {"perfAnalyzer": measured, "runId": run_id, "protocol": protocol,
+                                  **slo_inputs}
         add(f"bench-{protocol}", "bench", bench[protocol], bench_inputs[protocol], ("serve",))
     add("analyze", "analyze",
         AnalyzeParams(str(lay.model_repo), tuple(spec.analyze_models()), str(lay.analyze),
-                      ma.max_concurrency, ma.max_batch_size, ma.max_instances, ma.search),
+                      ma.max_concurrency, ma.max_batch_size, ma.max_instances, ma.search,
+                      **slo_flags),
         # applyBest decides what follows analyze, not what it measures: hashed
         # as false, so turning it on keeps a finished analysis
         {"modelAnalyzer": {**spec.to_dict()["benchmark"]["modelAnalyzer"], "applyBest": False},
-         "runId": run_id},
+         "runId": run_id, **slo_inputs},
         ("repo",), gpus=sv.gpus if ma.enabled else 0,
         enabled=ma.enabled, skip_reason="" if ma.enabled else "Disabled")
 

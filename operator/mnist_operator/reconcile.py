@@ -57,9 +57,10 @@ from .spec import MnistServingSpec, SpecError, parse_spec
 from .stages import STAGES
 from .status import (get_condition, one_line, ordered, parse_timestamp, set_condition,
                      stage_condition, timestamp)
-from .vocabulary import (ACCURACY, BACKING_OFF, FAILED, FALSE, FINISHED, LABEL_ATTEMPT, LABEL_FINGERPRINT,
-                         LABEL_INSTANCE, LABEL_STEP, PENDING, READY, RETRY_ANNOTATION, RUNNING,
-                         SKIPPED, SUCCEEDED, TRUE, UNKNOWN, WORK_DIR)
+from .vocabulary import (ACCURACY, BACKING_OFF, FAILED, FALSE, FINISHED, IMPROVED_CONDITION,
+                         LABEL_ATTEMPT, LABEL_FINGERPRINT, LABEL_INSTANCE, LABEL_STEP, PENDING,
+                         READY, RETRY_ANNOTATION, RUNNING, SKIPPED, SUCCEEDED, TRUE, UNKNOWN,
+                         WORK_DIR)
 
 #: serve's record while analyze holds the GPU, and while Triton comes back after it
 PAUSED, SCALING_BACK = "PausedForAnalysis", "ScalingBack"
@@ -826,6 +827,11 @@ def build_status(p: Pass, steps: list[Step], stages: dict[str, dict], active: St
     summary = results.summarize(
         summary_input, apply_best=p.spec.benchmark.model_analyzer.apply_best,
         accuracy_tolerance=p.spec.accuracy_tolerance) or {}
+    improved = results.improved_condition(summary.get("benchmark", {}).get("closedLoop"))
+    if improved:
+        conditions = set_condition(conditions, IMPROVED_CONDITION, *improved, gen, now)
+    else:   # applyBest turned off: no verdict to keep
+        conditions = [c for c in conditions if c.get("type") != IMPROVED_CONDITION]
     status = {
         "observedGeneration": gen,
         "phase": phase,

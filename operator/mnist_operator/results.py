@@ -15,6 +15,7 @@ from typing import Any
 
 from . import accuracy
 from .pipeline import BENCH_TUNED, REPO_TUNED, SERVE_TUNED, analyze_models_of, best_overrides
+from .vocabulary import FALSE, TRUE, UNKNOWN
 
 SUCCEEDED, SKIPPED = "Succeeded", "Skipped"
 
@@ -77,7 +78,8 @@ def _bench_rows(entry: dict) -> list[dict]:
     (dicts, or lists in ``rowFormat`` order once the result was shrunk)."""
     rows = entry.get("rows", [])
     if rows and isinstance(rows[0], list):
-        return [{"c": r[0], "inferPerSec": r[1], "p99Us": r[2], "little": r[3]} for r in rows]
+        keys = entry.get("rowFormat") or ["c", "inferPerSec", "p99Us", "little"]
+        return [dict(zip(keys, r)) for r in rows]
     return rows
 
 
@@ -92,29 +94,68 @@ def _points(concurrency: str, fallback: int) -> int:
 
 
 def perf_part(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
-    """model -> protocol -> best point, its p99, batching gain, Little's-law failures."""
+    """model -> protocol -> best point, its p99, batching gain, Little's-law failures
+    (request-rate mode: the rate asked for and achieved at best, points behind)."""
     out: dict[str, dict[str, dict]] = {}
     for name in sorted(results):
         result = results[name]
         if not name.startswith("bench-") or name.startswith(BENCH_TUNED) or not _ok(result):
             continue
         protocol = result.get("protocol") or name.removeprefix("bench-")
+        rate_mode = result.get("loadMode") == "requestRate"
+        load = "rate" if rate_mode else "c"
+        swept = result.get("requestRate" if rate_mode else "concurrency") or ""
         for model, entry in sorted(result.get("models", {}).items()):
             best = entry.get("best", {})
-            rows = _bench_rows(entry)
+            rows = _bench_rows(dict(entry, rowFormat=result.get("rowFormat")))
             point = {
                 "bestInferPerSec": _scalar(best.get("inferPerSec", "0")),
                 "p99UsAtBest": _scalar(best.get("p99Us", 0)),
-                "concurrencyAtBest": _scalar(best.get("c", 0)),
-                "batchingGain": _scalar(entry.get("batchingGain", "0")),
-                "littleFailures": _scalar(entry.get("littleFailures", 0)),
-                "points": _points(result.get("concurrency", ""), len(rows)),
+                # the sweep's points and those the SLO search added
+                "points": _points(swept, len(rows)) + len((entry.get("slo") or {})
+                                                          .get("refined", [])),
             }
-            lowest = min(rows, key=lambda r: r["c"]) if rows and "rowsNote" not in result else None
+            if rate_mode:
+                point.update(requestRateAtBest=_scalar(best.get("rate", 0)),
+                             achievedAtBest=_scalar(best.get("achieved", "0")),
+                             behind=_scalar(entry.get("behind", 0)),
+                             distribution=_scalar(result.get("distribution", "constant")))
+            else:
+                point.update(concurrencyAtBest=_scalar(best.get("c", 0)),
+                             batchingGain=_scalar(entry.get("batchingGain", "0")),
+                             littleFailures=_scalar(entry.get("littleFailures", 0)))
+            if "low" in best:   # repeats >= 2: the 95 % interval of the best point
+                point.update(repeats=_scalar(best["repeats"]), lowAtBest=_scalar(best["low"]),
+                             highAtBest=_scalar(best["high"]))
+            point.update(slo_part(entry.get("slo"), load))
+            lowest = min(rows, key=lambda r: r[load]) if rows and not rate_mode \
+                and "rowsNote" not in result else None
             if lowest is not None:
                 point["lowestConcurrency"] = _scalar(lowest["c"])
                 point["inferPerSecAtLowest"] = _scalar(lowest["inferPerSec"])
             out.setdefault(model, {})[protocol] = point
+    return out
+
+
+def slo_part(found: dict | None, load: str) -> dict[str, int | str]:
+    """A bench model's SLO search as status fields: the best throughput meeting the
+    SLO with its load and p99, and the first failing load next to it; "none" when
+    no point meets it."""
+    if not found:
+        return {}
+    at = "requestRateAtSlo" if load == "rate" else "concurrencyAtSlo"
+    out: dict[str, int | str] = {"slo": _scalar(found.get("slo", ""))}
+    best = found.get("atSlo")
+    if best:
+        out.update({"inferPerSecAtSlo": _scalar(best["inferPerSec"]), at: _scalar(best[load]),
+                    "p99UsAtSlo": _scalar(best["p99Us"])})
+    else:
+        out.update(inferPerSecAtSlo="none", sloNote=_scalar(found.get("none", "")))
+    failing = found.get("firstFailing")
+    if failing:
+        out.update(firstFailingAt=_scalar(failing[load]), p99UsFirstFailing=_scalar(failing["p99Us"]))
+    if found.get("refined"):
+        out["refinedPoints"] = _scalar(len(found["refined"]))
     return out
 
 
@@ -135,12 +176,52 @@ def analyzer_part(result: dict | None) -> dict[str, Any]:
     return out
 
 
-def _best_per_point(result: dict | None, protocol: str) -> dict[str, str]:
-    """``model/protocol`` -> best infer/s of one bench result."""
+def _compared_point(entry: dict, at_slo: bool) -> dict:
+    """The point the closed loop compares: the best one, or with an SLO the best one
+    meeting it. None meeting it is throughput 0 WITHOUT an interval: whether a point
+    meets the SLO is decided on its median p99, which has none, so no verdict."""
+    point = ((entry.get("slo") or {}).get("atSlo") or {"inferPerSec": "0"}) if at_slo \
+        else entry.get("best", {})
+    return {k: str(v) for k, v in point.items() if k in ("inferPerSec", "low", "high")}
+
+
+def _best_per_point(result: dict | None, protocol: str, at_slo: bool = False) -> dict[str, dict]:
+    """``model/protocol`` -> the compared point of one bench result (inferPerSec and,
+    with repeats, the low and high ends of its 95 % interval)."""
     if not _ok(result):
         return {}
-    return {f"{model}/{protocol}": str(entry.get("best", {}).get("inferPerSec", "0"))
+    return {f"{model}/{protocol}": _compared_point(entry, at_slo)
             for model, entry in sorted(result.get("models", {}).items())}
+
+
+#: Improved's reasons: the intervals apart upwards, overlapping, apart downwards, none.
+IMPROVED, NO_CHANGE, REGRESSED, NO_INTERVAL = "Improved", "NoChange", "Regressed", "NoInterval"
+
+
+def verdict(before: dict, after: dict) -> str:
+    """Improved only when the 95 % intervals do not overlap (after's lower end
+    above before's upper end); without intervals (repeats 1) no verdict."""
+    if not all(k in point for point in (before, after) for k in ("low", "high")):
+        return NO_INTERVAL
+    if float(after["low"]) > float(before["high"]):
+        return IMPROVED
+    if float(after["high"]) < float(before["low"]):
+        return REGRESSED
+    return NO_CHANGE
+
+
+def overall_verdict(verdicts: dict[str, str]) -> str:
+    """One word for the whole loop: any pair without an interval or any regression
+    says so; Improved only when every pair improved."""
+    words = set(verdicts.values())
+    for word in (NO_INTERVAL, REGRESSED):
+        if word in words:
+            return word
+    return IMPROVED if words == {IMPROVED} else NO_CHANGE
+
+
+def _interval(point: dict) -> str:
+    return f"{point['low']}..{point['high']}"
 
 
 def _ratio(after: float, before: float) -> str:
@@ -150,7 +231,9 @@ def _ratio(after: float, before: float) -> str:
 def closed_loop_part(results: dict[str, dict], apply_best: bool = False) -> dict[str, Any]:
     """applyBest: the config applied per model, best infer/s before (bench-*)
     and after (bench-tuned-*) per model/protocol, and the gain (sum of the
-    after points over the sum of the same before points)."""
+    after points over the sum of the same before points). With benchmark.slo
+    the compared points are the throughputs at the SLO (``basis`` says which):
+    a config faster at saturation can be slower within a latency limit."""
     tuned = {n.removeprefix(BENCH_TUNED): r for n, r in sorted(results.items())
              if n.startswith(BENCH_TUNED)}
     repo = results.get(REPO_TUNED)
@@ -172,24 +255,60 @@ def closed_loop_part(results: dict[str, dict], apply_best: bool = False) -> dict
     unfinished = [(n, r) for n, r in ((REPO_TUNED, repo), (SERVE_TUNED, results.get(SERVE_TUNED)),
                                       *((BENCH_TUNED + p, r) for p, r in tuned.items()))
                   if r is not None and not _ok(r)]
-    before: dict[str, str] = {}
-    after: dict[str, str] = {}
+    before: dict[str, dict] = {}
+    after: dict[str, dict] = {}
+    # with an SLO both sweeps searched, the operating point that matters is the SLO's
+    slos = {r.get("slo") for p, t in tuned.items() for r in (t, results.get(f"bench-{p}") or {})}
+    at_slo = len(slos) == 1 and None not in slos
     for protocol, result in tuned.items():
-        after.update(_best_per_point(result, protocol))
-        before.update(_best_per_point(results.get(f"bench-{protocol}"), protocol))
+        after.update(_best_per_point(result, protocol, at_slo))
+        before.update(_best_per_point(results.get(f"bench-{protocol}"), protocol, at_slo))
     common = sorted(set(before) & set(after))
     if common:
-        out["before"] = {k: before[k] for k in common}
-        out["after"] = {k: after[k] for k in common}
-        out["gains"] = {k: _ratio(float(after[k]), float(before[k])) for k in common}
-        out["gain"] = _ratio(sum(float(after[k]) for k in common),
-                             sum(float(before[k]) for k in common))
+        out["basis"] = f"throughput at the SLO {next(iter(slos))}" if at_slo \
+            else "best throughput"
+        speed = {k: (float(after[k]["inferPerSec"]), float(before[k]["inferPerSec"]))
+                 for k in common}
+        out["before"] = {k: before[k]["inferPerSec"] for k in common}
+        out["after"] = {k: after[k]["inferPerSec"] for k in common}
+        out["gains"] = {k: _ratio(*speed[k]) for k in common}
+        out["gain"] = _ratio(sum(a for a, _ in speed.values()), sum(b for _, b in speed.values()))
+        out["verdicts"] = {k: verdict(before[k], after[k]) for k in common}
+        out["verdict"] = overall_verdict(out["verdicts"])
+        with_interval = [k for k in common if out["verdicts"][k] != NO_INTERVAL]
+        if with_interval:
+            out["intervals"] = {k: f"{_interval(before[k])} -> {_interval(after[k])}"
+                                for k in with_interval}
     if unfinished:
         name, result = unfinished[0]
         out["state"] = f"{name} {_stage_line(result)}"
     else:
         out["state"] = "Measured" if common else "Applied"
     return out
+
+
+def improved_condition(loop: dict) -> tuple[str, str, str] | None:
+    """(status, reason, message) of the Improved condition, from the closed
+    loop's status part; None when there is no closed loop."""
+    if not loop:
+        return None
+    if loop.get("state") == "NothingToApply":
+        return FALSE, "NothingToApply", loop.get("message", "")
+    if "verdict" not in loop:
+        return UNKNOWN, "Measuring", f"closed loop: {loop.get('state', 'Applied')}"
+    word = loop["verdict"]
+    pairs = "; ".join(f"{k} {loop['before'][k]} -> {loop['after'][k]} infer/s "
+                      f"({loop['verdicts'][k]}"
+                      + (f", 95 % intervals {loop['intervals'][k]})" if k in loop.get(
+                          "intervals", {}) else ")") for k in loop["verdicts"])
+    why = {IMPROVED: "every tuned interval lies above the one before",
+           NO_CHANGE: "the intervals before and after overlap",
+           REGRESSED: "a tuned interval lies below the one before",
+           NO_INTERVAL: "no verdict without a 95 % interval on both sides (set "
+                        "benchmark.perfAnalyzer.repeats 2 or more with repeats 1; none "
+                        "without a load meeting the SLO)"}[word]
+    return (TRUE if word == IMPROVED else FALSE), word, \
+        f"{loop.get('basis', 'best throughput')}: {why}: {pairs}"
 
 
 def client_part(results: dict[str, dict], tolerance: float | None) -> dict[str, Any]:
@@ -222,11 +341,24 @@ def best_throughput(perf: dict) -> str | None:
     return max(values)[1] if values else None
 
 
+def throughput_at_slo(perf: dict) -> tuple[str, str] | None:
+    """(infer/s, the SLO) of the highest throughput meeting the SLO over every model
+    and protocol; ("none", SLO) when none meets it; None without an SLO."""
+    points = [p for per in perf.values() for p in per.values() if "slo" in p]
+    if not points:
+        return None
+    met = [(float(p["inferPerSecAtSlo"]), str(p["inferPerSecAtSlo"]))
+           for p in points if p["inferPerSecAtSlo"] != "none"]
+    return (max(met)[1] if met else "none"), str(points[0]["slo"])
+
+
 def summarize(results: dict[str, dict], *, apply_best: bool = False,
               accuracy_tolerance: float | None = None) -> dict:
     """The ``model``, ``benchmark`` and ``clientAccuracy`` parts of the status
     (``apply_best``: the spec asks for the closed loop; ``accuracy_tolerance``:
-    the accuracy guard's, judged in clientAccuracy)."""
+    the accuracy guard's, judged in clientAccuracy). ``benchmark.throughput``
+    is what the Throughput printer column shows: the throughput at the SLO when
+    the bench ran with one, else the best."""
     benchmark: dict[str, Any] = {}
     perf = perf_part(results)
     if perf:
@@ -234,6 +366,12 @@ def summarize(results: dict[str, dict], *, apply_best: bool = False,
         best = best_throughput(perf)
         if best is not None:
             benchmark["bestThroughput"] = best
+            benchmark["throughput"] = best
+        at_slo = throughput_at_slo(perf)
+        if at_slo is not None:
+            benchmark["throughputAtSlo"], benchmark["slo"] = at_slo
+            # one word, so `kubectl get` columns stay split by spaces: 1759.3@p99<=8ms
+            benchmark["throughput"] = f"{at_slo[0]}@{at_slo[1].replace(' ', '')}"
     analyzer = analyzer_part(results.get("analyze"))
     if analyzer:
         benchmark["modelAnalyzer"] = analyzer
@@ -247,4 +385,4 @@ def summarize(results: dict[str, dict], *, apply_best: bool = False,
     return out
 
 
-__all__ = ["summarize"]
+__all__ = ["summarize", "improved_condition", "verdict", "overall_verdict"]

@@ -236,6 +236,28 @@ class Concurrency:
 
 
 @dataclass
+class RequestRate:
+    """perf_analyzer --request-rate-range START:END:STEP in requests/s (end inclusive)."""
+    start: int = f(100, minimum=1, maximum=1000000, desc="First request rate (requests/s).")
+    end: int = f(1000, minimum=1, maximum=1000000, desc="Last request rate (>= start).")
+    step: int = f(300, minimum=1, maximum=1000000, desc="Step (>= 1).")
+
+
+@dataclass
+class Load:
+    """How perf_analyzer loads Triton: a closed loop of fixed concurrency, or an
+    open loop at a request rate."""
+    mode: str = f("concurrency", enum=["concurrency", "requestRate"],
+                  desc="concurrency: sweep perfAnalyzer.concurrency (closed loop); requestRate: "
+                       "sweep requestRate (open loop), each point reporting the rate achieved "
+                       "against the one requested.")
+    request_rate: RequestRate = f(factory=RequestRate, desc="Request-rate sweep (mode requestRate).")
+    distribution: str = f("constant", enum=["constant", "poisson"],
+                          desc="Time between requests in requestRate mode: constant, or "
+                               "poisson (exponential gaps, like independent users).")
+
+
+@dataclass
 class PerfAnalyzer:
     """perf_analyzer Jobs, one per protocol, against the Triton Service."""
     models: list = f(factory=list, itemsEnum=list(MODELS), maxItems=3, listType="set", itemType=str,
@@ -244,6 +266,7 @@ class PerfAnalyzer:
                         maxItems=2, listType="set", itemType=str, desc="grpc and/or http.")
     batch_size: int = f(1, minimum=1, maximum=4096, desc="Client batch size (<= serving.maxBatchSize).")
     concurrency: Concurrency = f(factory=Concurrency, desc="Concurrency sweep.")
+    load: Load = f(factory=Load, desc="Closed loop (concurrency) or open loop (request rate).")
     measurement_mode: str = f("time_windows", enum=["time_windows", "count_windows"],
                               desc="perf_analyzer measurement mode.")
     measurement_interval_ms: int = f(5000, minimum=100, maximum=600000,
@@ -251,6 +274,9 @@ class PerfAnalyzer:
     measurement_request_count: int = f(50, minimum=1, maximum=1000000,
                                        desc="Requests per window in count_windows mode.")
     stability_percentage: int = f(10, minimum=1, maximum=100, desc="Stability threshold (%).")
+    repeats: int = f(1, minimum=1, maximum=10,
+                     desc="Measure every point this many times: the median and, from 2, a 95 % "
+                          "t interval of the mean (the closed loop's Improved condition needs one).")
 
 
 @dataclass
@@ -268,12 +294,30 @@ class ModelAnalyzer:
 
 
 @dataclass
+class Slo:
+    """A latency service-level objective: per model and protocol, the bench stage
+    searches the highest throughput that meets it (the sweep, then bisection
+    between the last load that meets it and the first that does not), and
+    model-analyzer takes it as constraints."""
+    p99_ms: int = f(0, minimum=0, maximum=600000,
+                    desc="p99 latency limit in milliseconds; 0 = no SLO.")
+    p95_ms: int = f(0, minimum=0, maximum=600000,
+                    desc="p95 latency limit in milliseconds; 0 = none.")
+
+    @property
+    def active(self) -> bool:
+        return self.p99_ms > 0 or self.p95_ms > 0
+
+
+@dataclass
 class Benchmark:
     """perf_analyzer and model-analyzer."""
     run_id: str = f("", pattern=RUN_ID_PATTERN + "|^$", maxLength=63, noDefault=True,
                     desc="Change to re-benchmark (and re-analyze) without retraining.")
     perf_analyzer: PerfAnalyzer = f(factory=PerfAnalyzer, desc="perf_analyzer sweep.")
     model_analyzer: ModelAnalyzer = f(factory=ModelAnalyzer, desc="model-analyzer profile.")
+    slo: Slo = f(factory=Slo, desc="Latency SLO: throughput at the SLO in status, compare and the "
+                                   "Throughput column; model-analyzer's constraints.")
 
 
 @dataclass
@@ -575,6 +619,11 @@ CROSS_FIELD_RULES: list[Rule] = [
          "must be >= concurrency.start (empty range)",
          lambda s: s.benchmark.perf_analyzer.concurrency.end
          >= s.benchmark.perf_analyzer.concurrency.start),
+    Rule("benchmark.perfAnalyzer.load", "requestRate.end",
+         "self.requestRate.end >= self.requestRate.start",
+         "must be >= requestRate.start (empty range)",
+         lambda s: s.benchmark.perf_analyzer.load.request_rate.end
+         >= s.benchmark.perf_analyzer.load.request_rate.start),
     Rule("", "benchmark.perfAnalyzer.models",
          "!has(self.benchmark.perfAnalyzer.models) || "
          "self.benchmark.perfAnalyzer.models.all(m, m in self.serving.models)",
@@ -751,6 +800,8 @@ def _explain(rule: Rule, spec: MnistServingSpec) -> str:
         "each must be <= serving.maxBatchSize": f" ({spec.serving.max_batch_size})",
         "must be >= concurrency.start (empty range)":
             f": {pa.concurrency.start}:{pa.concurrency.end}",
+        "must be >= requestRate.start (empty range)":
+            f": {pa.load.request_rate.start}:{pa.load.request_rate.end}",
     }.get(rule.message, "")
     return rule.message + extra
 

@@ -35,6 +35,9 @@ TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 READY = "Ready"
 #: The accuracy guard's condition (see accuracy.py).
 ACCURACY = "AccuracyWithinTolerance"
+#: The closed loop's verdict (applyBest): True only when the tuned 95 % interval
+#: lies above the one before; reasons Improved, NoChange, Regressed, NoInterval.
+IMPROVED_CONDITION = "Improved"
 
 #: status.phase values beside the per-stage ones of stages.STAGES.
 PENDING_PHASE, READY_PHASE, FAILED_PHASE = "Pending", "Ready", "Failed"

@@ -65,7 +65,8 @@ def test_crd_installs_and_kubectl_get_shows_the_printer_columns(mnist_crd, names
     kit.apply_cr(namespace, "printed", volume=False)
     kubectl("patch", "mnist", "printed", "-n", namespace, "--subresource=status", "--type=merge", "-p",
             json.dumps({"status": {"phase": "Ready", "model": {"accuracy": "0.9712"},
-                                   "benchmark": {"bestThroughput": "9512.3"},
+                                   "benchmark": {"bestThroughput": "9512.3",
+                                                 "throughput": "9512.3"},
                                    "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
                                                    "message": "ok", "observedGeneration": 1,
                                                    "lastTransitionTime": "2025-01-01T00:00:00Z"}]}}))

@@ -80,3 +80,71 @@ def test_bench_result_names_the_environment_it_measured(triton, tmp_path):
     assert re.fullmatch(r"\d+\.\d+\.\d+", env["triton"]), env
     assert re.fullmatch(r"[0-9a-f]{12}", env["configs"]["mnist_onnx"]), env
     assert re.fullmatch(r"\d+\.\d+\.\d+ \(commit [0-9a-f]+\)", env["perfAnalyzer"]), env
+
+
+def test_bench_repeats_give_n_measurements_and_an_interval(triton, tmp_path):
+    res = _bench(triton, tmp_path, "--repeats", "3", models="mnist_onnx", concurrency="4")
+    assert res.returncode == 0, res.stderr
+    runs = json.loads((tmp_path / "bench.json").read_text())["rows"]["mnist_onnx"]
+    assert [(r["concurrency"], r["extra"]["repeat"]) for r in runs] == [(4, 1), (4, 2), (4, 3)]
+    progress = [l for l in res.stderr.splitlines() if l.startswith("bench: ")]
+    assert [l.split(":")[1].strip() for l in progress[:3]] == \
+        [f"mnist_onnx grpc c=4 run {i}/3" for i in (1, 2, 3)]
+    assert "95 % interval of the mean" in progress[3]
+    row = last_json(res.stdout)["models"]["mnist_onnx"]["rows"][0]
+    values = sorted(r["throughput"] for r in runs)
+    assert row["repeats"] == 3 and row["inferPerSec"] == f"{values[1]:.1f}"    # the median
+    mean = sum(values) / 3
+    assert float(row["low"]) < mean < float(row["high"])
+    with open(tmp_path / "mnist_onnx-grpc.csv") as f:
+        assert [int(r["Concurrency"]) for r in csv.DictReader(f)] == [4, 4, 4]
+
+
+def test_bench_request_rate_poisson_reports_achieved_against_requested(triton, tmp_path):
+    # 20000/s is far beyond this machine (perf_analyzer sends it from 4 threads)
+    res = _bench(triton, tmp_path, "--load-mode", "requestRate", "--request-rate",
+                 "50:20000:19950", "--request-distribution", "poisson", models="mnist_onnx")
+    assert res.returncode == 0, res.stderr
+    result = last_json(res.stdout)
+    assert (result["loadMode"], result["distribution"]) == ("requestRate", "poisson")
+    low, high = result["models"]["mnist_onnx"]["rows"]
+    assert (low["rate"], high["rate"]) == (50, 20000)
+    assert "c" not in low and "little" not in low
+    assert float(high["achieved"]) < 0.9 * 20000 and high["keptUp"].startswith("BEHIND(")
+    assert "% late" in high["keptUp"]           # perf_analyzer's own warning, parsed
+    progress = [l for l in res.stderr.splitlines() if l.startswith("bench: ")]
+    assert any("rate=20000/s" in l and "of 20000/s, BEHIND" in l for l in progress)
+    runs = json.loads((tmp_path / "bench.json").read_text())["rows"]["mnist_onnx"]
+    assert [r["request_rate"] for r in runs] == [50.0, 20000.0]
+    assert all(r["concurrency"] == 0 and r["in_flight"] > 0 for r in runs)
+    assert runs[1]["extra"]["send_rate"] > 0 and runs[1]["delayed_percent"] > 0
+    with open(tmp_path / "mnist_onnx-grpc.csv") as f:
+        assert [float(r["Request Rate"]) for r in csv.DictReader(f)] == [50.0, 20000.0]
+
+
+def test_bench_request_rate_needs_a_range(triton, tmp_path):
+    res = _bench(triton, tmp_path, "--load-mode", "requestRate", models="mnist_onnx")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith("bench: error: --request-rate:")
+
+
+def test_bench_slo_search_meets_the_slo_next_to_a_failing_neighbour(triton, tmp_path):
+    res = _bench(triton, tmp_path, "--slo-p99-ms", "8", models="mnist_onnx",
+                 concurrency="1:33:32")
+    assert res.returncode == 0, res.stderr
+    found = last_json(res.stdout)["models"]["mnist_onnx"]["slo"]
+    assert found["slo"] == "p99 <= 8 ms"
+    runs = {r["concurrency"]: r for r in
+            json.loads((tmp_path / "bench.json").read_text())["rows"]["mnist_onnx"]}
+    # every load the bisection chose was measured for real, between the sweep's two
+    assert set(runs) == {1, 33, *found["refined"]} and all(1 < c < 33 for c in found["refined"])
+    failing = found["firstFailing"]
+    assert failing["p99Us"] > 8000 and runs[failing["c"]]["p99_us"] == failing["p99Us"]
+    if "atSlo" in found:      # the usual case here: c=1 meets 8 ms, c=33 does not
+        best, last = found["atSlo"], found["lastPassing"]
+        assert best["p99Us"] <= 8000 and runs[best["c"]]["p99_us"] == best["p99Us"]
+        assert failing["c"] == last["c"] + 1          # bisected to adjacent concurrencies
+        assert any(f"SLO p99 <= 8 ms: {best['inferPerSec']} infer/s at c={best['c']}" in l
+                   for l in res.stderr.splitlines())
+    else:                     # a machine so busy that even c=1 misses 8 ms
+        assert failing["c"] == 1 and found["none"].startswith("no point meets p99 <= 8 ms")

@@ -85,3 +85,31 @@ def test_remote_and_brute_config(tmp_path):
     assert cfg["run_config_search_max_instance_count"] == 2
     assert cfg["profile_models"] == "mnist_onnx,mnist_bls"
     assert cfg["bls_composing_models"] == "mnist_onnx"
+
+
+def test_the_slo_becomes_constraints_model_analyzer_itself_reads(tmp_path, monkeypatch):
+    """model-analyzer 1.58's own config parser takes the keys and applies them per model."""
+    import sys
+    import yaml
+    from model_analyzer.cli.cli import CLI
+    from model_analyzer.config.input.config_command_profile import ConfigCommandProfile
+    (tmp_path / "out").mkdir()
+    cfg = analyze.build_config(tmp_path, ["mnist_onnx"], tmp_path / "out", max_concurrency=16,
+                               max_batch_size=64, max_instances=2, search="bounded",
+                               concurrency=None, instance_kind="cpu", interval_ms=1000,
+                               launch_mode="local", http_endpoint=None, grpc_endpoint=None,
+                               bls_composing=[], slo_p99_ms=10, slo_p95_ms=5)
+    (tmp_path / "ma.yaml").write_text(yaml.safe_dump(cfg))
+    cli = CLI()
+    cli.add_subcommand(cmd="profile", help="", config=ConfigCommandProfile())
+    monkeypatch.setattr(sys, "argv", ["model-analyzer", "profile", "-f", str(tmp_path / "ma.yaml")])
+    _, parsed = cli.parse()
+    want = {"perf_latency_p99": {"max": 10}, "perf_latency_p95": {"max": 5}}
+    assert [m.constraints().to_dict() for m in parsed.profile_models] == [want]
+    assert parsed.objectives == {"perf_throughput": 10}
+    plain = analyze.build_config(tmp_path, ["mnist_onnx"], tmp_path / "out", max_concurrency=16,
+                                 max_batch_size=64, max_instances=2, search="bounded",
+                                 concurrency=None, instance_kind="cpu", interval_ms=1000,
+                                 launch_mode="local", http_endpoint=None, grpc_endpoint=None,
+                                 bls_composing=[])
+    assert "constraints" not in plain and "objectives" not in plain

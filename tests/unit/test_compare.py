@@ -159,7 +159,7 @@ def test_local_rows_note_reads_the_full_sweep_from_bench_json(tmp_path, demo):
         {"concurrency": 49, "throughput": 8686.06, "p99_us": 15497}]}}
     (run / "bench" / "grpc" / "bench.json").write_text(json.dumps(full))
     rows = by_key(compare.load_local(run))
-    assert [p.concurrency for p in rows[(str(run), "mnist_onnx", "grpc")].sweep] == [1, 25, 49]
+    assert [p.load for p in rows[(str(run), "mnist_onnx", "grpc")].sweep] == [1, 25, 49]
     assert len(rows[(str(run), "mnist_bls", "grpc")].sweep) == 1  # not in bench.json: best only
 
 
@@ -186,7 +186,7 @@ def test_rows_from_a_cluster_list(demo):
     assert (trt.best_infer_per_sec, trt.p99_ms_at_best, trt.concurrency_at_best) == \
         ("24000.0", "5.20", 49)
     assert (trt.batching_gain, trt.little_failures) == ("9.60", "1/3")
-    assert [p.concurrency for p in trt.sweep] == [1, 25, 49]  # from stages.bench-grpc.result
+    assert [p.load for p in trt.sweep] == [1, 25, 49]  # from stages.bench-grpc.result
     assert trt.measured == demo["bench-grpc"]["completionTime"]
     assert got[("gpu-west:team-b/pinned", "mnist_onnx", "http")].measured == \
         demo["bench-http"]["completionTime"]
@@ -216,7 +216,7 @@ def test_markdown_and_csv_hold_every_row_in_model_protocol_order(tmp_path, demo)
     assert md[0].startswith("| source | model | protocol | GPU / device | best infer/s |")
     assert set(md[1]) <= set("|-") and md[1].count("---") == len(compare.COLUMNS)
     assert len(md) == 2 + len(rows)
-    assert f"| ctx:ns/h100 | mnist_trt | grpc | {H100} | 24000.0 | 5.20 | 49 | 9.60 | 1/3 |" \
+    assert f"| ctx:ns/h100 | mnist_trt | grpc | {H100} | 24000.0 | 5.20 | 49 | - | 9.60 | 1/3 |" \
         in "\n".join(md)
     parsed = list(csv.DictReader(io.StringIO(compare.csv_text(rows))))
     assert len(parsed) == len(rows)

@@ -72,7 +72,7 @@ def test_names_status_subresource_and_columns():
     assert v["subresources"] == {"status": {}}
     cols = {col["name"]: col["jsonPath"] for col in v["additionalPrinterColumns"]}
     assert cols == {"Phase": ".status.phase", "Accuracy": ".status.model.accuracy",
-                    "Throughput": ".status.benchmark.bestThroughput",
+                    "Throughput": ".status.benchmark.throughput",
                     "Ready": '.status.conditions[?(@.type=="Ready")].status',
                     "Age": ".metadata.creationTimestamp"}
 

@@ -37,6 +37,13 @@ def test_steps_in_order_with_their_stage_module():
     ({"serving": {"replicas": 1, "gpus": 2}}, ["serve", "client", "bench-grpc", "bench-http"]),
     ({"benchmark": {"perfAnalyzer": {"concurrency": {"end": 65}}}}, ["bench-grpc", "bench-http"]),
     ({"benchmark": {"perfAnalyzer": {"protocols": ["grpc"]}}}, []),   # bench-http just goes away
+    ({"benchmark": {"perfAnalyzer": {"repeats": 3}}}, ["bench-grpc", "bench-http"]),
+    ({"benchmark": {"perfAnalyzer": {"repeats": 1}}}, []),
+    ({"benchmark": {"perfAnalyzer": {"load": {"mode": "requestRate"}}}},
+     ["bench-grpc", "bench-http"]),
+    ({"benchmark": {"perfAnalyzer": {"load": {"distribution": "poisson"}}}}, []),  # unused
+    ({"benchmark": {"slo": {"p99Ms": 10}}}, ["bench-grpc", "bench-http", "analyze"]),
+    ({"benchmark": {"slo": {"p99Ms": 0}}}, []),
     ({"benchmark": {"runId": "again"}}, ["bench-grpc", "bench-http", "analyze"]),
     ({"benchmark": {"modelAnalyzer": {"maxInstances": 3}}}, ["analyze"]),
     # a new NGC release: the plan is built again for its TensorRT, nothing is retrained
@@ -89,3 +96,28 @@ def test_stale_after_follows_the_graph():
     steps = pipeline.plan(parse_spec({}), LAY)
     assert pipeline.stale_after(steps, "serve") == ["serve", "client", "bench-grpc", "bench-http"]
     assert pipeline.stale_after(steps, "repo") == ALL[3:]
+
+
+def test_request_rate_mode_reaches_the_bench_command_line():
+    spec = {"benchmark": {"perfAnalyzer": {"load": {
+        "mode": "requestRate", "distribution": "poisson",
+        "requestRate": {"start": 100, "end": 700, "step": 300}}}}}
+    args = next(s for s in pipeline.plan(parse_spec(spec), LAY) if s.name == "bench-grpc").args
+    for flag, value in (("--load-mode", "requestRate"), ("--request-rate", "100:700:300"),
+                        ("--request-distribution", "poisson")):
+        assert args[args.index(flag) + 1] == value
+    closed = next(s for s in pipeline.plan(parse_spec({}), LAY) if s.name == "bench-grpc").args
+    assert "--request-rate" not in closed and "--request-distribution" not in closed
+
+
+def test_the_slo_reaches_bench_and_analyze_and_a_change_keeps_training():
+    spec = {"benchmark": {"slo": {"p99Ms": 10, "p95Ms": 4}}}
+    steps = {s.name: s for s in pipeline.plan(parse_spec(spec), LAY)}
+    for name in ("bench-grpc", "analyze"):
+        args = steps[name].args
+        assert args[args.index("--slo-p99-ms") + 1] == "10"
+        assert args[args.index("--slo-p95-ms") + 1] == "4"
+    assert "--slo-p99-ms" not in next(s for s in pipeline.plan(parse_spec({}), LAY)
+                                      if s.name == "analyze").args
+    assert rerun(spec, {"benchmark": {"slo": {"p99Ms": 20, "p95Ms": 4}}}) == \
+        ["bench-grpc", "bench-http", "analyze"]

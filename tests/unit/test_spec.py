@@ -59,6 +59,15 @@ def test_empty_spec_gets_every_default():
     ({"storage": {"accessMode": "ReadWriteOncePod"}}, "spec.storage.accessMode: must be one of"),
     ({"benchmark": {"perfAnalyzer": {"concurrency": {"start": 10, "end": 2}}}},
      "spec.benchmark.perfAnalyzer.concurrency.end: must be >= concurrency.start (empty range): 10:2"),
+    ({"benchmark": {"perfAnalyzer": {"load": {"requestRate": {"start": 500, "end": 100}}}}},
+     "spec.benchmark.perfAnalyzer.load.requestRate.end: must be >= requestRate.start "
+     "(empty range): 500:100"),
+    ({"benchmark": {"slo": {"p99Ms": -1}}}, "spec.benchmark.slo.p99Ms: must be >= 0 (got -1)"),
+    ({"benchmark": {"perfAnalyzer": {"repeats": 11}}},
+     "spec.benchmark.perfAnalyzer.repeats: must be <= 10 (got 11)"),
+    ({"benchmark": {"perfAnalyzer": {"load": {"mode": "open"}}}},
+     "spec.benchmark.perfAnalyzer.load.mode: must be one of 'concurrency', 'requestRate' "
+     "(got 'open')"),
     ({"serving": {"models": ["onnx"]}, "tensorrt": {"enabled": False},
       "benchmark": {"perfAnalyzer": {"models": ["bls"]}}},
      "spec.benchmark.perfAnalyzer.models: each must be in serving.models"),

@@ -55,15 +55,44 @@ def perf_table(status: dict) -> list[str]:
     lines = []
     if perf:
         lines.append(f"  {'model':<12} {'protocol':<8} {'best infer/s':>12} {'p99 ms':>8} "
-                     f"{'at conc':>7} {'c-lowest infer/s':>16} {'gain':>6} {'Little fails':>12}")
+                     f"{'at load':>16} {'c-lowest infer/s':>16} {'gain':>6} {'checks fail':>12}")
         for model, per in _in_model_order(perf):
             for protocol, p in per.items():
+                if "requestRateAtBest" in p:   # open loop: achieved of requested, points behind
+                    at = f"{p['requestRateAtBest']}/s {p['distribution']}"
+                    lowest, gain = f"achieved {p['achievedAtBest']}", "-"
+                    fails = f"{p['behind']:>5}/{p['points']:<6} behind"
+                else:
+                    at = f"c={p['concurrencyAtBest']}"
+                    lowest, gain = str(p.get("inferPerSecAtLowest", "-")), p["batchingGain"]
+                    fails = f"{p['littleFailures']:>5}/{p['points']:<6} Little"
                 lines.append(
                     f"  {model:<12} {protocol:<8} {p['bestInferPerSec']:>12} "
-                    f"{int(p['p99UsAtBest']) / 1000:>8.2f} {p['concurrencyAtBest']:>7} "
-                    f"{str(p.get('inferPerSecAtLowest', '-')):>16} {p['batchingGain']:>6} "
-                    f"{p['littleFailures']:>5}/{p['points']:<6}")
+                    f"{int(p['p99UsAtBest']) / 1000:>8.2f} {at:>16} {lowest:>16} {gain:>6} "
+                    f"{fails}"
+                    + (f"  95 % {p['lowAtBest']}..{p['highAtBest']} ({p['repeats']} runs)"
+                       if "lowAtBest" in p else ""))
+                if "slo" in p:
+                    lines.append(f"  {'':<12} {'':<8} {slo_line(p)}")
     return lines
+
+
+def slo_line(p: dict) -> str:
+    """The SLO search of one model and protocol, for humans."""
+    open_loop = "requestRateAtBest" in p
+    load = (lambda v: f"{v}/s") if open_loop else (lambda v: f"c={v}")
+    if p["inferPerSecAtSlo"] == "none":
+        text = f"SLO {p['slo']}: {p.get('sloNote', 'no point meets it')}"
+    else:
+        at = p["requestRateAtSlo" if open_loop else "concurrencyAtSlo"]
+        text = (f"SLO {p['slo']}: {p['inferPerSecAtSlo']} infer/s at {load(at)} "
+                f"(p99 {int(p['p99UsAtSlo']) / 1000:.2f} ms)")
+    if "firstFailingAt" in p and p["inferPerSecAtSlo"] != "none":   # the note names it
+        text += (f"; {load(p['firstFailingAt'])} fails "
+                 f"(p99 {int(p['p99UsFirstFailing']) / 1000:.2f} ms)")
+    if p.get("refinedPoints"):
+        text += f"; {p['refinedPoints']} points added by bisection"
+    return text
 
 
 def analyzer_table(status: dict) -> list[str]:
@@ -93,11 +122,15 @@ def closed_loop_table(status: dict) -> list[str]:
     lines = [f"  {model:<12} {', '.join(f'{k} {v}' for k, v in cfg.items())}"
              for model, cfg in loop.get("applied", {}).items()]
     if loop.get("before"):
+        lines.append(f"  compared: {loop.get('basis', 'best throughput')}")
         lines.append(f"  {'model/protocol':<20} {'before infer/s':>14} {'after infer/s':>13} "
                      f"{'gain':>6}")
         lines += [f"  {key:<20} {loop['before'][key]:>14} {loop['after'][key]:>13} "
-                  f"{loop['gains'][key]:>6}" for key in loop["before"]]
-        lines.append(f"  overall gain {loop['gain']} ({loop.get('state')})")
+                  f"{loop['gains'][key]:>6}  {loop.get('verdicts', {}).get(key, '')}"
+                  + (f" (95 % {loop['intervals'][key]})" if key in loop.get("intervals", {})
+                     else "") for key in loop["before"]]
+        lines.append(f"  overall gain {loop['gain']} ({loop.get('state')})"
+                     + (f"; verdict {loop['verdict']}" if "verdict" in loop else ""))
     else:
         lines.append(f"  {loop.get('state')}")
     return lines

@@ -1,0 +1,103 @@
+"""The SLO search: the highest throughput whose latency meets a p99 (and p95) limit.
+
+A fixed sweep only brackets the answer: the boundary lies somewhere between
+the last load that meets the SLO and the next one, which does not. The
+search bisects that bracket (``refine``), measuring the midpoint each time,
+until the two are adjacent (concurrency) or within 5 % (request rate), or
+MAX_REFINE extra points were measured. If even the lowest load of the sweep
+fails, the bracket is (0, lowest). The answer is the highest throughput over
+every measured point that meets the SLO (usually the last passing load; not
+always, latency is not strictly monotone), reported with the bracket so the
+failing neighbour can be read beside it.
+
+A request-rate point whose client fell behind did not test the rate asked
+for, so it never counts as meeting the SLO. Pure: the measuring is a
+function passed in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+#: Extra points the bisection may measure per model.
+MAX_REFINE = 6
+
+
+@dataclass(frozen=True)
+class Slo:
+    p99_ms: int = 0     # 0: no limit
+    p95_ms: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.p99_ms > 0 or self.p95_ms > 0
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} <= {ms} ms" for name, ms in (("p99", self.p99_ms),
+                                                                ("p95", self.p95_ms)) if ms)
+
+    def meets(self, row: dict) -> bool:
+        """A compact bench row (p99Us, p95Us, keptUp in request-rate mode) within the limits."""
+        return ((not self.p99_ms or row["p99Us"] <= self.p99_ms * 1000)
+                and (not self.p95_ms or row["p95Us"] <= self.p95_ms * 1000)
+                and row.get("keptUp", "ok") == "ok")
+
+
+def close_enough(low: int, high: int, load_key: str) -> bool:
+    """Stop bisecting: adjacent concurrencies, or rates within 5 % (at least 1/s)."""
+    return high - low <= (1 if load_key == "c" else max(1, low // 20))
+
+
+def _brief(row: dict, load_key: str) -> dict:
+    """A row's load, throughput (with its 95 % interval under repeats) and latencies."""
+    return {k: row[k] for k in (load_key, "inferPerSec", "p99Us", "p95Us", "repeats", "low", "high")
+            if k in row}
+
+
+def refine(sweep: list[dict], load_key: str, measure: Callable[[int], dict | None], slo: Slo,
+           max_extra: int = MAX_REFINE) -> dict:
+    """Bisect the SLO boundary of ``sweep`` (compact rows keyed by ``load_key``, "c" or
+    "rate") with ``measure(load)`` (a new compact row, or None when it failed).
+
+    Returns ``atSlo`` (the best point meeting the SLO) or ``none`` (a sentence),
+    ``lastPassing``/``firstFailing`` (the bracket's rows, where there is one) and
+    ``refined`` (the loads measured by the bisection)."""
+    rows = sorted(sweep, key=lambda r: r[load_key])
+    passing = [r for r in rows if slo.meets(r)]
+    # the bracket at the highest load: a passing row whose next row fails
+    low = next((r for r, nxt in reversed(list(zip(rows, rows[1:])))
+                if slo.meets(r) and not slo.meets(nxt)), None)
+    high = rows[rows.index(low) + 1] if low is not None else None
+    if low is None and rows and not passing:
+        high = rows[0]              # even the lowest load fails: bisect below it
+    refined: list[int] = []
+    while high is not None and len(refined) < max_extra:
+        low_load = low[load_key] if low else 0
+        if close_enough(low_load, high[load_key], load_key):
+            break
+        mid = (low_load + high[load_key]) // 2
+        row = measure(mid)
+        if row is None:
+            break
+        refined.append(mid)
+        rows.append(row)
+        if slo.meets(row):
+            low, passing = row, passing + [row]
+        else:
+            high = row
+    out: dict = {"slo": slo.describe(), "refined": refined}
+    if low is not None:
+        out["lastPassing"] = _brief(low, load_key)
+    if high is not None and (low is not None or not passing):
+        out["firstFailing"] = _brief(high, load_key)
+    if passing:
+        out["atSlo"] = _brief(max(passing, key=lambda r: float(r["inferPerSec"])), load_key)
+        if high is None:
+            out["note"] = "every point meets the SLO: its boundary lies beyond the sweep"
+    else:
+        lowest = min(rows, key=lambda r: r[load_key])
+        out["none"] = (f"no point meets {slo.describe()}: the lowest, {load_key}="
+                       f"{lowest[load_key]}, has p99 {lowest['p99Us'] / 1000:.2f} ms"
+                       + ("" if lowest.get("keptUp", "ok") == "ok" else
+                          f" and fell behind ({lowest['keptUp']})"))
+    return out

@@ -1,0 +1,86 @@
+"""benchmark.slo: the bisection around the SLO boundary, with a fake measure
+function standing in for perf_analyzer (a server whose p99 grows with load)."""
+from __future__ import annotations
+
+from mnist_jobs.slo import MAX_REFINE, Slo, refine
+
+
+def server(p99_ms_per_load: float = 1.0, saturation: int = 1_000_000, key: str = "c"):
+    """Compact rows of a server whose p99 is ``p99_ms_per_load`` x load and whose
+    throughput grows with load; ``measured`` lists what the search asked for."""
+    measured: list[int] = []
+
+    def row(load: int) -> dict:
+        return {key: load, "inferPerSec": f"{min(load, saturation) * 100.0:.1f}",
+                "p99Us": int(load * p99_ms_per_load * 1000), "p95Us": int(load * 500)}
+
+    def measure(load: int) -> dict:
+        measured.append(load)
+        return row(load)
+    return row, measure, measured
+
+
+def test_bisects_to_adjacent_concurrencies_around_the_boundary():
+    row, measure, measured = server()            # p99 = c ms: the boundary is c = 20
+    sweep = [row(c) for c in (1, 17, 33, 49)]
+    out = refine(sweep, "c", measure, Slo(p99_ms=20))
+    assert measured == [25, 21, 19, 20]          # 17 | 33 -> 25 fails, 21 fails, 19, 20 pass
+    assert out["atSlo"] == {"c": 20, "inferPerSec": "2000.0", "p99Us": 20000, "p95Us": 10000}
+    assert out["lastPassing"]["c"] == 20 and out["firstFailing"]["c"] == 21
+    assert out["firstFailing"]["p99Us"] > 20000 >= out["lastPassing"]["p99Us"]
+    assert out["refined"] == measured and out["slo"] == "p99 <= 20 ms"
+
+
+def test_the_answer_is_the_best_throughput_meeting_it_not_only_the_boundary():
+    row, measure, _ = server(saturation=10)      # throughput flat from c = 10 on
+    out = refine([row(c) for c in (1, 9, 33)], "c", measure, Slo(p99_ms=20))
+    assert float(out["atSlo"]["inferPerSec"]) == 1000.0
+    assert out["lastPassing"]["c"] == 20
+
+
+def test_none_meets_it_even_after_bisecting_below_the_lowest_load():
+    row, measure, measured = server(p99_ms_per_load=10.0)   # c = 1 already 10 ms
+    out = refine([row(c) for c in (4, 8)], "c", measure, Slo(p99_ms=5))
+    assert measured == [2, 1]
+    assert "atSlo" not in out and out["firstFailing"]["c"] == 1
+    assert out["none"] == "no point meets p99 <= 5 ms: the lowest, c=1, has p99 10.00 ms"
+
+
+def test_the_lowest_load_failing_can_still_find_a_passing_one_below():
+    row, measure, measured = server()
+    out = refine([row(c) for c in (16, 32)], "c", measure, Slo(p99_ms=5))
+    assert out["atSlo"]["c"] == 5 and out["firstFailing"]["c"] == 6
+
+
+def test_every_point_meeting_it_says_the_boundary_is_beyond_the_sweep():
+    row, measure, measured = server()
+    out = refine([row(c) for c in (1, 2, 3)], "c", measure, Slo(p99_ms=100))
+    assert measured == [] and out["atSlo"]["c"] == 3 and "firstFailing" not in out
+    assert "beyond the sweep" in out["note"]
+
+
+def test_bisection_is_bounded_and_rates_stop_within_five_percent():
+    row, measure, measured = server(p99_ms_per_load=0.001, key="rate")   # 1 ms per 1000/s
+    out = refine([row(r) for r in (1000, 100000)], "rate", measure, Slo(p99_ms=37))
+    assert len(measured) <= MAX_REFINE
+    low, high = out["lastPassing"]["rate"], out["firstFailing"]["rate"]
+    assert low <= 37000 < high
+    row2, measure2, measured2 = server(p99_ms_per_load=0.001, key="rate")
+    out2 = refine([row2(r) for r in (30000, 40000)], "rate", measure2, Slo(p99_ms=37))
+    hi, lo = out2["firstFailing"]["rate"], out2["lastPassing"]["rate"]
+    assert hi - lo <= lo // 20 and lo <= 37000 < hi
+
+
+def test_p95_limit_and_a_point_behind_count_against_it():
+    slo = Slo(p99_ms=50, p95_ms=5)
+    assert slo.describe() == "p99 <= 50 ms, p95 <= 5 ms"
+    assert slo.meets({"p99Us": 40000, "p95Us": 5000})
+    assert not slo.meets({"p99Us": 40000, "p95Us": 5001})
+    assert not Slo(p99_ms=50).meets({"p99Us": 1000, "p95Us": 1, "keptUp": "BEHIND(0.05)"})
+    assert not Slo().active and Slo(p95_ms=1).active
+
+
+def test_a_failed_measurement_stops_the_search():
+    row, _, _ = server()
+    out = refine([row(c) for c in (1, 33)], "c", lambda load: None, Slo(p99_ms=20))
+    assert out["refined"] == [] and out["lastPassing"]["c"] == 1 and out["firstFailing"]["c"] == 33
