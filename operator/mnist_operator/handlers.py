@@ -9,8 +9,8 @@ A pass reads the resource and its children from a cache the watches keep
 (cache.py; primed by one listing per kind at startup, written through by the
 pass's own writes), so a Ready resource costs no requests. The pass queue
 (passqueue.py) runs it when something it depends on changed (create/update/resume
-of the resource, an event of a Job, Pod, Deployment, Service or claim it owns,
-found by instance label, hashed for long names), when the Decision's
+of the resource, an event of a Job, Pod, Deployment, Service, claim or ServiceAccount
+it owns, found by instance label, hashed for long names), when the Decision's
 ``requeue_after`` comes due (the end of a retry backoff), and on a slow resync
 (``MNIST_SERVING_RESYNC_SECONDS``, default 300). Deletion needs no finalizer (kopf
 drops the one an older operator's timer left): owner references let the garbage
@@ -49,7 +49,7 @@ PODLESS_SECONDS = 2.0
 MANAGED = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY}
 #: apiVersion, kind of the children the cache is primed with and the watches keep.
 CHILD_KINDS = [("batch/v1", "Job"), ("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Service"),
-               ("v1", "PersistentVolumeClaim")]
+               ("v1", "PersistentVolumeClaim"), ("v1", "ServiceAccount")]
 
 _api = None
 #: Set by main(): only exact namespace names were given (no globs, not cluster-wide).
@@ -264,6 +264,11 @@ async def service_event(body: kopf.Body, type: str | None, **_: Any) -> None:
 
 @kopf.on.event("v1", "persistentvolumeclaims", labels=MANAGED)
 async def claim_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    on_child(dict(body), type)
+
+
+@kopf.on.event("v1", "serviceaccounts", labels=MANAGED)
+async def account_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     on_child(dict(body), type)
 
 

@@ -151,7 +151,7 @@ def observe_children(api: client.ApiClient, cr: dict, known: ClusterCache) -> di
     return {"jobs": jobs, "pods": pods,
             "job_events": failed_creates(api, cr["metadata"]["namespace"], podless_jobs(jobs, pods)),
             "deployment": observed["deployment"], "service": observed["service"],
-            "pvc": observed["pvc"]}
+            "pvc": observed["pvc"], "account": observed["account"]}
 
 
 def podless_jobs(jobs: list[dict], pods: list[dict]) -> list[dict]:

@@ -55,7 +55,8 @@ class World:
             return next((copy.deepcopy(o) for (k, _), o in self.objects.items() if k == kind), None)
         return {"jobs": [copy.deepcopy(o) for (k, _), o in self.objects.items() if k == "Job"],
                 "pods": copy.deepcopy(self.pods), "deployment": one("Deployment"),
-                "service": one("Service"), "pvc": one("PersistentVolumeClaim")}
+                "service": one("Service"), "pvc": one("PersistentVolumeClaim"),
+                "account": one("ServiceAccount")}
 
     def step(self, advance: float = 0) -> Decision:
         self.now += timedelta(seconds=advance)
@@ -162,7 +163,7 @@ class World:
 
 
 def created(d: Decision) -> list[dict]:
-    """What a pass creates, less the pods' ServiceAccount (which comes with every pod owner)."""
+    """What a pass creates, less the pods' ServiceAccount (there from the first pass on)."""
     return [o for o in d.create if o["kind"] != "ServiceAccount"]
 
 
