@@ -11,10 +11,10 @@ pass's own writes), so a Ready resource costs no requests. The pass queue
 (passqueue.py) runs it when something it depends on changed (create/update/resume
 of the resource, an event of a Job, Pod, Deployment, Service, claim or ServiceAccount
 it owns, found by instance label, hashed for long names), when the Decision's
-``requeue_after`` comes due (the end of a retry backoff), and on a slow resync
-(``MNIST_SERVING_RESYNC_SECONDS``, default 300). Deletion needs no finalizer (kopf
-drops the one an older operator's timer left): owner references let the garbage
-collector remove the children (the PVC has none when ``storage.keepOnDelete`` is set).
+``requeue_after`` comes due (the end of a retry backoff, a refused create's retry
+time), and on a slow resync (``MNIST_SERVING_RESYNC_SECONDS``, default 300).
+Deletion needs no finalizer (kopf drops the one an older operator's timer left):
+owner references let the garbage collector remove the children (the PVC has none when ``storage.keepOnDelete`` is set).
 
 Environment (the Helm chart sets it; see site_defaults.py): the operator-wide
 defaults ``MNIST_SERVING_DEFAULT_*`` fill the fields a resource leaves out, and
@@ -150,6 +150,9 @@ def _one_pass(namespace: str, name: str) -> Decision | None:
     metrics.observe_status(namespace, name, old, decision.status)  # phase gauge, finished steps
     if kube.podless_jobs(observed["jobs"], observed["pods"]):
         decision.requeue_after = min(decision.requeue_after or PODLESS_SECONDS, PODLESS_SECONDS)
+    retry = refusals.retry_in(decision.status, now)
+    if retry is not None:
+        decision.requeue_after = min(decision.requeue_after or retry, retry)
     return decision
 
 
