@@ -49,7 +49,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import builders, refusals, results
-from .children import (STUCK_CONTAINER_REASONS, deployment_readiness, job_outcome, meta,
+from .children import (BLOCKED_REASONS, QUEUED_REASONS, deployment_readiness, job_outcome, meta,
                        object_fingerprint, object_ref, pods_of_job, replica_failure, replicas,
                        terminating)
 from .pipeline import Endpoints, Layout, Step, is_done, plan
@@ -655,13 +655,15 @@ def observe_job(p: Pass, step: Step, cur: dict | None, attempt: int, job: dict
     if out.state == RUNNING:
         stuck = out.reason  # "" unless a pod cannot be scheduled or started
         if cur and cur.get("state") == RUNNING and cur.get("job") == name:
-            was_stuck = cur.get("reason") in ("Unschedulable", *STUCK_CONTAINER_REASONS)
+            was_stuck = cur.get("reason") in BLOCKED_REASONS
             if (not stuck and not was_stuck) or (stuck and cur.get("reason") == stuck):
                 return cur, acts
         if stuck:
-            return base(step, state=RUNNING, reason=stuck,
-                        message=one_line(f"Job {name} waiting: {out.message}"), **common), \
-                acts + event("Warning", stuck, f"{step.name}: {out.message}")
+            rec = base(step, state=RUNNING, reason=stuck,
+                       message=one_line(f"Job {name} waiting: {out.message}"), **common)
+            if stuck in QUEUED_REASONS:   # queuing for a claim or a free GPU: no fault
+                return rec, acts
+            return rec, acts + event("Warning", stuck, f"{step.name}: {out.message}")
         return base(step, state=RUNNING, reason="JobRunning",
                     message=f"Job {name} running (attempt {attempt})", **common), acts
     finished = out.finish or timestamp(p.now)
