@@ -46,6 +46,10 @@ log = logging.getLogger("mnist_operator")
 RESYNC_SECONDS = float(os.environ.get("MNIST_SERVING_RESYNC_SECONDS", "300"))
 #: A Job with no pod may have its pods refused, which only its Events say: look again soon.
 PODLESS_SECONDS = 2.0
+#: Passes at once. A pass spends most of its time waiting for the API server (its status
+#: patch, its creates), so more threads than cores keep resources moving under load: with 4,
+#: passes of 50 resources waited 2.7 s (p50) in the queue for a free thread (docs/BENCHMARKS.md).
+PASS_WORKERS = 16
 MANAGED = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY}
 #: apiVersion, kind of the children the cache is primed with and the watches keep.
 CHILD_KINDS = [("batch/v1", "Job"), ("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Service"),
@@ -71,7 +75,7 @@ def api():
     global _api
     with _api_lock:
         if _api is None:
-            _api = kube.api_client()
+            _api = kube.api_client(connections=PASS_WORKERS)
         return _api
 
 
@@ -136,8 +140,8 @@ def _one_pass(namespace: str, name: str) -> Decision | None:
     cr = known.resource(namespace, name)
     if cr is None or cr["metadata"].get("deletionTimestamp"):
         return None
-    observed = kube.observe_children(a, cr, known)
     now = datetime.now(timezone.utc)
+    observed = kube.observe_children(a, cr, known, now)
     decision = reconcile(with_defaults(cr, load_defaults()), observed, now)
     refused = apply(decision, cr)
     decision.status, warnings = refusals.record(decision.status, refused,
@@ -168,7 +172,7 @@ def next_pass(key: tuple[str, str]) -> float | None:
     return min(float(decision.requeue_after), RESYNC_SECONDS)
 
 
-passes = PassQueue(next_pass, workers=4)
+passes = PassQueue(next_pass, workers=PASS_WORKERS)
 
 
 def prime(a, namespaces: list[str]) -> None:
