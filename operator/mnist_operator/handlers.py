@@ -44,8 +44,6 @@ log = logging.getLogger("mnist_operator")
 
 #: Seconds between passes of a resource nothing happens to (a safety net: events drive passes).
 RESYNC_SECONDS = float(os.environ.get("MNIST_SERVING_RESYNC_SECONDS", "300"))
-#: A Job with no pod may have its pods refused, which only its Events say: look again soon.
-PODLESS_SECONDS = 2.0
 #: Passes at once. A pass spends most of its time waiting for the API server (its status
 #: patch, its creates), so more threads than cores keep resources moving under load: with 4,
 #: passes of 50 resources waited 2.7 s (p50) in the queue for a free thread (docs/BENCHMARKS.md).
@@ -152,8 +150,10 @@ def _one_pass(namespace: str, name: str) -> Decision | None:
     if decision.status != {k: v for k, v in old.items() if k != "kopf"}:
         known.put_resource(kube.patch_status(a, namespace, name, status_patch(old, decision.status)))
     metrics.observe_status(namespace, name, old, decision.status)  # phase gauge, finished steps
-    if kube.podless_jobs(observed["jobs"], observed["pods"]):
-        decision.requeue_after = min(decision.requeue_after or PODLESS_SECONDS, PODLESS_SECONDS)
+    podless = kube.podless_jobs(observed["jobs"], observed["pods"])
+    if podless:  # its pods may be refused, which only its Events say: look again then
+        recheck = kube.podless_recheck(podless, now)
+        decision.requeue_after = min(decision.requeue_after or recheck, recheck)
     retry = refusals.retry_in(decision.status, now)
     if retry is not None:
         decision.requeue_after = min(decision.requeue_after or retry, retry)

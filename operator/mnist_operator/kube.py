@@ -162,13 +162,24 @@ def observe_children(api: client.ApiClient, cr: dict, known: ClusterCache, now: 
 
 
 #: The job controller makes a Job's pod within seconds, more under load: only a Job this
-#: old with no pod is asked about (an events LIST, the dearest request a pass makes).
+#: old with no pod is asked about (an events LIST, the dearest request a pass makes),
+#: then again every PODLESS_SECONDS while it has none (its pod's event ends that).
 PODLESS_GRACE_SECONDS = 10
+PODLESS_SECONDS = 5
+
+
+def _age(job: dict, now: datetime) -> float:
+    created = parse_timestamp(job["metadata"].get("creationTimestamp"))
+    return float("inf") if created is None else (now - created).total_seconds()
 
 
 def _podless_long(job: dict, now: datetime) -> bool:
-    created = parse_timestamp(job["metadata"].get("creationTimestamp"))
-    return created is None or (now - created).total_seconds() >= PODLESS_GRACE_SECONDS
+    return _age(job, now) >= PODLESS_GRACE_SECONDS
+
+
+def podless_recheck(jobs: list[dict], now: datetime) -> float:
+    """Seconds until a pass should look at these podless Jobs' events (again)."""
+    return max(PODLESS_SECONDS, min(PODLESS_GRACE_SECONDS - _age(j, now) for j in jobs))
 
 
 def podless_jobs(jobs: list[dict], pods: list[dict]) -> list[dict]:
@@ -212,5 +223,5 @@ def patch_status(api: client.ApiClient, namespace: str, name: str, status_patch:
 
 
 __all__ = ["KubeError", "api_client", "create", "patch", "delete", "get", "list_objects",
-           "observe_children", "patch_status", "collection_path",
+           "observe_children", "podless_jobs", "podless_recheck", "patch_status", "collection_path",
            "INSTANCE_LABEL", "PLURALS"]

@@ -162,9 +162,13 @@ def test_a_job_without_a_pod_is_asked_about_only_after_the_grace(monkeypatch):
                 "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}",
                              "resourceVersion": "4", "creationTimestamp": created,
                              "labels": {builders.LABEL_INSTANCE: "demo"}}, "status": {}}
-    known.put(job("young", kube.PODLESS_GRACE_SECONDS - 2))
+    young = job("young", 1)
+    known.put(young)
     assert kube.observe_children(None, owner, known, now)["job_events"] == {}
     assert listed == []
-    known.put(job("old", kube.PODLESS_GRACE_SECONDS + 1))
+    assert kube.podless_recheck([young], now) == kube.PODLESS_GRACE_SECONDS - 1   # its grace's end
+    old = job("old", kube.PODLESS_GRACE_SECONDS + 1)
+    known.put(old)
     events = kube.observe_children(None, owner, known, now)["job_events"]
     assert list(events) == ["old"] and listed == ["involvedObject.uid=uid-old,reason=FailedCreate"]
+    assert kube.podless_recheck([young, old], now) == kube.PODLESS_SECONDS
