@@ -23,7 +23,7 @@ from .builders import LABEL_INSTANCE, instance_label
 
 #: kind -> the key of observe's dict it feeds (lists for Jobs and Pods, one object otherwise).
 KINDS = {"Job": "jobs", "Pod": "pods", "Deployment": "deployment", "Service": "service",
-         "PersistentVolumeClaim": "pvc"}
+         "PersistentVolumeClaim": "pvc", "ServiceAccount": "account"}
 _META = ("name", "namespace", "uid", "labels", "annotations", "ownerReferences",
          "deletionTimestamp", "generation", "resourceVersion", "creationTimestamp")
 _POD_STATUS = ("phase", "reason", "message", "conditions", "startTime")
@@ -45,7 +45,7 @@ def slim(kind: str, body: dict) -> dict:
             if key in status:
                 st[key] = [{k: c[k] for k in _CONTAINER_STATUS if k in c} for c in status[key] or []]
         out["status"] = st
-        if (spec.get("nodeName")):   # where it ran: the environment of its result
+        if spec.get("nodeName"):   # where it ran: the environment of its result
             out["spec"] = {"nodeName": spec["nodeName"]}
         return out
     slim_spec = {}
@@ -172,7 +172,7 @@ class ClusterCache:
         # Pods belong to the Jobs (and ReplicaSets), not to the resource itself.
         return {"jobs": [o for o in found["Job"] if owned(o)], "pods": found["Pod"],
                 "deployment": one("Deployment"), "service": one("Service"),
-                "pvc": one("PersistentVolumeClaim")}
+                "pvc": one("PersistentVolumeClaim"), "account": one("ServiceAccount")}
 
     def sizes(self) -> dict[str, int]:
         """Objects kept, by kind (what bounds the operator's memory)."""

@@ -98,11 +98,45 @@ STUCK_CONTAINER_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName
 #: for a moment while a volume binds or a node frees up, which is no news.
 UNSCHEDULABLE_GRACE_SECONDS = 60
 
+#: Why an unschedulable pod waits when it is expected queuing, not a fault: its
+#: claim is still binding, or every node that fits it is full (a GPU, cpu or
+#: memory frees when a pod ends). Shown in the stage record, no Warning.
+WAITING_FOR_VOLUME, WAITING_FOR_GPU, WAITING_FOR_RESOURCES = \
+    "WaitingForVolume", "WaitingForGPU", "WaitingForResources"
+QUEUED_REASONS = (WAITING_FOR_VOLUME, WAITING_FOR_GPU, WAITING_FOR_RESOURCES)
+#: Every reason pod_blocker gives.
+BLOCKED_REASONS = ("Unschedulable", *QUEUED_REASONS, *STUCK_CONTAINER_REASONS)
+
+# kube-scheduler's words (pkg/scheduler: volumebinding, preemption); its message reads
+# "0/N nodes are available: <filter reasons>. preemption: 0/N nodes are available: <...>."
+_UNBOUND_CLAIMS = "pod has unbound immediate PersistentVolumeClaims"
+_PREEMPTION = " preemption: "
+#: Preemption's word for a node that no eviction could make fit (the request is more than
+#: the node has, a taint, a selector): only such nodes left means the pod fits nowhere.
+_NOT_HELPFUL = "Preemption is not helpful for scheduling"
+
+
+def unschedulable_reason(message: str) -> str:
+    """Why the scheduler cannot place a pod, from its PodScheduled message: a
+    queued reason when the pod would fit once a claim binds or a node frees up,
+    else Unschedulable (no node can ever take it as it is)."""
+    filters, _, preemption = message.partition(_PREEMPTION)
+    if _UNBOUND_CLAIMS in filters:
+        return WAITING_FOR_VOLUME
+    if "Insufficient " not in filters:
+        return "Unschedulable"
+    _, colon, histogram = preemption.partition("nodes are available: ")
+    if colon and all(item.split(" ", 1)[-1] == _NOT_HELPFUL
+                     for item in histogram.rstrip(".").split(", ")):
+        return "Unschedulable"   # more than any node has: freeing one would not help
+    return WAITING_FOR_GPU if "Insufficient nvidia.com/gpu" in filters else WAITING_FOR_RESOURCES
+
 
 def pod_blocker(pods: list[dict], now: datetime | None = None) -> tuple[str, str] | None:
     """Why a stage pod is not running yet, when it is stuck: (Reason, message)
     for a pod unschedulable for UNSCHEDULABLE_GRACE_SECONDS (any time when
-    ``now`` is None) or a container that cannot start; None otherwise."""
+    ``now`` is None; the reason from unschedulable_reason) or a container
+    that cannot start; None otherwise."""
     for pod in pods:
         st = pod.get("status") or {}
         for c in st.get("conditions") or []:
@@ -112,7 +146,8 @@ def pod_blocker(pods: list[dict], now: datetime | None = None) -> tuple[str, str
                 if now is not None and (since is None or (now - since).total_seconds()
                                         < UNSCHEDULABLE_GRACE_SECONDS):
                     continue
-                return "Unschedulable", one_line(c.get("message") or "no node fits the pod")
+                message = c.get("message") or "no node fits the pod"
+                return unschedulable_reason(message), one_line(message)
         for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
             waiting = (cs.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in STUCK_CONTAINER_REASONS:
@@ -230,4 +265,4 @@ def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
     return seen and updated and ready >= want and want > 0, ready, want
 
 
-__all__ = ["meta", "terminating", "object_ref", "object_fingerprint", "pods_of_job", "triton_pods", "ran_on", "terminated_states", "STUCK_CONTAINER_REASONS", "UNSCHEDULABLE_GRACE_SECONDS", "pod_blocker", "parse_result", "JobOutcome", "pods_refused", "job_outcome", "replicas", "replica_failure", "deployment_readiness"]
+__all__ = ["meta", "terminating", "object_ref", "object_fingerprint", "pods_of_job", "triton_pods", "ran_on", "terminated_states", "STUCK_CONTAINER_REASONS", "UNSCHEDULABLE_GRACE_SECONDS", "QUEUED_REASONS", "BLOCKED_REASONS", "unschedulable_reason", "pod_blocker", "parse_result", "JobOutcome", "pods_refused", "job_outcome", "replicas", "replica_failure", "deployment_readiness"]

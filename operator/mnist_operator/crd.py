@@ -288,8 +288,8 @@ NAMESPACED_RULES: list[dict] = [
     _rule(["batch"], ["jobs"], ["get", "list", "watch", "create", "delete"]),
     _rule([""], ["pods"], ["list", "watch"]),
     _rule(["apps"], ["deployments"], ["get", "list", "watch", "create", "patch", "delete"]),
-    _rule([""], ["services", "persistentvolumeclaims"], ["get", "list", "watch", "create"]),
-    _rule([""], ["serviceaccounts"], ["get", "create"]),
+    _rule([""], ["services", "persistentvolumeclaims", "serviceaccounts"],
+          ["get", "list", "watch", "create"]),
     _rule([""], ["events"], ["create", "list"]),
     _rule(["events.k8s.io"], ["events"], ["create"]),
 ]

@@ -9,12 +9,12 @@ A pass reads the resource and its children from a cache the watches keep
 (cache.py; primed by one listing per kind at startup, written through by the
 pass's own writes), so a Ready resource costs no requests. The pass queue
 (passqueue.py) runs it when something it depends on changed (create/update/resume
-of the resource, an event of a Job, Pod, Deployment, Service or claim it owns,
-found by instance label, hashed for long names), when the Decision's
-``requeue_after`` comes due (the end of a retry backoff), and on a slow resync
-(``MNIST_SERVING_RESYNC_SECONDS``, default 300). Deletion needs no finalizer (kopf
-drops the one an older operator's timer left): owner references let the garbage
-collector remove the children (the PVC has none when ``storage.keepOnDelete`` is set).
+of the resource, an event of a Job, Pod, Deployment, Service, claim or ServiceAccount
+it owns, found by instance label, hashed for long names), when the Decision's
+``requeue_after`` comes due (the end of a retry backoff, a refused create's retry
+time), and on a slow resync (``MNIST_SERVING_RESYNC_SECONDS``, default 300).
+Deletion needs no finalizer (kopf drops the one an older operator's timer left):
+owner references let the garbage collector remove the children (the PVC has none when ``storage.keepOnDelete`` is set).
 
 Environment (the Helm chart sets it; see site_defaults.py): the operator-wide
 defaults ``MNIST_SERVING_DEFAULT_*`` fill the fields a resource leaves out, and
@@ -44,12 +44,14 @@ log = logging.getLogger("mnist_operator")
 
 #: Seconds between passes of a resource nothing happens to (a safety net: events drive passes).
 RESYNC_SECONDS = float(os.environ.get("MNIST_SERVING_RESYNC_SECONDS", "300"))
-#: A Job with no pod may have its pods refused, which only its Events say: look again soon.
-PODLESS_SECONDS = 2.0
+#: Passes at once. A pass spends most of its time waiting for the API server (its status
+#: patch, its creates), so more threads than cores keep resources moving under load: with 4,
+#: passes of 50 resources waited 2.7 s (p50) in the queue for a free thread (docs/BENCHMARKS.md).
+PASS_WORKERS = 16
 MANAGED = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY}
 #: apiVersion, kind of the children the cache is primed with and the watches keep.
 CHILD_KINDS = [("batch/v1", "Job"), ("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Service"),
-               ("v1", "PersistentVolumeClaim")]
+               ("v1", "PersistentVolumeClaim"), ("v1", "ServiceAccount")]
 
 _api = None
 #: Set by main(): only exact namespace names were given (no globs, not cluster-wide).
@@ -71,7 +73,7 @@ def api():
     global _api
     with _api_lock:
         if _api is None:
-            _api = kube.api_client()
+            _api = kube.api_client(connections=PASS_WORKERS)
         return _api
 
 
@@ -136,8 +138,8 @@ def _one_pass(namespace: str, name: str) -> Decision | None:
     cr = known.resource(namespace, name)
     if cr is None or cr["metadata"].get("deletionTimestamp"):
         return None
-    observed = kube.observe_children(a, cr, known)
     now = datetime.now(timezone.utc)
+    observed = kube.observe_children(a, cr, known, now)
     decision = reconcile(with_defaults(cr, load_defaults()), observed, now)
     refused = apply(decision, cr)
     decision.status, warnings = refusals.record(decision.status, refused,
@@ -148,8 +150,13 @@ def _one_pass(namespace: str, name: str) -> Decision | None:
     if decision.status != {k: v for k, v in old.items() if k != "kopf"}:
         known.put_resource(kube.patch_status(a, namespace, name, status_patch(old, decision.status)))
     metrics.observe_status(namespace, name, old, decision.status)  # phase gauge, finished steps
-    if kube.podless_jobs(observed["jobs"], observed["pods"]):
-        decision.requeue_after = min(decision.requeue_after or PODLESS_SECONDS, PODLESS_SECONDS)
+    podless = kube.podless_jobs(observed["jobs"], observed["pods"])
+    if podless:  # its pods may be refused, which only its Events say: look again then
+        recheck = kube.podless_recheck(podless, now)
+        decision.requeue_after = min(decision.requeue_after or recheck, recheck)
+    retry = refusals.retry_in(decision.status, now)
+    if retry is not None:
+        decision.requeue_after = min(decision.requeue_after or retry, retry)
     return decision
 
 
@@ -165,7 +172,7 @@ def next_pass(key: tuple[str, str]) -> float | None:
     return min(float(decision.requeue_after), RESYNC_SECONDS)
 
 
-passes = PassQueue(next_pass, workers=4)
+passes = PassQueue(next_pass, workers=PASS_WORKERS)
 
 
 def prime(a, namespaces: list[str]) -> None:
@@ -264,6 +271,11 @@ async def service_event(body: kopf.Body, type: str | None, **_: Any) -> None:
 
 @kopf.on.event("v1", "persistentvolumeclaims", labels=MANAGED)
 async def claim_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    on_child(dict(body), type)
+
+
+@kopf.on.event("v1", "serviceaccounts", labels=MANAGED)
+async def account_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     on_child(dict(body), type)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -17,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import metrics
 from .cache import ClusterCache
+from .status import parse_timestamp
 from .spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -49,13 +51,16 @@ class KubeError(RuntimeError):
         super().__init__(f"{method} {path}: HTTP {status}: {message}")
 
 
-def api_client() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig."""
+def api_client(connections: int = 10) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig; a pool of
+    ``connections`` (one per thread that calls at once, or urllib3 opens and drops extra ones)."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)
 
 
 def collection_path(api_version: str, kind: str, namespace: str | None) -> str:
@@ -142,16 +147,39 @@ def list_objects(api: client.ApiClient, api_version: str, kind: str, namespace: 
     return items
 
 
-def observe_children(api: client.ApiClient, cr: dict, known: ClusterCache) -> dict:
+def observe_children(api: client.ApiClient, cr: dict, known: ClusterCache, now: datetime) -> dict:
     """What reconcile.reconcile() reads: this resource's children as the watches
     last showed them (``known``), and the job controller's FailedCreate events of
-    Jobs that have no pod (the only request a pass makes here, and rarely)."""
+    Jobs that have had no pod for PODLESS_GRACE_SECONDS (the only request a pass
+    makes here, and rarely)."""
     observed = known.children(cr)
     jobs, pods = observed["jobs"], observed["pods"]
+    asked = [j for j in podless_jobs(jobs, pods) if _podless_long(j, now)]
     return {"jobs": jobs, "pods": pods,
-            "job_events": failed_creates(api, cr["metadata"]["namespace"], podless_jobs(jobs, pods)),
+            "job_events": failed_creates(api, cr["metadata"]["namespace"], asked),
             "deployment": observed["deployment"], "service": observed["service"],
-            "pvc": observed["pvc"]}
+            "pvc": observed["pvc"], "account": observed["account"]}
+
+
+#: The job controller makes a Job's pod within seconds, more under load: only a Job this
+#: old with no pod is asked about (an events LIST, the dearest request a pass makes),
+#: then again every PODLESS_SECONDS while it has none (its pod's event ends that).
+PODLESS_GRACE_SECONDS = 10
+PODLESS_SECONDS = 5
+
+
+def _age(job: dict, now: datetime) -> float:
+    created = parse_timestamp(job["metadata"].get("creationTimestamp"))
+    return float("inf") if created is None else (now - created).total_seconds()
+
+
+def _podless_long(job: dict, now: datetime) -> bool:
+    return _age(job, now) >= PODLESS_GRACE_SECONDS
+
+
+def podless_recheck(jobs: list[dict], now: datetime) -> float:
+    """Seconds until a pass should look at these podless Jobs' events (again)."""
+    return max(PODLESS_SECONDS, min(PODLESS_GRACE_SECONDS - _age(j, now) for j in jobs))
 
 
 def podless_jobs(jobs: list[dict], pods: list[dict]) -> list[dict]:
@@ -195,5 +223,5 @@ def patch_status(api: client.ApiClient, namespace: str, name: str, status_patch:
 
 
 __all__ = ["KubeError", "api_client", "create", "patch", "delete", "get", "list_objects",
-           "observe_children", "patch_status", "collection_path",
+           "observe_children", "podless_jobs", "podless_recheck", "patch_status", "collection_path",
            "INSTANCE_LABEL", "PLURALS"]

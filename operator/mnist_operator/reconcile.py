@@ -49,7 +49,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import accuracy, builders, refusals, results
-from .children import (STUCK_CONTAINER_REASONS, deployment_readiness, job_outcome, meta,
+from .children import (BLOCKED_REASONS, QUEUED_REASONS, deployment_readiness, job_outcome, meta,
                        object_fingerprint, object_ref, pods_of_job, ran_on, replica_failure,
                        replicas, terminating, triton_pods)
 from .pipeline import Endpoints, Layout, Step, is_done, plan
@@ -157,9 +157,9 @@ def reconcile(cr: dict, observed: dict, now: datetime,
     """Decide what to do for one MnistServing.
 
     ``observed``: {"jobs": [Job], "pods": [Pod], "deployment": Deployment|None,
-    "service": Service|None, "pvc": PVC|None, "job_events": {Job name: [its
-    FailedCreate events]}}, every object as the API returns it (camelCase
-    dicts), children of this resource only.
+    "service": Service|None, "pvc": PVC|None, "account": ServiceAccount|None,
+    "job_events": {Job name: [its FailedCreate events]}}, every object as the
+    API returns it (camelCase dicts), children of this resource only.
     """
     try:
         spec = parse_spec(cr.get("spec"))
@@ -195,6 +195,7 @@ class Pass:
     deployment: dict | None
     service: dict | None
     pvc: dict | None
+    account: dict | None                # the pods' ServiceAccount
     job_events: dict[str, list[dict]]   # Job name -> its FailedCreate events
     old: dict                           # the status written last time
     gen: int
@@ -211,7 +212,7 @@ class Pass:
         old_gen = old.get("observedGeneration")
         return cls(cr, spec, now, substrate, list(observed.get("jobs") or []),
                    list(observed.get("pods") or []), observed.get("deployment"),
-                   observed.get("service"), observed.get("pvc"),
+                   observed.get("service"), observed.get("pvc"), observed.get("account"),
                    observed.get("job_events") or {}, old, gen, token,
                    refusals.carried(old, gen, token),
                    (old_gen is not None and old_gen != gen)
@@ -275,10 +276,10 @@ class Serving:
 
 
 def _run(p: Pass) -> Decision:
-    """One pass, top to bottom: volume, stale Jobs, every step in order, the
-    Deployment once, refused creates held back, the ServiceAccount, status."""
+    """One pass, top to bottom: volume, the pods' ServiceAccount, stale Jobs,
+    every step in order, the Deployment once, refused creates held back, status."""
     steps = p.plan(p.old_stages.get("analyze"))
-    acts = ensure_volume(p) + delete_stale_jobs(p, steps)
+    acts = ensure_volume(p) + ensure_account(p) + delete_stale_jobs(p, steps)
     stages, active, serving, steps, step_acts = advance_steps(p, steps)
     acts += step_acts
     if active is not None and before_serve(steps, active):
@@ -290,7 +291,6 @@ def _run(p: Pass) -> Decision:
     if serving is not None:
         acts += deployment_acts(p, serving)
     acts, kept = withhold_refused(p, acts)
-    acts, kept = add_runner_account(p, acts, kept)
     status, status_acts = build_status(p, steps, stages, active, serving, kept)
     acts += status_acts
     return Decision(create=acts.create, update=acts.update, delete=acts.delete, status=status,
@@ -354,21 +354,11 @@ def withhold_refused(p: Pass, acts: Acts) -> tuple[Acts, dict[str, dict]]:
     return out, kept
 
 
-def add_runner_account(p: Pass, acts: Acts, kept: dict[str, dict]
-                       ) -> tuple[Acts, dict[str, dict]]:
-    """Pods need their ServiceAccount first: create it with any pod owner
-    (already there is fine), so no pass has to list ServiceAccounts."""
+def ensure_account(p: Pass) -> Acts:
+    """The pods' ServiceAccount, created while it is not there (before any pod
+    owner: the Decision's creates run in order)."""
     account = builders.build_runner_service_account(p.cr, p.spec)
-    owners = [i for i, o in enumerate(acts.create) if o["kind"] in ("Job", "Deployment")]
-    if not account or not owners:
-        return acts, kept
-    key = refusals.key_of(account)
-    if key in p.refused:
-        kept = {**kept, key: p.refused[key]}
-    wait = held_back(p, account)
-    if wait is not None:
-        return acts + replace(wait, held=[]), kept
-    return replace(acts, create=[*acts.create[:owners[0]], account, *acts.create[owners[0]:]]), kept
+    return Acts(create=[account]) if account is not None and p.account is None else Acts()
 
 
 def before_serve(steps: list[Step], step: Step) -> bool:
@@ -668,13 +658,15 @@ def observe_job(p: Pass, steps: list[Step], step: Step, cur: dict | None, attemp
     if out.state == RUNNING:
         stuck = out.reason  # "" unless a pod cannot be scheduled or started
         if cur and cur.get("state") == RUNNING and cur.get("job") == name:
-            was_stuck = cur.get("reason") in ("Unschedulable", *STUCK_CONTAINER_REASONS)
+            was_stuck = cur.get("reason") in BLOCKED_REASONS
             if (not stuck and not was_stuck) or (stuck and cur.get("reason") == stuck):
                 return cur, acts
         if stuck:
-            return base(step, state=RUNNING, reason=stuck,
-                        message=one_line(f"Job {name} waiting: {out.message}"), **common), \
-                acts + event("Warning", stuck, f"{step.name}: {out.message}")
+            rec = base(step, state=RUNNING, reason=stuck,
+                       message=one_line(f"Job {name} waiting: {out.message}"), **common)
+            if stuck in QUEUED_REASONS:   # queuing for a claim or a free GPU: no fault
+                return rec, acts
+            return rec, acts + event("Warning", stuck, f"{step.name}: {out.message}")
         return base(step, state=RUNNING, reason="JobRunning",
                     message=f"Job {name} running (attempt {attempt})", **common), acts
     finished = out.finish or timestamp(p.now)

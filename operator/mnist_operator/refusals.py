@@ -6,12 +6,13 @@ comes back here as a :class:`Refusal`. :func:`record` writes it into status
 (``status.refusals`` keyed ``Kind/name``, the step that wanted the object, the
 Ready condition) with one Warning event, and sets when to try again: 10 s,
 doubling per refusal of the same object, at most 5 minutes. Until then
-reconcile withholds that create (:func:`withheld`); a new generation or retry
-annotation tries at once. An object that reconcile no longer wants to create
+reconcile withholds that create (:func:`withheld`) and the pass looks again
+then (:func:`retry_in`); a new generation or retry annotation tries at once. An object that reconcile no longer wants to create
 (it exists now, or the spec moved on) drops its entry on the next pass.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -113,6 +114,15 @@ def carried(old_status: dict, generation: int, retry_token: str | None) -> dict:
     return dict(old_status.get("refusals") or {})
 
 
+def retry_in(status: dict, now: datetime) -> int | None:
+    """Seconds until the first refused create may be tried again (at least 1; None when
+    nothing is refused): the pass that was refused looks again then, since no watch
+    event will come for an object that does not exist."""
+    times = [parse_timestamp(e.get("retryTime")) for e in (status.get("refusals") or {}).values()]
+    times = [t for t in times if t is not None]
+    return max(1, math.ceil((min(times) - now).total_seconds())) if times else None
+
+
 def withheld(entries: dict, obj: dict, now: datetime) -> dict | None:
     """The refusal entry that holds ``obj`` back until its retry time, if any."""
     entry = entries.get(key_of(obj))
@@ -122,5 +132,5 @@ def withheld(entries: dict, obj: dict, now: datetime) -> dict | None:
     return entry if retry_at is not None and now < retry_at else None
 
 
-__all__ = ["Refusal", "classify", "record", "carried", "withheld", "key_of", "summary",
+__all__ = ["Refusal", "classify", "record", "carried", "retry_in", "withheld", "key_of", "summary",
            "REFUSAL_CODES", "READY_REASON"]

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mnist_operator import builders
 from tests.harness.namespaces import compute_quota, restrict
 from tests.harness.operator_process import wait_for
 from .test_operator_e2e import wait_ready_at
+
+pytestmark = pytest.mark.cluster
 
 def test_the_pipeline_reaches_ready_under_restricted_pod_security_and_a_compute_quota(
         pipeline_ns, operator, kit, kubectl):

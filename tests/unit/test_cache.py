@@ -38,7 +38,7 @@ class Comparing(World):
         served = {"jobs": [as_served("Job", j) for j in full["jobs"]],
                   "pods": [as_served("Pod", p) for p in full["pods"]]}
         for key, kind in (("deployment", "Deployment"), ("service", "Service"),
-                          ("pvc", "PersistentVolumeClaim")):
+                          ("pvc", "PersistentVolumeClaim"), ("account", "ServiceAccount")):
             served[key] = as_served(kind, full[key]) if full[key] else None
         slimmed = {k: ([slim(o["kind"], o) for o in v] if isinstance(v, list)
                        else (slim(v["kind"], v) if v else None)) for k, v in served.items()}
@@ -87,9 +87,12 @@ def test_children_follow_the_instance_label_and_the_owner_uid():
     c.put(child("Job", "of-an-older-demo", owner_uid="uid-0"))   # same name, deleted before
     c.put(child("PersistentVolumeClaim", "kept"))               # keepOnDelete: no owner
     c.put(child("Job", "elsewhere", label="other", owner_uid="uid-1"))
+    c.put(child("ServiceAccount", "a-runner", owner_uid="uid-0"))
+    c.put(child("ServiceAccount", "demo-runner", owner_uid="uid-1"))
     seen = c.children(cr())
     assert [j["metadata"]["name"] for j in seen["jobs"]] == ["mine"]
     assert seen["pvc"]["metadata"]["name"] == "kept"
+    assert seen["account"]["metadata"]["name"] == "demo-runner"
     assert seen["deployment"] is None and seen["service"] is None and seen["pods"] == []
 
 

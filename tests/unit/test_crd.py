@@ -336,9 +336,8 @@ def test_rbac_grants_exactly_the_calls_the_operator_makes():
         *(("batch", "jobs", v) for v in ("get", "list", "watch", "create", "delete")),
         ("", "pods", "list"), ("", "pods", "watch"),
         *(("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch", "delete")),
-        *(("", res, v) for res in ("services", "persistentvolumeclaims")
+        *(("", res, v) for res in ("services", "persistentvolumeclaims", "serviceaccounts")
           for v in ("get", "list", "watch", "create")),
-        ("", "serviceaccounts", "get"), ("", "serviceaccounts", "create"),
         ("", "events", "create"), ("", "events", "list"), ("events.k8s.io", "events", "create"),
         *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),
     }

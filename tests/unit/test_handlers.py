@@ -138,3 +138,37 @@ def test_a_resource_event_with_news_queues_a_pass_and_our_own_write_does_not(she
     event(annotated, "MODIFIED")                         # kopf's change handlers miss this one
     assert asked.keys == [(("ns", "demo"), 0.0)]
     assert known.resource("ns", "demo")["metadata"]["annotations"] == {"mnist.serving.dev/retry": "1"}
+
+
+def test_a_job_without_a_pod_is_asked_about_only_after_the_grace(monkeypatch):
+    """The job controller makes a pod within seconds: a young podless Job costs no events
+    LIST; one podless past the grace has its FailedCreate events read."""
+    from datetime import datetime, timedelta, timezone
+    from mnist_operator import kube
+    listed = []
+
+    def request(api, method, path, body=None, query=None, content_type=None):
+        listed.append(query["fieldSelector"])
+        return 200, {"items": [{"message": "Error creating: forbidden", "count": 3}]}
+    monkeypatch.setattr(kube, "_request", request)
+    now = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
+    known = ClusterCache()
+    owner = cr("demo")
+    known.put_resource(owner)
+
+    def job(name, age):
+        created = (now - timedelta(seconds=age)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}",
+                             "resourceVersion": "4", "creationTimestamp": created,
+                             "labels": {builders.LABEL_INSTANCE: "demo"}}, "status": {}}
+    young = job("young", 1)
+    known.put(young)
+    assert kube.observe_children(None, owner, known, now)["job_events"] == {}
+    assert listed == []
+    assert kube.podless_recheck([young], now) == kube.PODLESS_GRACE_SECONDS - 1   # its grace's end
+    old = job("old", kube.PODLESS_GRACE_SECONDS + 1)
+    known.put(old)
+    events = kube.observe_children(None, owner, known, now)["job_events"]
+    assert list(events) == ["old"] and listed == ["involvedObject.uid=uid-old,reason=FailedCreate"]
+    assert kube.podless_recheck([young, old], now) == kube.PODLESS_SECONDS

@@ -104,14 +104,24 @@ def test_pods_run_as_the_runner_account_without_a_token():
     assert pod(own["Job/train"])["serviceAccountName"] == "team-runner"
 
 
-def test_the_account_is_created_before_any_pod_owner_and_only_with_one():
+def test_the_account_is_created_before_any_pod_owner_and_only_while_it_is_not_there():
     cr = make_cr()
     first = reconcile(cr, {"jobs": [], "pods": []}, T0)
     assert [o["kind"] for o in first.create] == ["PersistentVolumeClaim", "ServiceAccount", "Job"]
-    waiting = reconcile({**cr, "status": first.status},
-                        {"jobs": [o for o in first.create if o["kind"] == "Job"], "pods": [],
-                         "pvc": first.create[0]}, T0)
-    assert waiting.create == []        # nothing to create: no account either
+    jobs = [o for o in first.create if o["kind"] == "Job"]
+    there = reconcile({**cr, "status": first.status},
+                      {"jobs": jobs, "pods": [], "pvc": first.create[0],
+                       "account": first.create[1]}, T0)
+    assert there.create == []          # the account is observed: nothing to send
+    gone = reconcile({**cr, "status": first.status},
+                     {"jobs": jobs, "pods": [], "pvc": first.create[0]}, T0)
+    assert [o["kind"] for o in gone.create] == ["ServiceAccount"]   # deleted: made again
+
+
+def test_a_named_account_is_never_created():
+    cr = make_cr(spec={"scheduling": {"serviceAccountName": "team-runner"}})
+    first = reconcile(cr, {"jobs": [], "pods": []}, T0)
+    assert [o["kind"] for o in first.create] == ["PersistentVolumeClaim", "Job"]
 
 
 # --------------------------------------------------------------------------- names and metadata

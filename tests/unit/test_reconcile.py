@@ -55,7 +55,8 @@ class World:
             return next((copy.deepcopy(o) for (k, _), o in self.objects.items() if k == kind), None)
         return {"jobs": [copy.deepcopy(o) for (k, _), o in self.objects.items() if k == "Job"],
                 "pods": copy.deepcopy(self.pods), "deployment": one("Deployment"),
-                "service": one("Service"), "pvc": one("PersistentVolumeClaim")}
+                "service": one("Service"), "pvc": one("PersistentVolumeClaim"),
+                "account": one("ServiceAccount")}
 
     def step(self, advance: float = 0) -> Decision:
         self.now += timedelta(seconds=advance)
@@ -162,7 +163,7 @@ class World:
 
 
 def created(d: Decision) -> list[dict]:
-    """What a pass creates, less the pods' ServiceAccount (which comes with every pod owner)."""
+    """What a pass creates, less the pods' ServiceAccount (there from the first pass on)."""
     return [o for o in d.create if o["kind"] != "ServiceAccount"]
 
 
@@ -678,15 +679,34 @@ def _stuck_pod(job_name: str, status: dict) -> dict:
             "status": {"phase": "Pending", **status}}
 
 
-UNSCHEDULABLE = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                 "lastTransitionTime": "2020-01-01T00:00:00Z",   # long ago
-                                 "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}
+# kube-scheduler 1.36's PodScheduled messages, as the cluster tier's scheduler wrote them
+NO_NODE_HAS_THE_PRODUCT = (
+    "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector. no new claims "
+    "to deallocate, preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.")
+MORE_GPUS_THAN_A_NODE_HAS = (
+    "0/2 nodes are available: 2 Insufficient nvidia.com/gpu. no new claims to deallocate, "
+    "preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.")
+EVERY_GPU_BUSY = (
+    "0/2 nodes are available: 2 Insufficient nvidia.com/gpu. no new claims to deallocate, "
+    "preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod.")
+CLAIM_UNBOUND = ("0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. "
+                 "not found")
+
+
+def unschedulable(message: str) -> dict:
+    return {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                            "lastTransitionTime": "2020-01-01T00:00:00Z",   # long ago
+                            "message": message}]}
+
+
+UNSCHEDULABLE = unschedulable(NO_NODE_HAS_THE_PRODUCT)
 PULL_BACKOFF = {"containerStatuses": [{"name": "stage", "state": {"waiting": {
     "reason": "ImagePullBackOff", "message": "Back-off pulling image \"nvcr.io/nvidia/pytorch:99\""}}}]}
 
 
 @pytest.mark.parametrize("status,reason,words", [
-    (UNSCHEDULABLE, "Unschedulable", "Insufficient nvidia.com/gpu"),
+    (UNSCHEDULABLE, "Unschedulable", "didn't match Pod's node affinity/selector"),
+    (unschedulable(MORE_GPUS_THAN_A_NODE_HAS), "Unschedulable", "Insufficient nvidia.com/gpu"),
     (PULL_BACKOFF, "ImagePullBackOff", "nvcr.io/nvidia/pytorch:99"),
 ])
 def test_a_stuck_stage_pod_is_named_in_status_and_one_warning(status, reason, words):
@@ -708,6 +728,64 @@ def test_a_stuck_stage_pod_is_named_in_status_and_one_warning(status, reason, wo
     w.finish("train")
     w.step(1)
     assert w.stage("train")["state"] == "Succeeded"
+
+
+@pytest.mark.parametrize("message,reason", [
+    (EVERY_GPU_BUSY, "WaitingForGPU"),
+    (CLAIM_UNBOUND, "WaitingForVolume"),
+    (EVERY_GPU_BUSY.replace("nvidia.com/gpu", "cpu"), "WaitingForResources"),
+])
+def test_a_pod_queued_for_a_gpu_or_its_claim_says_so_without_a_warning(message, reason):
+    """Waiting for a busy GPU (or a claim to bind) is queuing a user expects at
+    capacity: the stage record says what it waits for, no Warning is posted."""
+    w = World()
+    w.step()
+    job = w.job("train")["metadata"]["name"]
+    w.pods.append(_stuck_pod(job, unschedulable(message)))
+    d = w.step(1)
+    rec = w.stage("train")
+    assert rec["state"] == "Running" and rec["reason"] == reason and message in rec["message"]
+    assert not d.events and not w.step(1).events and w.stage("train") == rec
+    w.pods.clear()                     # a GPU freed: the pod runs
+    w.step(1)
+    assert w.stage("train")["reason"] == "JobRunning"
+    w.finish("train")
+    w.step(1)
+    assert w.stage("train")["state"] == "Succeeded"
+
+
+def test_a_queued_pod_that_comes_to_fit_no_node_is_news():
+    w = World()
+    w.step()
+    job = w.job("train")["metadata"]["name"]
+    w.pods.append(_stuck_pod(job, unschedulable(EVERY_GPU_BUSY)))
+    w.step(1)
+    w.pods[:] = [_stuck_pod(job, UNSCHEDULABLE)]   # the only GPU nodes went away
+    d = w.step(1)
+    assert w.stage("train")["reason"] == "Unschedulable"
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "Unschedulable")]
+
+
+@pytest.mark.parametrize("message,reason", [
+    (NO_NODE_HAS_THE_PRODUCT, "Unschedulable"),
+    (MORE_GPUS_THAN_A_NODE_HAS, "Unschedulable"),     # no eviction would make room
+    (EVERY_GPU_BUSY, "WaitingForGPU"),
+    (CLAIM_UNBOUND, "WaitingForVolume"),
+    # some nodes full, the rest without the product: the full ones will free up
+    ("0/64 nodes are available: 8 Insufficient nvidia.com/gpu, 56 node(s) didn't match Pod's "
+     "node affinity/selector. no new claims to deallocate, preemption: 0/64 nodes are available: "
+     "8 No preemption victims found for incoming pod, 56 Preemption is not helpful for "
+     "scheduling.", "WaitingForGPU"),
+    # preemption not tried (preemptionPolicy Never): nothing says the request is too big
+    ("0/2 nodes are available: 2 Insufficient nvidia.com/gpu. preemption: not eligible due to "
+     "preemptionPolicy=Never.", "WaitingForGPU"),
+    ("0/2 nodes are available: 2 node(s) had untolerated taint(s). no new claims to deallocate, "
+     "preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.",
+     "Unschedulable"),
+])
+def test_the_schedulers_message_tells_queuing_from_fitting_no_node(message, reason):
+    from mnist_operator.children import unschedulable_reason
+    assert unschedulable_reason(message) == reason
 
 
 def test_pod_blocker_ignores_ordinary_waiting():

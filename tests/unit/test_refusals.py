@@ -113,6 +113,21 @@ def test_a_refused_volume_is_the_resources_news_and_nothing_else_waits_on_it():
     assert ("Warning", "Invalid") in [(t, r) for t, r, _ in w.warnings]
 
 
+def test_the_pass_that_was_refused_looks_again_at_the_retry_time():
+    """No watch event comes for an object that was never created: the pass itself
+    must come back when the refusal's backoff ends."""
+    w = RefusingWorld(refuse=("PersistentVolumeClaim",))
+    w.step()
+    assert R.retry_in(w.status, w.now) == R.FIRST_BACKOFF_SECONDS
+    assert R.retry_in(w.status, w.now + timedelta(seconds=60)) == 1   # overdue: at once
+    w.step(R.FIRST_BACKOFF_SECONDS)                 # refused again: backs off longer
+    assert R.retry_in(w.status, w.now) == 2 * R.FIRST_BACKOFF_SECONDS
+    w.refuse = set()
+    w.step(2 * R.FIRST_BACKOFF_SECONDS)             # created now
+    w.step(1)
+    assert R.retry_in(w.status, w.now) is None and not w.status.get("refusals")
+
+
 def test_the_account_waits_with_its_refusal_but_the_job_goes_ahead():
     w = RefusingWorld(refuse=("ServiceAccount",))
     w.step()

@@ -117,7 +117,7 @@ class Machine:
         one = lambda k: next(iter(kind(k)), None)
         return {"jobs": kind("Job"), "pods": kind("Pod"), "job_events": {},
                 "deployment": one("Deployment"), "service": one("Service"),
-                "pvc": one("PersistentVolumeClaim")}
+                "pvc": one("PersistentVolumeClaim"), "account": one("ServiceAccount")}
 
     def steps(self, status: dict) -> list[Step]:
         """The plan the core made this pass (the closed loop's steps once analyze has a result)."""
