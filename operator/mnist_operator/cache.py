@@ -82,6 +82,8 @@ class ClusterCache:
         self._by_label: dict[tuple[str, str], str] = {}
         #: (namespace, instance label) -> kind -> name -> slim child
         self._children: dict[tuple[str, str], dict[str, dict[str, dict]]] = {}
+        #: node name -> its GPU labels (asked once per node: they do not change under a pod)
+        self._node_labels: dict[str, dict[str, str]] = {}
 
     # ---------------------------------------------------------------- resources
     def put_resource(self, body: dict) -> bool:
@@ -173,6 +175,16 @@ class ClusterCache:
         return {"jobs": [o for o in found["Job"] if owned(o)], "pods": found["Pod"],
                 "deployment": one("Deployment"), "service": one("Service"),
                 "pvc": one("PersistentVolumeClaim"), "account": one("ServiceAccount")}
+
+    # ---------------------------------------------------------------- nodes
+    def node_labels(self, name: str) -> dict[str, str] | None:
+        """The GPU labels kept for node ``name``; None when it was never asked about."""
+        with self._lock:
+            return self._node_labels.get(name)
+
+    def put_node_labels(self, name: str, labels: dict[str, str]) -> None:
+        with self._lock:
+            self._node_labels[name] = dict(labels)
 
     def sizes(self) -> dict[str, int]:
         """Objects kept, by kind (what bounds the operator's memory)."""

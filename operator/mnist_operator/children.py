@@ -45,9 +45,19 @@ def triton_pods(pods: list[dict]) -> list[dict]:
             and not terminating(p)]
 
 
-def ran_on(pods: list[dict]) -> dict[str, Any]:
-    """Where pods ran, as their status says: the node names and each container's
-    image digest (what actually ran, whatever tag the spec named)."""
+def gpu_of(labels: dict[str, str]) -> str:
+    """A node's GPUs as GPU feature discovery labels them: product x count (memory MiB)."""
+    product = labels.get("nvidia.com/gpu.product")
+    if not product:
+        return ""
+    count, memory = labels.get("nvidia.com/gpu.count"), labels.get("nvidia.com/gpu.memory")
+    return product + (f" x{count}" if count else "") + (f" ({memory} MiB)" if memory else "")
+
+
+def ran_on(pods: list[dict], node_labels: dict[str, dict] | None = None) -> dict[str, Any]:
+    """Where pods ran, as their status says: the node names, their GPUs (``node_labels``:
+    node name -> GPU labels) and each container's image digest (what actually ran,
+    whatever tag the spec named)."""
     nodes = sorted({(p.get("spec") or {}).get("nodeName") or "" for p in pods} - {""})
     images: dict[str, set[str]] = {}
     for pod in pods:
@@ -57,6 +67,9 @@ def ran_on(pods: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if nodes:
         out["node"] = ",".join(nodes)
+    gpus = sorted({gpu_of((node_labels or {}).get(n) or {}) for n in nodes} - {""})
+    if gpus:
+        out["gpu"] = ",".join(gpus)
     if images:
         out["images"] = {name: ",".join(sorted(ids)) for name, ids in sorted(images.items())}
     return out
@@ -265,4 +278,4 @@ def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
     return seen and updated and ready >= want and want > 0, ready, want
 
 
-__all__ = ["meta", "terminating", "object_ref", "object_fingerprint", "pods_of_job", "triton_pods", "ran_on", "terminated_states", "STUCK_CONTAINER_REASONS", "UNSCHEDULABLE_GRACE_SECONDS", "QUEUED_REASONS", "BLOCKED_REASONS", "unschedulable_reason", "pod_blocker", "parse_result", "JobOutcome", "pods_refused", "job_outcome", "replicas", "replica_failure", "deployment_readiness"]
+__all__ = ["meta", "terminating", "object_ref", "object_fingerprint", "pods_of_job", "triton_pods", "ran_on", "gpu_of", "terminated_states", "STUCK_CONTAINER_REASONS", "UNSCHEDULABLE_GRACE_SECONDS", "QUEUED_REASONS", "BLOCKED_REASONS", "unschedulable_reason", "pod_blocker", "parse_result", "JobOutcome", "pods_refused", "job_outcome", "replicas", "replica_failure", "deployment_readiness"]

@@ -115,6 +115,7 @@ ENVIRONMENT = (
     ("modelConfig", "served config"),
     ("perfAnalyzer", "perf_analyzer"),
     ("tritonNode", "Triton node"),
+    ("tritonGpu", "Triton node's GPUs"),
     ("tritonImages", "Triton image"),
     ("clientNode", "client node"),
     ("clientImages", "client image"),
@@ -247,7 +248,8 @@ def environment_of(status: dict, model: str, protocol: str, device: str
     env = {"device": device, "triton": measured.get("triton", "-"),
            "modelConfig": (measured.get("configs") or {}).get(model, "-"),
            "perfAnalyzer": measured.get("perfAnalyzer", "-"),
-           "tritonNode": server.get("node", "-"), "tritonImages": _joined(server.get("images")),
+           "tritonNode": server.get("node", "-"), "tritonGpu": server.get("gpu", "-"),
+           "tritonImages": _joined(server.get("images")),
            "clientNode": ran.get("node", "-"), "clientImages": _joined(ran.get("images"))}
     return tuple((key, str(env[key])) for key, _ in ENVIRONMENT)
 

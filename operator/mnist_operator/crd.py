@@ -295,10 +295,12 @@ NAMESPACED_RULES: list[dict] = [
 ]
 
 #: Cluster-wide only: kopf lists and watches CRDs to notice MnistServing being
-#: (re)installed. No kopf peering objects: the operator runs one replica in
+#: (re)installed; a node a stage ran on is read once for its GPU feature discovery
+#: labels (the environment fingerprint; a namespaced Role goes without them). No kopf peering objects: the operator runs one replica in
 #: standalone mode, so it needs neither kopf.dev peerings nor coordination leases.
 CLUSTER_ONLY_RULES: list[dict] = [
     _rule(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["get", "list", "watch"]),
+    _rule([""], ["nodes"], ["get"]),
 ]
 
 OPERATOR_RULES: list[dict] = NAMESPACED_RULES + CLUSTER_ONLY_RULES

@@ -147,6 +147,31 @@ def list_objects(api: client.ApiClient, api_version: str, kind: str, namespace: 
     return items
 
 
+#: GPU feature discovery's labels: what an environment fingerprint says of a node's GPUs.
+GPU_LABELS = ("nvidia.com/gpu.product", "nvidia.com/gpu.count", "nvidia.com/gpu.memory")
+
+
+def node_gpus(api: client.ApiClient, pods: list[dict], known: ClusterCache) -> dict[str, dict]:
+    """Node name -> its GPU feature discovery labels, for the nodes ``pods`` ran on. A node
+    is asked about once (GET; its labels are kept); a node we may not read (a namespaced
+    Role) or that is gone reads as no labels."""
+    out = {}
+    for name in sorted({(p.get("spec") or {}).get("nodeName") or "" for p in pods} - {""}):
+        labels = known.node_labels(name)
+        if labels is None:
+            try:
+                node = _request(api, "GET", f"/api/v1/nodes/{quote(name)}")[1] or {}
+                found = (node.get("metadata") or {}).get("labels") or {}
+                labels = {k: found[k] for k in GPU_LABELS if k in found}
+            except KubeError as e:
+                if e.status not in (403, 404):
+                    raise
+                labels = {}
+            known.put_node_labels(name, labels)
+        out[name] = labels
+    return out
+
+
 def observe_children(api: client.ApiClient, cr: dict, known: ClusterCache, now: datetime) -> dict:
     """What reconcile.reconcile() reads: this resource's children as the watches
     last showed them (``known``), and the job controller's FailedCreate events of
@@ -158,7 +183,8 @@ def observe_children(api: client.ApiClient, cr: dict, known: ClusterCache, now: 
     return {"jobs": jobs, "pods": pods,
             "job_events": failed_creates(api, cr["metadata"]["namespace"], asked),
             "deployment": observed["deployment"], "service": observed["service"],
-            "pvc": observed["pvc"], "account": observed["account"]}
+            "pvc": observed["pvc"], "account": observed["account"],
+            "nodes": node_gpus(api, pods, known)}
 
 
 #: The job controller makes a Job's pod within seconds, more under load: only a Job this

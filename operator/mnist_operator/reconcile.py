@@ -158,8 +158,9 @@ def reconcile(cr: dict, observed: dict, now: datetime,
 
     ``observed``: {"jobs": [Job], "pods": [Pod], "deployment": Deployment|None,
     "service": Service|None, "pvc": PVC|None, "account": ServiceAccount|None,
-    "job_events": {Job name: [its FailedCreate events]}}, every object as the
-    API returns it (camelCase dicts), children of this resource only.
+    "job_events": {Job name: [its FailedCreate events]}, "nodes": {node name: its
+    GPU feature discovery labels}}, every object as the API returns it (camelCase
+    dicts), children of this resource only.
     """
     try:
         spec = parse_spec(cr.get("spec"))
@@ -197,6 +198,7 @@ class Pass:
     pvc: dict | None
     account: dict | None                # the pods' ServiceAccount
     job_events: dict[str, list[dict]]   # Job name -> its FailedCreate events
+    nodes: dict[str, dict]              # node name -> its GPU labels (nodes the pods ran on)
     old: dict                           # the status written last time
     gen: int
     retry_token: str | None
@@ -213,7 +215,7 @@ class Pass:
         return cls(cr, spec, now, substrate, list(observed.get("jobs") or []),
                    list(observed.get("pods") or []), observed.get("deployment"),
                    observed.get("service"), observed.get("pvc"), observed.get("account"),
-                   observed.get("job_events") or {}, old, gen, token,
+                   observed.get("job_events") or {}, observed.get("nodes") or {}, old, gen, token,
                    refusals.carried(old, gen, token),
                    (old_gen is not None and old_gen != gen)
                    or (token is not None and token != old.get("retryToken")))
@@ -696,9 +698,9 @@ def environment_of(p: Pass, steps: list[Step], step: Step, job: dict) -> dict:
     """Where a finished step ran (its pod's node and image digests) and, for a
     step that talks to Triton, where Triton ran as it finished: with the
     result's own versions, the environment fingerprint of its numbers."""
-    env = ran_on(pods_of_job(job, p.pods))
+    env = ran_on(pods_of_job(job, p.pods), p.nodes)
     if any(s.long_running for s in steps if s.name in step.needs):
-        server = ran_on(triton_pods(p.pods))
+        server = ran_on(triton_pods(p.pods), p.nodes)
         if server:
             env["server"] = server
     return {"environment": env} if env else {}

@@ -127,6 +127,15 @@ def test_resource_walks_every_step_to_ready(pipeline_ns, operator, kit, kubectl,
     assert "1120.0" in (out / "compare.csv").read_text()
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # where the sweep ran: Triton's node and its GPUs as GPU feature discovery labels them
+    server = st["stages"]["bench-grpc"]["environment"]["server"]
+    labels = kubectl.json("get", "node", server["node"])["metadata"]["labels"]
+    gpu = (f"{labels['nvidia.com/gpu.product']} x{labels['nvidia.com/gpu.count']} "
+           f"({labels['nvidia.com/gpu.memory']} MiB)")
+    assert server["gpu"] == gpu, server
+    assert st["stages"]["bench-grpc"]["environment"]["node"], st["stages"]["bench-grpc"]
+    assert gpu in cmp.stdout   # compare's environments table
+
     # the serving objects
     dep = kubectl.json("get", "deployment", "demo-triton", "-n", ns)
     assert dep["status"]["availableReplicas"] == 1

@@ -340,7 +340,9 @@ def test_rbac_grants_exactly_the_calls_the_operator_makes():
           for v in ("get", "list", "watch", "create")),
         ("", "events", "create"), ("", "events", "list"), ("events.k8s.io", "events", "create"),
         *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),
+        ("", "nodes", "get"),   # a node's GPU labels, once per node (kube.node_gpus)
     }
+    assert not any("nodes" in r["resources"] for r in C.NAMESPACED_RULES)
 
 
 # --------------------------------------------------------------------------- manifests/ (kustomize)

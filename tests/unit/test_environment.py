@@ -22,8 +22,14 @@ def triton_pod(node: str, image: str) -> dict:
                 {"name": "triton", "ready": True, "imageID": image}]}}
 
 
+H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "nvidia.com/gpu.count": "8",
+        "nvidia.com/gpu.memory": "81559", "kubernetes.io/os": "linux"}
+
+
 def test_a_finished_bench_step_records_where_it_and_triton_ran():
     w = World()
+    w.nodes = {"gpu-node-1": {k: v for k, v in H100.items() if k.startswith("nvidia.com/")},
+               "cpu-node-7": {}}
     w.step()
     w.run_through("train", "export", "engine", "repo", "serve")
     w.pods.append(triton_pod("gpu-node-1", TRITON))
@@ -33,7 +39,8 @@ def test_a_finished_bench_step_records_where_it_and_triton_ran():
     w.step(1)
     assert w.stage("client")["environment"] == {
         "node": "cpu-node-7", "images": {"stage": SDK},
-        "server": {"node": "gpu-node-1", "images": {"triton": TRITON}}}
+        "server": {"node": "gpu-node-1", "gpu": "NVIDIA-H100-80GB-HBM3 x8 (81559 MiB)",
+                   "images": {"triton": TRITON}}}
     # a step that talks to no Triton records only its own pod
     assert "server" not in (w.stage("train").get("environment") or {})
 
@@ -85,4 +92,24 @@ def test_compare_never_puts_two_environments_under_one_fingerprint():
     assert legend.count("\n") == 2 + 3 and "gpu-node-1" in legend
     csv = compare.csv_text(rows)
     assert csv.splitlines()[0].endswith(",environment,device,triton,modelConfig,perfAnalyzer,"
-                                        "tritonNode,tritonImages,clientNode,clientImages")
+                                        "tritonNode,tritonGpu,tritonImages,clientNode,clientImages")
+
+
+def test_a_node_is_asked_about_once_and_a_forbidden_read_means_no_labels(monkeypatch):
+    from mnist_operator import kube
+    from mnist_operator.cache import ClusterCache
+    asked = []
+
+    def request(api, method, path, *a, **k):
+        asked.append((method, path))
+        if api == "namespaced":
+            raise kube.KubeError(403, method, path, '{"reason": "Forbidden"}')
+        return 200, {"metadata": {"name": path.rsplit("/", 1)[1], "labels": H100}}
+    monkeypatch.setattr(kube, "_request", request)
+    pods = [{"spec": {"nodeName": "gpu-node-1"}}, {"spec": {"nodeName": "gpu-node-1"}}, {}]
+    known = ClusterCache()
+    gpu_labels = {k: v for k, v in H100.items() if k.startswith("nvidia.com/")}
+    assert kube.node_gpus("cluster", pods, known) == {"gpu-node-1": gpu_labels}
+    assert kube.node_gpus("cluster", pods, known) == {"gpu-node-1": gpu_labels}
+    assert asked == [("GET", "/api/v1/nodes/gpu-node-1")]       # once, and only GPU labels kept
+    assert kube.node_gpus("namespaced", pods, ClusterCache()) == {"gpu-node-1": {}}

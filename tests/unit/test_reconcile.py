@@ -46,6 +46,7 @@ class World:
         self.cr = make_cr(spec)
         self.objects: dict[tuple[str, str], dict] = {}
         self.pods: list[dict] = []
+        self.nodes: dict[str, dict] = {}   # node name -> its GPU labels, as kube.node_gpus reads them
         self.now = T0
         self.decisions: list[Decision] = []
 
@@ -56,7 +57,7 @@ class World:
         return {"jobs": [copy.deepcopy(o) for (k, _), o in self.objects.items() if k == "Job"],
                 "pods": copy.deepcopy(self.pods), "deployment": one("Deployment"),
                 "service": one("Service"), "pvc": one("PersistentVolumeClaim"),
-                "account": one("ServiceAccount")}
+                "account": one("ServiceAccount"), "nodes": copy.deepcopy(self.nodes)}
 
     def step(self, advance: float = 0) -> Decision:
         self.now += timedelta(seconds=advance)
