@@ -498,6 +498,8 @@ def figure(rows: list[Row]) -> Any:
             xs = [p.p99_us / 1000 for p in row.sweep]
             ys = [p.infer_per_sec for p in row.sweep]
             label = f"{row.source} · {row.protocol} · {row.device} · env {row.environment}"
+            if row.accuracy.endswith("(below tolerance)"):
+                label += " · accuracy below tolerance"
             if len(row.sweep) == 1:
                 label += " (best point only)"
             (line,) = ax.plot(xs, ys, marker="o", linewidth=1.6, label=label)
