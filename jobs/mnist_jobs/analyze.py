@@ -190,7 +190,10 @@ def parse_inference_csv(text: str) -> dict[str, dict]:
         raise ValueError("metrics-model-inference.csv has no rows")
     for model, entry in out.items():
         rows = entry["rows"]
-        entry["best"] = max(rows, key=lambda r: r["throughput"])
+        # model-analyzer's own verdict on the constraints (the SLO): a row it marks
+        # "No" is never the best; with none meeting them there is no best
+        eligible = [r for r in rows if r["satisfies"] != "No"]
+        entry["best"] = max(eligible, key=lambda r: r["throughput"]) if eligible else None
         defaults = [r for r in rows if r["config"].endswith("_config_default")]
         entry["default"] = max(defaults, key=lambda r: r["throughput"]) if defaults else None
     return out
@@ -240,6 +243,14 @@ def summarize(parsed: dict[str, dict], configs: Path | None = None) -> dict:
     result = {}
     for model, entry in parsed.items():
         b, d = entry["best"], entry["default"]
+        if b is None:   # no measured config meets the SLO: nothing to call best or apply
+            fastest = min(entry["rows"], key=lambda r: r["p99Ms"])
+            result[model] = {"meetsSlo": "none",
+                             "configsMeasured": len({r["config"] for r in entry["rows"]}),
+                             "note": f"no config meets the SLO; the lowest p99 was "
+                                     f"{fmt(fastest['p99Ms'], 2)} ms ({fastest['config']} at "
+                                     f"concurrency {fastest['concurrency']})"}
+            continue
         s = {"bestConfig": b["config"], "batch": b["batch"], "concurrency": b["concurrency"],
              "instances": b["instances"], "maxBatchSize": b["maxBatchSize"],
              "throughput": fmt(b["throughput"], 1), "p99Ms": fmt(b["p99Ms"], 2),

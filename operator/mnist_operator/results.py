@@ -170,7 +170,7 @@ def analyzer_part(result: dict | None) -> dict[str, Any]:
             "bestConfig": "bestConfig", "throughput": "throughput", "p99Ms": "p99Ms",
             "concurrency": "concurrency", "instances": "instances", "maxBatchSize": "maxBatchSize",
             "defaultThroughput": "defaultThroughput", "bestOverDefault": "bestOverDefault",
-            "configsMeasured": "configsMeasured"})
+            "configsMeasured": "configsMeasured", "meetsSlo": "meetsSlo", "note": "note"})
     if result.get("failedMeasurements"):
         out["failedMeasurements"] = _scalar(result["failedMeasurements"])
     return out

@@ -113,3 +113,19 @@ def test_the_slo_becomes_constraints_model_analyzer_itself_reads(tmp_path, monke
                                  launch_mode="local", http_endpoint=None, grpc_endpoint=None,
                                  bls_composing=[])
     assert "constraints" not in plain and "objectives" not in plain
+
+
+def test_a_row_model_analyzer_marks_as_breaking_the_slo_is_never_best():
+    """This machine's real CSV of a run with --slo-p99-ms 2: every row "No"."""
+    text = (Path(__file__).parent / "data" / "analyze-slo" / "metrics-model-inference.csv").read_text()
+    parsed = analyze.parse_inference_csv(text)
+    assert parsed["mnist_onnx"]["best"] is None
+    entry = analyze.summarize(parsed)["mnist_onnx"]
+    assert entry == {"meetsSlo": "none", "configsMeasured": 3,
+                     "note": "no config meets the SLO; the lowest p99 was 10.80 ms "
+                             "(mnist_onnx_config_0 at concurrency 1)"}
+    # one row meeting it: that row is best, though others are faster
+    meets = text.replace("mnist_onnx,1,1,mnist_onnx_config_1,2:CPU,64,No,",
+                         "mnist_onnx,1,1,mnist_onnx_config_1,2:CPU,64,Yes,")
+    best = analyze.parse_inference_csv(meets)["mnist_onnx"]["best"]
+    assert (best["config"], best["concurrency"], best["throughput"]) == ("mnist_onnx_config_1", 1, 310.7)

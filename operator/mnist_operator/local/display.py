@@ -31,7 +31,8 @@ _HEADLINES = {
     + f" (agree: {r.get('agree')})",
     "bench": lambda r: "; ".join(f"{m} best {e['best']['inferPerSec']} infer/s at c={e['best']['c']}"
                                  for m, e in r.get("models", {}).items()),
-    "analyze": lambda r: "; ".join(f"{m} best {e.get('bestConfig')} {e.get('throughput')} infer/s"
+    "analyze": lambda r: "; ".join(f"{m} best {e['bestConfig']} {e.get('throughput')} infer/s"
+                                   if e.get("bestConfig") else f"{m}: {e.get('note')}"
                                    for m, e in r.get("models", {}).items()),
 }
 
@@ -105,6 +106,9 @@ def analyzer_table(status: dict) -> list[str]:
              f"{'inst':>4} {'default infer/s':>15} {'best/default':>12}"]
     for model, m in ma.items():
         if not isinstance(m, dict):
+            continue
+        if not m.get("bestConfig"):   # none of its configs met the SLO
+            lines.append(f"  {model:<12} {m.get('note', 'no best config')}")
             continue
         lines.append(f"  {model:<12} {m.get('bestConfig', '-'):<28} {m.get('throughput', '-'):>9} "
                      f"{m.get('p99Ms', '-'):>7} {m.get('concurrency', '-'):>5} "
