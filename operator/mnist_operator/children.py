@@ -195,7 +195,9 @@ def pods_refused(job: dict, pods: list[dict], failed_creates: list[dict] | None
                  ) -> JobOutcome | None:
     """A Job that has no pod because the API server refuses them (Pod Security, a
     quota, a missing ServiceAccount): the job controller's FailedCreate event says
-    why. It would only retry until its deadline, hours away: a failed attempt now."""
+    why. It would only retry until its deadline, hours away: a failed attempt now,
+    ended when the operator ends it (no finish time of its own: the retry backoff
+    counts from this pass, not from a refusal seen seconds later)."""
     if pods or not failed_creates:
         return None
     newest = max(failed_creates, key=lambda e: e.get("lastTimestamp") or "")
@@ -203,7 +205,7 @@ def pods_refused(job: dict, pods: list[dict], failed_creates: list[dict] | None
     reason = refusals.classify(403, "FailedCreate", text)
     return JobOutcome(FAILED, reason, one_line(f"the API server refused its pod: {text}"),
                       start=(job.get("status") or {}).get("startTime"),
-                      finish=newest.get("lastTimestamp"), pods_refused=True)
+                      pods_refused=True)
 
 
 def job_outcome(job: dict, pods: list[dict], now: datetime | None = None,

@@ -276,11 +276,11 @@ def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> dict:
 #:   analyze). GET only after a create answered 409, to tell ours from someone else's.
 #: * pods: only listed once and watched (the stage result is the termination message;
 #:   FallbackToLogsOnError puts the log tail there, so pods/log is not needed).
-#: * services, persistentvolumeclaims: listed once, watched, created once; never changed
-#:   or deleted (owner references let the garbage collector remove them).
-#: * serviceaccounts: the pods' runner account, created once (no token, no role).
+#: * services, persistentvolumeclaims, serviceaccounts (the pods' runner account, no
+#:   token, no role): listed once, watched, created while missing; never changed or
+#:   deleted (owner references let the garbage collector remove them).
 #: * events: kopf posts them; a pass lists a Job's FailedCreate events only when the
-#:   Job has no pod (its pods are refused: Pod Security, a quota, ...).
+#:   Job has had no pod for a while (its pods are refused: Pod Security, a quota, ...).
 NAMESPACED_RULES: list[dict] = [
     _rule([S.GROUP], [S.PLURAL], ["get", "list", "watch", "patch"]),
     _rule([S.GROUP], [f"{S.PLURAL}/status"], ["patch"]),

@@ -14,7 +14,8 @@ it owns, found by instance label, hashed for long names), when the Decision's
 ``requeue_after`` comes due (the end of a retry backoff, a refused create's retry
 time), and on a slow resync (``MNIST_SERVING_RESYNC_SECONDS``, default 300).
 Deletion needs no finalizer (kopf drops the one an older operator's timer left):
-owner references let the garbage collector remove the children (the PVC has none when ``storage.keepOnDelete`` is set).
+owner references let the garbage collector remove the children (the PVC has none
+when ``storage.keepOnDelete`` is set).
 
 Environment (the Helm chart sets it; see site_defaults.py): the operator-wide
 defaults ``MNIST_SERVING_DEFAULT_*`` fill the fields a resource leaves out, and

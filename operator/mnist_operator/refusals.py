@@ -7,8 +7,9 @@ comes back here as a :class:`Refusal`. :func:`record` writes it into status
 Ready condition) with one Warning event, and sets when to try again: 10 s,
 doubling per refusal of the same object, at most 5 minutes. Until then
 reconcile withholds that create (:func:`withheld`) and the pass looks again
-then (:func:`retry_in`); a new generation or retry annotation tries at once. An object that reconcile no longer wants to create
-(it exists now, or the spec moved on) drops its entry on the next pass.
+then (:func:`retry_in`); a new generation or retry annotation tries at once.
+An object that reconcile no longer wants to create (it exists now, or the spec
+moved on) drops its entry on the next pass.
 """
 from __future__ import annotations
 

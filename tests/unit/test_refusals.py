@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from mnist_operator import refusals as R
 from mnist_operator.reconcile import job_outcome, reconcile, replica_failure
+from mnist_operator.spec import parse_spec
 from test_reconcile import T0, World, created, events
 
 QUOTA = ('jobs.batch "demo-train-ee3394-0" is forbidden: exceeded quota: jobs, '
@@ -144,9 +145,15 @@ def test_pods_refused_by_admission_fail_the_attempt_at_once_and_the_job_goes():
                '"restricted:latest": runAsNonRoot != true')
     observed = w.observed()
     observed["job_events"] = {job: [{"message": message, "lastTimestamp": "2025-03-01T12:00:05Z"}]}
-    d = reconcile(copy.deepcopy(w.cr), observed, T0 + timedelta(seconds=20))
+    seen = T0 + timedelta(seconds=20)
+    d = reconcile(copy.deepcopy(w.cr), observed, seen)
     train = d.status["stages"]["train"]
     assert train["state"] == "BackingOff" and train["reason"] == "PodSecurity"
+    # the backoff counts from the pass that ended the attempt, not from the refusal's event
+    assert train["completionTime"] == seen.strftime("%Y-%m-%dT%H:%M:%SZ")
+    backoff = parse_spec(w.cr["spec"]).retries.backoff_seconds
+    assert d.requeue_after == backoff and train["retryTime"] == (
+        seen + timedelta(seconds=backoff)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert "violates PodSecurity" in train["message"]
     assert [r["name"] for r in d.delete] == [job]      # no more tries by the job controller
     assert ("Warning", "StageFailed") in events(d)
