@@ -40,22 +40,15 @@ from typing import Callable
 
 from ._stage import InputError, StageError, fmt, run_stage, stage_parser
 from . import environment, perf, slo as slo_search, stats
+from .triton import client_for, served_config
 
 PROTOCOLS = ("grpc", "http")
-
-
-def _client(protocol: str, url: str):
-    if protocol == "grpc":
-        import tritonclient.grpc as client
-    else:
-        import tritonclient.http as client
-    return client.InferenceServerClient(url=url)
 
 
 def served_models(protocol: str, url: str) -> dict[str, str]:
     """name -> state, from the server's repository index."""
     try:
-        c = _client(protocol, url)
+        c = client_for(protocol, url)
         if protocol == "grpc":
             index = c.get_model_repository_index(as_json=True).get("models", [])
         else:
@@ -69,9 +62,7 @@ def served_models(protocol: str, url: str) -> dict[str, str]:
 def bls_downstream(protocol: str, url: str, model: str, served: dict[str, str]) -> list[str]:
     """The models a BLS model calls (for --bls-composing-models)."""
     try:
-        c = _client(protocol, url)
-        cfg = c.get_model_config(model, as_json=True) if protocol == "grpc" else c.get_model_config(model)
-        cfg = cfg.get("config", cfg)
+        cfg = served_config(client_for(protocol, url), protocol, model)
         value = cfg.get("parameters", {}).get("downstream_model", {})
         name = value.get("string_value") or value.get("stringValue")
         if name:

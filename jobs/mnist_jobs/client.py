@@ -20,25 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from ._stage import InputError, StageError, fmt, run_stage, stage_parser
-
-
-def _client_module(protocol: str):
-    if protocol == "grpc":
-        import tritonclient.grpc as module
-    else:
-        import tritonclient.http as module
-    return module
+from .triton import client_module, served_config
 
 
 def predict(url: str, protocol: str, model: str, images: np.ndarray,
             batch_size: int = 64) -> np.ndarray:
     """Argmax predictions of ``model`` for ``images`` [N,1,28,28] float32."""
-    tc = _client_module(protocol)
+    tc = client_module(protocol)
     client = tc.InferenceServerClient(url=url)
     try:
-        cfg = client.get_model_config(model, as_json=True) if protocol == "grpc" else \
-            client.get_model_config(model)
-        cfg = cfg.get("config", cfg)
+        cfg = served_config(client, protocol, model)
         max_batch = int(cfg.get("max_batch_size", cfg.get("maxBatchSize", 0)) or 0)
         step = min(batch_size, max_batch) if max_batch > 0 else batch_size
         preds = []

@@ -13,15 +13,9 @@ import hashlib
 import json
 import subprocess
 
+from .triton import client_for, served_config
+
 UNKNOWN = "unknown"
-
-
-def _client(protocol: str, url: str):
-    if protocol == "grpc":
-        import tritonclient.grpc as client
-    else:
-        import tritonclient.http as client
-    return client.InferenceServerClient(url=url)
 
 
 def _scalar(value) -> str:
@@ -57,12 +51,11 @@ def served(protocol: str, url: str, models: list[str]) -> dict:
     """Triton's version and each model's config hash, read from the server itself."""
     out: dict = {"triton": UNKNOWN, "configs": {m: UNKNOWN for m in models}}
     try:
-        c = _client(protocol, url)
+        c = client_for(protocol, url)
         meta = c.get_server_metadata(as_json=True) if protocol == "grpc" else c.get_server_metadata()
         out["triton"] = str(meta.get("version") or UNKNOWN)
         for m in models:
-            cfg = c.get_model_config(m, as_json=True) if protocol == "grpc" else c.get_model_config(m)
-            out["configs"][m] = config_hash(cfg)
+            out["configs"][m] = config_hash(served_config(c, protocol, m))
     except Exception:   # the measurement already ran; say what could not be read
         pass
     return out

@@ -183,6 +183,26 @@ def http_json(url: str, method: str = "GET", body: dict | None = None,
             return err.code, raw.decode(errors="replace")
 
 
+def client_module(protocol: str):
+    """tritonclient's module for ``protocol`` (grpc or http), imported when first asked."""
+    if protocol == "grpc":
+        import tritonclient.grpc as module
+    else:
+        import tritonclient.http as module
+    return module
+
+
+def client_for(protocol: str, url: str):
+    return client_module(protocol).InferenceServerClient(url=url)
+
+
+def served_config(client, protocol: str, model: str) -> dict:
+    """A served model's config as one dict over either protocol (gRPC's JSON wraps it)."""
+    cfg = client.get_model_config(model, as_json=True) if protocol == "grpc" \
+        else client.get_model_config(model)
+    return cfg.get("config", cfg)
+
+
 def repository_index(http_url: str, timeout: float = 5.0) -> list[dict]:
     """``POST /v2/repository/index`` -> [{name, version, state, reason}]."""
     base = http_url if "://" in http_url else f"http://{http_url}"

@@ -225,10 +225,15 @@ class Pass:
         return self.old.get("stages") or {}
 
     def plan(self, analyzed: dict | None) -> list[Step]:
-        return plan(self.spec, self.substrate.layout, self.substrate.endpoints,
-                    device=self.substrate.device, analyzed=analyzed,
-                    below_tolerance=accuracy.below_tolerance(self.old_stages,
-                                                             self.spec.accuracy_tolerance))
+        return plan_of(self.spec, self.substrate, {**self.old_stages, "analyze": analyzed})
+
+
+def plan_of(spec: MnistServingSpec, substrate: Substrate, stages: dict[str, dict]) -> list[Step]:
+    """The steps for ``spec`` on ``substrate`` given the recorded ``stages``: the closed
+    loop's follow a finished analyze, less the models the accuracy guard flags."""
+    return plan(spec, substrate.layout, substrate.endpoints, device=substrate.device,
+                analyzed=stages.get("analyze"),
+                below_tolerance=accuracy.below_tolerance(stages, spec.accuracy_tolerance))
 
 
 @dataclass
@@ -808,7 +813,8 @@ def build_status(p: Pass, steps: list[Step], stages: dict[str, dict], active: St
         ready = (FALSE, refusals.READY_REASON, refusals.summary(kept))
     before = get_condition(conditions, READY) or {}
     conditions = set_condition(conditions, READY, *ready, gen, now)
-    judged = accuracy.condition(accuracy.judge(stages, p.spec.accuracy_tolerance))
+    verdict = accuracy.judge(stages, p.spec.accuracy_tolerance)
+    judged = accuracy.condition(verdict)
     was = get_condition(conditions, ACCURACY) or {}
     conditions = set_condition(conditions, ACCURACY, *judged, gen, now)
 
@@ -820,7 +826,7 @@ def build_status(p: Pass, steps: list[Step], stages: dict[str, dict], active: St
         for s in steps if stages[s.name].get("state") in FINISHED}
     summary = results.summarize(
         summary_input, apply_best=p.spec.benchmark.model_analyzer.apply_best,
-        accuracy_tolerance=p.spec.accuracy_tolerance) or {}
+        accuracy_verdict=verdict) or {}
     improved = results.improved_condition(summary.get("benchmark", {}).get("closedLoop"))
     if improved:
         conditions = set_condition(conditions, IMPROVED_CONDITION, *improved, gen, now)
@@ -852,4 +858,4 @@ def accuracy_events(before: dict, judged: tuple[str, str, str]) -> Acts:
 
 
 __all__ = ["Decision", "Event", "Substrate", "cluster_substrate", "reconcile", "name_conflict",
-           "status_patch", "RETRY_ANNOTATION", "job_outcome", "replica_failure"]
+           "status_patch", "RETRY_ANNOTATION", "job_outcome", "replica_failure", "plan_of"]

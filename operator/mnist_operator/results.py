@@ -311,7 +311,7 @@ def improved_condition(loop: dict) -> tuple[str, str, str] | None:
         f"{loop.get('basis', 'best throughput')}: {why}: {pairs}"
 
 
-def client_part(results: dict[str, dict], tolerance: float | None) -> dict[str, Any]:
+def client_part(results: dict[str, dict], verdict: accuracy.Judgement | None) -> dict[str, Any]:
     result = results.get("client")
     if not _ok(result):
         return {}
@@ -319,7 +319,6 @@ def client_part(results: dict[str, dict], tolerance: float | None) -> dict[str, 
                            for model, per in sorted(result.get("accuracy", {}).items())}
     out["samples"] = _scalar(result.get("samples", 0))
     out["disagreements"] = _scalar(result.get("disagreements", 0))
-    verdict = accuracy.judge(results, tolerance) if tolerance is not None else None
     if verdict is not None:   # the accuracy guard, against PyTorch's held-out accuracy
         out["pytorch"] = f"{verdict.reference:.4f}"
         out["tolerance"] = f"{verdict.tolerance:g}"
@@ -353,10 +352,10 @@ def throughput_at_slo(perf: dict) -> tuple[str, str] | None:
 
 
 def summarize(results: dict[str, dict], *, apply_best: bool = False,
-              accuracy_tolerance: float | None = None) -> dict:
+              accuracy_verdict: accuracy.Judgement | None = None) -> dict:
     """The ``model``, ``benchmark`` and ``clientAccuracy`` parts of the status
-    (``apply_best``: the spec asks for the closed loop; ``accuracy_tolerance``:
-    the accuracy guard's, judged in clientAccuracy). ``benchmark.throughput``
+    (``apply_best``: the spec asks for the closed loop; ``accuracy_verdict``:
+    the accuracy guard's, shown in clientAccuracy). ``benchmark.throughput``
     is what the Throughput printer column shows: the throughput at the SLO when
     the bench ran with one, else the best."""
     benchmark: dict[str, Any] = {}
@@ -379,7 +378,7 @@ def summarize(results: dict[str, dict], *, apply_best: bool = False,
     if loop:
         benchmark["closedLoop"] = loop
     out: dict[str, Any] = {"model": model_part(results), "benchmark": benchmark}
-    client = client_part(results, accuracy_tolerance)
+    client = client_part(results, accuracy_verdict)
     if client:
         out["clientAccuracy"] = client
     return out

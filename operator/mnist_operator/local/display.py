@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .. import pipeline
+from ..status import get_condition
 from ..vocabulary import ACCURACY
 
 def _tuned(result: dict) -> str:
@@ -169,8 +170,7 @@ def summary_lines(status: dict, status_path: Path) -> list[str]:
                     f"{client.get('samples')} each; disagreements {client.get('disagreements')})"]
         out += [f"  {m:<12} " + "  ".join(f"{p} {a}" for p, a in per.items())
                 for m, per in _in_model_order(client) if isinstance(per, dict)]
-        guard = next((c for c in status.get("conditions", [])
-                      if c.get("type") == ACCURACY), None)
+        guard = get_condition(status.get("conditions"), ACCURACY)
         if guard:
             out.append(f"  accuracy guard: {guard['status']} ({guard['reason']}): {guard['message']}")
     table = perf_table(status)

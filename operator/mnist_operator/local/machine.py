@@ -19,9 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from .. import accuracy, pipeline
+from .. import pipeline
 from ..pipeline import Layout, Step
-from ..reconcile import Decision, Substrate
+from ..reconcile import Decision, Substrate, plan_of
 from ..spec import MnistServingSpec
 from ..status import timestamp
 from ..vocabulary import ANNOTATION_FINGERPRINT, FINISHED, LABEL_STEP
@@ -121,11 +121,7 @@ class Machine:
 
     def steps(self, status: dict) -> list[Step]:
         """The plan the core made this pass (the closed loop's steps once analyze has a result)."""
-        stages = status.get("stages") or {}
-        return pipeline.plan(self.spec, self.substrate.layout, self.substrate.endpoints,
-                             device=self.substrate.device, analyzed=stages.get("analyze"),
-                             below_tolerance=accuracy.below_tolerance(
-                                 stages, self.spec.accuracy_tolerance))
+        return plan_of(self.spec, self.substrate, status.get("stages") or {})
 
     # ------------------------------------------------------------------ acting
     def apply(self, decision: Decision) -> None:
