@@ -10,8 +10,11 @@ its environment is still a number, and the fingerprint says what is missing.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import subprocess
+import sysconfig
+from pathlib import Path
 
 from .triton import client_for, served_config
 
@@ -78,6 +81,14 @@ def perf_analyzer_version(perf_analyzer: str) -> str:
 
 
 def model_analyzer_version(model_analyzer: str) -> str:
+    """Its package's version when ``model_analyzer`` is this interpreter's own script
+    (``--version`` imports all of model-analyzer: seconds); else what it prints."""
+    scripts = Path(sysconfig.get_path("scripts")).resolve()
+    if Path(model_analyzer).resolve().parent == scripts:
+        try:
+            return importlib.metadata.version("triton-model-analyzer")
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return tool_version([model_analyzer, "--version"])
 
 

@@ -113,3 +113,18 @@ def test_a_node_is_asked_about_once_and_a_forbidden_read_means_no_labels(monkeyp
     assert kube.node_gpus("cluster", pods, known) == {"gpu-node-1": gpu_labels}
     assert asked == [("GET", "/api/v1/nodes/gpu-node-1")]       # once, and only GPU labels kept
     assert kube.node_gpus("namespaced", pods, ClusterCache()) == {"gpu-node-1": {}}
+
+
+def test_model_analyzers_version_is_read_without_starting_it(monkeypatch):
+    """This interpreter's own model-analyzer: its package says the version (its
+    --version imports all of model-analyzer, seconds on this machine)."""
+    import importlib.metadata
+    import sysconfig
+    from pathlib import Path
+
+    def no_subprocess(*a, **k):
+        raise AssertionError("model-analyzer was started")
+    monkeypatch.setattr(environment.subprocess, "run", no_subprocess)
+    script = str(Path(sysconfig.get_path("scripts")) / "model-analyzer")
+    assert environment.model_analyzer_version(script) == \
+        importlib.metadata.version("triton-model-analyzer")
