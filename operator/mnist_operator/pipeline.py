@@ -308,6 +308,7 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
     parameters: paths and endpoints differ between a local run and a
     cluster, and must not make a finished step run again.
     """
+    given = spec.to_dict()   # once: it is most of a plan's cost
     t, x, trt, sv = spec.training, spec.export, spec.tensorrt, spec.serving
     pa, ma = spec.benchmark.perf_analyzer, spec.benchmark.model_analyzer
     run_id = spec.benchmark.run_id
@@ -327,12 +328,12 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
     add("train", "train",
         TrainParams(data_source, data_dir, t.epochs, t.batch_size, t.learning_rate, t.momentum,
                     t.seed, device, str(a)),
-        {"training": {k: v for k, v in spec.to_dict()["training"].items() if k != "gpus"}},
+        {"training": {k: v for k, v in given["training"].items() if k != "gpus"}},
         gpus=t.gpus)
     add("export", "export",
         ExportParams(str(a / "model.pt"), str(a), x.opset, data_source, data_dir),
         {"opset": x.opset}, ("train",), gpus=t.gpus)
-    trt_inputs = {k: v for k, v in spec.to_dict()["tensorrt"].items() if k != "gpus"}
+    trt_inputs = {k: v for k, v in given["tensorrt"].items() if k != "gpus"}
     trt_inputs["gpuProduct"] = spec.scheduling.gpu_product
     # a plan loads only in Triton's TensorRT version: a new image builds it again
     trt_inputs["image"] = spec.images.pytorch
@@ -348,7 +349,7 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
                       tuple(db.preferred_batch_sizes), db.max_queue_delay_microseconds,
                       cpu_only=sv.cpu_only)
     # the accuracy tolerance judges results and changes nothing a step makes
-    serving = {k: v for k, v in spec.to_dict()["serving"].items()
+    serving = {k: v for k, v in given["serving"].items()
                if k not in ("replicas", "gpus", "accuracyTolerance")}
     add("repo", "repo", repo, {"serving": serving}, ("export", "engine"))
     serve = ServeParams(str(lay.model_repo), endpoints.http_port, endpoints.grpc_port,
@@ -364,7 +365,7 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
     # the SLO reaches the commands and the fingerprints only when set, so a resource
     # without one keeps its fingerprints
     slo_flags = {"slo_p99_ms": slo.p99_ms or None, "slo_p95_ms": slo.p95_ms or None}
-    slo_inputs = {"slo": spec.to_dict()["benchmark"]["slo"]} if slo.active else {}
+    slo_inputs = {"slo": given["benchmark"]["slo"]} if slo.active else {}
     rate = load.request_rate
     open_loop = {"request_rate": f"{rate.start}:{rate.end}:{rate.step}",
                  "request_distribution": load.distribution} if load.mode == "requestRate" else {}
@@ -372,7 +373,7 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
     bench_inputs: dict[str, dict] = {}
     # what the sweep measures; the open-loop settings and repeats count only when
     # they are in use, so resources that use neither keep their fingerprints
-    measured = {k: v for k, v in spec.to_dict()["benchmark"]["perfAnalyzer"].items()
+    measured = {k: v for k, v in given["benchmark"]["perfAnalyzer"].items()
                 if k != "protocols" and not (k == "load" and not open_loop)
                 and not (k == "repeats" and v == 1)}
     for protocol in pa.protocols:
@@ -393,7 +394,7 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
                       **slo_flags),
         # applyBest decides what follows analyze, not what it measures: hashed
         # as false, so turning it on keeps a finished analysis
-        {"modelAnalyzer": {**spec.to_dict()["benchmark"]["modelAnalyzer"], "applyBest": False},
+        {"modelAnalyzer": {**given["benchmark"]["modelAnalyzer"], "applyBest": False},
          "runId": run_id, **slo_inputs},
         ("repo",), gpus=sv.gpus if ma.enabled else 0,
         enabled=ma.enabled, skip_reason="" if ma.enabled else "Disabled")

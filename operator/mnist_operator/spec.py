@@ -30,6 +30,7 @@ Public API::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import typing
@@ -98,6 +99,7 @@ def f(default: Any = dataclasses.MISSING, *, desc: str, factory: Callable[[], An
     return field(default=default, metadata=md)
 
 
+@functools.lru_cache(maxsize=None)   # a few hundred field names, asked for on every to_dict
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
@@ -656,6 +658,7 @@ CROSS_FIELD_RULES: list[Rule] = [
 
 
 # --------------------------------------------------------------------------- parse
+@functools.lru_cache(maxsize=None)   # the spec's dataclasses: resolving their hints is dear
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
