@@ -32,7 +32,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from . import stages
-from .spec import MnistServingSpec, TRITON_MODEL
+from .spec import MODELS, MnistServingSpec, TRITON_MODEL
 from .vocabulary import FINISHED
 
 #: Container ports Triton serves on (the Deployment and the local serve stage).
@@ -344,7 +344,7 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
         enabled=trt.enabled, skip_reason="" if trt.enabled else "Disabled")
     db = sv.dynamic_batching
     repo = RepoParams(str(a), str(lay.model_repo),
-                      tuple(m for m in ("onnx", "tensorrt", "bls") if m in sv.models),
+                      tuple(m for m in MODELS if m in sv.models),
                       sv.max_batch_size, sv.instances, sv.instance_kind,
                       tuple(db.preferred_batch_sizes), db.max_queue_delay_microseconds,
                       cpu_only=sv.cpu_only)
