@@ -21,7 +21,7 @@ def test_empty_spec_gets_every_default():
     assert d["tensorrt"] == {"enabled": True, "precision": "fp32", "minBatch": 1, "optBatch": 64,
                              "maxBatch": 128, "gpus": 1}
     assert spec.storage_size == "2Gi"
-    assert spec.served_triton_models() == ["mnist_onnx", "mnist_trt", "mnist_bls"]
+    assert spec.served_triton_models() == ["mnist_onnx", "mnist_trt", "mnist_pt", "mnist_bls"]
     # to_dict round-trips through parse_spec unchanged
     assert parse_spec(d).to_dict() == d
     assert validate(MnistServingSpec()) == []
