@@ -60,6 +60,10 @@ def test_fingerprints_do_not_depend_on_where_or_how_it_runs():
     local = fingerprints({}, pipeline.Layout(PurePosixPath("/tmp/runs/demo")),
                          pipeline.Endpoints("127.0.0.1", 18000, 18001, 18002))
     assert local == fingerprints({})
+    # the local runner's Triton: its own metrics port reaches the bench command
+    local_bench = next(s for s in pipeline.plan(parse_spec({}), LAY, pipeline.Endpoints(
+        "127.0.0.1", 18000, 18001, 18002)) if s.name == "bench-http").args
+    assert local_bench[local_bench.index("--metrics-url") + 1] == "http://127.0.0.1:18002/metrics"
     # the bench steps differ by where Triton's metrics are read, and nothing else
     other_metrics = fingerprints({}, endpoints=pipeline.Endpoints(metrics_port=19002))
     assert other_metrics == fingerprints({})
