@@ -23,7 +23,7 @@ scrapes. Inferences per joule divides the measured model's inference count
 over that span by the energy over the same span: both sides count the same
 seconds, which perf_analyzer's throughput (its final windows only) would not.
 Triton refreshes its GPU figures every ``--metrics-interval-ms`` (2 s by
-default), so over a short point the energy counter may not move; the energy
+default), so over a short point the energy counter may not increase; the energy
 is then mean power x time, and the summary says which one it used.
 
 An endpoint that cannot be read is a warning (``telemetry: "unreachable:
@@ -37,7 +37,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 DEFAULT_INTERVAL_MS = 500
 #: What a row says when Triton measured no GPU: a word, never zeros.
@@ -144,18 +144,19 @@ def gpu_part(scrapes: list[Scrape], seconds: float) -> dict:
     power (mean, summed over GPUs: what the server drew), memory used (max) and
     energy (the counter's difference, or mean power x time where it did not move
     or is missing); ``{"gpu": "none"}`` when Triton reports no GPU."""
-    uuids = sorted({u for s in scrapes for f in GPU_FAMILIES for u in per_gpu(s.metrics, f)})
+    # family -> one gpu_uuid -> value map per scrape
+    seen = {f: [per_gpu(s.metrics, f) for s in scrapes] for f in GPU_FAMILIES}
+    uuids = sorted({u for maps in seen.values() for m in maps for u in m})
     if not uuids:
         return {"gpu": NO_GPU}
+
+    def values(family: str, uuid: str) -> list[float]:
+        return [m[uuid] for m in seen[family] if uuid in m]
+
     gpus: dict[str, dict] = {}
     for uuid in uuids:
-        util = [per_gpu(s.metrics, GPU_UTIL)[uuid] for s in scrapes
-                if uuid in per_gpu(s.metrics, GPU_UTIL)]
-        power = [per_gpu(s.metrics, GPU_POWER)[uuid] for s in scrapes
-                 if uuid in per_gpu(s.metrics, GPU_POWER)]
-        memory = [per_gpu(s.metrics, GPU_MEMORY)[uuid] for s in scrapes
-                  if uuid in per_gpu(s.metrics, GPU_MEMORY)]
-        energy = [per_gpu(s.metrics, GPU_ENERGY).get(uuid) for s in (scrapes[0], scrapes[-1])]
+        util, power, memory = (values(f, uuid) for f in (GPU_UTIL, GPU_POWER, GPU_MEMORY))
+        energy = [seen[GPU_ENERGY][i].get(uuid) for i in (0, -1)]
         gpus[uuid] = {
             **({"utilMean": round(_mean(util), 4), "utilMax": round(max(util), 4)} if util else {}),
             **({"powerW": round(_mean(power), 2)} if power else {}),
@@ -164,25 +165,24 @@ def gpu_part(scrapes: list[Scrape], seconds: float) -> dict:
         }
     per = list(gpus.values())
     out: dict = {"gpus": gpus}
-    utils = [g["utilMean"] for g in per if "utilMean" in g]
-    if utils:
-        out.update(gpuUtil=round(_mean(utils), 4), gpuUtilMax=max(g["utilMax"] for g in per
-                                                                    if "utilMax" in g))
-    power_w = sum(g["powerW"] for g in per if "powerW" in g) if any("powerW" in g for g in per) \
-        else None
+    if any("utilMean" in g for g in per):
+        out.update(gpuUtil=round(_mean([g["utilMean"] for g in per if "utilMean" in g]), 4),
+                   gpuUtilMax=max(g["utilMax"] for g in per if "utilMax" in g))
+    power_w = round(sum(g["powerW"] for g in per if "powerW" in g), 2) \
+        if any("powerW" in g for g in per) else None
     if power_w is not None:
-        out["powerW"] = round(power_w, 2)
+        out["powerW"] = power_w
     counted = [g["energyJ"] for g in per if "energyJ" in g]
     if len(counted) == len(per) and sum(counted) > 0:
         out.update(energyJ=round(sum(counted), 3), energySource="counter")
     elif power_w is not None and seconds > 0:
-        why = "did not move" if len(counted) == len(per) else "is missing"
+        why = "did not increase" if len(counted) == len(per) else "is missing"
         out.update(energyJ=round(power_w * seconds, 3),
                    energySource=f"power x time ({GPU_ENERGY} {why})")
     return out
 
 
-def summarize(scrapes: list[Scrape], model: str, errors: list[str] = ()) -> dict:
+def summarize(scrapes: list[Scrape], model: str, errors: Sequence[str] = ()) -> dict:
     """What Triton saw during one measurement of ``model``, from the scrapes
     taken over it (in time order); ``errors``: why the other scrapes failed."""
     if len(scrapes) < 2:

@@ -98,7 +98,7 @@ def test_energy_falls_back_to_mean_power_times_time_and_says_why():
     # Triton refreshes the counter every 2 s: over a shorter point it may not move
     frozen = GPU_END.replace("1250.000000", "1000.000000").replace("620.000000", "500.000000")
     s = telemetry.summarize(scrapes(GPU_START, frozen), "mnist_onnx")
-    assert s["energySource"] == "power x time (nv_energy_consumption did not move)"
+    assert s["energySource"] == "power x time (nv_energy_consumption did not increase)"
 
 
 def test_one_scrape_or_none_is_unreachable_never_a_number():
