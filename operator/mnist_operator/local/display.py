@@ -30,12 +30,17 @@ _HEADLINES = {
     "client": lambda r: "; ".join(f"{m} " + " ".join(f"{p} {a}" for p, a in per.items())
                                   for m, per in r.get("accuracy", {}).items())
     + f" (agree: {r.get('agree')})",
-    "bench": lambda r: "; ".join(f"{m} best {e['best']['inferPerSec']} infer/s at c={e['best']['c']}"
+    "bench": lambda r: "; ".join(f"{m} best {e['best']['inferPerSec']} infer/s at {_load(e['best'])}"
                                  + _telemetry(e["best"]) for m, e in r.get("models", {}).items()),
     "analyze": lambda r: "; ".join(f"{m} best {e['bestConfig']} {e.get('throughput')} infer/s"
                                    if e.get("bestConfig") else f"{m}: {e.get('note')}"
                                    for m, e in r.get("models", {}).items()),
 }
+
+
+def _load(best: dict) -> str:
+    """Where a bench step's best point was: a concurrency, or a request rate (open loop)."""
+    return f"{best['rate']}/s" if "rate" in best else f"c={best['c']}"
 
 
 def _telemetry(best: dict) -> str:
