@@ -27,6 +27,14 @@ rows carry ``rate``, ``achieved``, ``inFlight`` and ``keptUp`` in place of
 --slo-p99-ms (and --slo-p95-ms) then bisects between the last point that
 meets the SLO and the first that does not (slo.py), and each model gets
 ``slo``: the best point meeting it, the bracket and the loads added.
+
+--metrics-url http://HOST:PORT/metrics samples Triton's metrics endpoint
+while each point is measured (telemetry.py says what and how): every row
+gains ``gpuUtil``, ``powerW`` and ``inferPerJoule``, or ``gpu: "none"`` when
+Triton measured no GPU, or ``telemetry: "unreachable: ..."`` when the endpoint
+could not be read (a warning, the point still counts); bench.json keeps each
+point's whole summary (per GPU, the model's inference count, queue and compute
+time per request as Triton saw them).
 """
 from __future__ import annotations
 
@@ -39,7 +47,7 @@ from pathlib import Path
 from typing import Callable
 
 from ._stage import InputError, StageError, fmt, run_stage, stage_parser
-from . import environment, perf, slo as slo_search, stats
+from . import environment, perf, slo as slo_search, stats, telemetry
 from .triton import client_for, served_config
 
 PROTOCOLS = ("grpc", "http")
@@ -128,7 +136,8 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
               tolerance: float = perf.LITTLE_TOLERANCE, max_trials: int | None = None,
               point_timeout_s: int = 300, repeats: int = 1, load_mode: str = "concurrency",
               request_rate: str | None = None, distribution: str = "constant",
-              slo: slo_search.Slo = slo_search.Slo()) -> dict:
+              slo: slo_search.Slo = slo_search.Slo(), metrics_url: str = "",
+              telemetry_interval_ms: int = telemetry.DEFAULT_INTERVAL_MS) -> dict:
     if protocol not in PROTOCOLS:
         raise InputError("--protocol", f"unknown protocol {protocol!r}; choose grpc or http")
     if load_mode not in perf.LOAD_MODES:
@@ -158,6 +167,10 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
     for flag, ms in (("--slo-p99-ms", slo.p99_ms), ("--slo-p95-ms", slo.p95_ms)):
         if ms < 0:
             raise InputError(flag, f"must be >= 0 (0 = no limit), got {ms}")
+    if metrics_url and not metrics_url.startswith(("http://", "https://")):
+        raise InputError("--metrics-url", f"must be http://HOST:PORT/metrics, got {metrics_url!r}")
+    if telemetry_interval_ms < 50:
+        raise InputError("--telemetry-interval-ms", f"must be >= 50, got {telemetry_interval_ms}")
     if not 1 <= repeats <= stats.MAX_REPEATS:
         raise InputError("--repeats", f"must be in 1..{stats.MAX_REPEATS} (got {repeats})")
     try:
@@ -176,6 +189,7 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
     summary: dict[str, dict] = {}
     failures: list[str] = []
     widened: list[dict] = []   # points measured again within a wider stability bound
+    observed: dict[str, dict[str, dict]] = {}   # model -> load -> what Triton's metrics saw
     for model in models:
         composing = bls_downstream(protocol, url, model, served) if model == "mnist_bls" else None
         rows: list[perf.Row] = []          # every run of every point
@@ -188,10 +202,31 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
         def measure_point(c: int) -> dict | None:
             """Measure one point (a concurrency, or a request rate in rate mode)
             ``repeats`` times: its compact row, or None when perf_analyzer
-            failed (recorded in ``failures``)."""
+            failed (recorded in ``failures``). Triton's metrics are sampled
+            over all runs of the point."""
+            at = f"rate={c}/s" if rate_mode else f"c={c}"
+            with telemetry.sampler(metrics_url, model, telemetry_interval_ms) as sampled:
+                runs = measure_runs(c, at)
+            if len(runs) < repeats:
+                return None
+            seen = sampled.summary()
+            point = {**compact_row(runs), **telemetry.row_fields(seen, fmt)}
+            if seen:
+                observed.setdefault(model, {})[str(c)] = seen
+                print(f"bench: {model} {protocol} {at}: {telemetry.line(seen)}",
+                      file=sys.stderr, flush=True)
+            rows.extend(runs)
+            points_of.append(point)
+            if repeats > 1:
+                print(f"bench: {model} {protocol} {at}: median {point['inferPerSec']} infer/s, "
+                      f"95 % interval of the mean [{point['low']}, {point['high']}] "
+                      f"({repeats} runs)", file=sys.stderr, flush=True)
+            return point
+
+        def measure_runs(c: int, at: str) -> list[perf.Row]:
+            """The ``repeats`` perf_analyzer runs of one point (fewer when one failed)."""
             nonlocal header
             runs: list[perf.Row] = []
-            at = f"rate={c}/s" if rate_mode else f"c={c}"
             for run in range(1, repeats + 1):
                 tag = f"{model} {protocol} {at}" + (f" run {run}/{repeats}" if repeats > 1 else "")
 
@@ -235,16 +270,7 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
                     runs.append(r)
                     print(f"bench: {tag}: {r.throughput:.1f} infer/s, p99 {r.p99_us} us, "
                           f"avg {r.avg_latency_us} us, {check}", file=sys.stderr, flush=True)
-            if len(runs) < repeats:
-                return None
-            point = compact_row(runs)
-            rows.extend(runs)
-            points_of.append(point)
-            if repeats > 1:
-                print(f"bench: {model} {protocol} {at}: median {point['inferPerSec']} infer/s, "
-                      f"95 % interval of the mean [{point['low']}, {point['high']}] "
-                      f"({repeats} runs)", file=sys.stderr, flush=True)
-            return point
+            return runs
 
         for c in points:
             measure_point(c)
@@ -276,7 +302,8 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
             summary[model] = {
                 "rows": points_of,
                 "best": {k: best[k] for k in ("c", "rate", "achieved", "inferPerSec", "p99Us",
-                                              "repeats", "low", "high") if k in best},
+                                              "repeats", "low", "high", *telemetry.ROW_KEYS)
+                         if k in best},
             }
             if rate_mode:   # a higher rate asked for is no batching gain
                 summary[model]["behind"] = sum(r["keptUp"] != "ok" for r in points_of)
@@ -295,7 +322,7 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
         "littleTolerance": tolerance, "repeats": repeats, "loadMode": load_mode,
         "requestRate": request_rate, "distribution": distribution,
         "slo": {"p99Ms": slo.p99_ms, "p95Ms": slo.p95_ms}, "failures": failures,
-        "widened": widened,
+        "widened": widened, "metricsUrl": metrics_url, "telemetry": observed,
         "rows": all_rows}, indent=1))
     if failures:
         raise StageError(f"perf_analyzer failed at {len(failures)} point(s): {failures[0]} "
@@ -307,6 +334,10 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
               **({"slo": slo.describe()} if slo.active else {}), "models": summary, "out": str(out)}
     if widened:
         result["widened"] = widened
+    unread = [f"{m} {load}: {t['telemetry']}" for m, per in observed.items()
+              for load, t in per.items() if "telemetry" in t]
+    if unread:   # a warning that outlives shrink(), which may drop the rows saying it
+        result["telemetry"] = f"{len(unread)} point(s) without telemetry; first: {unread[0]}"
     result["environment"] = {**environment.served(protocol, url, models),
                              "perfAnalyzer": environment.perf_analyzer_version(pa)}
     return shrink(result)
@@ -366,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slo-p95-ms", type=int, default=0, help="SLO: p95 latency limit in ms")
     p.add_argument("--little-tolerance", type=float, default=perf.LITTLE_TOLERANCE,
                    help="allowed relative deviation from Little's law (0.2 = 20%%)")
+    p.add_argument("--metrics-url", default="",
+                   help="Triton's metrics endpoint, http://HOST:PORT/metrics, sampled during "
+                        "every point (empty: no telemetry)")
+    p.add_argument("--telemetry-interval-ms", type=int, default=telemetry.DEFAULT_INTERVAL_MS,
+                   help="how often the metrics endpoint is scraped during a point")
     p.add_argument("--out", type=Path, required=True)
 
     def body(a):
@@ -376,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                          a.little_tolerance, a.max_trials, repeats=a.repeats,
                          load_mode=a.load_mode, request_rate=a.request_rate,
                          distribution=a.request_distribution,
-                         slo=slo_search.Slo(a.slo_p99_ms, a.slo_p95_ms))
+                         slo=slo_search.Slo(a.slo_p99_ms, a.slo_p95_ms),
+                         metrics_url=a.metrics_url, telemetry_interval_ms=a.telemetry_interval_ms)
     return run_stage("bench", p, body, argv)
 
 

@@ -10,7 +10,9 @@ MnistServings of one namespace (or every one, ``-A``) and reads their ``.status`
 
 The output is one row per (source, model, protocol): the GPU or device, the
 best perf_analyzer throughput with its p99 and concurrency (or request rate),
-the dynamic-batching gain, the rows failing Little's law, the throughput at
+the dynamic-batching gain, the rows failing Little's law, the GPU utilization
+and inferences per joule Triton's metrics gave at the best point ("no GPU"
+where it measured none), the throughput at
 the SLO where the run had one, and model-analyzer's best config. The plot
 draws the SLO's p99 limit as a dashed line and the throughput at it as a star.
 It is printed as markdown and written to ``DIR/compare.csv``; a plot of
@@ -82,6 +84,8 @@ class Row:
     environment_details: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     slo: str = "-"                      # benchmark.slo, as the bench stage states it
     infer_per_sec_at_slo: str = "-"     # the best meeting it, with its load and failing neighbour
+    gpu_util_at_best: str = "-"         # Triton's metrics at the best point (bench --metrics-url)
+    infer_per_joule_at_best: str = "-"
     #: the concurrency sweep behind the best point, or just the best point
     sweep: tuple[Point, ...] = field(default=(), compare=False)
     at_slo: Point | None = field(default=None, compare=False)
@@ -98,6 +102,8 @@ COLUMNS = (
     ("request_rate_at_best", "request rate at best (achieved), req/s"),
     ("batching_gain", "batching gain (best / lowest c)"),
     ("little_failures", "Little's law fails / points"),
+    ("gpu_util_at_best", "GPU util at best"),
+    ("infer_per_joule_at_best", "infer/J at best"),
     ("accuracy", "held-out accuracy"),
     ("slo", "SLO"),
     ("infer_per_sec_at_slo", "infer/s at SLO (load; first failing)"),
@@ -206,6 +212,17 @@ def _gain(point: dict) -> str:
     return str(gain) if lowest in (None, 1) else f"{gain} (vs c={lowest})"
 
 
+def telemetry_cells(point: dict) -> tuple[str, str]:
+    """(GPU util, infer/J) at the best point: Triton's figures, "no GPU" where it
+    measured none, the reason where its metrics could not be read, "-" for a run
+    without telemetry."""
+    said = point.get("telemetryAtBest")
+    if said:
+        word = "no GPU" if said == "no GPU" else str(said).split(":")[0]
+        return word, word
+    return str(point.get("gpuUtilAtBest", "-")), str(point.get("inferPerJouleAtBest", "-"))
+
+
 def slo_cells(point: dict, open_loop: bool) -> tuple[str, str, Point | None]:
     """(SLO, infer/s at it with its load and the first failing load, the at-SLO point)."""
     if "slo" not in point:
@@ -297,6 +314,7 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
             if not _holds_best(sweep, best):
                 sweep = [best]  # missing, shrunk or from another run: show the summary only
             slo, at_slo_cell, at_slo = slo_cells(point, open_loop)
+            gpu_util, per_joule = telemetry_cells(point)
             rows.append(Row(
                 source=source, model=model, protocol=protocol, device=device,
                 best_infer_per_sec=str(point.get("bestInferPerSec", "-")),
@@ -312,6 +330,7 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
                 analyzer_gain=str(ma.get("bestOverDefault", "-")),
                 measured=measured_at(status, protocol),
                 slo=slo, infer_per_sec_at_slo=at_slo_cell,
+                gpu_util_at_best=gpu_util, infer_per_joule_at_best=per_joule,
                 environment=environment_id(env), environment_details=env,
                 sweep=tuple(sweep), at_slo=at_slo))
     return rows

@@ -76,10 +76,13 @@ class Endpoints:
     def url(self, protocol: str) -> str:
         return f"{self.host}:{self.grpc_port if protocol == 'grpc' else self.http_port}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
     def as_status(self) -> dict[str, str]:
         return {"http": f"http://{self.host}:{self.http_port}",
-                "grpc": f"{self.host}:{self.grpc_port}",
-                "metrics": f"http://{self.host}:{self.metrics_port}/metrics"}
+                "grpc": f"{self.host}:{self.grpc_port}", "metrics": self.metrics_url}
 
 
 # --------------------------------------------------------------------------- stage parameters
@@ -195,6 +198,9 @@ class BenchParams(Params):
     request_distribution: str | None = None
     slo_p99_ms: int | None = None           # benchmark.slo, left out when 0
     slo_p95_ms: int | None = None
+    # Triton's metrics, sampled during each point: where it listens, not what is
+    # measured, so no fingerprint input (plan hashes inputs, never parameters)
+    metrics_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -382,7 +388,7 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
             f"{conc.start}:{conc.end}:{conc.step}", pa.measurement_mode,
             pa.measurement_interval_ms, pa.measurement_request_count, pa.stability_percentage,
             str(lay.bench / protocol), repeats=pa.repeats, load_mode=load.mode, **open_loop,
-            **slo_flags)
+            **slo_flags, metrics_url=endpoints.metrics_url)
         # each step measures one protocol: adding or removing the other
         # protocol must not re-run this one
         bench_inputs[protocol] = {"perfAnalyzer": measured, "runId": run_id, "protocol": protocol,

@@ -127,6 +127,7 @@ def perf_part(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
             if "low" in best:   # repeats >= 2: the 95 % interval of the best point
                 point.update(repeats=_scalar(best["repeats"]), lowAtBest=_scalar(best["low"]),
                              highAtBest=_scalar(best["high"]))
+            point.update(telemetry_part(best, result.get("telemetry")))
             point.update(slo_part(entry.get("slo"), load))
             lowest = min(rows, key=lambda r: r[load]) if rows and not rate_mode \
                 and "rowsNote" not in result else None
@@ -134,6 +135,26 @@ def perf_part(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
                 point["lowestConcurrency"] = _scalar(lowest["c"])
                 point["inferPerSecAtLowest"] = _scalar(lowest["inferPerSec"])
             out.setdefault(model, {})[protocol] = point
+    return out
+
+
+#: What the bench stage writes where Triton reported no GPU (telemetry.NO_GPU).
+NO_GPU_MARK = "none"
+
+
+def telemetry_part(best: dict, warning: str | None) -> dict[str, int | str]:
+    """Triton's metrics at the best point: GPU utilization, mean power and
+    inferences per joule, or ``telemetryAtBest`` in words ("no GPU", or why the
+    endpoint could not be read); ``telemetryWarning`` when some point had none.
+    Nothing when the bench ran without telemetry."""
+    out: dict[str, int | str] = {f"{k}AtBest": _scalar(best[k])
+                                 for k in ("gpuUtil", "powerW", "inferPerJoule") if k in best}
+    if best.get("gpu") == NO_GPU_MARK:
+        out["telemetryAtBest"] = "no GPU"
+    elif "telemetry" in best:
+        out["telemetryAtBest"] = _scalar(best["telemetry"])
+    if warning:
+        out["telemetryWarning"] = _scalar(warning)
     return out
 
 

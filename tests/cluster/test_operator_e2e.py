@@ -109,6 +109,15 @@ def test_resource_walks_every_step_to_ready(pipeline_ns, operator, kit, kubectl,
     perf = st["benchmark"]["perfAnalyzer"]
     assert set(perf) == {"mnist_onnx", "mnist_trt", "mnist_bls"}
     assert perf["mnist_onnx"]["grpc"]["bestInferPerSec"] == "1120.0"
+    # Triton's metrics, read by the bench Job through the Service; KWOK's result carries
+    # telemetry as a GPU node's Triton would serve it (c=1: 31 % util, 103 W, 1120 / 103)
+    bench_job = next(j for j in kit.jobs_for(ns, "demo")
+                     if j["metadata"]["labels"]["mnist.serving.dev/step"] == "bench-grpc")
+    command = bench_job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--metrics-url") + 1] == f"http://demo-triton.{ns}.svc:8002/metrics"
+    at_best = perf["mnist_onnx"]["grpc"]
+    assert (at_best["gpuUtilAtBest"], at_best["powerWAtBest"], at_best["inferPerJouleAtBest"]) == \
+        ("0.31", "103.0", "10.8"), at_best
     assert perf["mnist_onnx"]["http"]["points"] == 1
     assert st["benchmark"]["modelAnalyzer"]["mnist_onnx"]["bestConfig"] == "mnist_onnx_config_1"
     assert st["clientAccuracy"]["mnist_onnx"]["grpc"] == "0.9712"
@@ -125,6 +134,7 @@ def test_resource_walks_every_step_to_ready(pipeline_ns, operator, kit, kubectl,
     assert cmp.returncode == 0, cmp.stderr
     assert f"{ns}/demo" in cmp.stdout and "| mnist_onnx | grpc |" in cmp.stdout, cmp.stdout
     assert "1120.0" in (out / "compare.csv").read_text()
+    assert "| 0/1 | 0.31 | 10.8 |" in cmp.stdout, cmp.stdout   # GPU util and infer/J at best
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # where the sweep ran: Triton's node and its GPUs as GPU feature discovery labels them

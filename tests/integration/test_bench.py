@@ -149,3 +149,56 @@ def test_bench_slo_search_meets_the_slo_next_to_a_failing_neighbour(triton, tmp_
                    for l in res.stderr.splitlines())
     else:                     # a machine so busy that even c=1 misses 8 ms
         assert failing["c"] == 1 and found["none"].startswith("no point meets p99 <= 8 ms")
+
+
+def _request_counts(log: str) -> list[int]:
+    """perf_analyzer's own count of the requests it measured, per run in a bench log."""
+    return [int(n) for n in re.findall(r"Client:\s*\n\s*Request count: (\d+)", log)]
+
+
+def test_bench_samples_tritons_metrics_during_each_point(triton, tmp_path):
+    """Triton's /metrics of the real server, sampled during every point. No GPU
+    here: every row says gpu: none, never zeros. Triton's count of inferences of
+    the measured model over the point matches what perf_analyzer measured: at
+    least its request count (its three windows lie inside the sampled span) and
+    at most 20 % more plus twice the concurrency: perf_analyzer keeps sending
+    between its windows, and requests are in flight as they open and close
+    (measured here: 1.002 to 1.045 times its count). --max-trials 3 within 100 %
+    over 1 s windows makes it measure exactly the three windows it reports, so
+    no unreported trial adds to Triton's count. The BLS model's downstream calls
+    go to mnist_onnx and stay out of mnist_bls's count (it would double)."""
+    metrics = f"http://{triton.metrics_url}/metrics"
+    res = _bench(triton, tmp_path, "--metrics-url", metrics, "--telemetry-interval-ms", "200",
+                 "--stability-percentage", "100", "--max-trials", "3",
+                 "--measurement-interval-ms", "1000")
+    assert res.returncode == 0, res.stderr
+    result = last_json(res.stdout)
+    full = json.loads((tmp_path / "bench.json").read_text())
+    assert full["metricsUrl"] == metrics
+    for model in ("mnist_onnx", "mnist_bls"):
+        entry = result["models"][model]
+        for row in entry["rows"]:
+            assert row["gpu"] == "none", row
+            assert not {"gpuUtil", "powerW", "inferPerJoule", "telemetry"} & set(row), row
+        assert entry["best"]["gpu"] == "none"
+        sent = _request_counts((tmp_path / f"{model}-grpc.log").read_text())
+        seen = full["telemetry"][model]
+        assert list(seen) == ["1", "9"] and len(sent) == 2
+        for (c, t), count in zip(seen.items(), sent):
+            assert t["gpu"] == "none" and t["scrapes"] >= 3, t
+            assert count <= t["inferences"] <= 1.2 * count + 2 * int(c), (model, c, count, t)
+            assert t["requests"] == t["inferences"]              # batch size 1
+            assert t["queueUsPerRequest"] >= 0 and t["computeInferUsPerRequest"] > 0, t
+    telemetry_lines = [l for l in res.stderr.splitlines() if "Triton counted" in l]
+    assert len(telemetry_lines) == 4 and all("no GPU metrics" in l for l in telemetry_lines)
+
+
+def test_bench_with_an_unreachable_metrics_endpoint_measures_and_warns(triton, tmp_path):
+    res = _bench(triton, tmp_path, "--metrics-url", "http://127.0.0.1:9/metrics",
+                 models="mnist_onnx", concurrency="2")
+    assert res.returncode == 0, res.stderr
+    result = last_json(res.stdout)
+    row = result["models"]["mnist_onnx"]["rows"][0]
+    assert float(row["inferPerSec"]) > 0
+    assert row["telemetry"].startswith("unreachable: http://127.0.0.1:9/metrics: "), row
+    assert result["telemetry"].startswith("1 point(s) without telemetry")

@@ -92,6 +92,9 @@ def test_run_status_rerun_reuse_and_interrupt(tmp_path):
         point = perf[name]["grpc"]
         assert point["concurrencyAtBest"] == 4 and point["points"] == 1
         assert float(point["bestInferPerSec"]) > 0 and point["p99UsAtBest"] > 0
+        # the local Triton's own metrics port reached the bench step: no GPU here, said in words
+        assert point["telemetryAtBest"] == "no GPU" and "inferPerJouleAtBest" not in point
+    assert "mnist_onnx best" in first.stdout and "infer/s at c=4 (no GPU)" in first.stdout
     # the environment fingerprint: this machine, the real tools' own versions
     bench_env = stages["bench-grpc"]["result"]["environment"]
     assert stages["bench-grpc"]["environment"] == {"node": platform.node()}

@@ -183,6 +183,10 @@ def test_step_job_runs_the_stage_cli_in_the_stock_image_with_the_package_from_in
     assert objs["Job/bench-grpc"]["spec"]["template"]["spec"]["containers"][0]["image"] == spec.images.sdk
     bench = main_container(objs["Job/bench-grpc"])["command"]
     assert bench[bench.index("--url") + 1] == "demo-triton.ml.svc:8001"
+    # Triton's metrics, sampled during each point, through the Service's metrics port
+    assert bench[bench.index("--metrics-url") + 1] == "http://demo-triton.ml.svc:8002/metrics"
+    service_ports = {p["name"]: p["port"] for p in objs["Service"]["spec"]["ports"]}
+    assert service_ports["metrics"] == 8002
 
 
 def test_gpu_requests_follow_the_step():

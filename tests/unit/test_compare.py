@@ -105,6 +105,25 @@ def test_rows_of_a_local_cpu_run(tmp_path, demo):
     assert (bls.best_infer_per_sec, bls.analyzer_config, bls.analyzer_gain) == ("5239.0", "-", "-")
 
 
+def test_gpu_util_and_infer_per_joule_columns_from_the_best_points_telemetry(demo):
+    gpu, cpu = gpu_results(demo), copy.deepcopy(demo)
+    gpu["bench-grpc"]["models"]["mnist_trt"]["best"].update(gpuUtil="0.83", powerW="212.4",
+                                                            inferPerJoule="113.0")
+    cpu["bench-grpc"]["models"]["mnist_onnx"]["best"]["gpu"] = "none"
+    cpu["bench-http"]["models"]["mnist_onnx"]["best"]["telemetry"] = "unreachable: refused"
+    rows = compare.rows_from_list({"items": [cr("h100", "ns", gpu), cr("cpu", "ns", cpu)]})[0]
+    got = {(r.source, r.model, r.protocol): r for r in rows}
+    trt = got[("ns/h100", "mnist_trt", "grpc")]
+    assert (trt.gpu_util_at_best, trt.infer_per_joule_at_best) == ("0.83", "113.0")
+    onnx = got[("ns/cpu", "mnist_onnx", "grpc")]
+    assert (onnx.gpu_util_at_best, onnx.infer_per_joule_at_best) == ("no GPU", "no GPU")
+    assert got[("ns/cpu", "mnist_onnx", "http")].infer_per_joule_at_best == "unreachable"
+    assert got[("ns/cpu", "mnist_bls", "grpc")].gpu_util_at_best == "-"   # run without telemetry
+    table = compare.markdown(compare.ordered(rows))
+    assert "| GPU util at best | infer/J at best |" in table.splitlines()[0]
+    assert "| 1/3 | 0.83 | 113.0 |" in table
+
+
 def test_a_status_without_benchmark_is_unusable(tmp_path, demo):
     early = {k: v for k, v in demo.items() if not k.startswith(("bench", "analyze"))}
     run = write_run(tmp_path / "early", early, phase="Benchmarking")

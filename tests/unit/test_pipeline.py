@@ -60,6 +60,13 @@ def test_fingerprints_do_not_depend_on_where_or_how_it_runs():
     local = fingerprints({}, pipeline.Layout(PurePosixPath("/tmp/runs/demo")),
                          pipeline.Endpoints("127.0.0.1", 18000, 18001, 18002))
     assert local == fingerprints({})
+    # the local runner's Triton: its own metrics port reaches the bench command
+    local_bench = next(s for s in pipeline.plan(parse_spec({}), LAY, pipeline.Endpoints(
+        "127.0.0.1", 18000, 18001, 18002)) if s.name == "bench-http").args
+    assert local_bench[local_bench.index("--metrics-url") + 1] == "http://127.0.0.1:18002/metrics"
+    # the bench steps differ by where Triton's metrics are read, and nothing else
+    other_metrics = fingerprints({}, endpoints=pipeline.Endpoints(metrics_port=19002))
+    assert other_metrics == fingerprints({})
 
 
 def test_disabled_steps_are_marked_and_need_no_gpu():
@@ -79,6 +86,7 @@ def test_step_arguments_carry_the_spec_and_the_endpoints():
     assert bench[bench.index("--url") + 1] == "demo-triton.ml.svc:8001"
     assert bench[bench.index("--concurrency") + 1] == "4:8:2"
     assert bench[bench.index("--out") + 1] == "/work/bench/grpc"
+    assert bench[bench.index("--metrics-url") + 1] == "http://demo-triton.ml.svc:8002/metrics"
     train = list(steps["train"].args)
     assert train[train.index("--data-dir") + 1] == "/work/data"
 

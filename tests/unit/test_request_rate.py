@@ -37,6 +37,10 @@ def test_local_summary_shows_rate_and_achieved():
     onnx = next(l for l in lines if "mnist_onnx" in l)
     assert "20000/s poisson" in onnx and f"achieved {RESULT['models']['mnist_onnx']['best']['achieved']}" \
         in onnx and "1/2      behind" in onnx
+    # the progress line of the finished step names the rate, not a concurrency it has not
+    step = display.headline("bench", {"state": "Succeeded", **RESULT})
+    assert f"mnist_onnx best {RESULT['models']['mnist_onnx']['best']['inferPerSec']} infer/s at " \
+        "20000/s" in step
 
 
 def test_compare_shows_the_rate_and_a_sweep_labelled_by_rate():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_operator.local import display
 from mnist_operator.results import summarize
 
 DATA = Path(__file__).parent / "data" / "results-demo"
@@ -117,3 +118,38 @@ def test_best_throughput_is_the_highest_point_over_models_and_protocols():
     points = [float(pt["bestInferPerSec"]) for per in bench["perfAnalyzer"].values() for pt in per.values()]
     assert float(bench["bestThroughput"]) == max(points) and isinstance(bench["bestThroughput"], str)
     assert "bestThroughput" not in results.summarize({})["benchmark"]
+
+
+def test_best_points_telemetry_reaches_the_status(demo):
+    """GPU utilization, mean power and infer/J of the best point (strings, as
+    every decimal in the status); "no GPU" in words where Triton had none; a
+    bench run without telemetry adds nothing."""
+    gpu, cpu = copy.deepcopy(demo["bench-grpc"]), copy.deepcopy(demo["bench-http"])
+    gpu["models"]["mnist_onnx"]["best"].update(gpuUtil="0.35", powerW="180.0", inferPerJoule="10.0")
+    cpu["models"]["mnist_onnx"]["best"]["gpu"] = "none"
+    cpu["telemetry"] = "1 point(s) without telemetry; first: mnist_bls 1: unreachable: refused"
+    perf = summarize({"bench-grpc": gpu, "bench-http": cpu})["benchmark"]["perfAnalyzer"]
+    at = perf["mnist_onnx"]["grpc"]
+    assert (at["gpuUtilAtBest"], at["powerWAtBest"], at["inferPerJouleAtBest"]) == \
+        ("0.35", "180.0", "10.0")
+    assert "telemetryAtBest" not in at
+    assert perf["mnist_onnx"]["http"]["telemetryAtBest"] == "no GPU"
+    assert "inferPerJouleAtBest" not in perf["mnist_onnx"]["http"]
+    assert perf["mnist_bls"]["http"]["telemetryWarning"].endswith("unreachable: refused")
+    plain = summarize(demo)["benchmark"]["perfAnalyzer"]["mnist_onnx"]["grpc"]
+    assert not {"gpuUtilAtBest", "powerWAtBest", "inferPerJouleAtBest", "telemetryAtBest",
+                "telemetryWarning"} & set(plain)
+
+
+def test_the_local_summary_says_the_telemetry_of_the_best_point(demo):
+    gpu, cpu = copy.deepcopy(demo["bench-grpc"]), copy.deepcopy(demo["bench-http"])
+    gpu["models"]["mnist_onnx"]["best"].update(gpuUtil="0.35", powerW="180.0", inferPerJoule="10.0")
+    cpu["models"]["mnist_onnx"]["best"]["gpu"] = "none"
+    line = display.headline("bench", gpu)
+    assert line.endswith(f"; mnist_onnx best {gpu['models']['mnist_onnx']['best']['inferPerSec']} "
+                         "infer/s at c=49 (GPU util 0.35, 180.0 W, 10.0 infer/J)")
+    assert "mnist_onnx best" in display.headline("bench", cpu) and "(no GPU)" in \
+        display.headline("bench", cpu)
+    table = display.perf_table(summarize({"bench-grpc": gpu, "bench-http": cpu}))
+    onnx = [l for l in table if l.split()[:1] == ["mnist_onnx"]]
+    assert onnx[0].endswith("(GPU util 0.35, 180.0 W, 10.0 infer/J)") and onnx[1].endswith("(no GPU)")

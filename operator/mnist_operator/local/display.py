@@ -30,12 +30,37 @@ _HEADLINES = {
     "client": lambda r: "; ".join(f"{m} " + " ".join(f"{p} {a}" for p, a in per.items())
                                   for m, per in r.get("accuracy", {}).items())
     + f" (agree: {r.get('agree')})",
-    "bench": lambda r: "; ".join(f"{m} best {e['best']['inferPerSec']} infer/s at c={e['best']['c']}"
-                                 for m, e in r.get("models", {}).items()),
+    "bench": lambda r: "; ".join(f"{m} best {e['best']['inferPerSec']} infer/s at {_load(e['best'])}"
+                                 + _telemetry(e["best"]) for m, e in r.get("models", {}).items()),
     "analyze": lambda r: "; ".join(f"{m} best {e['bestConfig']} {e.get('throughput')} infer/s"
                                    if e.get("bestConfig") else f"{m}: {e.get('note')}"
                                    for m, e in r.get("models", {}).items()),
 }
+
+
+def _load(best: dict) -> str:
+    """Where a bench step's best point was: a concurrency, or a request rate (open loop)."""
+    return f"{best['rate']}/s" if "rate" in best else f"c={best['c']}"
+
+
+def _telemetry(best: dict) -> str:
+    """What Triton's metrics said at a bench step's best point, in brackets."""
+    if best.get("gpu") == "none":
+        return " (no GPU)"
+    if "telemetry" in best:
+        return f" (telemetry {best['telemetry']})"
+    said = [text.format(best[key]) for key, text in (
+        ("gpuUtil", "GPU util {}"), ("powerW", "{} W"), ("inferPerJoule", "{} infer/J"))
+        if key in best]
+    return f" ({', '.join(said)})" if said else ""
+
+
+def telemetry_note(point: dict) -> str:
+    """The same for a status point (benchmark.perfAnalyzer.<model>.<protocol>)."""
+    return _telemetry({"gpu": "none"} if point.get("telemetryAtBest") == "no GPU" else
+                      {"telemetry": point["telemetryAtBest"]} if "telemetryAtBest" in point else
+                      {k: point[f"{k}AtBest"] for k in ("gpuUtil", "powerW", "inferPerJoule")
+                       if f"{k}AtBest" in point})
 
 
 def headline(stage: str, result: dict) -> str:
@@ -73,7 +98,7 @@ def perf_table(status: dict) -> list[str]:
                     f"{int(p['p99UsAtBest']) / 1000:>8.2f} {at:>16} {lowest:>16} {gain:>6} "
                     f"{fails}"
                     + (f"  95 % {p['lowAtBest']}..{p['highAtBest']} ({p['repeats']} runs)"
-                       if "lowAtBest" in p else ""))
+                       if "lowAtBest" in p else "") + telemetry_note(p))
                 if "slo" in p:
                     lines.append(f"  {'':<12} {'':<8} {slo_line(p)}")
     return lines
