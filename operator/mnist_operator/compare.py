@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .results import scaling_line
 from .spec import GROUP, PLURAL, VERSION
 
 STATUS_FILE = "status.json"
@@ -80,6 +81,8 @@ class Row:
     #: the environment fingerprint: the id of ``environment_details``
     environment: str = "-"
     environment_details: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    #: distributed load: the clients and whether more of them still raised throughput
+    clients: str = "-"
     slo: str = "-"                      # benchmark.slo, as the bench stage states it
     infer_per_sec_at_slo: str = "-"     # the best meeting it, with its load and failing neighbour
     #: the concurrency sweep behind the best point, or just the best point
@@ -98,6 +101,7 @@ COLUMNS = (
     ("request_rate_at_best", "request rate at best (achieved), req/s"),
     ("batching_gain", "batching gain (best / lowest c)"),
     ("little_failures", "Little's law fails / points"),
+    ("clients", "clients (half -> all: the limit)"),
     ("accuracy", "held-out accuracy"),
     ("slo", "SLO"),
     ("infer_per_sec_at_slo", "infer/s at SLO (load; first failing)"),
@@ -311,6 +315,7 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
                 analyzer_config=str(ma.get("bestConfig", "-")),
                 analyzer_gain=str(ma.get("bestOverDefault", "-")),
                 measured=measured_at(status, protocol),
+                clients=scaling_line(point) if "clients" in point else "-",
                 slo=slo, infer_per_sec_at_slo=at_slo_cell,
                 environment=environment_id(env), environment_details=env,
                 sweep=tuple(sweep), at_slo=at_slo))
