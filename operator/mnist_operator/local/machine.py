@@ -172,7 +172,7 @@ class Machine:
         self.objects[("Job", name)] = {
             **job, "metadata": {**job["metadata"], "uid": uid},
             "status": {"startTime": started, "completionTime": finished if ok else None,
-                       "succeeded" if ok else "failed": 1,
+                       "succeeded" if ok else "failed": step.pods if ok else 1,
                        "conditions": [{"type": "Complete" if ok else "Failed", "status": "True",
                                        "lastTransitionTime": finished}]}}
         self.objects[("Pod", f"{name}-local")] = {
