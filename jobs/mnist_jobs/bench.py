@@ -395,7 +395,12 @@ def distributed_bench(clients: distributed.Clients, pa: str, url: str, protocol:
         "clientsDir": str(clients.root), "rows": rows, "scaling": scaled}, indent=1))
     result = {"protocol": protocol, "batchSize": batch, "concurrency": concurrency,
               "repeats": 1, "littleTolerance": fmt(tolerance, 2), "clients": clients.count,
-              "aggregation": AGGREGATION, "models": summary, "out": str(out)}
+              "aggregation": AGGREGATION, "models": summary, "out": str(out),
+              # the step's message, in its status record and its StageSucceeded Event
+              "message": f"{clients.count} clients; " + "; ".join(
+                  f"{m}: the {sc['limit']} was the limit ({sc['clients'][0]} client(s) "
+                  f"{sc['inferPerSec'][0]}, {sc['clients'][1]} clients {sc['inferPerSec'][1]} "
+                  f"infer/s at c={sc['c']})" for m, sc in scaled.items())}
     result["environment"] = {**environment.served(protocol, url, models),
                              "perfAnalyzer": environment.perf_analyzer_version(pa)}
     return shrink(result)

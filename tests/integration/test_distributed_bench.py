@@ -79,4 +79,6 @@ def test_two_clients_meet_at_the_barrier_and_client_0_aggregates_every_request(t
     assert sc["clients"] == [1, 2] and sc["c"] == entry["best"]["c"]
     assert sc["limit"] in ("client", "server")
     assert (run / "0" / f"mnist_onnx-half-c{sc['c']}.json").exists()
+    assert aggregated["message"].startswith(f"2 clients; mnist_onnx: the {sc['limit']} was the "
+                                            f"limit (1 client(s) {sc['inferPerSec'][0]}, ")
     assert len(json.dumps(aggregated)) < 4096

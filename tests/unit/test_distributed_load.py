@@ -83,6 +83,8 @@ def test_the_bench_job_is_an_indexed_job_of_one_pod_per_client():
 
 AGGREGATE = {"stage": "bench", "state": "Succeeded", "protocol": "grpc", "clients": 2,
              "concurrency": "1:257:64",
+             "message": "2 clients; mnist_onnx: the client was the limit (1 client(s) 2000.0, "
+                        "2 clients 3000.0 infer/s at c=65)",
              "models": {"mnist_onnx": {
                  "rows": [{"c": 1, "inferPerSec": "600.0", "p99Us": 900, "little": "ok"},
                           {"c": 65, "inferPerSec": "3000.0", "p99Us": 30000, "little": "ok"}],
@@ -124,6 +126,10 @@ def test_the_core_reads_index_0s_result_and_waits_for_every_index():
     world.step(1)
     stage = world.stage("bench-grpc")
     assert stage["state"] == "Succeeded" and stage["result"]["clients"] == 2
+    # the verdict in the record's message and in the Event a user sees
+    assert stage["message"] == AGGREGATE["message"]
+    assert ("StageSucceeded", f"bench-grpc: {AGGREGATE['message']}") in \
+        [(e.reason, e.message) for e in world.decisions[-1].events]
     point = world.status["benchmark"]["perfAnalyzer"]["mnist_onnx"]["grpc"]
     assert point["clients"] == 2
     assert point["scaling"] == {"concurrency": 65, "clients": [1, 2],
