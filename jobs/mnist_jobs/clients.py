@@ -119,7 +119,7 @@ class Clients:
             if clock() >= deadline:
                 raise StageError(f"clients {', '.join(map(str, sorted(missing)))} of "
                                  f"{self.count} did not reach {what} within "
-                                 f"{self.timeout_s:.0f} s", reason="BarrierTimeout")
+                                 f"{self.timeout_s:g} s", reason="BarrierTimeout")
             sleep(POLL_S)
 
     def barrier(self, point: str) -> None:

@@ -132,7 +132,7 @@ def test_the_barrier_holds_every_client_until_the_last_arrives(tmp_path):
 
 def test_a_barrier_timeout_names_the_missing_clients(tmp_path):
     me = C.Clients.of(3, 0, "run", tmp_path, timeout_s=0.3)
-    with pytest.raises(StageError, match=r"clients 1, 2 of 3 did not reach c4 within 0 s"):
+    with pytest.raises(StageError, match=r"clients 1, 2 of 3 did not reach c4 within 0.3 s"):
         me.barrier("c4")
 
 
@@ -195,3 +195,23 @@ def test_n_clients_split_each_point_and_client_0_aggregates_and_checks_scaling(t
     assert scaled["m"]["limit"] == "server"    # the same latency whatever the clients
     assert json.loads((tmp_path / "clients" / "run" / "done" / "1").read_text())["state"] \
         == "Succeeded"
+
+
+def test_a_result_of_64_clients_still_fits_the_termination_message():
+    from mnist_jobs import bench
+    from mnist_jobs._stage import write_result
+    row = lambda c: {"c": c, "clients": 64, "inferPerSec": "123456.7", "p50Us": 1234,  # noqa: E731
+                     "p95Us": 23456, "p99Us": 34567, "little": "ok", "windowMs": 4987,
+                     "requests": 987654, "perClient": ["1929.0"] * 64, "queueUs": 12,
+                     "computeUs": 345}
+    sc = A.scaling({"c": 257, "clients": 32, "inferPerSec": "100000.0"},
+                   {"c": 257, "clients": 64, "inferPerSec": "123456.7"})
+    models = {m: {**bench.model_summary([row(c) for c in (1, 65, 129, 193, 257)], False),
+                  "scaling": sc} for m in ("mnist_onnx", "mnist_trt", "mnist_bls")}
+    result = bench.shrink({"protocol": "grpc", "clients": 64, "aggregation": bench.AGGREGATION,
+                           "models": models, "out": "/work/bench/grpc",
+                           "message": "64 clients; " + "; ".join(
+                               f"{m}: the client was the limit (32 client(s) 100000.0, "
+                               f"64 clients 123456.7 infer/s at c=257)" for m in models)})
+    write_result(None, {"stage": "bench", "state": "Succeeded", **result})   # raises if too big
+    assert result["models"]["mnist_bls"]["scaling"]["limit"] == "client"
