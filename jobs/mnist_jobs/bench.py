@@ -76,7 +76,7 @@ def bls_downstream(protocol: str, url: str, model: str, served: dict[str, str]) 
             return [name]
     except Exception:
         pass
-    return [m for m in ("mnist_trt", "mnist_onnx") if served.get(m) == "READY"][:1]
+    return [m for m in ("mnist_trt", "mnist_pt", "mnist_onnx") if served.get(m) == "READY"][:1]
 
 
 def compact_row(runs: list[perf.Row]) -> dict:

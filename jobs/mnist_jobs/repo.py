@@ -28,9 +28,12 @@ from typing import Any
 
 from ._stage import InputError, StageError, run_stage, stage_parser
 
-MODELS = ("mnist_onnx", "mnist_trt", "mnist_bls")
-ALIASES = {"onnx": "mnist_onnx", "tensorrt": "mnist_trt", "trt": "mnist_trt", "bls": "mnist_bls",
-           "mnist_onnx": "mnist_onnx", "mnist_trt": "mnist_trt", "mnist_bls": "mnist_bls"}
+MODELS = ("mnist_onnx", "mnist_trt", "mnist_pt", "mnist_bls")
+ALIASES = {"onnx": "mnist_onnx", "tensorrt": "mnist_trt", "trt": "mnist_trt", "pytorch": "mnist_pt",
+           "pt": "mnist_pt", "bls": "mnist_bls", **{m: m for m in MODELS}}
+#: What mnist_bls forwards to, best first: the TensorRT engine, then TorchScript (on the GPU
+#: even in the python-backend flavour), then ONNX.
+BLS_DOWNSTREAM = ("mnist_trt", "mnist_pt", "mnist_onnx")
 KINDS = {"auto": None, "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 
 
@@ -50,12 +53,12 @@ def templates_dir() -> Path:
 def parse_models(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
-        raise InputError("--models", "empty list; choose from onnx, tensorrt, bls")
+        raise InputError("--models", "empty list; choose from onnx, tensorrt, pytorch, bls")
     out = []
     for n in names:
         if n not in ALIASES:
-            raise InputError("--models", f"unknown model {n!r}; choose from onnx, tensorrt, bls "
-                             "(or mnist_onnx, mnist_trt, mnist_bls)")
+            raise InputError("--models", f"unknown model {n!r}; choose from onnx, tensorrt, pytorch, bls "
+                             "(or mnist_onnx, mnist_trt, mnist_pt, mnist_bls)")
         if ALIASES[n] not in out:
             out.append(ALIASES[n])
     return out
@@ -172,6 +175,7 @@ def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_si
                      overrides: dict[str, dict[str, Any]] | None = None) -> dict:
     onnx = artifacts / "model.onnx"
     plan = artifacts / "model.plan"
+    torchscript = artifacts / "model.ts"
     if not onnx.is_file():
         raise InputError("--artifacts", f"{onnx} not found (run the export stage first)")
     overrides = overrides or {}
@@ -188,9 +192,12 @@ def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_si
     if "mnist_trt" in selected and not plan.is_file():
         selected.remove("mnist_trt")
         left_out["mnist_trt"] = f"no TensorRT engine ({plan.name} not in artifacts)"
+    if "mnist_pt" in selected and not torchscript.is_file():
+        selected.remove("mnist_pt")
+        left_out["mnist_pt"] = f"no TorchScript file ({torchscript.name} not in artifacts)"
     downstream = None
     if "mnist_bls" in selected:
-        downstream = "mnist_trt" if plan.is_file() and "mnist_trt" in models else "mnist_onnx"
+        downstream = next((m for m in BLS_DOWNSTREAM if m in selected), "mnist_onnx")
         if downstream not in selected:
             selected.insert(0, downstream)
             notes.append(f"added {downstream}: mnist_bls calls it")
@@ -221,6 +228,10 @@ def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_si
                 shutil.copy2(root / "mnist_onnx" / "model.py", version / "model.py")
         elif model == "mnist_trt":
             shutil.copy2(plan, version / "model.plan")
+        elif model == "mnist_pt":   # model.pt: the PyTorch backend's default file name
+            shutil.copy2(torchscript, version / "model.pt")
+            if cpu_only:
+                shutil.copy2(root / "mnist_pt" / "model.py", version / "model.py")
         elif model == "mnist_bls":
             shutil.copy2(root / "mnist_bls" / "model.py", version / "model.py")
     result: dict[str, Any] = {
@@ -232,6 +243,9 @@ def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_si
     if "mnist_onnx" in selected:
         result["onnxBackend"] = ("python backend with ONNX Runtime (--cpu-only)" if cpu_only
                                  else "onnxruntime_onnx")
+    if "mnist_pt" in selected:
+        result["pytorchBackend"] = ("python backend with torch (--cpu-only)" if cpu_only
+                                    else "pytorch_libtorch")
     if downstream:
         result["blsDownstream"] = downstream
     if overrides:
@@ -246,10 +260,13 @@ def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_si
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = stage_parser("repo", "Write a Triton model repository (mnist_onnx, mnist_trt, mnist_bls).")
-    p.add_argument("--artifacts", type=Path, required=True, help="directory with model.onnx [model.plan]")
+    p = stage_parser("repo", "Write a Triton model repository (mnist_onnx, mnist_trt, mnist_pt, "
+                             "mnist_bls).")
+    p.add_argument("--artifacts", type=Path, required=True,
+                   help="directory with model.onnx [model.plan] [model.ts]")
     p.add_argument("--out", type=Path, required=True, help="model repository to write")
-    p.add_argument("--models", default="onnx,tensorrt,bls", help="comma list of onnx,tensorrt,bls")
+    p.add_argument("--models", default="onnx,tensorrt,bls",
+                   help="comma list of onnx,tensorrt,pytorch,bls")
     p.add_argument("--max-batch-size", type=int, default=128)
     p.add_argument("--instances", type=int, default=1, help="instances per model")
     p.add_argument("--instance-kind", choices=sorted(KINDS), default="auto",
@@ -257,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preferred-batch-sizes", default="32,64")
     p.add_argument("--max-queue-delay-us", type=int, default=100)
     p.add_argument("--cpu-only", action="store_true",
-                   help="serve mnist_onnx through the python backend with ONNX Runtime "
-                        "(for Triton builds without the onnxruntime backend)")
+                   help="serve mnist_onnx (ONNX Runtime) and mnist_pt (torch) through the python "
+                        "backend, for Triton builds without the onnxruntime and pytorch backends")
     p.add_argument("--ort-threads", type=int, default=0,
                    help="ONNX Runtime intra-op threads in the --cpu-only model (0 = ORT default)")
     p.add_argument("--override", action="append", default=[], metavar="MODEL:KEY=VALUE,...",

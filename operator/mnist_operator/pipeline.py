@@ -32,7 +32,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from . import stages
-from .spec import MnistServingSpec, TRITON_MODEL
+from .spec import MODELS, MnistServingSpec, TRITON_MODEL
 from .vocabulary import FINISHED
 
 #: Container ports Triton serves on (the Deployment and the local serve stage).
@@ -314,6 +314,7 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
     parameters: paths and endpoints differ between a local run and a
     cluster, and must not make a finished step run again.
     """
+    given = spec.to_dict()   # once: it is most of a plan's cost
     t, x, trt, sv = spec.training, spec.export, spec.tensorrt, spec.serving
     pa, ma = spec.benchmark.perf_analyzer, spec.benchmark.model_analyzer
     run_id = spec.benchmark.run_id
@@ -333,12 +334,12 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
     add("train", "train",
         TrainParams(data_source, data_dir, t.epochs, t.batch_size, t.learning_rate, t.momentum,
                     t.seed, device, str(a)),
-        {"training": {k: v for k, v in spec.to_dict()["training"].items() if k != "gpus"}},
+        {"training": {k: v for k, v in given["training"].items() if k != "gpus"}},
         gpus=t.gpus)
     add("export", "export",
         ExportParams(str(a / "model.pt"), str(a), x.opset, data_source, data_dir),
         {"opset": x.opset}, ("train",), gpus=t.gpus)
-    trt_inputs = {k: v for k, v in spec.to_dict()["tensorrt"].items() if k != "gpus"}
+    trt_inputs = {k: v for k, v in given["tensorrt"].items() if k != "gpus"}
     trt_inputs["gpuProduct"] = spec.scheduling.gpu_product
     # a plan loads only in Triton's TensorRT version: a new image builds it again
     trt_inputs["image"] = spec.images.pytorch
@@ -349,12 +350,12 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
         enabled=trt.enabled, skip_reason="" if trt.enabled else "Disabled")
     db = sv.dynamic_batching
     repo = RepoParams(str(a), str(lay.model_repo),
-                      tuple(m for m in ("onnx", "tensorrt", "bls") if m in sv.models),
+                      tuple(m for m in MODELS if m in sv.models),
                       sv.max_batch_size, sv.instances, sv.instance_kind,
                       tuple(db.preferred_batch_sizes), db.max_queue_delay_microseconds,
                       cpu_only=sv.cpu_only)
     # the accuracy tolerance judges results and changes nothing a step makes
-    serving = {k: v for k, v in spec.to_dict()["serving"].items()
+    serving = {k: v for k, v in given["serving"].items()
                if k not in ("replicas", "gpus", "accuracyTolerance")}
     add("repo", "repo", repo, {"serving": serving}, ("export", "engine"))
     serve = ServeParams(str(lay.model_repo), endpoints.http_port, endpoints.grpc_port,
@@ -370,7 +371,7 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
     # the SLO reaches the commands and the fingerprints only when set, so a resource
     # without one keeps its fingerprints
     slo_flags = {"slo_p99_ms": slo.p99_ms or None, "slo_p95_ms": slo.p95_ms or None}
-    slo_inputs = {"slo": spec.to_dict()["benchmark"]["slo"]} if slo.active else {}
+    slo_inputs = {"slo": given["benchmark"]["slo"]} if slo.active else {}
     rate = load.request_rate
     open_loop = {"request_rate": f"{rate.start}:{rate.end}:{rate.step}",
                  "request_distribution": load.distribution} if load.mode == "requestRate" else {}
@@ -378,7 +379,7 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
     bench_inputs: dict[str, dict] = {}
     # what the sweep measures; the open-loop settings, repeats and clients count only
     # when they are in use, so resources that use none of them keep their fingerprints
-    measured = {k: v for k, v in spec.to_dict()["benchmark"]["perfAnalyzer"].items()
+    measured = {k: v for k, v in given["benchmark"]["perfAnalyzer"].items()
                 if k != "protocols" and not (k == "load" and not open_loop)
                 and not (k in ("repeats", "clients") and v == 1)}
     for protocol in pa.protocols:
@@ -399,7 +400,7 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
                       **slo_flags),
         # applyBest decides what follows analyze, not what it measures: hashed
         # as false, so turning it on keeps a finished analysis
-        {"modelAnalyzer": {**spec.to_dict()["benchmark"]["modelAnalyzer"], "applyBest": False},
+        {"modelAnalyzer": {**given["benchmark"]["modelAnalyzer"], "applyBest": False},
          "runId": run_id, **slo_inputs},
         ("repo",), gpus=sv.gpus if ma.enabled else 0,
         enabled=ma.enabled, skip_reason="" if ma.enabled else "Disabled")

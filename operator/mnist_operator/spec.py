@@ -30,6 +30,7 @@ Public API::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import typing
@@ -44,9 +45,12 @@ PLURAL = "mnistservings"
 SINGULAR = "mnistserving"
 SHORT_NAMES = ["mnist"]
 
-MODELS = ("onnx", "tensorrt", "bls")
+MODELS = ("onnx", "tensorrt", "pytorch", "bls")
 #: Triton model names fixed by the seed / docs/CONTRACT.md.
-TRITON_MODEL = {"onnx": "mnist_onnx", "tensorrt": "mnist_trt", "bls": "mnist_bls"}
+TRITON_MODEL = {"onnx": "mnist_onnx", "tensorrt": "mnist_trt", "pytorch": "mnist_pt",
+                "bls": "mnist_bls"}
+#: The models mnist_bls can forward to (it takes the first served of trt, pt, onnx).
+BLS_DOWNSTREAMS = ("onnx", "tensorrt", "pytorch")
 PROTOCOLS = ("grpc", "http")
 
 DECIMAL_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$"
@@ -98,6 +102,7 @@ def f(default: Any = dataclasses.MISSING, *, desc: str, factory: Callable[[], An
     return field(default=default, metadata=md)
 
 
+@functools.lru_cache(maxsize=None)   # a few hundred field names, asked for on every to_dict
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
@@ -186,10 +191,12 @@ class DynamicBatching:
 class Serving:
     """The Triton model repository and Deployment (a change rewrites the repo
     config and rolls the Deployment, without retraining)."""
-    models: list = f(factory=lambda: list(MODELS), itemsEnum=list(MODELS), minItems=1, maxItems=3,
-                     listType="set", itemType=str,
-                     desc="Models to serve: onnx (mnist_onnx), tensorrt (mnist_trt), "
-                          "bls (mnist_bls, needs onnx or tensorrt).")
+    models: list = f(factory=lambda: list(MODELS), itemsEnum=list(MODELS), minItems=1,
+                     maxItems=len(MODELS), listType="set", itemType=str,
+                     desc="Models to serve: onnx (mnist_onnx), tensorrt (mnist_trt), pytorch "
+                          "(mnist_pt, the TorchScript file), bls (mnist_bls, needs onnx, "
+                          "tensorrt or pytorch; it calls the first served of mnist_trt, mnist_pt, "
+                          "mnist_onnx).")
     max_batch_size: int = f(128, minimum=1, maximum=4096, desc="max_batch_size of every model.")
     instances: int = f(1, minimum=1, maximum=16, desc="instance_group count per model.")
     instance_kind: str = f("auto", enum=["auto", "gpu", "cpu"],
@@ -200,8 +207,10 @@ class Serving:
     gpus: int = f(1, minimum=0, maximum=8, operatorDefault=True,
                   desc="nvidia.com/gpu per Triton pod; with cpuOnly: true it must be 0 and "
                        "defaults to 0.")
-    cpu_only: bool = f(False, desc="Serve ONNX through the python backend with ONNX Runtime, for "
-                                  "Triton builds without the onnxruntime backend.")
+    cpu_only: bool = f(False, desc="Serve ONNX (ONNX Runtime) and TorchScript (torch, on the "
+                                  "instance's GPU where Triton gives it one) through the python "
+                                  "backend, for Triton builds without the onnxruntime and pytorch "
+                                  "backends.")
     accuracy_tolerance: str = f("0.01", pattern=DECIMAL_PATTERN, maxLength=32,
                                 desc="Accuracy guard: the largest drop in held-out accuracy a served "
                                      "model may show against PyTorch's (0.01 = one point); a model "
@@ -260,7 +269,7 @@ class Load:
 @dataclass
 class PerfAnalyzer:
     """perf_analyzer Jobs, one per protocol, against the Triton Service."""
-    models: list = f(factory=list, itemsEnum=list(MODELS), maxItems=3, listType="set", itemType=str,
+    models: list = f(factory=list, itemsEnum=list(MODELS), maxItems=len(MODELS), listType="set", itemType=str,
                      desc="Models to measure (subset of serving.models); empty = every served model.")
     protocols: list = f(factory=lambda: list(PROTOCOLS), itemsEnum=list(PROTOCOLS), minItems=1,
                         maxItems=2, listType="set", itemType=str, desc="grpc and/or http.")
@@ -289,7 +298,7 @@ class PerfAnalyzer:
 class ModelAnalyzer:
     """model-analyzer in remote mode against a Triton sidecar in the same pod."""
     enabled: bool = f(True, desc="Run the analyze stage.")
-    models: list = f(factory=list, itemsEnum=list(MODELS), maxItems=3, listType="set", itemType=str,
+    models: list = f(factory=list, itemsEnum=list(MODELS), maxItems=len(MODELS), listType="set", itemType=str,
                      desc="Models to profile (subset of serving.models); empty = every served model.")
     max_concurrency: int = f(16, minimum=1, maximum=4096, desc="Search limit: concurrency.")
     max_batch_size: int = f(64, minimum=1, maximum=4096, desc="Search limit: model batch size.")
@@ -578,10 +587,10 @@ CROSS_FIELD_RULES: list[Rule] = [
          "must be >= minBatch", lambda s: s.tensorrt.min_batch <= s.tensorrt.opt_batch),
     Rule("tensorrt", "optBatch", "self.optBatch <= self.maxBatch",
          "must be <= maxBatch", lambda s: s.tensorrt.opt_batch <= s.tensorrt.max_batch),
-    Rule("serving", "models", "!('bls' in self.models) || 'onnx' in self.models "
-                              "|| 'tensorrt' in self.models",
-         "bls needs onnx or tensorrt in the same list",
-         lambda s: "bls" not in s.serving.models or bool({"onnx", "tensorrt"} & set(s.serving.models))),
+    Rule("serving", "models", "!('bls' in self.models) || "
+                              + " || ".join(f"'{m}' in self.models" for m in BLS_DOWNSTREAMS),
+         "bls needs onnx, tensorrt or pytorch in the same list",
+         lambda s: "bls" not in s.serving.models or bool(set(BLS_DOWNSTREAMS) & set(s.serving.models))),
     Rule("serving", "dynamicBatching.preferredBatchSizes",
          "self.dynamicBatching.preferredBatchSizes.all(b, b <= self.maxBatchSize)",
          "each must be <= serving.maxBatchSize",
@@ -677,6 +686,7 @@ CROSS_FIELD_RULES: list[Rule] = [
 
 
 # --------------------------------------------------------------------------- parse
+@functools.lru_cache(maxsize=None)   # the spec's dataclasses: resolving their hints is dear
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

@@ -269,7 +269,7 @@ def test_every_job_command_parses_with_its_stage_cli(step, monkeypatch):
     a = parsed["args"]
     assert str(a.result) == "/dev/termination-log"
     if step == "analyze":
-        assert a.triton_launch_mode == "remote" and a.models == "mnist_onnx,mnist_trt,mnist_bls"
+        assert a.triton_launch_mode == "remote" and a.models == "mnist_onnx,mnist_trt,mnist_pt,mnist_bls"
         assert a.triton_metrics_url == "http://localhost:8002/metrics"
 
 

@@ -185,8 +185,8 @@ def test_single_field_constraints_come_from_the_spec_metadata():
     epochs = spec["training"]["properties"]["epochs"]
     assert (epochs["minimum"], epochs["maximum"], epochs["default"]) == (1, 1000, 2)
     models = spec["serving"]["properties"]["models"]
-    assert models["items"]["enum"] == ["onnx", "tensorrt", "bls"]
-    assert models["x-kubernetes-list-type"] == "set" and models["maxItems"] == 3
+    assert models["items"]["enum"] == ["onnx", "tensorrt", "pytorch", "bls"]
+    assert models["x-kubernetes-list-type"] == "set" and models["maxItems"] == 4
     assert spec["storage"]["properties"]["accessMode"]["enum"] == ["ReadWriteOnce", "ReadWriteMany"]
     assert spec["scheduling"]["properties"]["nodeSelector"]["maxProperties"] == 32
     toleration = spec["scheduling"]["properties"]["tolerations"]["items"]

@@ -60,7 +60,7 @@ def test_bad_spec_exits_2_with_one_line_per_error_naming_the_field():
     assert lines == [
         "mnist-serving render: error: spec.training.epochs: must be >= 1 (got -1)",
         "mnist-serving render: error: spec.serving.models[1]: unknown value 'resnet'; "
-        "must be one of onnx, tensorrt, bls",
+        "must be one of onnx, tensorrt, pytorch, bls",
     ]
     # cross-field rules run once the single fields are valid
     bad["spec"]["training"]["epochs"] = 1

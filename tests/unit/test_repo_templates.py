@@ -124,3 +124,45 @@ def test_templates_found_next_to_package_and_in_checkout(monkeypatch, tmp_path):
     assert (found / "mnist_bls" / "model.py").resolve() == (ROOT / "model_repo" / "mnist_bls" / "model.py")
     monkeypatch.setenv("MNIST_JOBS_TEMPLATES", str(tmp_path))     # no templates there: skipped
     assert repo.templates_dir().resolve() == found.resolve()
+
+
+def test_torchscript_served_natively_as_mnist_pt(artifacts, tmp_path):
+    (artifacts / "model.ts").write_bytes(b"torchscript bytes are copied, not read")
+    out = tmp_path / "repo"
+    result = build(artifacts, out, models=["mnist_onnx", "mnist_pt", "mnist_bls"])
+    assert result["models"] == ["mnist_onnx", "mnist_pt", "mnist_bls"]
+    assert result["pytorchBackend"] == "pytorch_libtorch"
+    cfg = parse(out / "mnist_pt" / "config.pbtxt")
+    assert cfg.name == "mnist_pt" and cfg.platform == "pytorch_libtorch" and cfg.backend == ""
+    check_io(cfg, 128)
+    assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    # the PyTorch backend's default file name; no python model in the native flavour
+    assert (out / "mnist_pt" / "1" / "model.pt").read_bytes() == (artifacts / "model.ts").read_bytes()
+    assert not (out / "mnist_pt" / "1" / "model.py").exists()
+    # without an engine mnist_bls calls the TorchScript model, not ONNX Runtime
+    assert result["blsDownstream"] == "mnist_pt"
+    assert parse(out / "mnist_bls" / "config.pbtxt").parameters["downstream_model"].string_value \
+        == "mnist_pt"
+
+
+def test_torchscript_through_the_python_backend_with_cpu_only(artifacts, tmp_path):
+    (artifacts / "model.ts").write_bytes(b"torchscript")
+    out = tmp_path / "repo"
+    result = build(artifacts, out, cpu_only=True, instance_kind="auto", models=["mnist_pt"])
+    cfg = parse(out / "mnist_pt" / "config.pbtxt")
+    assert cfg.name == "mnist_pt" and cfg.backend == "python" and cfg.platform == ""
+    check_io(cfg, 128)
+    assert cfg.parameters["torchscript_file"].string_value == "model.pt"
+    assert (out / "mnist_pt" / "1" / "model.py").read_text() == \
+        (ROOT / "model_repo" / "mnist_pt" / "model.py").read_text()
+    assert "python backend with torch" in result["pytorchBackend"]
+
+
+def test_engine_still_comes_first_for_bls_and_no_torchscript_leaves_mnist_pt_out(artifacts, tmp_path):
+    (artifacts / "model.plan").write_bytes(b"plan")
+    out = tmp_path / "repo"
+    result = build(artifacts, out, models=["mnist_trt", "mnist_pt", "mnist_bls"])
+    assert result["models"] == ["mnist_trt", "mnist_bls"]
+    assert result["leftOut"] == {"mnist_pt": "no TorchScript file (model.ts not in artifacts)"}
+    assert result["blsDownstream"] == "mnist_trt"
+    assert not (out / "mnist_pt").exists()

@@ -17,11 +17,11 @@ def test_empty_spec_gets_every_default():
     spec = parse_spec({})
     d = spec.to_dict()
     assert d["training"]["epochs"] == 2 and d["training"]["learningRate"] == "0.0025"
-    assert d["serving"]["models"] == ["onnx", "tensorrt", "bls"]
+    assert d["serving"]["models"] == ["onnx", "tensorrt", "pytorch", "bls"]
     assert d["tensorrt"] == {"enabled": True, "precision": "fp32", "minBatch": 1, "optBatch": 64,
                              "maxBatch": 128, "gpus": 1}
     assert spec.storage_size == "2Gi"
-    assert spec.served_triton_models() == ["mnist_onnx", "mnist_trt", "mnist_bls"]
+    assert spec.served_triton_models() == ["mnist_onnx", "mnist_trt", "mnist_pt", "mnist_bls"]
     # to_dict round-trips through parse_spec unchanged
     assert parse_spec(d).to_dict() == d
     assert validate(MnistServingSpec()) == []
@@ -37,10 +37,10 @@ def test_empty_spec_gets_every_default():
     ({"tensorrt": {"optBatch": 512, "maxBatch": 256}}, "spec.tensorrt.optBatch: must be <= maxBatch (256)"),
     ({"tensorrt": {"minBatch": 8, "optBatch": 4}}, "spec.tensorrt.optBatch: must be >= minBatch (8)"),
     ({"tensorrt": {"precision": "int4"}}, "spec.tensorrt.precision: must be one of 'fp32', 'fp16' (got 'int4')"),
-    ({"serving": {"models": ["vgg"]}}, "spec.serving.models[0]: unknown value 'vgg'; must be one of onnx, tensorrt, bls"),
+    ({"serving": {"models": ["vgg"]}}, "spec.serving.models[0]: unknown value 'vgg'; must be one of onnx, tensorrt, pytorch, bls"),
     ({"serving": {"models": []}}, "spec.serving.models: must have at least 1 item(s)"),
     ({"serving": {"models": ["onnx", "onnx"]}}, "spec.serving.models: must not contain duplicates"),
-    ({"serving": {"models": ["bls"]}}, "spec.serving.models: bls needs onnx or tensorrt in the same list"),
+    ({"serving": {"models": ["bls"]}}, "spec.serving.models: bls needs onnx, tensorrt or pytorch in the same list"),
     ({"serving": {"maxBatchSize": 256}},
      "spec.serving.models: serving.maxBatchSize must be <= tensorrt.maxBatch when tensorrt is served"),
     ({"serving": {"models": ["tensorrt"]}, "tensorrt": {"enabled": False}},
