@@ -116,15 +116,26 @@ CLIENT_LIMIT_RATIO = 1.1
 def scaling(half: dict, full: dict) -> dict:
     """The best point measured with half the clients and with all of them: a
     ratio above CLIENT_LIMIT_RATIO says the clients were the limit (more of
-    them raised throughput), anything else that the server was."""
+    them raised throughput), anything else that the server was. A point with
+    fewer requests in flight than clients keeps no more of them busy than half
+    did: nothing was tested (``untested``)."""
     a, b = float(half["inferPerSec"]), float(full["inferPerSec"])
     ratio = b / a if a > 0 else math.inf
+    limit = "untested" if full["clients"] <= half["clients"] \
+        else "client" if ratio > CLIENT_LIMIT_RATIO else "server"
     return {"c": full["c"], "clients": [half["clients"], full["clients"]],
             "inferPerSec": [half["inferPerSec"], full["inferPerSec"]],
-            "ratio": fmt(ratio, 2) if a > 0 else "inf",
-            "limit": "client" if ratio > CLIENT_LIMIT_RATIO else "server",
+            "ratio": fmt(ratio, 2) if a > 0 else "inf", "limit": limit,
             "threshold": fmt(CLIENT_LIMIT_RATIO, 2)}
 
 
+def verdict(sc: dict) -> str:
+    """A scaling check in words."""
+    if sc["limit"] == "untested":
+        return (f"untested: c={sc['c']} keeps only {sc['clients'][1]} client(s) busy, as many "
+                "as half of them")
+    return f"the {sc['limit']} was the limit"
+
+
 __all__ = ["ClientRecords", "records_of", "load_records", "percentile", "aggregate",
-           "scaling", "CLIENT_LIMIT_RATIO"]
+           "scaling", "verdict", "CLIENT_LIMIT_RATIO"]

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Callable
 
 from ._stage import InputError, StageError, fmt, run_stage, stage_parser
-from . import clients as distributed, environment, perf, slo as slo_search, stats
+from . import aggregate, clients as distributed, environment, perf, slo as slo_search, stats
 from .triton import client_for, served_config
 
 PROTOCOLS = ("grpc", "http")
@@ -398,7 +398,7 @@ def distributed_bench(clients: distributed.Clients, pa: str, url: str, protocol:
               "aggregation": AGGREGATION, "models": summary, "out": str(out),
               # the step's message, in its status record and its StageSucceeded Event
               "message": f"{clients.count} clients; " + "; ".join(
-                  f"{m}: the {sc['limit']} was the limit ({sc['clients'][0]} client(s) "
+                  f"{m}: {aggregate.verdict(sc)} ({sc['clients'][0]} client(s) "
                   f"{sc['inferPerSec'][0]}, {sc['clients'][1]} clients {sc['inferPerSec'][1]} "
                   f"infer/s at c={sc['c']})" for m, sc in scaled.items())}
     result["environment"] = {**environment.served(protocol, url, models),

@@ -221,7 +221,7 @@ def sweep(clients: Clients, models: list[str], points: list[int], measure: Measu
         scaled[model] = aggregate.scaling(half_row, full_row)
         log(f"{model} c={c}: {half} client(s) {half_row['inferPerSec']} infer/s, "
             f"{clients.count} clients {full_row['inferPerSec']} infer/s: ratio "
-            f"{scaled[model]['ratio']}, the {scaled[model]['limit']} was the limit")
+            f"{scaled[model]['ratio']}: {aggregate.verdict(scaled[model])}")
     return rows, scaled
 
 

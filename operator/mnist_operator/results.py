@@ -161,7 +161,14 @@ def scaling_line(point: dict) -> str:
         return f"{point.get('clients', 1)} clients"
     (a, b), (x, y) = sc["clients"], sc["inferPerSec"]
     return (f"{b} clients: {y} infer/s vs {a}: {x} at c={sc['concurrency']} "
-            f"(x{sc['ratio']}): the {sc['limit']} was the limit")
+            f"(x{sc['ratio']}): {limit_words(sc['limit'])}")
+
+
+def limit_words(limit: str) -> str:
+    """A scaling check's ``limit`` in words (``untested``: the best point had too
+    few requests in flight to keep more clients busy than half of them)."""
+    return "untested (too few in flight for more clients)" if limit == "untested" \
+        else f"the {limit} was the limit"
 
 
 def slo_part(found: dict | None, load: str) -> dict[str, int | str]:
@@ -411,4 +418,4 @@ def summarize(results: dict[str, dict], *, apply_best: bool = False,
     return out
 
 
-__all__ = ["summarize", "clients_part", "scaling_line", "improved_condition", "verdict", "overall_verdict"]
+__all__ = ["summarize", "clients_part", "scaling_line", "limit_words", "improved_condition", "verdict", "overall_verdict"]

@@ -77,8 +77,9 @@ def test_two_clients_meet_at_the_barrier_and_client_0_aggregates_every_request(t
     # the scaling check: the best point again with one client
     sc = entry["scaling"]
     assert sc["clients"] == [1, 2] and sc["c"] == entry["best"]["c"]
-    assert sc["limit"] in ("client", "server")
+    assert sc["limit"] in (("client", "server") if sc["c"] >= 2 else ("untested",))
     assert (run / "0" / f"mnist_onnx-half-c{sc['c']}.json").exists()
-    assert aggregated["message"].startswith(f"2 clients; mnist_onnx: the {sc['limit']} was the "
-                                            f"limit (1 client(s) {sc['inferPerSec'][0]}, ")
+    words = "untested" if sc["limit"] == "untested" else f"the {sc['limit']} was the limit"
+    assert aggregated["message"].startswith(f"2 clients; mnist_onnx: {words}")
+    assert f"(1 client(s) {sc['inferPerSec'][0]}, " in aggregated["message"]
     assert len(json.dumps(aggregated)) < 4096

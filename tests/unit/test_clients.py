@@ -101,6 +101,11 @@ def test_scaling_says_client_when_more_clients_raised_throughput():
         "c": 64, "clients": [1, 2], "inferPerSec": ["1000.0", "1500.0"], "ratio": "1.50",
         "limit": "client", "threshold": "1.10"}
     assert A.scaling(half, {"c": 64, "clients": 2, "inferPerSec": "1050.0"})["limit"] == "server"
+    # c=1 keeps one client busy however many there are: nothing to compare
+    one = A.scaling({"c": 1, "clients": 1, "inferPerSec": "600.0"},
+                    {"c": 1, "clients": 1, "inferPerSec": "610.0"})
+    assert one["limit"] == "untested"
+    assert A.verdict(one) == "untested: c=1 keeps only 1 client(s) busy, as many as half of them"
 
 
 # --------------------------------------------------------------------------- the barrier

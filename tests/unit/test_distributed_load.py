@@ -167,6 +167,10 @@ def test_status_summary_and_compare_show_the_scaling_check():
         in table
     row = rows_of("run", status)[0]
     assert row.clients.endswith("the client was the limit")
+    untested = copy.deepcopy(AGGREGATE)
+    untested["models"]["mnist_onnx"]["scaling"].update(c=1, clients=[1, 1], limit="untested")
+    assert "untested (too few in flight for more clients)" in \
+        "\n".join(perf_table({"phase": "Ready", **summarize({"bench-grpc": untested})}))
     one = {**AGGREGATE, "clients": 1}
     assert rows_of("run", {"phase": "Ready", **summarize({"bench-grpc": one})})[0].clients == "-"
 

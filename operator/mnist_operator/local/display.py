@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .. import pipeline
-from ..results import scaling_line
+from ..results import limit_words, scaling_line
 from ..status import get_condition
 from ..vocabulary import ACCURACY
 
@@ -45,7 +45,7 @@ def _clients(result: dict, entry: dict) -> str:
     if not sc:
         return ""
     return (f" over {result.get('clients')} clients ({sc['clients'][0]} of them: x{sc['ratio']}, "
-            f"the {sc['limit']} was the limit)")
+            f"{limit_words(sc['limit'])})")
 
 
 def headline(stage: str, result: dict) -> str:
