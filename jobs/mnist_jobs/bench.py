@@ -24,6 +24,12 @@ poisson] sweeps an open loop instead (perf_analyzer --request-rate-range):
 rows carry ``rate``, ``achieved``, ``inFlight`` and ``keptUp`` in place of
 ``c`` and ``little`` (perf.py says what is checked and why).
 
+--clients N --client-index I (default $JOB_COMPLETION_INDEX) --clients-run RUN:
+one of N clients measuring the server together (clients.py): each point's
+concurrency is split over them, they start it together behind a barrier,
+and client 0's result holds the aggregate of every request (aggregate.py)
+plus whether more clients still raised throughput (``scaling``).
+
 --slo-p99-ms (and --slo-p95-ms) then bisects between the last point that
 meets the SLO and the first that does not (slo.py), and each model gets
 ``slo``: the best point meeting it, the bracket and the loads added.
@@ -39,6 +45,7 @@ time per request as Triton saw them).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -47,7 +54,7 @@ from pathlib import Path
 from typing import Callable
 
 from ._stage import InputError, StageError, fmt, run_stage, stage_parser
-from . import environment, perf, slo as slo_search, stats, telemetry
+from . import aggregate, clients as distributed, environment, perf, slo as slo_search, stats, telemetry
 from .triton import client_for, served_config
 
 PROTOCOLS = ("grpc", "http")
@@ -112,6 +119,25 @@ def verdict_of(row: dict) -> str:
     return row.get("little", row.get("keptUp", "ok"))
 
 
+def model_summary(points_of: list[dict], rate_mode: bool) -> dict:
+    """One model's rows, its best point and what the sweep says about it: the
+    dynamic-batching gain and Little's-law failures (closed loop), or the
+    points whose client fell behind (open loop)."""
+    best = max(points_of, key=lambda r: float(r["inferPerSec"]))
+    lowest = float(points_of[0]["inferPerSec"])
+    summary: dict = {
+        "rows": points_of,
+        "best": {k: best[k] for k in ("c", "rate", "achieved", "inferPerSec", "p99Us",
+                                      "repeats", "low", "high", *telemetry.ROW_KEYS) if k in best},
+    }
+    if rate_mode:   # a higher rate asked for is no batching gain
+        summary["behind"] = sum(r["keptUp"] != "ok" for r in points_of)
+    else:
+        summary.update(batchingGain=fmt(float(best["inferPerSec"]) / lowest, 2) if lowest > 0
+                       else "0", littleFailures=sum(r["little"] != "ok" for r in points_of))
+    return summary
+
+
 def shrink(result: dict, limit: int = 3200) -> dict:
     """A long sweep must still fit the 4 KiB termination message: shrink the
     per-row detail (everything stays in bench.json), never the verdicts."""
@@ -137,7 +163,8 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
               point_timeout_s: int = 300, repeats: int = 1, load_mode: str = "concurrency",
               request_rate: str | None = None, distribution: str = "constant",
               slo: slo_search.Slo = slo_search.Slo(), metrics_url: str = "",
-              telemetry_interval_ms: int = telemetry.DEFAULT_INTERVAL_MS) -> dict:
+              telemetry_interval_ms: int = telemetry.DEFAULT_INTERVAL_MS,
+              clients: distributed.Clients | None = None) -> dict:
     if protocol not in PROTOCOLS:
         raise InputError("--protocol", f"unknown protocol {protocol!r}; choose grpc or http")
     if load_mode not in perf.LOAD_MODES:
@@ -185,6 +212,11 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
 
     out.mkdir(parents=True, exist_ok=True)
     points = perf.concurrency_values(start, end, step)
+    if clients and clients.count > 1:
+        return distributed_bench(clients, pa, url, protocol, models, served, batch, concurrency,
+                                 points, mode, interval_ms, count, stability, out, tolerance,
+                                 max_trials, point_timeout_s, rate_mode, repeats, slo,
+                                 metrics_url, telemetry_interval_ms)
     all_rows: dict[str, list[dict]] = {}
     summary: dict[str, dict] = {}
     failures: list[str] = []
@@ -297,20 +329,7 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
         rows.sort(key=lambda r: r.load)
         all_rows[model] = [r.as_dict() for r in rows]
         if points_of:
-            best = max(points_of, key=lambda r: float(r["inferPerSec"]))
-            lowest = float(points_of[0]["inferPerSec"])
-            summary[model] = {
-                "rows": points_of,
-                "best": {k: best[k] for k in ("c", "rate", "achieved", "inferPerSec", "p99Us",
-                                              "repeats", "low", "high", *telemetry.ROW_KEYS)
-                         if k in best},
-            }
-            if rate_mode:   # a higher rate asked for is no batching gain
-                summary[model]["behind"] = sum(r["keptUp"] != "ok" for r in points_of)
-            else:
-                summary[model].update(
-                    batchingGain=fmt(float(best["inferPerSec"]) / lowest, 2) if lowest > 0
-                    else "0", littleFailures=sum(r["little"] != "ok" for r in points_of))
+            summary[model] = model_summary(points_of, rate_mode)
             if at_slo is not None:
                 summary[model]["slo"] = at_slo
             if composing:
@@ -338,6 +357,92 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
               for load, t in per.items() if "telemetry" in t]
     if unread:   # a warning that outlives shrink(), which may drop the rows saying it
         result["telemetry"] = f"{len(unread)} point(s) without telemetry; first: {unread[0]}"
+    result["environment"] = {**environment.served(protocol, url, models),
+                             "perfAnalyzer": environment.perf_analyzer_version(pa)}
+    return shrink(result)
+
+
+#: What a distributed bench's rows are, in its result.
+AGGREGATION = ("every request any client completed in the window where all clients were "
+               "measuring; percentiles over all of them")
+
+
+def distributed_bench(clients: distributed.Clients, pa: str, url: str, protocol: str,
+                      models: list[str], served: dict[str, str], batch: int, concurrency: str,
+                      points: list[int], mode: str, interval_ms: int, count: int,
+                      stability: int, out: Path, tolerance: float, max_trials: int | None,
+                      point_timeout_s: int, rate_mode: bool, repeats: int,
+                      slo: slo_search.Slo, metrics_url: str = "",
+                      telemetry_interval_ms: int = telemetry.DEFAULT_INTERVAL_MS) -> dict:
+    """The sweep as one of several clients (clients.py): client 0's result is the
+    aggregate of all of them, the others' only says who aggregates. Client 0
+    alone samples Triton's metrics, over its own measurement of each point
+    (all clients measure a point together, behind its barrier)."""
+    if rate_mode:
+        raise InputError("--clients", "more than one client needs --load-mode concurrency "
+                                      "(a request rate is not split over clients)")
+    if repeats > 1:
+        raise InputError("--clients", "more than one client measures each point once: "
+                                      "--repeats must be 1")
+    if slo.active:
+        raise InputError("--clients", "more than one client does not search an SLO: "
+                                      "--slo-p99-ms and --slo-p95-ms must be 0")
+    me = clients.index
+    say = lambda text: print(f"bench: {text}", file=sys.stderr, flush=True)  # noqa: E731
+    composing = {m: bls_downstream(protocol, url, m, served) if m == "mnist_bls" else None
+                 for m in models}
+
+    observed: dict[tuple[str, int], dict] = {}   # (model, client 0's share) -> its telemetry
+
+    def measure(model: str, share: int, export: Path) -> dict:
+        export.parent.mkdir(parents=True, exist_ok=True)
+        with telemetry.sampler(metrics_url if me == 0 else "", model,
+                               telemetry_interval_ms) as sampled:
+            code, output, text = _measure_point(lambda csv_path: perf.command(
+                pa, model, url, protocol, batch, f"{share}:{share}:1", mode, interval_ms, count,
+                stability, csv_path, composing[model], max_trials, profile_export=export),
+                export.parent / f"{model}-{protocol}.log", point_timeout_s)
+        if sampled.summary():   # the sweep's point, not the scaling check's later one
+            observed.setdefault((model, share), sampled.summary())
+        if code != 0 or not text.strip() or not export.is_file():
+            last = [l for l in output.strip().splitlines() if l.strip()][-1:] or ["no output"]
+            raise StageError(f"client {me}: perf_analyzer failed for {model} at c={share} "
+                             f"(exit {code}): {last[0][:160]}", reason="PerfAnalyzerFailed")
+        row = perf.parse_csv(text, batch, tolerance)[0]
+        say(f"client {me}: {model} {protocol} c={share}: {row.throughput:.1f} infer/s "
+            f"on its own, p99 {row.p99_us} us")
+        return row.as_dict()
+
+    found = distributed.sweep(clients, models, points, measure, batch, tolerance, say)
+    if found is None:
+        return {"protocol": protocol, "client": me, "clients": clients.count,
+                "aggregatedBy": 0, "out": str(out)}
+    rows, scaled = found
+    summary = {}
+    for model in models:
+        for r in rows[model]:
+            seen = observed.get((model, distributed.split(r["c"], clients.count)[0]), {})
+            r.update(telemetry.row_fields(seen, fmt))
+            say(f"{model} {protocol} c={r['c']} ({clients.count} clients): {r['inferPerSec']} "
+                f"infer/s, p99 {r['p99Us']} us over {r['requests']} requests in the common "
+                f"{r['windowMs']} ms, Little {r['little']}")
+        summary[model] = {**model_summary(rows[model], rate_mode=False), "scaling": scaled[model]}
+        if composing[model]:
+            summary[model]["composing"] = composing[model]
+    (out / "bench.json").write_text(json.dumps({
+        "url": url, "protocol": protocol, "batchSize": batch, "concurrency": concurrency,
+        "measurementMode": mode, "measurementIntervalMs": interval_ms,
+        "measurementRequestCount": count, "stabilityPercentage": stability,
+        "littleTolerance": tolerance, "clients": clients.count, "aggregation": AGGREGATION,
+        "clientsDir": str(clients.root), "rows": rows, "scaling": scaled}, indent=1))
+    result = {"protocol": protocol, "batchSize": batch, "concurrency": concurrency,
+              "repeats": 1, "littleTolerance": fmt(tolerance, 2), "clients": clients.count,
+              "aggregation": AGGREGATION, "models": summary, "out": str(out),
+              # the step's message, in its status record and its StageSucceeded Event
+              "message": f"{clients.count} clients; " + "; ".join(
+                  f"{m}: {aggregate.verdict(sc)} ({sc['clients'][0]} client(s) "
+                  f"{sc['inferPerSec'][0]}, {sc['clients'][1]} clients {sc['inferPerSec'][1]} "
+                  f"infer/s at c={sc['c']})" for m, sc in scaled.items())}
     result["environment"] = {**environment.served(protocol, url, models),
                              "perfAnalyzer": environment.perf_analyzer_version(pa)}
     return shrink(result)
@@ -402,10 +507,23 @@ def main(argv: list[str] | None = None) -> int:
                         "every point (empty: no telemetry)")
     p.add_argument("--telemetry-interval-ms", type=int, default=telemetry.DEFAULT_INTERVAL_MS,
                    help="how often the metrics endpoint is scraped during a point")
+    p.add_argument("--clients", type=int, default=1,
+                   help=f"clients measuring together (1..{distributed.MAX_CLIENTS}); each "
+                        "point's concurrency is the total over them")
+    p.add_argument("--client-index", type=int,
+                   default=distributed.index_from_env(os.environ.get("JOB_COMPLETION_INDEX")),
+                   help="this client's index (default: $JOB_COMPLETION_INDEX); 0 aggregates")
+    p.add_argument("--clients-run", default=os.environ.get("MNIST_CLIENTS_RUN"),
+                   help="one name shared by the clients of this run (default: "
+                        "$MNIST_CLIENTS_RUN): their barrier directory under --out")
+    p.add_argument("--barrier-timeout-s", type=float, default=600.0,
+                   help="the longest a client waits for the others at a barrier")
     p.add_argument("--out", type=Path, required=True)
 
     def body(a):
         models = [m.strip() for m in a.models.split(",") if m.strip()]
+        clients = distributed.Clients.of(a.clients, a.client_index, a.clients_run, a.out,
+                                         a.barrier_timeout_s)
         return run_bench(a.url, a.protocol, models, a.batch_size, a.concurrency,
                          a.measurement_mode, a.measurement_interval_ms,
                          a.measurement_request_count, a.stability_percentage, a.out,
@@ -413,7 +531,8 @@ def main(argv: list[str] | None = None) -> int:
                          load_mode=a.load_mode, request_rate=a.request_rate,
                          distribution=a.request_distribution,
                          slo=slo_search.Slo(a.slo_p99_ms, a.slo_p95_ms),
-                         metrics_url=a.metrics_url, telemetry_interval_ms=a.telemetry_interval_ms)
+                         metrics_url=a.metrics_url, telemetry_interval_ms=a.telemetry_interval_ms,
+                         clients=clients)
     return run_stage("bench", p, body, argv)
 
 

@@ -193,8 +193,9 @@ def command(perf_analyzer: str, model: str, url: str, protocol: str, batch: int,
             concurrency: str, mode: str, interval_ms: int, count: int, stability: int,
             csv_path: Path, composing: list[str] | None = None,
             max_trials: int | None = None, request_rate: str | None = None,
-            distribution: str = "constant") -> list[str]:
-    """``request_rate`` (START:END:STEP) replaces ``concurrency`` with an open loop."""
+            distribution: str = "constant", profile_export: Path | None = None) -> list[str]:
+    """``request_rate`` (START:END:STEP) replaces ``concurrency`` with an open loop;
+    ``profile_export`` has perf_analyzer write every request's timestamps there."""
     load = ["--request-rate-range", request_rate, "--request-distribution", distribution] \
         if request_rate else ["--concurrency-range", concurrency]
     cmd = [perf_analyzer, "-m", model, "-i", protocol, "-u", url, "-b", str(batch), *load,
@@ -208,6 +209,8 @@ def command(perf_analyzer: str, model: str, url: str, protocol: str, batch: int,
         cmd += ["--max-trials", str(max_trials)]
     if composing:
         cmd += ["--bls-composing-models", ",".join(composing)]
+    if profile_export:
+        cmd += ["--profile-export-file", str(profile_export)]
     return cmd
 
 

@@ -39,6 +39,9 @@ LAYOUT = P.Layout(WORK_DIR)
 STAGES_DIR = "/mnt/stages"
 STAGES_SOURCE = "/opt/mnist-serving/jobs/."
 TERMINATION_LOG = "/dev/termination-log"
+#: The bench clients' shared run name (bench --clients-run), from the Job's uid label.
+CLIENTS_RUN_ENV = "MNIST_CLIENTS_RUN"
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
 
 MAX_NAME = 63
 _DNS_LABEL = re.compile(S.DNS_LABEL_PATTERN)
@@ -284,6 +287,16 @@ def _affinity(cr: dict, spec: S.MnistServingSpec) -> dict | None:
     }]}}
 
 
+def _spread(pod_labels: dict[str, str]) -> dict:
+    """The pods of one Indexed Job on different nodes where the scheduler can:
+    preferred, since a ReadWriteOnce volume (the required podAffinity above)
+    keeps them all on one node."""
+    same_job = {k: pod_labels[k] for k in (LABEL_INSTANCE, LABEL_STEP, LABEL_ATTEMPT)}
+    return {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": same_job},
+                                           "topologyKey": HOSTNAME_TOPOLOGY}}]}
+
+
 def _work_volume(cr: dict, spec: S.MnistServingSpec) -> dict:
     return {"name": "work", "persistentVolumeClaim": {"claimName": claim_name(cr, spec)}}
 
@@ -421,6 +434,9 @@ def build_step_job(cr: dict, spec: S.MnistServingSpec, step: P.Step, attempt: in
                               {"name": "stages", "mountPath": STAGES_DIR, "readOnly": True}],
                       terminationMessagePath=TERMINATION_LOG,
                       terminationMessagePolicy="FallbackToLogsOnError")
+    if step.pods > 1:   # one name for this Job's clients: a retry never meets the last one's files
+        main["env"].append({"name": CLIENTS_RUN_ENV, "valueFrom": {"fieldRef": {
+            "fieldPath": f"metadata.labels['{JOB_UID_LABEL}']"}}})
     init = [_stages_init_container(spec)]
     volumes = [_work_volume(cr, spec), {"name": "stages", "emptyDir": {}}]
     if sidecar:
@@ -432,20 +448,15 @@ def build_step_job(cr: dict, spec: S.MnistServingSpec, step: P.Step, attempt: in
     pod_labels = {**labels(cr, step.name, step), LABEL_ATTEMPT: str(attempt)}
     md = _metadata(cr, name, step.name, step)
     md["labels"][LABEL_ATTEMPT] = str(attempt)
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": md,
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": step.facts.deadline_seconds,
-            "template": {
-                "metadata": {"labels": pod_labels},
-                "spec": _pod_spec(cr, spec, gpus=step.gpus, pin_gpu_product=pin,
-                                  containers=[main], init_containers=init, volumes=volumes,
-                                  restart_policy="Never"),
-            },
-        },
-    }
+    pod = _pod_spec(cr, spec, gpus=step.gpus, pin_gpu_product=pin, containers=[main],
+                    init_containers=init, volumes=volumes, restart_policy="Never")
+    job_spec: dict[str, Any] = {"backoffLimit": 0,
+                                "activeDeadlineSeconds": step.facts.deadline_seconds}
+    if step.pods > 1:   # index 0 aggregates; its termination message is the step's result
+        job_spec.update(completionMode="Indexed", completions=step.pods, parallelism=step.pods)
+        pod.setdefault("affinity", {})["podAntiAffinity"] = _spread(pod_labels)
+    job_spec["template"] = {"metadata": {"labels": pod_labels}, "spec": pod}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": md, "spec": job_spec}
 
 
 def build_triton_deployment(cr: dict, spec: S.MnistServingSpec, serve_step: P.Step) -> dict:

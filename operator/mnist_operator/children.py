@@ -89,6 +89,29 @@ def pods_of_job(job: dict, pods: list[dict]) -> list[dict]:
     return out
 
 
+#: Where the job controller writes an Indexed Job pod's index (annotation and label).
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+def completion_index(pod: dict) -> int | None:
+    m = meta(pod)
+    value = (m.get("annotations") or {}).get(COMPLETION_INDEX) \
+        or (m.get("labels") or {}).get(COMPLETION_INDEX)
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
+def completions(job: dict) -> int:
+    """Pods that must succeed for the Job to be complete (an Indexed Job's N)."""
+    return int((job.get("spec") or {}).get("completions") or 1)
+
+
+def result_pods(pods: list[dict]) -> list[dict]:
+    """The pods whose termination message is the step's result: an Indexed
+    Job's index 0 (the bench clients' aggregator), else every pod."""
+    indexed = [p for p in pods if completion_index(p) is not None]
+    return [p for p in indexed if completion_index(p) == 0] if indexed else pods
+
+
 def terminated_states(pods: list[dict]) -> list[dict]:
     """Terminated states of the stage containers (not init containers), newest last."""
     states = []
@@ -219,10 +242,12 @@ def job_outcome(job: dict, pods: list[dict], now: datetime | None = None,
     st = job.get("status") or {}
     conds = {c.get("type"): c for c in st.get("conditions") or [] if c.get("status") == "True"}
     terms = terminated_states(pods)
-    parsed = next((r for r in (parse_result(t.get("message")) for t in reversed(terms)) if r), None)
+    parsed = next((r for r in (parse_result(t.get("message"))
+                               for t in reversed(terminated_states(result_pods(pods)))) if r), None)
     failed_term = next((t for t in reversed(terms) if t.get("exitCode", 0) != 0), None)
     start = st.get("startTime")
-    complete = "Complete" in conds or "SuccessCriteriaMet" in conds or (st.get("succeeded") or 0) > 0
+    complete = "Complete" in conds or "SuccessCriteriaMet" in conds \
+        or (st.get("succeeded") or 0) >= completions(job)
     failed = "Failed" in conds or "FailureTarget" in conds or (
         failed_term is not None and not st.get("active") and not complete)
     if complete and not failed:
@@ -234,9 +259,11 @@ def job_outcome(job: dict, pods: list[dict], now: datetime | None = None,
     if failed:
         cond = conds.get("Failed") or conds.get("FailureTarget") or {}
         finish = (failed_term or {}).get("finishedAt") or cond.get("lastTransitionTime")
-        if parsed and parsed.get("state") == FAILED:
-            return JobOutcome(FAILED, parsed.get("reason") or "StageFailed",
-                              parsed.get("message") or "", parsed, start, finish)
+        # the result's own words: the aggregator's, or (it was stopped) the failed client's
+        for said in (parsed, parse_result((failed_term or {}).get("message"))):
+            if said and said.get("state") == FAILED:
+                return JobOutcome(FAILED, said.get("reason") or "StageFailed",
+                                  said.get("message") or "", said, start, finish)
         if failed_term is not None:
             code = failed_term.get("exitCode")
             reason = failed_term.get("reason") or "Error"
@@ -280,4 +307,4 @@ def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
     return seen and updated and ready >= want and want > 0, ready, want
 
 
-__all__ = ["meta", "terminating", "object_ref", "object_fingerprint", "pods_of_job", "triton_pods", "ran_on", "gpu_of", "terminated_states", "STUCK_CONTAINER_REASONS", "UNSCHEDULABLE_GRACE_SECONDS", "QUEUED_REASONS", "BLOCKED_REASONS", "unschedulable_reason", "pod_blocker", "parse_result", "JobOutcome", "pods_refused", "job_outcome", "replicas", "replica_failure", "deployment_readiness"]
+__all__ = ["meta", "terminating", "COMPLETION_INDEX", "completion_index", "completions", "result_pods", "object_ref", "object_fingerprint", "pods_of_job", "triton_pods", "ran_on", "gpu_of", "terminated_states", "STUCK_CONTAINER_REASONS", "UNSCHEDULABLE_GRACE_SECONDS", "QUEUED_REASONS", "BLOCKED_REASONS", "unschedulable_reason", "pod_blocker", "parse_result", "JobOutcome", "pods_refused", "job_outcome", "replicas", "replica_failure", "deployment_readiness"]

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .results import scaling_line
 from .spec import GROUP, PLURAL, VERSION
 
 STATUS_FILE = "status.json"
@@ -82,6 +83,8 @@ class Row:
     #: the environment fingerprint: the id of ``environment_details``
     environment: str = "-"
     environment_details: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    #: distributed load: the clients and whether more of them still raised throughput
+    clients: str = "-"
     slo: str = "-"                      # benchmark.slo, as the bench stage states it
     infer_per_sec_at_slo: str = "-"     # the best meeting it, with its load and failing neighbour
     gpu_util_at_best: str = "-"         # Triton's metrics at the best point (bench --metrics-url)
@@ -104,6 +107,7 @@ COLUMNS = (
     ("little_failures", "Little's law fails / points"),
     ("gpu_util_at_best", "GPU util at best"),
     ("infer_per_joule_at_best", "infer/J at best"),
+    ("clients", "clients (half -> all: the limit)"),
     ("accuracy", "held-out accuracy"),
     ("slo", "SLO"),
     ("infer_per_sec_at_slo", "infer/s at SLO (load; first failing)"),
@@ -329,6 +333,7 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
                 analyzer_config=str(ma.get("bestConfig", "-")),
                 analyzer_gain=str(ma.get("bestOverDefault", "-")),
                 measured=measured_at(status, protocol),
+                clients=scaling_line(point) if "clients" in point else "-",
                 slo=slo, infer_per_sec_at_slo=at_slo_cell,
                 gpu_util_at_best=gpu_util, infer_per_joule_at_best=per_joule,
                 environment=environment_id(env), environment_details=env,

@@ -201,6 +201,7 @@ class BenchParams(Params):
     # Triton's metrics, sampled during each point: where it listens, not what is
     # measured, so no fingerprint input (plan hashes inputs, never parameters)
     metrics_url: str = ""
+    clients: int | None = None              # perfAnalyzer.clients, left out when 1
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,11 @@ class Step:
     @property
     def long_running(self) -> bool:
         return self.facts.long_running
+
+    @property
+    def pods(self) -> int:
+        """Pods its Job runs together: the bench clients (an Indexed Job), else one."""
+        return getattr(self.params, "clients", None) or 1
 
 
 #: The closed loop's steps (bench-tuned-<protocol> besides these two).
@@ -377,18 +383,19 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
                  "request_distribution": load.distribution} if load.mode == "requestRate" else {}
     bench: dict[str, BenchParams] = {}
     bench_inputs: dict[str, dict] = {}
-    # what the sweep measures; the open-loop settings and repeats count only when
-    # they are in use, so resources that use neither keep their fingerprints
+    # what the sweep measures; the open-loop settings, repeats and clients count only
+    # when they are in use, so resources that use none of them keep their fingerprints
     measured = {k: v for k, v in given["benchmark"]["perfAnalyzer"].items()
                 if k != "protocols" and not (k == "load" and not open_loop)
-                and not (k == "repeats" and v == 1)}
+                and not (k in ("repeats", "clients") and v == 1)}
     for protocol in pa.protocols:
         bench[protocol] = BenchParams(
             endpoints.url(protocol), protocol, tuple(spec.bench_models()), pa.batch_size,
             f"{conc.start}:{conc.end}:{conc.step}", pa.measurement_mode,
             pa.measurement_interval_ms, pa.measurement_request_count, pa.stability_percentage,
             str(lay.bench / protocol), repeats=pa.repeats, load_mode=load.mode, **open_loop,
-            **slo_flags, metrics_url=endpoints.metrics_url)
+            **slo_flags, metrics_url=endpoints.metrics_url,
+            clients=pa.clients if pa.clients > 1 else None)
         # each step measures one protocol: adding or removing the other
         # protocol must not re-run this one
         bench_inputs[protocol] = {"perfAnalyzer": measured, "runId": run_id, "protocol": protocol,

@@ -129,6 +129,7 @@ def perf_part(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
                              highAtBest=_scalar(best["high"]))
             point.update(telemetry_part(best, result.get("telemetry")))
             point.update(slo_part(entry.get("slo"), load))
+            point.update(clients_part(result.get("clients"), entry.get("scaling")))
             lowest = min(rows, key=lambda r: r[load]) if rows and not rate_mode \
                 and "rowsNote" not in result else None
             if lowest is not None:
@@ -156,6 +157,39 @@ def telemetry_part(best: dict, warning: str | None) -> dict[str, int | str]:
     if warning:
         out["telemetryWarning"] = _scalar(warning)
     return out
+
+
+def clients_part(clients: Any, scaling: dict | None) -> dict[str, Any]:
+    """Distributed load: the clients measuring, and at the best point the
+    throughput of half of them and of all (numbers as strings, no floats in status)
+    with the verdict: ``limit`` client when more clients still raised throughput."""
+    if not isinstance(clients, int) or clients <= 1:
+        return {}
+    out: dict[str, Any] = {"clients": clients}
+    if isinstance(scaling, dict) and scaling.get("limit"):
+        out["scaling"] = {"concurrency": _scalar(scaling.get("c", 0)),
+                          "clients": [_scalar(n) for n in scaling.get("clients", [])],
+                          "inferPerSec": [_scalar(v) for v in scaling.get("inferPerSec", [])],
+                          "ratio": _scalar(scaling.get("ratio", "")),
+                          "limit": _scalar(scaling["limit"])}
+    return out
+
+
+def scaling_line(point: dict) -> str:
+    """One model and protocol's scaling check, for humans (local summary, compare)."""
+    sc = point.get("scaling") or {}
+    if not sc:
+        return f"{point.get('clients', 1)} clients"
+    (a, b), (x, y) = sc["clients"], sc["inferPerSec"]
+    return (f"{b} clients: {y} infer/s vs {a}: {x} at c={sc['concurrency']} "
+            f"(x{sc['ratio']}): {limit_words(sc['limit'])}")
+
+
+def limit_words(limit: str) -> str:
+    """A scaling check's ``limit`` in words (``untested``: the best point had too
+    few requests in flight to keep more clients busy than half of them)."""
+    return "untested (too few in flight for more clients)" if limit == "untested" \
+        else f"the {limit} was the limit"
 
 
 def slo_part(found: dict | None, load: str) -> dict[str, int | str]:
@@ -405,4 +439,4 @@ def summarize(results: dict[str, dict], *, apply_best: bool = False,
     return out
 
 
-__all__ = ["summarize", "improved_condition", "verdict", "overall_verdict"]
+__all__ = ["summarize", "clients_part", "scaling_line", "limit_words", "improved_condition", "verdict", "overall_verdict"]

@@ -286,6 +286,12 @@ class PerfAnalyzer:
     repeats: int = f(1, minimum=1, maximum=10,
                      desc="Measure every point this many times: the median and, from 2, a 95 % "
                           "t interval of the mean (the closed loop's Improved condition needs one).")
+    clients: int = f(1, minimum=1, maximum=64,
+                     desc="perf_analyzer pods measuring together (an Indexed Job, spread over "
+                          "nodes where possible: that needs storage.accessMode ReadWriteMany). "
+                          "Each point's concurrency is the total, split over them; the rows "
+                          "aggregate every request, and status says whether more clients still "
+                          "raised throughput (the client was the limit) or not (the server was).")
 
 
 @dataclass
@@ -633,6 +639,21 @@ CROSS_FIELD_RULES: list[Rule] = [
          "must be >= requestRate.start (empty range)",
          lambda s: s.benchmark.perf_analyzer.load.request_rate.end
          >= s.benchmark.perf_analyzer.load.request_rate.start),
+    Rule("benchmark.perfAnalyzer", "clients",
+         "self.clients == 1 || self.load.mode == 'concurrency'",
+         "must be 1 with load.mode requestRate (a request rate is not split over clients)",
+         lambda s: s.benchmark.perf_analyzer.clients == 1
+         or s.benchmark.perf_analyzer.load.mode == "concurrency"),
+    Rule("benchmark.perfAnalyzer", "clients",
+         "self.clients == 1 || self.repeats == 1",
+         "must be 1 with repeats > 1 (several clients measure each point once)",
+         lambda s: s.benchmark.perf_analyzer.clients == 1
+         or s.benchmark.perf_analyzer.repeats == 1),
+    Rule("", "benchmark.perfAnalyzer.clients",
+         "self.benchmark.perfAnalyzer.clients == 1 "
+         "|| (self.benchmark.slo.p99Ms == 0 && self.benchmark.slo.p95Ms == 0)",
+         "must be 1 with a benchmark.slo (several clients do not search an SLO)",
+         lambda s: s.benchmark.perf_analyzer.clients == 1 or not s.benchmark.slo.active),
     Rule("", "benchmark.perfAnalyzer.models",
          "!has(self.benchmark.perfAnalyzer.models) || "
          "self.benchmark.perfAnalyzer.models.all(m, m in self.serving.models)",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .. import pipeline
+from ..results import limit_words, scaling_line
 from ..status import get_condition
 from ..vocabulary import ACCURACY
 
@@ -31,7 +32,8 @@ _HEADLINES = {
                                   for m, per in r.get("accuracy", {}).items())
     + f" (agree: {r.get('agree')})",
     "bench": lambda r: "; ".join(f"{m} best {e['best']['inferPerSec']} infer/s at {_load(e['best'])}"
-                                 + _telemetry(e["best"]) for m, e in r.get("models", {}).items()),
+                                 + _telemetry(e["best"]) + _clients(r, e)
+                                 for m, e in r.get("models", {}).items()),
     "analyze": lambda r: "; ".join(f"{m} best {e['bestConfig']} {e.get('throughput')} infer/s"
                                    if e.get("bestConfig") else f"{m}: {e.get('note')}"
                                    for m, e in r.get("models", {}).items()),
@@ -61,6 +63,14 @@ def telemetry_note(point: dict) -> str:
                       {"telemetry": point["telemetryAtBest"]} if "telemetryAtBest" in point else
                       {k: point[f"{k}AtBest"] for k in ("gpuUtil", "powerW", "inferPerJoule")
                        if f"{k}AtBest" in point})
+
+def _clients(result: dict, entry: dict) -> str:
+    """A distributed bench's clients and which side its scaling check found the limit."""
+    sc = entry.get("scaling")
+    if not sc:
+        return ""
+    return (f" over {result.get('clients')} clients ({sc['clients'][0]} of them: x{sc['ratio']}, "
+            f"{limit_words(sc['limit'])})")
 
 
 def headline(stage: str, result: dict) -> str:
@@ -101,6 +111,8 @@ def perf_table(status: dict) -> list[str]:
                        if "lowAtBest" in p else "") + telemetry_note(p))
                 if "slo" in p:
                     lines.append(f"  {'':<12} {'':<8} {slo_line(p)}")
+                if "clients" in p:
+                    lines.append(f"  {'':<12} {'':<8} {scaling_line(p)}")
     return lines
 
 

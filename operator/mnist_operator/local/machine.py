@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import pipeline
+from ..builders import CLIENTS_RUN_ENV
 from ..pipeline import Layout, Step
 from ..reconcile import Decision, Substrate, plan_of
 from ..spec import MnistServingSpec
@@ -152,8 +153,17 @@ class Machine:
         self.running = (step, started)
         self.ran.add(step.name)
         self.report.start(step.name)
-        outcome = processes.run_stage(self.command(step), self.result_path(step), self.log(step),
-                                      lambda text: self.report.line(step.name, text), self.env)
+        echo = lambda text: self.report.line(step.name, text)  # noqa: E731
+        if step.pods > 1:   # an Indexed Job: its pods, all at once
+            # the clients' run name: this Job (a run's own serial) at this time
+            env = {**self.env, CLIENTS_RUN_ENV: f"{uid}-{started.replace(':', '')}"}
+            outcome = processes.run_indexed(
+                [self.command(step, i) for i in range(step.pods)],
+                [self.result_path(step, i) for i in range(step.pods)],
+                [self.log(step, i) for i in range(step.pods)], echo, env)
+        else:
+            outcome = processes.run_stage(self.command(step), self.result_path(step),
+                                          self.log(step), echo, self.env)
         self.running = None
         result = result_of(outcome)
         rec = write_record(self.substrate.layout, step, result, started, outcome.seconds)
@@ -162,7 +172,7 @@ class Machine:
         self.objects[("Job", name)] = {
             **job, "metadata": {**job["metadata"], "uid": uid},
             "status": {"startTime": started, "completionTime": finished if ok else None,
-                       "succeeded" if ok else "failed": 1,
+                       "succeeded" if ok else "failed": step.pods if ok else 1,
                        "conditions": [{"type": "Complete" if ok else "Failed", "status": "True",
                                        "lastTransitionTime": finished}]}}
         self.objects[("Pod", f"{name}-local")] = {
@@ -236,15 +246,18 @@ class Machine:
             write_record(self.substrate.layout, step, final, self._triton_started, 0)
             self.report.note(f"     [serve] Triton stopped (exit {final.get('tritonExitCode')})")
 
-    def command(self, step: Step) -> list[str]:
+    def command(self, step: Step, index: int = 0) -> list[str]:
         return [sys.executable, "-m", f"mnist_jobs.{step.stage}", *step.args,
-                "--result", str(self.result_path(step))]
+                "--result", str(self.result_path(step, index))]
 
-    def result_path(self, step: Step) -> Path:
-        return Path(self.substrate.layout.result(step.name))
+    def result_path(self, step: Step, index: int = 0) -> Path:
+        """An Indexed Job's index 0 writes the step's result; the others beside it."""
+        path = Path(self.substrate.layout.result(step.name))
+        return path.with_name(f"{step.name}-{index}.json") if index else path
 
-    def log(self, step: Step) -> Path:
-        return self.workdir / "logs" / f"{step.name}.log"
+    def log(self, step: Step, index: int = 0) -> Path:
+        return self.workdir / "logs" / (f"{step.name}-{index}.log" if index
+                                        else f"{step.name}.log")
 
     def report_failure(self, step: Step, rec: dict) -> None:
         self.report.note(f"error: step {step.name} failed: "

@@ -57,6 +57,42 @@ def run_stage(argv: list[str], result_path: Path, log_path: Path,
     return StageOutcome(code, read_result(result_path), time.time() - started, log_path)
 
 
+def run_indexed(argvs: list[list[str]], result_paths: list[Path], log_paths: list[Path],
+                echo: Callable[[str], None], env: dict) -> StageOutcome:
+    """An Indexed Job here: one stage process per index, started together, each
+    with its JOB_COMPLETION_INDEX; index 0's result is the outcome, which fails
+    when any index failed."""
+    for path in (*result_paths, *log_paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    for path in result_paths:
+        if path.exists():
+            path.unlink()
+    started = time.time()
+    logs = [path.open("w") for path in log_paths]
+    procs: list[subprocess.Popen] = []
+    pumps = []
+    try:
+        for i, argv in enumerate(argvs):
+            procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                          text=True, start_new_session=True,
+                                          env={**env, "JOB_COMPLETION_INDEX": str(i)}))
+            pumps.append(threading.Thread(target=_pump, args=(procs[-1].stderr, logs[i], echo),
+                                          daemon=True))
+            pumps[-1].start()
+        codes = [proc.wait() for proc in procs]
+        for pump in pumps:
+            pump.join(timeout=5)
+    except KeyboardInterrupt:
+        for proc in procs:
+            stop(proc)
+        raise
+    finally:
+        for log in logs:
+            log.close()
+    code = codes[0] or next((c for c in codes if c), 0)
+    return StageOutcome(code, read_result(result_paths[0]), time.time() - started, log_paths[0])
+
+
 class Background:
     """A long-running stage (serve): started, waited on until its result appears."""
 
