@@ -24,7 +24,8 @@ def _client(triton, out, index: int, result) -> subprocess.Popen:
          "--models", "mnist_onnx", "--batch-size", "1", "--concurrency", "1:3:2",
          "--measurement-mode", "time_windows", "--measurement-interval-ms", "500",
          "--stability-percentage", "100", "--clients", "2", "--clients-run", "run1",
-         "--barrier-timeout-s", "120", "--out", str(out), "--result", str(result)],
+         "--barrier-timeout-s", "120", "--metrics-url", f"http://{triton.metrics_url}/metrics",
+         "--out", str(out), "--result", str(result)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 
@@ -74,6 +75,8 @@ def test_two_clients_meet_at_the_barrier_and_client_0_aggregates_every_request(t
     assert row["p99Us"] == sorted(done)[-(-99 * len(done) // 100) - 1] // 1000
     assert sum(float(x) for x in row["perClient"]) == pytest.approx(float(row["inferPerSec"]),
                                                                      abs=0.2)
+    # client 0 sampled Triton's metrics over each point: this Triton has no GPU
+    assert all(r["gpu"] == "none" for r in entry["rows"]) and entry["best"]["gpu"] == "none"
     # the scaling check: the best point again with one client
     sc = entry["scaling"]
     assert sc["clients"] == [1, 2] and sc["c"] == entry["best"]["c"]
