@@ -38,6 +38,7 @@ import csv
 import io
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -47,7 +48,7 @@ from pathlib import Path
 
 from ._stage import InputError, StageError, fmt, run_stage, stage_parser
 from . import environment, perf
-from .triton import backend_directory, find_tritonserver, free_ports, server_env
+from .triton import TritonServer, backend_directory, find_tritonserver, free_ports, server_env
 
 THROUGHPUT = "Throughput (infer/sec)"
 P99 = "p99 Latency (ms)"
@@ -265,6 +266,36 @@ def summarize(parsed: dict[str, dict], configs: Path | None = None) -> dict:
     return result
 
 
+def dcgm_library() -> Path | None:
+    """DCGM 4's library where model-analyzer 1.58 loads it from (dcgm_structs)."""
+    for path in (Path(f"/usr/lib/{platform.machine()}-linux-gnu/libdcgm.so.4"),
+                 Path("/usr/lib64/libdcgm.so.4")):
+        if path.is_file():
+            return path
+    return None
+
+
+def needs_triton_beside(launch_mode: str) -> bool:
+    """model-analyzer's local mode lists the GPUs with DCGM to fence the Triton it
+    launches (CUDA_VISIBLE_DEVICES), and fails on a GPU machine without DCGM; its
+    remote mode needs no DCGM (GPU metrics come from Triton's own endpoint)."""
+    return launch_mode == "local" and Path("/dev/nvidiactl").exists() and dcgm_library() is None
+
+
+def start_triton_beside(repo: Path, out: Path) -> TritonServer:
+    """A tritonserver in explicit model-control mode for model-analyzer's remote
+    mode: the operator's analyze pod runs the same beside it as a sidecar."""
+    h, g, m = free_ports(3)
+    server = TritonServer(repo, h, g, m, log_path=out / "triton.log",
+                          extra_args=["--model-control-mode=explicit"])
+    print("analyze: no DCGM for model-analyzer's local mode on this GPU machine: profiling "
+          "a tritonserver started beside it (explicit model control, remote mode)",
+          file=sys.stderr, flush=True)
+    server.start()
+    server.wait_ready(300)
+    return server
+
+
 def run_analyze(a) -> dict:
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     if not models:
@@ -294,55 +325,64 @@ def run_analyze(a) -> dict:
     out = a.out
     ma = _find_model_analyzer()
     out.mkdir(parents=True, exist_ok=True)
+    beside = start_triton_beside(repo, out) if needs_triton_beside(a.triton_launch_mode) else None
+    launch_mode = "remote" if beside else a.triton_launch_mode
     try:
-        cfg = build_config(repo, models, out, max_concurrency=a.max_concurrency,
-                           max_batch_size=a.max_batch_size, max_instances=a.max_instances,
-                           search=a.search, concurrency=concurrency,
-                           instance_kind=a.instance_kind, interval_ms=a.measurement_interval_ms,
-                           launch_mode=a.triton_launch_mode,
-                           http_endpoint=a.triton_http_endpoint,
-                           grpc_endpoint=a.triton_grpc_endpoint, bls_composing=composing,
-                           stability=a.stability_percentage,
-                           metrics_url=a.triton_metrics_url, slo_p99_ms=a.slo_p99_ms,
-                           slo_p95_ms=a.slo_p95_ms)
-    except FileNotFoundError as exc:
-        raise StageError(str(exc), reason="PerfAnalyzerNotFound") from None
-    (out / "perf_analyzer_error.log").unlink(missing_ok=True)   # only this run's errors count
-    # model-analyzer resumes from its checkpoint: measurements of an earlier
-    # repository (another max_batch_size, say) would mix into this run's
-    # results under the same config names, so every run starts fresh
-    for stale in ("checkpoints", "results", "reports"):
-        shutil.rmtree(out / stale, ignore_errors=True)
-    config_path = out / "config.yaml"
-    config_path.write_text("# model-analyzer profile config written by mnist_jobs.analyze "
-                           "(JSON is valid YAML)\n" + json.dumps(cfg, indent=2) + "\n")
-    cmd = [ma, "profile", "-f", str(config_path)]
-    log_path = out / "model-analyzer.log"
-    print(f"analyze: {' '.join(cmd)} (log {log_path})", file=sys.stderr, flush=True)
-    started = time.time()
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
         try:
-            assert proc.stdout is not None
-            deadline = started + a.timeout_s
-            for line in proc.stdout:
-                log.write(f"[+{time.time() - started:6.1f}s] {line}")
-                log.flush()
-                if "Profiling " in line or "measurement" in line.lower() and "INFO" in line:
-                    print(f"analyze: {line.strip()[:200]}", file=sys.stderr, flush=True)
-                if time.time() > deadline:
-                    raise StageError(f"model-analyzer ran over --timeout-s {a.timeout_s}; "
-                                     f"log {log_path}", reason="Timeout")
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 15)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, 9)
-                    proc.wait()
+            cfg = build_config(repo, models, out, max_concurrency=a.max_concurrency,
+                               max_batch_size=a.max_batch_size, max_instances=a.max_instances,
+                               search=a.search, concurrency=concurrency,
+                               instance_kind=a.instance_kind, interval_ms=a.measurement_interval_ms,
+                               launch_mode=launch_mode,
+                               http_endpoint=beside.http_url if beside else a.triton_http_endpoint,
+                               grpc_endpoint=beside.grpc_url if beside else a.triton_grpc_endpoint,
+                               bls_composing=composing, stability=a.stability_percentage,
+                               metrics_url=f"http://{beside.metrics_url}/metrics" if beside
+                               else a.triton_metrics_url, slo_p99_ms=a.slo_p99_ms,
+                               slo_p95_ms=a.slo_p95_ms)
+        except FileNotFoundError as exc:
+            raise StageError(str(exc), reason="PerfAnalyzerNotFound") from None
+        if beside:   # DCGM only lists GPUs for a Triton model-analyzer launches itself
+            cfg["dcgm_disable"] = True
+        (out / "perf_analyzer_error.log").unlink(missing_ok=True)   # only this run's errors count
+        # model-analyzer resumes from its checkpoint: measurements of an earlier
+        # repository (another max_batch_size, say) would mix into this run's
+        # results under the same config names, so every run starts fresh
+        for stale in ("checkpoints", "results", "reports"):
+            shutil.rmtree(out / stale, ignore_errors=True)
+        config_path = out / "config.yaml"
+        config_path.write_text("# model-analyzer profile config written by mnist_jobs.analyze "
+                               "(JSON is valid YAML)\n" + json.dumps(cfg, indent=2) + "\n")
+        cmd = [ma, "profile", "-f", str(config_path)]
+        log_path = out / "model-analyzer.log"
+        print(f"analyze: {' '.join(cmd)} (log {log_path})", file=sys.stderr, flush=True)
+        started = time.time()
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    start_new_session=True)
+            try:
+                assert proc.stdout is not None
+                deadline = started + a.timeout_s
+                for line in proc.stdout:
+                    log.write(f"[+{time.time() - started:6.1f}s] {line}")
+                    log.flush()
+                    if "Profiling " in line or "measurement" in line.lower() and "INFO" in line:
+                        print(f"analyze: {line.strip()[:200]}", file=sys.stderr, flush=True)
+                    if time.time() > deadline:
+                        raise StageError(f"model-analyzer ran over --timeout-s {a.timeout_s}; "
+                                         f"log {log_path}", reason="Timeout")
+                code = proc.wait()
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, 15)
+                    try:
+                        proc.wait(30)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, 9)
+                        proc.wait()
+    finally:
+        if beside is not None:
+            beside.stop()
     seconds = int(round(time.time() - started))
     if code != 0:
         tail = [l for l in log_path.read_text(errors="replace").splitlines() if l.strip()][-1:]
@@ -372,7 +412,10 @@ def run_analyze(a) -> dict:
         print(f"analyze: warning: {extra['warning']}", file=sys.stderr, flush=True)
     tools = {"modelAnalyzer": environment.model_analyzer_version(ma),
              "perfAnalyzer": environment.perf_analyzer_version(cfg["perf_analyzer_path"])}
-    return {**extra, "search": a.search, "launchMode": a.triton_launch_mode,
+    if beside:
+        extra["tritonBeside"] = ("no DCGM for model-analyzer's local mode on this GPU machine: "
+                                 "a tritonserver beside it, profiled in remote mode")
+    return {**extra, "search": a.search, "launchMode": launch_mode,
             "profileSeconds": seconds, "environment": tools,
             "models": summarize(parsed, out / "output_model_repository"),
             "reports": reports[:6], "reportFormat": report_note, "out": str(out)}

@@ -100,3 +100,37 @@ def test_analyze_with_an_slo_takes_model_analyzers_verdict(model_repo, tmp_path)
         assert "bestConfig" not in entry and "apply" not in entry and entry["meetsSlo"] == "none"
     cfg = json.loads((out / "config.yaml").read_text().split("\n", 1)[1])
     assert cfg["constraints"] == {"perf_latency_p99": {"max": 1}}
+
+
+@pytest.mark.slow
+def test_analyze_on_a_gpu_machine_without_dcgm_profiles_a_triton_beside_it(model_repo, tmp_path,
+                                                                            monkeypatch, capsys):
+    """model-analyzer's local mode needs DCGM to fence a GPU; where a GPU is seen and
+    DCGM is not, the stage starts Triton itself (explicit model control) and profiles
+    it in remote mode, as the analyze pod's sidecar is. Here the GPU is pretended (this
+    machine has none), model-analyzer and Triton are real."""
+    from mnist_jobs import analyze
+    monkeypatch.setattr(analyze, "needs_triton_beside", lambda mode: mode == "local")
+    repo, _ = model_repo
+    out = tmp_path / "analyze"
+    code = analyze.main(["--model-repo", str(repo), "--models", "mnist_onnx", "--out", str(out),
+                         "--max-concurrency", "8", "--max-instances", "1", "--instance-kind",
+                         "cpu", "--result", str(tmp_path / "analyze.json")])
+    result = json.loads((tmp_path / "analyze.json").read_text())
+    assert code == 0, (result, capsys.readouterr().err[-3000:])
+    assert result["launchMode"] == "remote" and "beside" in result["tritonBeside"]
+    cfg = json.loads((out / "config.yaml").read_text().split("\n", 1)[1])
+    assert cfg["triton_launch_mode"] == "remote" and cfg["dcgm_disable"] is True
+    assert "triton_server_path" not in cfg
+    assert result["models"]["mnist_onnx"]["bestConfig"].startswith("mnist_onnx_config")
+    assert (out / "triton.log").stat().st_size > 0      # the beside Triton's own log
+
+
+def test_dcgm_is_looked_for_only_in_local_mode_on_a_gpu_machine(monkeypatch):
+    from mnist_jobs import analyze
+    assert not analyze.needs_triton_beside("remote")
+    monkeypatch.setattr(analyze, "dcgm_library", lambda: None)
+    monkeypatch.setattr(analyze.Path, "exists", lambda self: str(self) == "/dev/nvidiactl")
+    assert analyze.needs_triton_beside("local")
+    monkeypatch.setattr(analyze, "dcgm_library", lambda: analyze.Path("/usr/lib64/libdcgm.so.4"))
+    assert not analyze.needs_triton_beside("local")
