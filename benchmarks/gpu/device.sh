@@ -6,6 +6,7 @@
 #   benchmarks/gpu/device.sh run SPEC [ARGS] the local runner on SPEC, workdir /tmp/gpu/runs/<name>
 #                                            (a second call resumes it), with nvidia-smi and
 #                                            Triton's /metrics sampled, everything copied to $OUT
+#   benchmarks/gpu/device.sh derive BASE OUT k.path=VALUE ...  BASE with those fields set
 #   benchmarks/gpu/device.sh cmd ...         any command in that environment
 # The machine keeps /tmp/gpu only while it stays warm (30 s idle), so the calls follow each other.
 set -euo pipefail
@@ -72,7 +73,23 @@ case ${1:-} in
     (cd "$work" && find . -type f \( -name "*.json" -o -name "*.csv" -o -name "*.log" -o -name "*.yaml" \
        -o -name "*.pbtxt" \) -size -4M -print0 | tar --null -cf - -T - ) | tar -C "$OUT/$name" -xf -
     exit $rc ;;
+  derive)   # derive BASE OUT key.path=YAML ...: BASE with those fields set, written to OUT
+    "$PY" - "${@:2}" <<'PYEOF'
+import sys, yaml
+base, out, *sets = sys.argv[1:]
+doc = yaml.safe_load(open(base))
+for item in sets:
+    path, _, value = item.partition("=")
+    *parents, leaf = path.split(".")
+    node = doc
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = yaml.safe_load(value)
+yaml.safe_dump(doc, open(out, "w"), sort_keys=False)
+print(out, ":", "; ".join(sets))
+PYEOF
+    ;;
   cmd)
     tools; shift; "$@" ;;
-  *) sed -n 2,11p "$0"; exit 2 ;;
+  *) sed -n 2,12p "$0"; exit 2 ;;
 esac
