@@ -250,3 +250,17 @@ def test_a_long_sweep_with_telemetry_fits_the_termination_message_and_keeps_best
     for entry in small["models"].values():
         assert entry["best"]["inferPerJoule"] == "10.0"      # detail goes, the best point stays
     assert small["telemetry"].startswith("1 point(s)")      # and so does the warning
+
+
+def test_a_real_h200_capture_gives_gpu_utilization_power_and_inferences_per_joule():
+    """Two scrapes 4 s apart of the pytriton tritonserver on the lent H200 while
+    perf_analyzer drove mnist_pt (torch on CUDA, 4 instances) at c=257."""
+    start, end = ((DATA / f"triton-metrics-h200-{w}.txt").read_text() for w in ("start", "end"))
+    s = telemetry.summarize(scrapes(start, end, step_s=4.0), "mnist_pt")
+    assert s["inferences"] == 836803 - 696468
+    assert (s["energyJ"], s["energySource"]) == (pytest.approx(10586.702 - 10026.098), "counter")
+    assert s["gpuUtil"] == pytest.approx((0.26 + 0.27) / 2)
+    assert s["powerW"] == pytest.approx((140.61 + 140.368) / 2, abs=0.01)   # kept to 0.01 W
+    assert s["inferPerJoule"] == pytest.approx(140335 / 560.604, abs=0.01)   # about 250
+    assert telemetry.row_fields(s, fmt) == {"gpuUtil": "0.27", "powerW": "140.5",
+                                            "inferPerJoule": "250.3"}
