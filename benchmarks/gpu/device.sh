@@ -52,6 +52,13 @@ case ${1:-} in
     mkdir -p "$G"
     part=$(ls "$ROOT"/.device/"$2"-*.tar.xz)
     tar -C "$G" -xJf "$part"
+    if [ "$2" = 2 ]; then
+      # the python backend stub reads the interpreter's own site-packages before
+      # PYTHONPATH: numpy 1 must replace the numpy 2 installed there
+      site=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+      rm -rf "$site"/numpy "$site"/numpy-*.dist-info "$site"/numpy.libs
+      cp -r "$G"/numpy/numpy "$G"/numpy/numpy-*.dist-info "$G"/numpy/numpy.libs "$site"/
+    fi
     du -sh "$G"/* ;;
   check)
     tools
