@@ -60,7 +60,7 @@ CASES = [
     # enums
     ("precision-int8", spec(tensorrt={"precision": "int8"}), "spec.tensorrt.precision"),
     ("pull-policy", spec(images={"pullPolicy": "Sometimes"}), "spec.images.pullPolicy"),
-    ("unknown-model-name", spec(serving={"models": ["onnx", "pytorch"]}), "spec.serving.models[1]"),
+    ("unknown-model-name", spec(serving={"models": ["onnx", "resnet"]}), "spec.serving.models[1]"),
     ("protocol", spec(benchmark={"perfAnalyzer": {"protocols": ["udp"]}}),
      "spec.benchmark.perfAnalyzer.protocols[0]"),
     ("rwop-access-mode", spec(storage={"accessMode": "ReadWriteOncePod"}), "spec.storage.accessMode"),
