@@ -103,11 +103,11 @@ def test_resource_walks_every_step_to_ready(pipeline_ns, operator, kit, kubectl,
         assert rec["startTime"] and rec["completionTime"]
     assert st["stages"]["serve"]["deployment"] == "demo-triton"
     assert st["model"]["accuracy"] == "0.9712" and st["model"]["epochs"] == 1
-    assert st["model"]["served"] == "mnist_onnx,mnist_trt,mnist_bls"
+    assert st["model"]["served"] == "mnist_onnx,mnist_trt,mnist_pt,mnist_bls"
     assert st["endpoints"]["grpc"] == f"demo-triton.{ns}.svc:8001"
     assert st["endpoints"]["http"] == f"http://demo-triton.{ns}.svc:8000"
     perf = st["benchmark"]["perfAnalyzer"]
-    assert set(perf) == {"mnist_onnx", "mnist_trt", "mnist_bls"}
+    assert set(perf) == {"mnist_onnx", "mnist_trt", "mnist_pt", "mnist_bls"}
     assert perf["mnist_onnx"]["grpc"]["bestInferPerSec"] == "1120.0"
     # Triton's metrics, read by the bench Job through the Service; KWOK's result carries
     # telemetry as a GPU node's Triton would serve it (c=1: 31 % util, 103 W, 1120 / 103)
