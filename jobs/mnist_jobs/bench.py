@@ -402,8 +402,9 @@ def distributed_bench(clients: distributed.Clients, pa: str, url: str, protocol:
                 pa, model, url, protocol, batch, f"{share}:{share}:1", mode, interval_ms, count,
                 stability, csv_path, composing[model], max_trials, profile_export=export),
                 export.parent / f"{model}-{protocol}.log", point_timeout_s)
-        if sampled.summary():   # the sweep's point, not the scaling check's later one
-            observed.setdefault((model, share), sampled.summary())
+        seen = sampled.summary()
+        if seen:   # the sweep's point, not the scaling check's later one
+            observed.setdefault((model, share), seen)
         if code != 0 or not text.strip() or not export.is_file():
             last = [l for l in output.strip().splitlines() if l.strip()][-1:] or ["no output"]
             raise StageError(f"client {me}: perf_analyzer failed for {model} at c={share} "
