@@ -203,11 +203,18 @@ def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_si
             notes.append(f"added {downstream}: mnist_bls calls it")
     selected.sort(key=MODELS.index)
 
-    settings = {m: _model_settings(base, overrides.get(m, {}), m, notes) for m in selected}
+    own = {m: overrides.get(m, {}) for m in selected}
+    if downstream and "instances" in own[downstream] and "instances" not in own["mnist_bls"]:
+        # each BLS instance is one stub forwarding to the downstream: with fewer of them
+        # than the downstream has, the BLS model caps what the tuned downstream serves
+        tuned = own[downstream]["instances"]
+        own["mnist_bls"] = {**own["mnist_bls"], "instances": tuned}
+        notes.append(f"mnist_bls: {tuned} instances, as many as {downstream} it forwards to")
+    settings = {m: _model_settings(base, own[m], m, notes) for m in selected}
     if downstream and settings["mnist_bls"]["max_batch_size"] > settings[downstream]["max_batch_size"]:
         limit = settings[downstream]["max_batch_size"]
         settings["mnist_bls"] = _model_settings(
-            base, {**overrides.get("mnist_bls", {}), "max_batch_size": limit}, "mnist_bls", notes)
+            base, {**own["mnist_bls"], "max_batch_size": limit}, "mnist_bls", notes)
         notes.append(f"mnist_bls: max_batch_size lowered to {limit}, the max_batch_size of "
                      f"{downstream} it forwards whole batches to")
 

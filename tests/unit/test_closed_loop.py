@@ -103,10 +103,23 @@ def test_repo_override_gives_one_model_its_own_config(artifacts, tmp_path):
     # the BLS model forwards whole batches: never more than its downstream accepts
     assert bls.max_batch_size == 64
     assert bls.parameters["downstream_max_batch_size"].string_value == "64"
-    assert bls.instance_group[0].count == 1
+    # and as many instances (stubs) as its downstream, of its own kind (the shared auto)
+    assert bls.instance_group[0].count == 2
+    assert bls.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_AUTO
     assert result["overrides"] == {"mnist_onnx": "instance_kind=cpu,instances=2,"
                                                  "max_batch_size=64,preferred_batch_sizes=16/64"}
     assert any("mnist_bls: max_batch_size lowered to 64" in n for n in result["notes"])
+    assert "mnist_bls: 2 instances, as many as mnist_onnx it forwards to" in result["notes"]
+
+
+def test_repo_bls_keeps_its_own_instance_override(artifacts, tmp_path):
+    out = tmp_path / "repo"
+    result = repo.build_repository(artifacts, out, ["mnist_onnx", "mnist_bls"], 128, 1, "auto",
+                                   [32, 64], 100, True, overrides=repo.parse_overrides(
+                                       ["onnx:instances=4", "bls:instances=3"]))
+    assert parse(out / "mnist_onnx" / "config.pbtxt").instance_group[0].count == 4
+    assert parse(out / "mnist_bls" / "config.pbtxt").instance_group[0].count == 3
+    assert not any("as many as" in n for n in result.get("notes", []))
 
 
 def test_repo_override_drops_preferred_sizes_above_the_models_limit(artifacts, tmp_path):
