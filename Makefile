@@ -84,6 +84,10 @@ render: setup ## Print every object the operator would create for the sample res
 bench: setup ## Serving benchmark on this machine; writes docs/BENCHMARKS.md
 	$(PY) benchmarks/serving.py
 
+.PHONY: bench-cache
+bench-cache: setup ## The operator cache's memory and read at 1,000 Ready resources; writes docs/BENCHMARKS.md
+	$(PY) benchmarks/cache.py
+
 .PHONY: docker-build
 docker-build: ## Build the operator image (needs a Docker engine; no torch inside)
 	docker build -t $(IMG) .

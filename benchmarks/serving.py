@@ -95,10 +95,11 @@ def versions() -> str:
     return ", ".join(out)
 
 
-def replace_section(path: Path, body: str) -> None:
+def replace_section(path: Path, body: str, heading: str = HEADING) -> None:
+    """Put ``body`` in place of the section under ``heading`` (appended when missing)."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     lines = text.splitlines()
-    start = next((i for i, l in enumerate(lines) if l.strip() == HEADING), None)
+    start = next((i for i, l in enumerate(lines) if l.strip() == heading), None)
     if start is None:
         new = text.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
     else:

@@ -29,17 +29,22 @@ def as_served(kind: str, obj: dict) -> dict:
     return out
 
 
+def served_children(observed: dict) -> dict:
+    """The World's children (observe_children's shape) as the API server would serve them."""
+    served = {"jobs": [as_served("Job", j) for j in observed["jobs"]],
+              "pods": [as_served("Pod", p) for p in observed["pods"]]}
+    for key, kind in (("deployment", "Deployment"), ("service", "Service"),
+                      ("pvc", "PersistentVolumeClaim"), ("account", "ServiceAccount")):
+        served[key] = as_served(kind, observed[key]) if observed[key] else None
+    return served
+
+
 class Comparing(World):
     """Every pass decided twice, on full and on slim children: the same Decision."""
 
     def step(self, advance: float = 0):
         from datetime import timedelta
-        full = self.observed()
-        served = {"jobs": [as_served("Job", j) for j in full["jobs"]],
-                  "pods": [as_served("Pod", p) for p in full["pods"]]}
-        for key, kind in (("deployment", "Deployment"), ("service", "Service"),
-                          ("pvc", "PersistentVolumeClaim"), ("account", "ServiceAccount")):
-            served[key] = as_served(kind, full[key]) if full[key] else None
+        served = served_children(self.observed())
         slimmed = {k: ([slim(o["kind"], o) for o in v] if isinstance(v, list)
                        else (slim(v["kind"], v) if v else None)) for k, v in served.items()}
         now = self.now + timedelta(seconds=advance)
@@ -113,3 +118,25 @@ def test_deleted_children_and_a_deleted_resource_leave_nothing():
     c.drop_resource("ns", "demo")
     assert c.sizes() == {"MnistServing": 0}
     assert c.resource("ns", "demo") is None
+
+
+def test_what_a_pass_reads_is_its_own_copy():
+    c = ClusterCache()
+    c.put_resource(cr())
+    c.put(child("Job", "j"))
+    read = c.children(cr())["jobs"][0]
+    read["metadata"]["labels"]["edited"] = "by a pass"
+    c.resource("ns", "demo")["metadata"]["name"] = "edited"
+    assert "edited" not in c.children(cr())["jobs"][0]["metadata"]["labels"]
+    assert c.resource("ns", "demo")["metadata"]["name"] == "demo"
+
+
+def test_mark_deleting_shows_on_the_next_read_only_for_that_child():
+    c = ClusterCache()
+    c.put_resource(cr())
+    c.put(child("Job", "a"))
+    c.put(child("Job", "b"))
+    c.mark_deleting(cr(), {"namespace": "ns", "kind": "Job", "name": "a"})
+    jobs = {j["metadata"]["name"]: j for j in c.children(cr())["jobs"]}
+    assert jobs["a"]["metadata"]["deletionTimestamp"].endswith("Z")
+    assert "deletionTimestamp" not in jobs["b"]["metadata"]
