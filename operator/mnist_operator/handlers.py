@@ -149,7 +149,10 @@ def _one_pass(namespace: str, name: str) -> Decision | None:
         kopf.event(cr, type=type_, reason=reason, message=message)
     old = cr.get("status") or {}
     if decision.status != {k: v for k, v in old.items() if k != "kopf"}:
-        known.put_resource(kube.patch_status(a, namespace, name, status_patch(old, decision.status)))
+        written = kube.patch_status(a, namespace, name, status_patch(old, decision.status))
+        if written is None:  # deleted during the pass; its DELETED event clears the cache
+            return None
+        known.put_resource(written)
     metrics.observe_status(namespace, name, old, decision.status)  # phase gauge, finished steps
     podless = kube.podless_jobs(observed["jobs"], observed["pods"])
     if podless:  # its pods may be refused, which only its Events say: look again then

@@ -3,7 +3,7 @@
 Every object travels as the JSON the API server speaks (camelCase dicts), the
 same shape builders.py produces and reconcile.py reads, so nothing here
 converts to and from the client's generated models. Idempotent by design:
-create treats 409 as "already there", delete treats 404 as "already gone".
+create treats 409 as "already there", delete and patch treat 404 as "already gone".
 """
 from __future__ import annotations
 
@@ -90,6 +90,17 @@ def _request(api: client.ApiClient, method: str, path: str, body: Any = None,
     return status, (json.loads(text) if text else None)
 
 
+def _unless_gone(api: client.ApiClient, method: str, path: str, body: Any = None,
+                 content_type: str = "application/json") -> dict | None:
+    """The answer's body; None when the object is not there (404)."""
+    try:
+        return _request(api, method, path, body, content_type=content_type)[1]
+    except KubeError as e:
+        if e.status == 404:
+            return None
+        raise
+
+
 def create(api: client.ApiClient, obj: dict) -> dict | None:
     """Create ``obj``: the object as created (what was sent, if the answer has no body);
     None when it already exists (409)."""
@@ -104,12 +115,13 @@ def create(api: client.ApiClient, obj: dict) -> dict | None:
 
 
 def patch(api: client.ApiClient, obj: dict) -> dict | None:
-    """Merge-patch the live object with ``obj`` (labels, annotations, spec)."""
+    """Merge-patch the live object with ``obj`` (labels, annotations, spec); None when
+    it is gone (404: deleted since the watch showed it, which its DELETED event says)."""
     m = obj["metadata"]
     path = f"{collection_path(obj['apiVersion'], obj['kind'], m['namespace'])}/{quote(m['name'])}"
     body = {k: v for k, v in obj.items() if k in ("metadata", "spec")}
     body["metadata"] = {k: v for k, v in m.items() if k in ("labels", "annotations")}
-    return _request(api, "PATCH", path, body, content_type="application/merge-patch+json")[1]
+    return _unless_gone(api, "PATCH", path, body, content_type="application/merge-patch+json")
 
 
 def delete(api: client.ApiClient, ref: dict) -> bool:
@@ -127,12 +139,7 @@ def delete(api: client.ApiClient, ref: dict) -> bool:
 def get(api: client.ApiClient, api_version: str, kind: str, namespace: str, name: str
         ) -> dict | None:
     path = f"{collection_path(api_version, kind, namespace)}/{quote(name)}"
-    try:
-        return _request(api, "GET", path)[1]
-    except KubeError as e:
-        if e.status == 404:
-            return None
-        raise
+    return _unless_gone(api, "GET", path)
 
 
 def list_objects(api: client.ApiClient, api_version: str, kind: str, namespace: str | None,
@@ -241,11 +248,13 @@ def failed_creates(api: client.ApiClient, namespace: str, jobs: list[dict]) -> d
     return out
 
 
-def patch_status(api: client.ApiClient, namespace: str, name: str, status_patch: dict) -> dict:
-    """JSON-merge-patch ``.status`` through the status subresource."""
+def patch_status(api: client.ApiClient, namespace: str, name: str, status_patch: dict
+                 ) -> dict | None:
+    """JSON-merge-patch ``.status`` through the status subresource; None when the
+    resource is gone (404: deleted during the pass)."""
     path = f"{collection_path(f'{GROUP}/{VERSION}', 'MnistServing', namespace)}/{quote(name)}/status"
-    return _request(api, "PATCH", path, {"status": status_patch},
-                    content_type="application/merge-patch+json")[1]
+    return _unless_gone(api, "PATCH", path, {"status": status_patch},
+                        content_type="application/merge-patch+json")
 
 
 __all__ = ["KubeError", "api_client", "create", "patch", "delete", "get", "list_objects",

@@ -172,3 +172,21 @@ def test_a_job_without_a_pod_is_asked_about_only_after_the_grace(monkeypatch):
     events = kube.observe_children(None, owner, known, now)["job_events"]
     assert list(events) == ["old"] and listed == ["involvedObject.uid=uid-old,reason=FailedCreate"]
     assert kube.podless_recheck([young, old], now) == kube.PODLESS_SECONDS
+
+
+def test_a_resource_deleted_during_its_pass_ends_the_pass_quietly(shell, monkeypatch):
+    known, _ = shell
+    known.put_resource(cr("gone"))
+
+    def request(_api, method, path, body=None, query=None, content_type=""):
+        raise handlers.kube.KubeError(404, method, path,
+                                      '{"reason": "NotFound", "message": "not found"}')
+
+    monkeypatch.setattr(handlers, "api", lambda: None)
+    monkeypatch.setattr(handlers.kube, "observe_children",
+                        lambda _a, owner, cache, _now: cache.children(owner))
+    monkeypatch.setattr(handlers.kube, "_request", request)   # the status PATCH's answer
+    monkeypatch.setattr(handlers, "apply", lambda _decision, _cr: [])
+    monkeypatch.setattr(handlers.kopf, "event", lambda *a, **k: None)
+    assert handlers._one_pass("ns", "gone") is None   # no traceback, nothing rescheduled
+    assert known.resource("ns", "gone") is not None     # the watch's DELETED event drops it
