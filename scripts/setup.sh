@@ -21,9 +21,9 @@ UV_CACHE_DIR="$CACHE/uv" "$VENV/bin/uv" pip install -q --python "$VENV/bin/pytho
 # perf_analyzer: the binary inside the tritonclient 2.45 manylinux wheel runs
 # on glibc 2.36 (the perf-analyzer wheel needs 2.38+). It needs libb64 from
 # Debian and libcudart.so.12 (from the nvidia-cuda-runtime-cu12 wheel), even
-# on a machine with no GPU. We unpack both beside it; no root needed.
+# on a machine with no GPU. We copy both beside it; no root needed.
 PA_DIR="$VENV/opt/perf_analyzer"
-if [ ! -x "$PA_DIR/bin/perf_analyzer" ]; then
+if [ ! -x "$PA_DIR/bin/perf_analyzer" ] || [ ! -e "$PA_DIR/lib/libcudart.so.12" ]; then
   step "unpacking perf_analyzer $PA_VERSION"
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
   mkdir -p "$PA_DIR/bin" "$PA_DIR/lib" "$CACHE/wheels"
@@ -38,10 +38,13 @@ if [ ! -x "$PA_DIR/bin/perf_analyzer" ]; then
   cp -a "$tmp"/b64/usr/lib/x86_64-linux-gnu/libb64.so.0d* "$PA_DIR/lib/"
   cudart=$("$VENV/bin/python" -c 'import nvidia.cuda_runtime, os; print(os.path.join(nvidia.cuda_runtime.__path__[0], "lib"))' 2>/dev/null || true)
   [ -e "$cudart/libcudart.so.12" ] || { echo "setup: error: libcudart.so.12 not found (nvidia-cuda-runtime-cu12)" >&2; exit 1; }
-  cat > "$PA_DIR/bin/perf_analyzer" <<WRAP
+  cp -L "$cudart/libcudart.so.12" "$PA_DIR/lib/"
+  # relative to itself, so benchmarks/gpu/pack.sh carries this folder as it is
+  cat > "$PA_DIR/bin/perf_analyzer" <<'WRAP'
 #!/bin/sh
-export LD_LIBRARY_PATH="$(cd "$PA_DIR/lib" && pwd):$cudart\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
-exec "$(cd "$PA_DIR/bin" && pwd)/perf_analyzer.bin" "\$@"
+here=$(dirname "$(readlink -f "$0")")
+export LD_LIBRARY_PATH="$here/../lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+exec "$here/perf_analyzer.bin" "$@"
 WRAP
   chmod +x "$PA_DIR/bin/perf_analyzer"
   ln -sf "../opt/perf_analyzer/bin/perf_analyzer" "$VENV/bin/perf_analyzer"

@@ -15,7 +15,7 @@ G=/tmp/gpu
 # numpy 1 first: the pytriton python-backend stub is built against it (numpy 2 empties its outputs)
 export PYTHONPATH=$G/numpy:$G/serve:$G/analyzer:$ROOT/operator:$ROOT/jobs
 export PATH=$G/bin:$PATH
-export PERF_ANALYZER=$G/serve/perf_analyzer/bin/perf_analyzer MODEL_ANALYZER=$G/bin/model-analyzer
+export PERF_ANALYZER=$G/serve/perf_analyzer_2.45/bin/perf_analyzer MODEL_ANALYZER=$G/bin/model-analyzer
 export MNIST_SERVING_CACHE=$G/cache
 PY=$(command -v python3)
 OUT=${OUT:-$G/out}
