@@ -41,7 +41,11 @@ pytestmark = [pytest.mark.cluster, pytest.mark.scale]
 NODES, GPUS_PER_NODE = 64, 8
 BENCHMARKS = REPO / "docs" / "BENCHMARKS.md"
 BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
-TIMEOUT = {100: 600, 500: 3600, 1000: 3600}
+TIMEOUT = {100: 600, 500: 3600, 1000: 7200}
+#: A Ready resource's Triton pod holds its GPU, so 512 GPUs serve at most 512 resources on
+#: GPUs: at 1,000 Triton serves on the CPU and the stage pods (train, export, engine,
+#: analyze) compete for the GPUs, waiting Pending until one frees.
+SPEC_PATCH = {1000: {"serving": {"gpus": 0}}}
 #: The steady-state window; the resync (default 300 s) is half of it, so it holds two passes
 #: of every resource.
 STEADY_SECONDS = {100: 40, 500: 120, 1000: 120}
@@ -127,6 +131,15 @@ def write_section(row_n: int, row: str) -> str:
     return table
 
 
+def nodes_marked_not_ready(kubectl) -> list[str]:
+    """Nodes the node lifecycle controller marked NotReady (its NodeNotReady events): a
+    fake node whose lease KWOK renewed late takes its Triton pods' readiness with it."""
+    events = kubectl.json("get", "events", "-A", "--field-selector", "reason=NodeNotReady",
+                          timeout=120)["items"]
+    return sorted({f"{e['involvedObject']['name']} at {e.get('lastTimestamp') or e.get('eventTime')}"
+                   for e in events})
+
+
 def operator_requests(op) -> dict[tuple[str, str], float]:
     out: dict[tuple[str, str], float] = {}
     for sample in op.metrics():
@@ -136,7 +149,7 @@ def operator_requests(op) -> dict[tuple[str, str], float]:
     return out
 
 
-@pytest.mark.timeout(4000)  # past the suite-wide 900 s: 500 resources take long
+@pytest.mark.timeout(8000)  # past the suite-wide 900 s: 500 and 1,000 resources take long
 @pytest.mark.parametrize("n", [100, 500, 1000])
 def test_many_resources_reach_ready(n, cluster, mnist_crd, pod_namespace, gpu_nodes, kubectl,
                                     operator_factory, kit):
@@ -152,7 +165,7 @@ def test_many_resources_reach_ready(n, cluster, mnist_crd, pod_namespace, gpu_no
 
     requests_before = request_total(cluster)
     t0 = time.monotonic()
-    crs = [cr_manifest(ns, name) for name in names]
+    crs = [cr_manifest(ns, name, SPEC_PATCH.get(n)) for name in names]
     # create, not apply: one request per resource (apply reads each first), and the API
     # server answers slowly while hundreds of pipelines start
     kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": crs}),
@@ -173,7 +186,9 @@ def test_many_resources_reach_ready(n, cluster, mnist_crd, pod_namespace, gpu_no
         assert op.alive, op.tail()
         return items if phases.count("Ready") == n else None
 
-    items = wait_for(f"{n} resources Ready", progress, TIMEOUT[n], interval=2)
+    # a LIST of every resource with its status is megabytes at 500: polled every 2 s it
+    # would be a load of its own on the API server it measures
+    items = wait_for(f"{n} resources Ready", progress, TIMEOUT[n], interval=2 if n <= 100 else 10)
     wall = time.monotonic() - t0
     requests = request_total(cluster) - requests_before
     before = operator_requests(op)
@@ -196,7 +211,10 @@ def test_many_resources_reach_ready(n, cluster, mnist_crd, pod_namespace, gpu_no
     failed_events = [e for e in kubectl.json("get", "events", "-n", ns, "--field-selector",
                                              "type=Warning,involvedObject.kind=MnistServing",
                                              timeout=120)["items"]]
-    assert not failed_events, [(e["reason"], e["message"]) for e in failed_events[:5]]
+    assert not failed_events, ([(e["involvedObject"]["name"], e["reason"], e["message"])
+                                for e in failed_events[:5]],
+                               f"nodes the node lifecycle controller marked NotReady: "
+                               f"{nodes_marked_not_ready(kubectl) or 'none'}")
     assert "Traceback" not in log, log[log.index("Traceback") - 2000:][:6000]
 
     by_kind = ", ".join(f"{verb} {res} {rate:.3f}" for (verb, res), rate in sorted(steady.items()))

@@ -59,7 +59,8 @@ from .control_plane import REPO, Component, _die_with_parent, free_port
 from mnist_operator import builders
 from mnist_operator.spec import GROUP, KIND, PLURAL, VERSION
 
-CRD_DIR = REPO / "manifests" / "crd"
+#: another commit's CRD, for running its operator against this harness (old-code comparisons)
+CRD_DIR = Path(os.environ.get("MNIST_SERVING_TEST_CRD_DIR") or REPO / "manifests" / "crd")
 CRD_NAME = f"{PLURAL}.{GROUP}"
 API_VERSION = f"{GROUP}/{VERSION}"
 #: A whole pipeline in seconds under KWOK: every step still runs, with the fewest points.
