@@ -94,7 +94,9 @@ def test_bench_repeats_give_n_measurements_and_an_interval(triton, tmp_path):
     assert "95 % interval of the mean" in progress[3]
     row = last_json(res.stdout)["models"]["mnist_onnx"]["rows"][0]
     values = sorted(r["throughput"] for r in runs)
-    assert row["repeats"] == 3 and row["inferPerSec"] == f"{values[1]:.1f}"    # the median
+    # the median: bench.json keeps 2 decimals and the row 1, both rounded from the raw figure,
+    # so the two agree to within the row's rounding (686.3498 is 686.35 there and 686.3 here)
+    assert row["repeats"] == 3 and abs(float(row["inferPerSec"]) - values[1]) <= 0.055
     mean = sum(values) / 3
     assert float(row["low"]) < mean < float(row["high"])
     with open(tmp_path / "mnist_onnx-grpc.csv") as f:
