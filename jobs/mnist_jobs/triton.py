@@ -235,11 +235,15 @@ def _die_with_parent() -> None:
 
 
 def _numpy_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("numpy")
-    except PackageNotFoundError:
-        return "0"
+    """The numpy the python-backend stub imports: the stub puts the interpreter's own
+    site-packages before PYTHONPATH (seen on the lent GPU machine), so a numpy 1 first on
+    PYTHONPATH does not hide a numpy 2 installed there. "0" when there is none."""
+    from importlib.metadata import distributions
+    paths = sysconfig.get_paths()
+    for folder in dict.fromkeys([paths["purelib"], paths["platlib"], *sys.path]):
+        for dist in distributions(name="numpy", path=[folder]):
+            return dist.version
+    return "0"
 
 
 def stub_numpy_problem(install: TritonInstall, numpy_version: str) -> str | None:

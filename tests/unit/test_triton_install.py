@@ -30,3 +30,23 @@ def test_server_refuses_to_start_when_the_check_fails(monkeypatch, tmp_path):
     with pytest.raises(StageError) as err:
         triton.TritonServer(tmp_path, 8000, 8001, 8002)
     assert err.value.reason == "IncompatibleNumpy"
+
+
+def _numpy_dist(folder: Path, version: str) -> str:
+    meta = folder / f"numpy-{version}.dist-info"
+    meta.mkdir(parents=True)
+    (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: numpy\nVersion: {version}\n")
+    return str(folder)
+
+
+def test_the_check_sees_the_numpy_of_site_packages_before_pythonpath(monkeypatch, tmp_path):
+    site = _numpy_dist(tmp_path / "site-packages", "2.1.0")
+    first_on_path = _numpy_dist(tmp_path / "numpy1", "1.26.4")
+    monkeypatch.setattr(triton.sysconfig, "get_paths", lambda: {"purelib": site, "platlib": site})
+    monkeypatch.setattr(triton.sys, "path", [first_on_path, site])
+    assert triton._numpy_version() == "2.1.0"   # what the stub imports, not what we import
+    monkeypatch.setattr(triton.sysconfig, "get_paths",
+                        lambda: {"purelib": str(tmp_path / "empty"), "platlib": str(tmp_path / "empty")})
+    assert triton._numpy_version() == "1.26.4"
+    monkeypatch.setattr(triton.sys, "path", [])
+    assert triton._numpy_version() == "0"
