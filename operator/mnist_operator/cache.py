@@ -75,12 +75,13 @@ class _Kept:
         return json.loads(self.data)
 
 
-def _newer(new: _Kept, old: _Kept | None, strictly: bool = False) -> bool:
-    """False when ``new`` is older than what is kept: a write's response can beat the watch
-    event of an earlier change. resourceVersions are etcd revisions; anything else wins."""
+def _newer(a: str | None, old: _Kept | None, strictly: bool = False) -> bool:
+    """False when resourceVersion ``a`` is older than what is kept: a write's response can
+    beat the watch event of an earlier change. resourceVersions are etcd revisions;
+    anything else wins. Asked before encoding, so an echo costs no JSON."""
     if old is None:
         return True
-    a, b = new.version, old.version
+    b = old.version
     try:
         return int(a) > int(b) or (not strictly and int(a) == int(b))
     except (TypeError, ValueError):
@@ -107,11 +108,11 @@ class ClusterCache:
         of our own status write) or older: nothing new for a pass."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
-        kept = _Kept({**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}})
         with self._lock:
-            if not _newer(kept, self._resources.get(key), strictly=True):
+            if not _newer(meta.get("resourceVersion"), self._resources.get(key), strictly=True):
                 return False
-            self._resources[key] = kept
+            self._resources[key] = _Kept(
+                {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}})
             self._by_label[(key[0], instance_label(key[1]))] = key[1]
             return True
 
@@ -136,11 +137,10 @@ class ClusterCache:
         if kind not in KINDS or label is None:
             return None
         key = (meta.get("namespace"), label)
-        obj = _Kept(slim(kind, body))  # holds nothing of the event's body
         with self._lock:
             bucket = self._children.setdefault(key, {}).setdefault(kind, {})
-            if _newer(obj, bucket.get(meta["name"])):
-                bucket[meta["name"]] = obj
+            if _newer(meta.get("resourceVersion"), bucket.get(meta["name"])):
+                bucket[meta["name"]] = _Kept(slim(kind, body))  # nothing of the event's body
             return self._by_label.get(key)
 
     def remove(self, body: dict) -> str | None:

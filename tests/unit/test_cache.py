@@ -108,6 +108,17 @@ def test_an_older_answer_does_not_overwrite_a_newer_copy():
     assert "status" not in c.children(cr())["jobs"][0]
 
 
+def test_the_echo_of_our_own_status_write_is_nothing_new():
+    c = ClusterCache()
+    written = {**cr(), "status": {"phase": "Ready"}}
+    written["metadata"] = {**written["metadata"], "resourceVersion": "9", "managedFields": MANAGED_FIELDS}
+    assert c.put_resource(written) is True                  # the PATCH's answer
+    assert c.put_resource(copy.deepcopy(written)) is False  # its watch event: no pass
+    assert c.put_resource(cr()) is False                    # an older event (rv 1)
+    kept = c.resource("ns", "demo")
+    assert kept["status"] == {"phase": "Ready"} and "managedFields" not in kept["metadata"]
+
+
 def test_deleted_children_and_a_deleted_resource_leave_nothing():
     c = ClusterCache()
     c.put_resource(cr())
