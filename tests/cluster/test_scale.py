@@ -223,7 +223,8 @@ def test_many_resources_reach_ready(n, cluster, mnist_crd, pod_namespace, gpu_no
            f"{percentile(per_resource, .95):.0f} / {max(per_resource):.0f} s | {rss:.0f} MiB | "
            f"{sum(steady.values()):.3f} ({by_kind or 'none'}) | "
            f"{requests / n:.0f} | {len(starved)} | 0 |")
-    print(f"\nScale, {n} resources ({platform.node()}):\n{row}")
+    print(f"\nScale, {n} resources ({platform.node()}):\n{row}\n"
+          f"nodes marked NotReady: {nodes_marked_not_ready(kubectl) or 'none'}")
     if os.environ.get("MNIST_SERVING_WRITE_BENCHMARKS") == "1":
         write_section(n, row)
     assert sum(steady.values()) <= 0.5, steady

@@ -477,7 +477,8 @@ class ControlPlane:
         # KWOK writes node and pod status for fake nodes; it runs as a cluster admin (as kwokctl does).
         kubeconfig = self.component_kubeconfig("kwok", "kwok-controller", orgs=["system:masters"])
         return self._component("kwok", [
-            self.binaries["kwok"], f"--kubeconfig={kubeconfig}", f"--config={HERE / 'kwok' / 'stages.yaml'}",
+            self.binaries["kwok"], f"--kubeconfig={kubeconfig}", f"--config={HERE / 'kwok' / 'config.yaml'}",
+            f"--config={HERE / 'kwok' / 'stages.yaml'}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
             "--node-lease-duration-seconds=40", f"--cidr={POD_CIDR}", "--node-ip=10.0.0.1",
