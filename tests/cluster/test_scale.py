@@ -1,8 +1,9 @@
 """Scale: N MnistServings at once on 64 fake 8-GPU nodes, one real operator.
 
 Run with ``make test-scale`` (``pytest -m scale -s``, MNIST_SERVING_WRITE_BENCHMARKS=1);
-not part of ``make test``: even 100 resources take 2 to 4 minutes on the 2-core machine,
-and one run in three at 100 saw a resource fail on TritonUnavailable (docs/BENCHMARKS.md).
+not part of ``make test``: even 100 resources take 3.3 to 3.6 minutes a test on the 2-core
+machine, and before KWOK had one lease worker per fake node one run in three at 100 saw a
+resource fail on TritonUnavailable (docs/BENCHMARKS.md).
 Every resource runs the whole pipeline (KWOK plays each stage pod for its
 default 1 s, so the numbers measure the control plane, not ML). Measured, and
 with MNIST_SERVING_WRITE_BENCHMARKS=1 written to the "Scale" section of
