@@ -129,19 +129,24 @@ class ClusterCache:
         return kept.load() if kept is not None else None
 
     # ---------------------------------------------------------------- children
-    def put(self, body: dict) -> str | None:
-        """Keep a slim copy of a child; the name of the resource it belongs to, if known."""
+    def put(self, body: dict) -> tuple[str | None, bool]:
+        """Keep a slim copy of a child. Returns the name of the resource it belongs to
+        (None if not known yet), and whether this changed what was kept (False for the
+        version kept already or an older one)."""
         kind = body.get("kind")
         meta = body.get("metadata") or {}
         label = (meta.get("labels") or {}).get(LABEL_INSTANCE)
         if kind not in KINDS or label is None:
-            return None
+            return None, False
         key = (meta.get("namespace"), label)
+        version = meta.get("resourceVersion")
         with self._lock:
             bucket = self._children.setdefault(key, {}).setdefault(kind, {})
-            if _newer(meta.get("resourceVersion"), bucket.get(meta["name"])):
+            old = bucket.get(meta["name"])
+            changed = _newer(version, old, strictly=True)
+            if _newer(version, old):
                 bucket[meta["name"]] = _Kept(slim(kind, body))  # nothing of the event's body
-            return self._by_label.get(key)
+            return self._by_label.get(key), changed
 
     def remove(self, body: dict) -> str | None:
         """Forget a deleted child; the name of the resource it belonged to, if known."""

@@ -243,11 +243,17 @@ def on_change(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
 
 
 def on_child(body: dict, type_: str | None) -> None:
-    """Keep the cache; a pass for the owner of a change (type None: the first listing,
-    whose resources have a pass queued already)."""
+    """Keep the cache; a pass for the owner of a change. A listing (type None: a watch's
+    first, or its re-list after a gap) asks only for what changed since the cache held
+    it: the resume pass may have run before it, and it is the only news of a change
+    made between the priming listing and the watch's start, or during the gap."""
     _keep_context()
-    owner = known.remove(body) if type_ == "DELETED" else known.put(body)
-    if owner and type_ is not None:
+    if type_ == "DELETED":
+        owner, changed = known.remove(body), True
+    else:
+        owner, changed = known.put(body)
+        changed = changed or type_ is not None
+    if owner and changed:
         passes.request((body["metadata"]["namespace"], owner))
 
 
@@ -291,9 +297,10 @@ async def resource_event(body: kopf.Body, namespace: str, name: str, type: str |
         known.drop_resource(namespace, name)
         passes.forget((namespace, name))
         metrics.forget(namespace, name)
-    elif known.put_resource(dict(body)) and type is not None:
+    elif known.put_resource(dict(body)):
         # news kopf's change handlers do not see: annotations under our group (the retry
-        # annotation) are left out of kopf's diff, as its own progress annotations are
+        # annotation) are left out of kopf's diff, as its own progress annotations are;
+        # a listing (type None) asks too when it shows a newer version than was kept
         passes.request((namespace, name))
 
 

@@ -244,6 +244,15 @@ class OperatorProcess:
 
 
 # --------------------------------------------------------------------------- reading the cluster
+def status_summary(status: dict) -> str:
+    """A resource's status as a failure message shows it: the phase, then one line a step."""
+    lines = [f"phase {status.get('phase')}: {status.get('message', '')}"]
+    for step, rec in (status.get("stages") or {}).items():
+        lines.append(f"  {step}: {rec.get('state')} {rec.get('reason', '')} "
+                     f"job={rec.get('job')} {rec.get('message', '')}"[:300])
+    return "\n".join(lines)
+
+
 class MnistKit:
     """What a user does and sees with kubectl, as functions."""
 
@@ -298,9 +307,11 @@ class MnistKit:
                 return st
             return False if phase == "Failed" or st.get("phase") != "Failed" else \
                 AssertionError(f"phase Failed: {st.get('message')}")
-        st = wait_for(f"{namespace}/{name} phase {phase}",
-                      lambda: self._raise_if(reached()), timeout)
-        return st
+        try:
+            return wait_for(f"{namespace}/{name} phase {phase}",
+                            lambda: self._raise_if(reached()), timeout)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{status_summary(self.status(namespace, name))}") from None
 
     @staticmethod
     def _raise_if(value):

@@ -108,6 +108,16 @@ def test_an_older_answer_does_not_overwrite_a_newer_copy():
     assert "status" not in c.children(cr())["jobs"][0]
 
 
+def test_put_says_whether_a_child_changed_what_was_kept():
+    c = ClusterCache()
+    c.put_resource(cr())
+    assert c.put(child("Job", "j", rv="12")) == ("demo", True)     # new
+    assert c.put(child("Job", "j", rv="12")) == ("demo", False)    # the same version again
+    assert c.put(child("Job", "j", rv="11")) == ("demo", False)    # older
+    assert c.put(child("Job", "j", rv="13")) == ("demo", True)     # newer
+    assert c.put(child("Job", "k", label="unowned")) == (None, True)
+
+
 def test_the_echo_of_our_own_status_write_is_nothing_new():
     c = ClusterCache()
     written = {**cr(), "status": {"phase": "Ready"}}

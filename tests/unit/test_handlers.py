@@ -2,6 +2,7 @@
 a pass reads the cache and writes its answers back into it."""
 from __future__ import annotations
 
+import asyncio
 import contextvars
 
 import pytest
@@ -52,13 +53,39 @@ def test_a_pod_of_a_long_named_resource_queues_its_pass(shell):
     assert [p["metadata"]["name"] for p in known.children(cr(LONG))["pods"]] == ["p"]
 
 
-def test_the_first_listing_fills_the_cache_without_passes_and_deleted_empties_it(shell):
+def test_a_listing_of_what_was_primed_queues_no_pass_and_deleted_empties_it(shell):
     known, asked = shell
     known.put_resource(cr("demo"))
-    handlers.on_child(pod("demo"), None)
+    known.put(pod("demo"))                  # the priming listing
+    handlers.on_child(pod("demo"), None)    # the watch's first listing: the same version
     assert asked.keys == [] and len(known.children(cr("demo"))["pods"]) == 1
     handlers.on_child(pod("demo"), "DELETED")
     assert asked.keys == [(("ns", "demo"), 0.0)] and known.children(cr("demo"))["pods"] == []
+
+
+def test_a_listing_that_shows_a_change_since_priming_queues_a_pass(shell):
+    # After a restart the resume pass can run before the Job watch lists: a Job that
+    # finished in between is news only that listing carries (the same after a re-list).
+    known, asked = shell
+    known.put_resource(cr("demo"))
+    known.put(pod("demo"))
+    finished = pod("demo")
+    finished["metadata"]["resourceVersion"] = "6"
+    finished["status"]["phase"] = "Succeeded"
+    handlers.on_child(finished, None)
+    assert asked.keys == [(("ns", "demo"), 0.0)]
+    assert known.children(cr("demo"))["pods"][0]["status"]["phase"] == "Succeeded"
+
+
+def test_a_listing_that_shows_a_newer_resource_queues_its_pass(shell):
+    known, asked = shell
+    known.put_resource(cr("demo"))
+    asyncio.run(handlers.resource_event(body=cr("demo"), namespace="ns", name="demo", type=None))
+    assert asked.keys == []
+    newer = cr("demo")
+    newer["metadata"]["resourceVersion"] = "2"
+    asyncio.run(handlers.resource_event(body=newer, namespace="ns", name="demo", type=None))
+    assert asked.keys == [(("ns", "demo"), 0.0)]
 
 
 def test_a_child_of_an_unknown_resource_is_kept_and_queues_nothing(shell):
