@@ -1,6 +1,7 @@
 """The bench stage on a busy machine: a point perf_analyzer cannot stabilise is
-measured once more within a wider bound, and the result says so. perf_analyzer
-itself is replaced by its real CSV and its real error line."""
+measured once more within a wider bound, a point where it could not connect is
+measured once more after a pause, and the result says so. perf_analyzer itself
+is replaced by its real CSV and its real error lines."""
 from __future__ import annotations
 
 import subprocess
@@ -16,17 +17,24 @@ UNSTABLE_OUTPUT = "Failed to obtain stable measurement within 10 measurement win
                   "concurrency 4. Please try to increase the --measurement-interval.\n"
 
 
+CONNECT_OUTPUT = "Thread [9] had error: failed to connect to all addresses; last error: " \
+                 "UNKNOWN: No such file or directory\n"
+
+
 class FakePerfAnalyzer:
     """Unstable until the stability bound (-s) reaches ``stable_at``."""
 
-    def __init__(self, stable_at: int):
+    def __init__(self, stable_at: int, connect_failures: int = 0):
         self.stable_at, self.bounds = stable_at, []
+        self.connect_failures = connect_failures   # the first runs that cannot connect
 
     def __call__(self, cmd, capture_output, text, timeout):
         if cmd[1:] == ["--version"]:   # the environment fingerprint asks, as of the real one
             return subprocess.CompletedProcess(cmd, 0, "Perf Analyzer Version 2.45.0 (commit 3c1eb13)\n", "")
         bound = int(cmd[cmd.index("-s") + 1])
         self.bounds.append(bound)
+        if len(self.bounds) <= self.connect_failures:
+            return subprocess.CompletedProcess(cmd, 99, "", CONNECT_OUTPUT)
         if bound < self.stable_at:
             return subprocess.CompletedProcess(cmd, 1, "", UNSTABLE_OUTPUT)
         Path(cmd[cmd.index("-f") + 1]).write_text(CSV)
@@ -35,9 +43,10 @@ class FakePerfAnalyzer:
 
 @pytest.fixture
 def fake(monkeypatch):
-    def install(stable_at: int) -> FakePerfAnalyzer:
-        pa = FakePerfAnalyzer(stable_at)
+    def install(stable_at: int, connect_failures: int = 0) -> FakePerfAnalyzer:
+        pa = FakePerfAnalyzer(stable_at, connect_failures)
         monkeypatch.setattr(bench.subprocess, "run", pa)
+        monkeypatch.setattr(bench, "RECONNECT_PAUSE_S", 0)
         monkeypatch.setattr(perf, "find_perf_analyzer", lambda: "perf_analyzer")
         monkeypatch.setattr(bench, "served_models", lambda protocol, url: {"mnist_onnx": "READY"})
         monkeypatch.setattr(bench.environment, "served",
@@ -71,3 +80,20 @@ def test_still_unstable_within_the_wider_bound_fails_the_stage(tmp_path, fake):
         run(tmp_path)
     assert pa.bounds == [10, 20]
     assert "mnist_onnx c=4: Failed to obtain stable measurement" in str(err.value)
+
+
+def test_a_point_that_could_not_connect_is_measured_once_more_and_said(tmp_path, fake):
+    pa = fake(stable_at=10, connect_failures=1)
+    result = run(tmp_path)
+    assert pa.bounds == [10, 10]
+    assert result["reconnected"] == [{"model": "mnist_onnx", "c": 4,
+                                      "error": CONNECT_OUTPUT.strip()}]
+    assert result["models"]["mnist_onnx"]["best"]["inferPerSec"]
+
+
+def test_a_point_that_cannot_connect_twice_fails_the_stage_naming_it(tmp_path, fake):
+    pa = fake(stable_at=10, connect_failures=2)
+    with pytest.raises(StageError) as err:
+        run(tmp_path)
+    assert pa.bounds == [10, 10]
+    assert "mnist_onnx c=4: Thread [9] had error: failed to connect to all addresses" in str(err.value)
