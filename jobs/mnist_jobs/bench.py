@@ -291,9 +291,10 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
                         reconnected.append({"model": model, "rate" if rate_mode else "c": c,
                                             "error": error})
                 if code != 0 or not text.strip():
-                    failures.append(f"{model} {at}: {_last_line(output)}")
-                    print(f"bench: {tag}: perf_analyzer failed (exit {code}): "
-                          f"{_last_line(output)}", file=sys.stderr, flush=True)
+                    error = _last_line(output)
+                    failures.append(f"{model} {at}: {error}")
+                    print(f"bench: {tag}: perf_analyzer failed (exit {code}): {error}",
+                          file=sys.stderr, flush=True)
                     break
                 lines = text.strip().splitlines()
                 header = header or lines[0]
