@@ -29,9 +29,9 @@ from serving import replace_section  # noqa: E402
 from test_cache import served_children  # noqa: E402
 from test_reconcile import ALL_STEPS, World  # noqa: E402
 
-from mnist_operator.cache import KINDS, ClusterCache, slim  # noqa: E402
-from mnist_operator.vocabulary import LABEL_INSTANCE  # noqa: E402
-from mnist_operator.builders import instance_label  # noqa: E402
+from mnist_operator.cluster.cache import KINDS, ClusterCache, slim  # noqa: E402
+from mnist_operator.api.vocabulary import LABEL_INSTANCE  # noqa: E402
+from mnist_operator.core.builders import instance_label  # noqa: E402
 
 HEADING = "## Operator cache"
 

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "jobs"))
 
-from mnist_jobs.triton import TritonServer, free_ports  # noqa: E402
+from mnist_jobs.lib.triton import TritonServer, free_ports  # noqa: E402
 
 HEADING = "## Serving (local, CPU)"
 

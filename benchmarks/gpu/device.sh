@@ -73,7 +73,7 @@ case ${1:-} in
     work=$G/runs/$name; mkdir -p "$work" "$OUT/$name"
     sample "$OUT/$name" 8002
     rc=0
-    "$PY" -m mnist_operator.cli run "$spec" --workdir "$work" --http-port 8000 --grpc-port 8001 \
+    "$PY" -m mnist_operator.tools.cli run "$spec" --workdir "$work" --http-port 8000 --grpc-port 8001 \
       --metrics-port 8002 "$@" 2>&1 | tee -a "$OUT/$name/run.log" || rc=$?
     kill $(jobs -p) 2>/dev/null || true
     # the small files: results, status, CSVs and logs (no model files)

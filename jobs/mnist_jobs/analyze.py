@@ -18,7 +18,7 @@ Search modes (``--search``):
   many minutes: DESIGN.md measured 9 configs in 372 s on 2 cores).
 
 Launch modes: ``local`` (default) starts the tritonserver found by
-:mod:`mnist_jobs.triton` itself (triton_server_path, backend_directory and
+:mod:`mnist_jobs.lib.triton` itself (triton_server_path, backend_directory and
 the environment the python backend stub needs); ``remote`` profiles a
 server started with ``--model-control-mode explicit`` on the same machine
 (the operator runs it in the same pod), at --triton-http-endpoint /
@@ -46,9 +46,9 @@ import sys
 import time
 from pathlib import Path
 
-from ._stage import InputError, StageError, fmt, run_stage, stage_parser
-from . import environment, perf
-from .triton import TritonServer, backend_directory, find_tritonserver, free_ports, server_env
+from mnist_jobs.lib.stage_cli import InputError, StageError, fmt, run_stage, stage_parser
+from mnist_jobs.lib import provenance, perf
+from mnist_jobs.lib.triton import TritonServer, backend_directory, find_tritonserver, free_ports, server_env
 
 THROUGHPUT = "Throughput (infer/sec)"
 P99 = "p99 Latency (ms)"
@@ -410,8 +410,8 @@ def run_analyze(a) -> dict:
         extra["warning"] = (f"perf_analyzer failed {failed} measurement(s); those configs are "
                             f"missing from the results: see {errors_log}")
         print(f"analyze: warning: {extra['warning']}", file=sys.stderr, flush=True)
-    tools = {"modelAnalyzer": environment.model_analyzer_version(ma),
-             "perfAnalyzer": environment.perf_analyzer_version(cfg["perf_analyzer_path"])}
+    tools = {"modelAnalyzer": provenance.model_analyzer_version(ma),
+             "perfAnalyzer": provenance.perf_analyzer_version(cfg["perf_analyzer_path"])}
     if beside:
         extra["tritonBeside"] = ("no DCGM for model-analyzer's local mode on this GPU machine: "
                                  "a tritonserver beside it, profiled in remote mode")

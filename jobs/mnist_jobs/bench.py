@@ -25,7 +25,7 @@ rows carry ``rate``, ``achieved``, ``inFlight`` and ``keptUp`` in place of
 ``c`` and ``little`` (perf.py says what is checked and why).
 
 --clients N --client-index I (default $JOB_COMPLETION_INDEX) --clients-run RUN:
-one of N clients measuring the server together (clients.py): each point's
+one of N clients measuring the server together (lib/loadgen.py): each point's
 concurrency is split over them, they start it together behind a barrier,
 and client 0's result holds the aggregate of every request (aggregate.py)
 plus whether more clients still raised throughput (``scaling``).
@@ -54,25 +54,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ._stage import InputError, StageError, fmt, run_stage, stage_parser
-from . import aggregate, clients as distributed, environment, perf, slo as slo_search, stats, telemetry
-from .triton import client_for, served_config
+from mnist_jobs.lib.stage_cli import InputError, StageError, fmt, run_stage, stage_parser
+from mnist_jobs.lib import aggregate, loadgen as distributed, provenance, perf, slo as slo_search, stats, telemetry
+from mnist_jobs.lib.triton import client_for, served_config, served_models
 
 PROTOCOLS = ("grpc", "http")
-
-
-def served_models(protocol: str, url: str) -> dict[str, str]:
-    """name -> state, from the server's repository index."""
-    try:
-        c = client_for(protocol, url)
-        if protocol == "grpc":
-            index = c.get_model_repository_index(as_json=True).get("models", [])
-        else:
-            index = c.get_model_repository_index()
-    except Exception as exc:  # connection refused, wrong protocol on the port, ...
-        raise InputError("--url", f"cannot read the repository index of {url} over "
-                         f"{protocol}: {str(exc).splitlines()[0][:200]}") from None
-    return {m["name"]: m.get("state", "") for m in index}
 
 
 def bls_downstream(protocol: str, url: str, model: str, served: dict[str, str]) -> list[str]:
@@ -371,8 +357,8 @@ def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrenc
               for load, t in per.items() if "telemetry" in t]
     if unread:   # a warning that outlives shrink(), which may drop the rows saying it
         result["telemetry"] = f"{len(unread)} point(s) without telemetry; first: {unread[0]}"
-    result["environment"] = {**environment.served(protocol, url, models),
-                             "perfAnalyzer": environment.perf_analyzer_version(pa)}
+    result["environment"] = {**provenance.served(protocol, url, models),
+                             "perfAnalyzer": provenance.perf_analyzer_version(pa)}
     return shrink(result)
 
 
@@ -388,7 +374,7 @@ def distributed_bench(clients: distributed.Clients, pa: str, url: str, protocol:
                       point_timeout_s: int, rate_mode: bool, repeats: int,
                       slo: slo_search.Slo, metrics_url: str = "",
                       telemetry_interval_ms: int = telemetry.DEFAULT_INTERVAL_MS) -> dict:
-    """The sweep as one of several clients (clients.py): client 0's result is the
+    """The sweep as one of several clients (lib/loadgen.py): client 0's result is the
     aggregate of all of them, the others' only says who aggregates. Client 0
     alone samples Triton's metrics, over its own measurement of each point
     (all clients measure a point together, behind its barrier)."""
@@ -458,8 +444,8 @@ def distributed_bench(clients: distributed.Clients, pa: str, url: str, protocol:
                   f"{m}: {aggregate.verdict(sc)} ({sc['clients'][0]} client(s) "
                   f"{sc['inferPerSec'][0]}, {sc['clients'][1]} clients {sc['inferPerSec'][1]} "
                   f"infer/s at c={sc['c']})" for m, sc in scaled.items())}
-    result["environment"] = {**environment.served(protocol, url, models),
-                             "perfAnalyzer": environment.perf_analyzer_version(pa)}
+    result["environment"] = {**provenance.served(protocol, url, models),
+                             "perfAnalyzer": provenance.perf_analyzer_version(pa)}
     return shrink(result)
 
 

@@ -6,7 +6,7 @@
     # both protocols in one run
     python -m mnist_jobs.client --http-url localhost:8000 --grpc-url localhost:8001 ...
 
-The digits and their preprocessing come from :mod:`mnist_jobs.data` (the same
+The digits and their preprocessing come from :mod:`mnist_jobs.lib.data` (the same
 code the train stage uses), taking the test split only. Reports accuracy
 per model and protocol (strings), and whether every model and protocol
 predicted the same digit for every sample (``agree``; ``disagreements``
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._stage import InputError, StageError, fmt, run_stage, stage_parser
-from .triton import client_module, served_config
+from mnist_jobs.lib.stage_cli import InputError, StageError, fmt, run_stage, stage_parser
+from mnist_jobs.lib.triton import client_module, served_config, served_models
 
 
 def predict(url: str, protocol: str, model: str, images: np.ndarray,
@@ -76,7 +76,7 @@ def evaluate(urls: dict[str, str], models: list[str], images: np.ndarray,
 
 def load_test_digits(source: str, data_dir: Path, samples: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``samples`` held-out digits, preprocessed as the model was trained."""
-    from . import data
+    from mnist_jobs.lib import data
     images, labels = data.load_test_arrays(source, data_dir)
     images = np.asarray(images, dtype=np.float32)[:samples]
     labels = np.asarray(labels)[:samples]
@@ -111,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("--models", "empty list")
         if a.samples < 1:
             raise InputError("--samples", "must be >= 1")
-        from .bench import served_models
         for protocol, url in urls.items():
             served = served_models(protocol, url)
             for m in models:

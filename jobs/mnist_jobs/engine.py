@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._stage import InputError, Skipped, StageError, fmt, run_stage, stage_parser
+from mnist_jobs.lib.stage_cli import InputError, Skipped, StageError, fmt, run_stage, stage_parser
 
 INPUT_NAME = "input"                 # fixed by the seed (docs/CONTRACT.md)
 SAMPLE_SHAPE = (1, 28, 28)           # one digit, after the batch axis

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
-from ._stage import InputError, StageError, run_stage, stage_parser
+from mnist_jobs.lib import data
+from mnist_jobs.lib.stage_cli import InputError, StageError, run_stage, stage_parser
 
 CHECK_BATCHES = (256, 1, 7)  # 1 and an odd size prove the batch axis is dynamic
 
@@ -90,7 +90,7 @@ def max_abs_diff(net, onnx_path: Path, images: np.ndarray) -> float:
 
 def export(args) -> dict:
     import torch
-    from .model import LeNet
+    from mnist_jobs.lib.model import LeNet
 
     if not args.checkpoint.is_file():
         raise InputError("--checkpoint", f"{args.checkpoint} does not exist (run the train stage)")

@@ -26,7 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ._stage import InputError, StageError, run_stage, stage_parser
+from mnist_jobs.lib.stage_cli import InputError, StageError, run_stage, stage_parser
 
 MODELS = ("mnist_onnx", "mnist_trt", "mnist_pt", "mnist_bls")
 ALIASES = {"onnx": "mnist_onnx", "tensorrt": "mnist_trt", "trt": "mnist_trt", "pytorch": "mnist_pt",

@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from ._stage import InputError, StageError, run_stage, stage_parser, write_result
-from .triton import TritonServer, port_in_use, repository_index
+from mnist_jobs.lib.stage_cli import InputError, StageError, run_stage, stage_parser, write_result
+from mnist_jobs.lib.triton import TritonServer, port_in_use, repository_index
 
 
 def _models(index: list[dict]) -> dict[str, str]:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
-from ._stage import InputError, fmt, run_stage, stage_parser
+from mnist_jobs.lib import data
+from mnist_jobs.lib.stage_cli import InputError, fmt, run_stage, stage_parser
 
 
 def check_args(args) -> None:
@@ -57,7 +57,7 @@ def evaluate(net, images: np.ndarray, labels: np.ndarray, device: str) -> float:
 
 def train(args) -> dict:
     import torch
-    from .model import LeNet
+    from mnist_jobs.lib.model import LeNet
 
     check_args(args)
     device = pick_device(args.device)
@@ -117,11 +117,12 @@ def parser():
     p = stage_parser("train", "Train the seed's LeNet on MNIST and report held-out accuracy.")
     p.add_argument("--data-source", choices=data.SOURCES, default="download")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=0.0025)
-    p.add_argument("--momentum", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
+    # The hyperparameters have one home, the spec (spec.training): the CLI requires them.
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--learning-rate", type=float, required=True)
+    p.add_argument("--momentum", type=float, required=True)
+    p.add_argument("--seed", type=int, required=True)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", type=Path, required=True, help="directory for model.pt and model.json")
     return p

@@ -16,7 +16,7 @@ import yaml
 from .tools import CHART, ROOT, require_tool
 
 sys.path.insert(0, str(ROOT / "operator"))
-from mnist_operator import crd as source  # noqa: E402  the one source of truth
+from mnist_operator.tools import crd as source  # noqa: E402  the one source of truth
 
 KUBE_VERSION = "1.36.0"
 RELEASE, NAMESPACE = "demo", "mnist-system"
@@ -174,7 +174,7 @@ def _operator_env(helm, *values: str) -> dict[str, str]:
 
 
 def test_stage_resources_reach_the_operator_as_one_partial_section(helm):
-    from mnist_operator import site_defaults
+    from mnist_operator.api import site_defaults
 
     assert "resources" not in site_defaults.from_env(_operator_env(helm))   # {}: built-ins only
     env = _operator_env(helm, "--set", "stageDefaults.resources.train.limits.memory=16Gi",
@@ -185,8 +185,8 @@ def test_stage_resources_reach_the_operator_as_one_partial_section(helm):
 
 def test_rendered_defaults_parse_with_the_operator_and_reach_a_resource(helm):
     """The env the chart renders goes through the operator's own reader (site_defaults)."""
-    from mnist_operator import site_defaults
-    from mnist_operator.spec import parse_spec
+    from mnist_operator.api import site_defaults
+    from mnist_operator.api.spec import merge_defaults, parse_spec
 
     env = _operator_env(helm, "--set", "stageDefaults.images.sdk=registry.local/sdk:1",
                         "--set", "stageDefaults.images.pullPolicy=Always",
@@ -203,13 +203,13 @@ def test_rendered_defaults_parse_with_the_operator_and_reach_a_resource(helm):
         "scheduling": {"nodeSelector": {"pool": "gpu"},
                        "tolerations": [{"effect": "NoSchedule", "key": "nvidia.com/gpu",
                                         "operator": "Exists"}]}}
-    spec = parse_spec({"serving": {"gpus": 1}, "scheduling": {"tolerations": []}}, defaults)
+    spec = parse_spec(merge_defaults({"serving": {"gpus": 1}, "scheduling": {"tolerations": []}}, defaults))
     assert spec.serving.gpus == 1 and spec.scheduling.tolerations == []   # the resource wins
     assert spec.tensorrt.gpus == 2 and spec.images.stages == "ghcr.io/mnist-serving/operator:dev"
 
 
 def test_empty_selector_and_tolerations_render_as_empty_defaults(helm, tmp_path):
-    from mnist_operator import site_defaults
+    from mnist_operator.api import site_defaults
 
     values = tmp_path / "values.yaml"
     values.write_text("stageDefaults:\n  nodeSelector: {}\n  tolerations: []\n")
@@ -222,16 +222,17 @@ def test_empty_selector_and_tolerations_render_as_empty_defaults(helm, tmp_path)
 def test_operator_reads_every_variable_the_chart_sets(helm, values):
     """No promise the operator does not keep: each MNIST_SERVING_* variable is read,
     and the watched namespaces agree with the --namespace flags."""
-    from mnist_operator import handlers, site_defaults
+    from mnist_operator.cluster import main as operator_main
+    from mnist_operator.api import site_defaults
 
     env = _operator_env(helm, *values)
     ours = {name for name in env if name.startswith("MNIST_SERVING_")}
     assert ours <= site_defaults.READ_VARS, ours - site_defaults.READ_VARS
     assert set(site_defaults.DEFAULT_FIELDS) <= ours
     container = one(objects(helm, *values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    flags = handlers.parser().parse_args(container["args"])
-    from_env_only = handlers.parser().parse_args([])
-    assert (handlers.namespaces_to_watch(flags, env) == handlers.namespaces_to_watch(from_env_only, env)
+    flags = operator_main.parser().parse_args(container["args"])
+    from_env_only = operator_main.parser().parse_args([])
+    assert (operator_main.namespaces_to_watch(flags, env) == operator_main.namespaces_to_watch(from_env_only, env)
             == (["a", "b"] if "rbac.scope=namespace" in values else []))
 
 
@@ -240,7 +241,7 @@ def test_default_ngc_images_are_one_release():
     tags = {name: images[name].rsplit(":", 1)[1] for name in ("pytorch", "triton", "sdk")}
     releases = {re.match(r"(\d\d\.\d\d)-py3", t).group(1) for t in tags.values()}
     # and the release the operator's built-in defaults pin (kustomize, mnist-serving run)
-    from mnist_operator.spec import Images
+    from mnist_operator.api.spec import Images
     built_in = {re.search(r":(\d\d\.\d\d)-py3", getattr(Images(), n)).group(1)
                 for n in ("pytorch", "triton", "sdk")}
     assert len(releases) == 1 and releases == built_in, (tags, built_in)
@@ -258,7 +259,7 @@ def test_service_monitor_is_optional(helm):
 def test_service_monitor_service_and_container_agree_on_the_metrics_port(helm, port):
     """ServiceMonitor endpoint -> Service port (by name) -> targetPort -> the container
     port (by name) -> the port the operator serves /metrics on (its own flag parser)."""
-    from mnist_operator import handlers
+    from mnist_operator.cluster import main as operator_main
 
     objs = objects(helm, "--set", "metrics.serviceMonitor.enabled=true", "--set", f"metrics.port={port}")
     sm, svc, dep = one(objs, "ServiceMonitor"), one(objs, "Service"), one(objs, "Deployment")
@@ -272,16 +273,16 @@ def test_service_monitor_service_and_container_agree_on_the_metrics_port(helm, p
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     (c_port,) = [p for p in c["ports"] if p["name"] == svc_port["targetPort"]]
     assert c_port["containerPort"] == port
-    assert handlers.parser().parse_args(c["args"]).metrics_port == port
+    assert operator_main.parser().parse_args(c["args"]).metrics_port == port
 
 
 def test_kustomize_manager_serves_metrics_on_its_metrics_port():
-    from mnist_operator import handlers
+    from mnist_operator.cluster import main as operator_main
 
     dep = yaml.safe_load((ROOT / "manifests" / "manager" / "manager.yaml").read_text())
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert handlers.parser().parse_args(c["args"]).metrics_port == ports["metrics"] == 8081
+    assert operator_main.parser().parse_args(c["args"]).metrics_port == ports["metrics"] == 8081
 
 
 def test_metrics_off_serves_nothing(helm):
@@ -289,18 +290,18 @@ def test_metrics_off_serves_nothing(helm):
     assert not [o for o in objs if o["kind"] in ("ServiceMonitor", "Service")]
     (c,) = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert [p["name"] for p in c["ports"]] == ["health"]
-    from mnist_operator import handlers
-    assert handlers.parser().parse_args(c["args"]).metrics_port == 0
+    from mnist_operator.cluster import main as operator_main
+    assert operator_main.parser().parse_args(c["args"]).metrics_port == 0
 
 
 @pytest.mark.parametrize("values", [[], ["--set", "rbac.scope=namespace", "--set", "rbac.namespaces={a,b}"],
                                     ["--set", "operator.logLevel=verbose"]], ids=["cluster", "namespace", "verbose"])
 def test_operator_accepts_the_rendered_arguments(helm, values):
     """The chart's args parse with the operator's own argument parser (the image's ENTRYPOINT)."""
-    from mnist_operator import handlers
+    from mnist_operator.cluster import main as operator_main
 
     container = one(objects(helm, *values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    args = handlers.parser().parse_args(container["args"])
+    args = operator_main.parser().parse_args(container["args"])
     assert args.liveness == "http://0.0.0.0:8080/healthz"
     assert args.metrics_port == 8081
     assert args.all_namespaces == ("rbac.scope=namespace" not in values)

@@ -110,7 +110,7 @@ def test_image_venv_has_no_ml_stack(operator_venv):
     for heavy in ("torch", "onnxruntime", "tritonclient"):
         out = run([py, "-c", f"import {heavy}"])
         assert out.returncode != 0 and "ModuleNotFoundError" in out.stderr, f"{heavy} is importable in the image venv"
-    out = run([py, "-c", "import kopf, kubernetes, yaml, jinja2, prometheus_client, mnist_operator.handlers, "
+    out = run([py, "-c", "import kopf, kubernetes, yaml, jinja2, prometheus_client, mnist_operator.cluster.handlers, "
                           "mnist_jobs"])
     assert out.returncode == 0, out.stderr
 
@@ -136,7 +136,7 @@ def test_jobs_package_copies_out_with_the_documented_cp(tmp_path):
     stages.mkdir(parents=True)
     cmd = [c.replace("/opt/", f"{image_root}/opt/").replace("/mnt/stages/", f"{stages}/") for c in cmd]
     assert run(cmd).returncode == 0
-    out = run([sys.executable, "-S", "-c", "import mnist_jobs, mnist_jobs._stage; print(mnist_jobs.__file__)"],
+    out = run([sys.executable, "-S", "-c", "import mnist_jobs, mnist_jobs.lib.stage_cli; print(mnist_jobs.__file__)"],
               env={"PYTHONPATH": str(stages)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith(str(stages))

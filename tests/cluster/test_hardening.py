@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mnist_operator import builders
+from mnist_operator.core import builders
 from tests.harness.namespaces import compute_quota, restrict
 from tests.harness.operator_process import wait_for
 from .test_operator_e2e import wait_ready_at
@@ -160,7 +160,7 @@ def test_a_volume_refused_as_invalid_is_the_resources_news_with_its_422(pipeline
 
 def test_pods_refused_by_admission_fail_the_stage_within_a_minute_and_retry(
         pipeline_ns, operator, kit, kubectl):
-    from mnist_operator import refusals
+    from mnist_operator.core import refusals
 
     ns, name = pipeline_ns, "podless"
     kubectl("create", "quota", "no-pods", "-n", ns, "--hard=pods=0")

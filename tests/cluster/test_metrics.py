@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_operator import builders
-from mnist_operator.status import PHASES
+from mnist_operator.core import builders
+from mnist_operator.core.status import PHASES
 
 from tests.harness.operator_process import wait_for
 

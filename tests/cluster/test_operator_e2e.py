@@ -128,7 +128,7 @@ def test_resource_walks_every_step_to_ready(pipeline_ns, operator, kit, kubectl,
 
     # the comparison a user draws from the cluster: table, CSV and plot
     out = tmp_path / "cmp"
-    cmp = subprocess.run([sys.executable, "-m", "mnist_operator.cli", "compare", "--cluster",
+    cmp = subprocess.run([sys.executable, "-m", "mnist_operator.tools.cli", "compare", "--cluster",
                           "--kubeconfig", str(control_plane.kubeconfig), "-n", ns, "--out", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert cmp.returncode == 0, cmp.stderr

@@ -19,8 +19,8 @@ from collections import Counter
 import pytest
 from kubernetes import client, watch
 
-from mnist_operator import builders
-from mnist_operator.reconcile import RETRY_ANNOTATION
+from mnist_operator.core import builders
+from mnist_operator.core.reconcile import RETRY_ANNOTATION
 
 from tests.harness.operator_process import wait_for
 

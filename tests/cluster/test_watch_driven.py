@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from mnist_operator import builders
+from mnist_operator.core import builders
 
 from tests.harness.operator_process import wait_for
 

@@ -56,8 +56,8 @@ from typing import Any, Callable
 
 from .control_plane import REPO, Component, _die_with_parent, free_port
 
-from mnist_operator import builders
-from mnist_operator.spec import GROUP, KIND, PLURAL, VERSION
+from mnist_operator.core import builders
+from mnist_operator.api.spec import GROUP, KIND, PLURAL, VERSION
 
 #: another commit's CRD, for running its operator against this harness (old-code comparisons)
 CRD_DIR = Path(os.environ.get("MNIST_SERVING_TEST_CRD_DIR") or REPO / "manifests" / "crd")

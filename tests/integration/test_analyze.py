@@ -43,7 +43,7 @@ def test_analyze_bounded_local(model_repo, tmp_path):
 def test_analyze_remote_mode_against_explicit_triton(model_repo, tmp_path):
     """The cluster's shape: Triton started with --model-control-mode explicit,
     model-analyzer loading each config into it through the model-control API."""
-    from mnist_jobs.triton import TritonServer, free_ports
+    from mnist_jobs.lib.triton import TritonServer, free_ports
     repo, _ = model_repo
     h, g, m = free_ports(3)
     out = tmp_path / "analyze"

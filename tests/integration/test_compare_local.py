@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_operator.results import summarize
+from mnist_operator.core.summary import summarize
 from tests.harness.control_plane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]

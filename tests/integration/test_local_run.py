@@ -36,7 +36,7 @@ TINY = {
 
 
 def mnist_serving(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnist_operator.cli", "run", *args],
+    return subprocess.run([sys.executable, "-m", "mnist_operator.tools.cli", "run", *args],
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -115,7 +115,7 @@ def test_run_status_rerun_reuse_and_interrupt(tmp_path):
 
     # Ctrl-C while perf_analyzer runs: exit 130, the step recorded as
     # interrupted, Triton and every stage process gone
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_operator.cli", "run", str(spec_file),
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_operator.tools.cli", "run", str(spec_file),
                              "--workdir", str(work), "--force", "bench-grpc"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     seen = []

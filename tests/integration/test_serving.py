@@ -26,7 +26,7 @@ def _one_line_error(proc: subprocess.CompletedProcess, stage: str, flag: str) ->
 
 
 def test_repo_result_and_models_loaded(model_repo, triton):
-    from mnist_jobs.triton import repository_index
+    from mnist_jobs.lib.triton import repository_index
     _, result = model_repo
     assert result["models"] == ["mnist_onnx", "mnist_bls"]
     assert "mnist_trt" in result["leftOut"]          # no TensorRT engine on this machine
@@ -133,7 +133,7 @@ def test_repo_max_batch_below_preferred_is_input_error(trained_model, tmp_path):
 
 
 def _free() -> int:
-    from mnist_jobs.triton import free_ports
+    from mnist_jobs.lib.triton import free_ports
     return free_ports(1)[0]
 
 

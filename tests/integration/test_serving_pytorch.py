@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def torch_triton(trained_model):
-    from mnist_jobs.triton import TritonServer, free_ports
+    from mnist_jobs.lib.triton import TritonServer, free_ports
     repo = trained_model.workdir / "model_repo_pt"
     res = run_cli("repo", "--artifacts", str(trained_model.artifacts), "--out", str(repo),
                   "--models", "pytorch,bls", "--max-batch-size", "64", "--instances", "1",
@@ -36,7 +36,7 @@ def torch_triton(trained_model):
 
 
 def test_torchscript_served_and_bls_forwards_to_it(trained_model, torch_triton):
-    from mnist_jobs.triton import repository_index
+    from mnist_jobs.lib.triton import repository_index
     server, result, log = torch_triton
     assert result["models"] == ["mnist_pt", "mnist_bls"]
     assert result["blsDownstream"] == "mnist_pt"

@@ -7,8 +7,9 @@ import copy
 
 import pytest
 
-from mnist_operator import accuracy, compare
-from mnist_operator.spec import SpecError, parse_spec
+from mnist_operator.core import accuracy
+from mnist_operator.tools import compare
+from mnist_operator.api.spec import SpecError, parse_spec
 
 from test_closed_loop import ANALYZE_RESULT, APPLY, bench_result
 from test_reconcile import World, events

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mnist_jobs import bench, perf
-from mnist_jobs._stage import StageError
+from mnist_jobs import bench
+from mnist_jobs.lib import perf
+from mnist_jobs.lib.stage_cli import StageError
 
 CSV = (Path(__file__).parent / "data" / "perf-mnist_onnx-grpc.csv").read_text()
 UNSTABLE_OUTPUT = "Failed to obtain stable measurement within 10 measurement windows for " \
@@ -49,7 +50,7 @@ def fake(monkeypatch):
         monkeypatch.setattr(bench, "RECONNECT_PAUSE_S", 0)
         monkeypatch.setattr(perf, "find_perf_analyzer", lambda: "perf_analyzer")
         monkeypatch.setattr(bench, "served_models", lambda protocol, url: {"mnist_onnx": "READY"})
-        monkeypatch.setattr(bench.environment, "served",
+        monkeypatch.setattr(bench.provenance, "served",
                             lambda protocol, url, models: {"triton": "2.45.0", "configs": {}})
         return pa
     return install

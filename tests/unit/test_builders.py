@@ -7,9 +7,9 @@ from dataclasses import replace
 import kubernetes_validate
 import pytest
 
-from mnist_operator import builders as B
-from mnist_operator import pipeline as P
-from mnist_operator.spec import SpecError, parse_spec
+from mnist_operator.core import builders as B
+from mnist_operator.core import pipeline as P
+from mnist_operator.api.spec import SpecError, parse_spec
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 K8S_VERSION = "1.36.0"

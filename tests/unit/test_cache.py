@@ -6,9 +6,9 @@ import copy
 
 from test_reconcile import ALL_STEPS, UNSCHEDULABLE, World, _stuck_pod
 
-from mnist_operator import builders
-from mnist_operator.cache import ClusterCache, slim
-from mnist_operator.reconcile import reconcile
+from mnist_operator.core import builders
+from mnist_operator.cluster.cache import ClusterCache, slim
+from mnist_operator.core.reconcile import reconcile
 
 MANAGED_FIELDS = [{"manager": "kube-controller-manager", "operation": "Update",
                    "fieldsV1": {"f:status": {"f:conditions": {}}}}]

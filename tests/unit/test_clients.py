@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from mnist_jobs import aggregate as A
-from mnist_jobs import clients as C
-from mnist_jobs._stage import InputError, StageError
+from mnist_jobs.lib import aggregate as A
+from mnist_jobs.lib import loadgen as C
+from mnist_jobs.lib.stage_cli import InputError, StageError
 
 MS = 1_000_000   # ns
 
@@ -204,7 +204,7 @@ def test_n_clients_split_each_point_and_client_0_aggregates_and_checks_scaling(t
 
 def test_a_result_of_64_clients_still_fits_the_termination_message():
     from mnist_jobs import bench
-    from mnist_jobs._stage import write_result
+    from mnist_jobs.lib.stage_cli import write_result
     row = lambda c: {"c": c, "clients": 64, "inferPerSec": "123456.7", "p50Us": 1234,  # noqa: E731
                      "p95Us": 23456, "p99Us": 34567, "little": "ok", "windowMs": 4987,
                      "requests": 987654, "perClient": ["1929.0"] * 64, "queueUs": 12,

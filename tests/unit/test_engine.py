@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mnist_jobs import engine
-from mnist_jobs._stage import InputError
+from mnist_jobs.lib.stage_cli import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 

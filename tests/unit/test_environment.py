@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import copy
 
-from mnist_jobs import environment
-from mnist_operator import compare
+from mnist_jobs.lib import provenance
+from mnist_operator.tools import compare
 
 from test_reconcile import World
 
@@ -54,10 +54,10 @@ def test_served_config_hash_ignores_how_the_protocol_spells_it():
             "instance_group": [{"count": 1, "kind": "KIND_CPU", "gpus": []}],
             "dynamic_batching": {"preferred_batch_size": [32, 64],
                                  "max_queue_delay_microseconds": 100}, "parameters": {}}
-    assert environment.config_hash(grpc) == environment.config_hash(http)
+    assert provenance.config_hash(grpc) == provenance.config_hash(http)
     two = copy.deepcopy(http)
     two["instance_group"][0]["count"] = 2
-    assert environment.config_hash(two) != environment.config_hash(http)
+    assert provenance.config_hash(two) != provenance.config_hash(http)
 
 
 def status_with(triton_image: str, triton_version: str = "2.61.0") -> dict:
@@ -96,8 +96,8 @@ def test_compare_never_puts_two_environments_under_one_fingerprint():
 
 
 def test_a_node_is_asked_about_once_and_a_forbidden_read_means_no_labels(monkeypatch):
-    from mnist_operator import kube
-    from mnist_operator.cache import ClusterCache
+    from mnist_operator.cluster import kube
+    from mnist_operator.cluster.cache import ClusterCache
     asked = []
 
     def request(api, method, path, *a, **k):
@@ -124,7 +124,7 @@ def test_model_analyzers_version_is_read_without_starting_it(monkeypatch):
 
     def no_subprocess(*a, **k):
         raise AssertionError("model-analyzer was started")
-    monkeypatch.setattr(environment.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(provenance.subprocess, "run", no_subprocess)
     script = str(Path(sysconfig.get_path("scripts")) / "model-analyzer")
-    assert environment.model_analyzer_version(script) == \
+    assert provenance.model_analyzer_version(script) == \
         importlib.metadata.version("triton-model-analyzer")

@@ -7,8 +7,11 @@ import contextvars
 
 import pytest
 
-from mnist_operator import builders, handlers
-from mnist_operator.cache import ClusterCache
+from mnist_operator.cluster import handlers, kube, runtime
+from mnist_operator.cluster.cache import ClusterCache
+from mnist_operator.cluster.runtime import Operator
+from mnist_operator.core import builders
+from mnist_operator.core.reconcile import Decision
 
 LONG = "a-resource-whose-name-is-longer-than-sixty-three-characters-for-sure"
 
@@ -38,17 +41,17 @@ class Asked:
 
 @pytest.fixture
 def shell(monkeypatch):
-    known, asked = ClusterCache(), Asked()
-    monkeypatch.setattr(handlers, "known", known)
-    monkeypatch.setattr(handlers, "passes", asked)
-    return known, asked
+    operator = Operator(cache=ClusterCache(), environ={})
+    operator.passes = Asked()
+    monkeypatch.setattr(handlers, "OPERATOR", operator)  # what the kopf handlers delegate to
+    return operator.cache, operator.passes
 
 
 def test_a_pod_of_a_long_named_resource_queues_its_pass(shell):
     known, asked = shell
     assert len(LONG) > 63 and builders.instance_label(LONG) != LONG
     known.put_resource(cr(LONG))
-    handlers.on_child(pod(LONG), "ADDED")
+    handlers.OPERATOR.child_event(pod(LONG), "ADDED")
     assert asked.keys == [(("ns", LONG), 0.0)]
     assert [p["metadata"]["name"] for p in known.children(cr(LONG))["pods"]] == ["p"]
 
@@ -57,9 +60,9 @@ def test_a_listing_of_what_was_primed_queues_no_pass_and_deleted_empties_it(shel
     known, asked = shell
     known.put_resource(cr("demo"))
     known.put(pod("demo"))                  # the priming listing
-    handlers.on_child(pod("demo"), None)    # the watch's first listing: the same version
+    handlers.OPERATOR.child_event(pod("demo"), None)    # the watch's first listing: the same version
     assert asked.keys == [] and len(known.children(cr("demo"))["pods"]) == 1
-    handlers.on_child(pod("demo"), "DELETED")
+    handlers.OPERATOR.child_event(pod("demo"), "DELETED")
     assert asked.keys == [(("ns", "demo"), 0.0)] and known.children(cr("demo"))["pods"] == []
 
 
@@ -72,7 +75,7 @@ def test_a_listing_that_shows_a_change_since_priming_queues_a_pass(shell):
     finished = pod("demo")
     finished["metadata"]["resourceVersion"] = "6"
     finished["status"]["phase"] = "Succeeded"
-    handlers.on_child(finished, None)
+    handlers.OPERATOR.child_event(finished, None)
     assert asked.keys == [(("ns", "demo"), 0.0)]
     assert known.children(cr("demo"))["pods"][0]["status"]["phase"] == "Succeeded"
 
@@ -90,7 +93,7 @@ def test_a_listing_that_shows_a_newer_resource_queues_its_pass(shell):
 
 def test_a_child_of_an_unknown_resource_is_kept_and_queues_nothing(shell):
     known, asked = shell
-    handlers.on_child(pod("later"), "ADDED")
+    handlers.OPERATOR.child_event(pod("later"), "ADDED")
     assert asked.keys == []
     known.put_resource(cr("later"))   # its own watch event comes after its pod's
     assert len(known.children(cr("later"))["pods"]) == 1
@@ -105,11 +108,12 @@ def test_a_pass_runs_in_kopfs_context(monkeypatch):
         seen.append(var.get(None))
         return None
 
-    monkeypatch.setattr(handlers, "_one_pass", one_pass)
+    operator = Operator(environ={})
+    operator.one_pass = one_pass
     token = var.set("from kopf's startup")
-    monkeypatch.setattr(handlers, "_context", contextvars.copy_context())
+    operator.context = contextvars.copy_context()
     var.reset(token)
-    assert handlers.next_pass(("ns", "ctx")) is None
+    assert operator.next_pass(("ns", "ctx")) is None
     assert seen == ["from kopf's startup"]
 
 
@@ -132,8 +136,8 @@ def test_apply_writes_what_it_created_and_deleted_into_the_cache(shell, monkeypa
     known, _ = shell
     fake = FakeKube()
     for fn in ("create", "delete"):
-        monkeypatch.setattr(handlers.kube, fn, getattr(fake, fn))
-    monkeypatch.setattr(handlers, "api", lambda: None)
+        monkeypatch.setattr(kube, fn, getattr(fake, fn))
+    monkeypatch.setattr(handlers.OPERATOR, "api", lambda: None)
     owner = cr("demo")
     old_job = {"apiVersion": "batch/v1", "kind": "Job",
                "metadata": {"name": "old", "namespace": "ns", "resourceVersion": "3",
@@ -143,9 +147,9 @@ def test_apply_writes_what_it_created_and_deleted_into_the_cache(shell, monkeypa
     new_job = {"apiVersion": "batch/v1", "kind": "Job",
                "metadata": {"name": "new", "namespace": "ns",
                             "labels": {builders.LABEL_INSTANCE: "demo"}}, "spec": {}}
-    decision = handlers.Decision(create=[new_job], delete=[
+    decision = Decision(create=[new_job], delete=[
         {"apiVersion": "batch/v1", "kind": "Job", "name": "old", "namespace": "ns"}])
-    assert handlers.apply(decision, owner) == []
+    assert handlers.OPERATOR.apply(decision, owner) == []
     jobs = {j["metadata"]["name"]: j for j in known.children(owner)["jobs"]}
     assert set(jobs) == {"old", "new"}
     assert jobs["old"]["metadata"].get("deletionTimestamp")
@@ -171,7 +175,6 @@ def test_a_job_without_a_pod_is_asked_about_only_after_the_grace(monkeypatch):
     """The job controller makes a pod within seconds: a young podless Job costs no events
     LIST; one podless past the grace has its FailedCreate events read."""
     from datetime import datetime, timedelta, timezone
-    from mnist_operator import kube
     listed = []
 
     def request(api, method, path, body=None, query=None, content_type=None):
@@ -206,14 +209,14 @@ def test_a_resource_deleted_during_its_pass_ends_the_pass_quietly(shell, monkeyp
     known.put_resource(cr("gone"))
 
     def request(_api, method, path, body=None, query=None, content_type=""):
-        raise handlers.kube.KubeError(404, method, path,
+        raise kube.KubeError(404, method, path,
                                       '{"reason": "NotFound", "message": "not found"}')
 
-    monkeypatch.setattr(handlers, "api", lambda: None)
-    monkeypatch.setattr(handlers.kube, "observe_children",
+    monkeypatch.setattr(handlers.OPERATOR, "api", lambda: None)
+    monkeypatch.setattr(kube, "observe_children",
                         lambda _a, owner, cache, _now: cache.children(owner))
-    monkeypatch.setattr(handlers.kube, "_request", request)   # the status PATCH's answer
-    monkeypatch.setattr(handlers, "apply", lambda _decision, _cr: [])
-    monkeypatch.setattr(handlers.kopf, "event", lambda *a, **k: None)
-    assert handlers._one_pass("ns", "gone") is None   # no traceback, nothing rescheduled
+    monkeypatch.setattr(kube, "_request", request)   # the status PATCH's answer
+    monkeypatch.setattr(handlers.OPERATOR, "apply", lambda _decision, _cr: [])
+    monkeypatch.setattr(runtime.kopf, "event", lambda *a, **k: None)
+    assert handlers.OPERATOR.one_pass("ns", "gone") is None   # no traceback, nothing rescheduled
     assert known.resource("ns", "gone") is not None     # the watch's DELETED event drops it

@@ -12,8 +12,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from mnist_operator import pipeline
-from mnist_jobs import triton
+from mnist_operator.core import pipeline
+from mnist_jobs.lib import triton
 from mnist_operator.local import display, processes, runner
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The operator's Prometheus metrics (mnist_operator/metrics.py): the pure parts
+"""The operator's Prometheus metrics (mnist_operator/cluster/metrics.py): the pure parts
 called directly, the recording read back from its own registry."""
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mnist_operator import handlers, kube, metrics
-from mnist_operator.status import PHASES
+from mnist_operator.cluster import kube, metrics
+from mnist_operator.cluster import main as operator_main
+from mnist_operator.core.status import PHASES
 
 
 def value(name: str, **labels: str) -> float:
@@ -178,8 +179,8 @@ def test_every_api_response_is_counted_by_verb_resource_and_code():
 
 # --------------------------------------------------------------------------- serving
 def test_metrics_port_flag():
-    assert handlers.parser().parse_args([]).metrics_port == metrics.DEFAULT_PORT == 8081
-    assert handlers.parser().parse_args(["--metrics-port=0"]).metrics_port == 0
+    assert operator_main.parser().parse_args([]).metrics_port == metrics.DEFAULT_PORT == 8081
+    assert operator_main.parser().parse_args(["--metrics-port=0"]).metrics_port == 0
     assert metrics.serve(0) is False                    # 0: nothing served
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from mnist_operator.passqueue import PassQueue
+from mnist_operator.cluster.passqueue import PassQueue
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_jobs import perf
+from mnist_jobs.lib import perf
 
 DATA = Path(__file__).parent / "data"
 

@@ -3,8 +3,8 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from mnist_operator import pipeline
-from mnist_operator.spec import parse_spec
+from mnist_operator.core import pipeline
+from mnist_operator.api.spec import parse_spec
 
 ALL = ["train", "export", "engine", "repo", "serve", "client", "bench-grpc", "bench-http", "analyze"]
 LAY = pipeline.Layout(PurePosixPath("/work"))

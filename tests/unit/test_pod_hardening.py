@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_operator import builders as B
-from mnist_operator import site_defaults
-from mnist_operator.reconcile import reconcile
-from mnist_operator.spec import RESOURCE_DEFAULTS, SpecError, merge_defaults, parse_spec
+from mnist_operator.core import builders as B
+from mnist_operator.api import site_defaults
+from mnist_operator.core.reconcile import reconcile
+from mnist_operator.api.spec import RESOURCE_DEFAULTS, SpecError, merge_defaults, parse_spec
 from test_builders import make_cr, objects, pod
 from test_reconcile import T0
 
@@ -147,7 +147,7 @@ def test_metadata_problems_are_what_the_api_server_refuses():
 
 
 def test_render_refuses_metadata_the_api_server_would_refuse():
-    from mnist_operator.render import RenderError, render
+    from mnist_operator.tools.render import RenderError, render
     doc = ("apiVersion: mnist.serving.dev/v1alpha1\nkind: MnistServing\n"
            "metadata:\n  name: demo\n  namespace: Bad_NS\n  labels: {\"team/a/b\": x}\nspec: {}\n")
     with pytest.raises(RenderError) as err:

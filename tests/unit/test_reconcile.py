@@ -13,9 +13,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mnist_operator.reconcile import (RETRY_ANNOTATION, Decision, job_outcome, reconcile,
+from mnist_operator.core.reconcile import (RETRY_ANNOTATION, Decision, job_outcome, reconcile,
                                       status_patch)
-from mnist_operator.status import get_condition
+from mnist_operator.core.status import get_condition
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 STEP = "mnist.serving.dev/step"
@@ -785,19 +785,19 @@ def test_a_queued_pod_that_comes_to_fit_no_node_is_news():
      "Unschedulable"),
 ])
 def test_the_schedulers_message_tells_queuing_from_fitting_no_node(message, reason):
-    from mnist_operator.children import unschedulable_reason
+    from mnist_operator.core.children import unschedulable_reason
     assert unschedulable_reason(message) == reason
 
 
 def test_pod_blocker_ignores_ordinary_waiting():
-    from mnist_operator.children import pod_blocker
+    from mnist_operator.core.children import pod_blocker
     creating = {"containerStatuses": [{"name": "stage", "state": {"waiting": {"reason": "ContainerCreating"}}}]}
     assert pod_blocker([_stuck_pod("j", creating)]) is None
     assert pod_blocker([]) is None
 
 
 def test_a_name_taken_by_someone_elses_object_is_explained():
-    from mnist_operator.reconcile import name_conflict
+    from mnist_operator.core.reconcile import name_conflict
     desired = {"kind": "Service", "metadata": {"name": "demo-triton",
                                                "labels": {"app.kubernetes.io/instance": "demo"}}}
     foreign = {"kind": "Service", "metadata": {"name": "demo-triton", "labels": {"owner": "x"}}}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from datetime import timedelta
 
-from mnist_operator import refusals as R
-from mnist_operator.reconcile import job_outcome, reconcile, replica_failure
-from mnist_operator.spec import parse_spec
+from mnist_operator.core import refusals as R
+from mnist_operator.core.reconcile import job_outcome, reconcile, replica_failure
+from mnist_operator.api.spec import parse_spec
 from test_reconcile import T0, World, created, events
 
 QUOTA = ('jobs.batch "demo-train-ee3394-0" is forbidden: exceeded quota: jobs, '

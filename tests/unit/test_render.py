@@ -8,7 +8,7 @@ from pathlib import Path
 import kubernetes_validate
 import yaml
 
-from mnist_operator import render as R
+from mnist_operator.tools import render as R
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "manifests" / "samples" / "mnistserving.yaml"
@@ -16,7 +16,7 @@ K8S_VERSION = "1.36.0"
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnist_operator.cli", "render", *args],
+    return subprocess.run([sys.executable, "-m", "mnist_operator.tools.cli", "render", *args],
                           input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 
@@ -112,3 +112,55 @@ def test_render_with_model_analyzer_adds_a_valid_analyze_job_with_its_triton_sid
     pod = analyze[0]["spec"]["template"]["spec"]
     sidecar = [c for c in pod.get("initContainers", []) if c.get("restartPolicy") == "Always"]
     assert sidecar and "--model-control-mode=explicit" in " ".join(sidecar[0].get("command", []) + sidecar[0].get("args", []))
+
+
+def test_render_with_the_operators_defaults_prints_what_the_operator_creates(tmp_path):
+    """With the operator's MNIST_SERVING_DEFAULT_* variables (the chart's stageDefaults),
+    render prints the objects the operator's pass creates for the same resource: the
+    first passes' claim, service account and train Job are compared whole (but
+    ownerReferences, which render leaves out)."""
+    from datetime import datetime, timezone
+
+    from mnist_operator.api import site_defaults
+    from mnist_operator.core.reconcile import reconcile
+
+    env = {"MNIST_SERVING_DEFAULT_IMAGE_PYTORCH": "registry.local/pytorch:1",
+           "MNIST_SERVING_DEFAULT_GPUS_TRAINING": "2",
+           "MNIST_SERVING_DEFAULT_NODE_SELECTOR": '{"pool": "gpu"}',
+           "MNIST_SERVING_DEFAULT_TOLERATIONS": '[{"key": "gpu", "operator": "Exists"}]'}
+    env_file = tmp_path / "operator.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    res = cli(str(SAMPLE), "-n", "ml", "--defaults-env", str(env_file))
+    assert res.returncode == 0, res.stderr
+    rendered = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(res.stdout) if d}
+
+    cr = {**yaml.safe_load(SAMPLE.read_text()), "metadata": {
+        "name": "demo", "namespace": "ml", "uid": "uid-1", "generation": 1}}
+    observed = {"jobs": [], "pods": [], "deployment": None, "service": None, "pvc": None,
+                "account": None, "nodes": {}}
+    created: dict = {}
+    for _ in range(2):   # the claim first, the train Job once the claim exists
+        decision = reconcile(site_defaults.with_defaults(cr, site_defaults.from_env(env)),
+                             observed, datetime(2026, 12, 1, tzinfo=timezone.utc))
+        for obj in decision.create:
+            created[(obj["kind"], obj["metadata"]["name"])] = obj
+            if obj["kind"] == "PersistentVolumeClaim":
+                observed["pvc"] = {**obj, "status": {"phase": "Bound"}}
+    train = next(k for k, o in created.items()
+                 if o["metadata"].get("labels", {}).get("mnist.serving.dev/step") == "train")
+    assert {"PersistentVolumeClaim", "ServiceAccount", "Job"} == {k for k, _ in created}
+    for key, obj in created.items():
+        obj = {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "ownerReferences"}}
+        assert rendered[key] == obj, key
+    pod = rendered[train]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.local/pytorch:1"
+    assert pod["nodeSelector"] == {"pool": "gpu"}
+
+
+def test_render_refuses_a_bad_operator_default_naming_the_variable(tmp_path):
+    env_file = tmp_path / "operator.env"
+    env_file.write_text("MNIST_SERVING_DEFAULT_GPUS_SERVING=lots\n")
+    res = cli(str(SAMPLE), "--defaults-env", str(env_file))
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == ("mnist-serving render: error: operator defaults: "
+                          "MNIST_SERVING_DEFAULT_GPUS_SERVING: must be an integer (got 'lots')\n")

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from mnist_jobs import bench, stats
-from mnist_jobs._stage import InputError
-from mnist_operator import results
+from mnist_jobs import bench
+from mnist_jobs.lib import stats
+from mnist_jobs.lib.stage_cli import InputError
+from mnist_operator.core import summary
 
 from test_closed_loop import ANALYZE_RESULT
 from test_reconcile import World, assert_quiet
@@ -64,14 +65,14 @@ def point(infer: str, low: str | None = None, high: str | None = None) -> dict:
     (point("100", "95", "105"), point("200"), "NoInterval"),
 ])
 def test_verdict_needs_intervals_that_do_not_overlap(before, after, word):
-    assert results.verdict(before, after) == word
+    assert summary.verdict(before, after) == word
 
 
 def test_overall_verdict_is_improved_only_when_every_pair_improved():
-    assert results.overall_verdict({"a": "Improved", "b": "Improved"}) == "Improved"
-    assert results.overall_verdict({"a": "Improved", "b": "NoChange"}) == "NoChange"
-    assert results.overall_verdict({"a": "Improved", "b": "Regressed"}) == "Regressed"
-    assert results.overall_verdict({"a": "Regressed", "b": "NoInterval"}) == "NoInterval"
+    assert summary.overall_verdict({"a": "Improved", "b": "Improved"}) == "Improved"
+    assert summary.overall_verdict({"a": "Improved", "b": "NoChange"}) == "NoChange"
+    assert summary.overall_verdict({"a": "Improved", "b": "Regressed"}) == "Regressed"
+    assert summary.overall_verdict({"a": "Regressed", "b": "NoInterval"}) == "NoInterval"
 
 
 # --------------------------------------------------------------------------- the condition
@@ -148,8 +149,8 @@ def test_local_summary_shows_the_interval_and_the_verdict():
 
 def test_the_spec_reaches_the_bench_command_line():
     from pathlib import PurePosixPath
-    from mnist_operator import pipeline
-    from mnist_operator.spec import parse_spec
+    from mnist_operator.core import pipeline
+    from mnist_operator.api.spec import parse_spec
     steps = pipeline.plan(parse_spec({"benchmark": {"perfAnalyzer": {"repeats": 3}}}),
                           pipeline.Layout(PurePosixPath("/work")))
     args = next(s for s in steps if s.name == "bench-grpc").args
@@ -164,9 +165,9 @@ def test_turning_apply_best_off_drops_the_verdict_and_nothing_to_apply_says_fals
     w.edit_spec(benchmark__modelAnalyzer__applyBest=False)
     w.step(1)
     assert all(c["type"] != "Improved" for c in w.status["conditions"])
-    assert results.improved_condition({"state": "NothingToApply", "message": "served is best"}) \
+    assert summary.improved_condition({"state": "NothingToApply", "message": "served is best"}) \
         == ("False", "NothingToApply", "served is best")
-    assert results.improved_condition({}) is None
+    assert summary.improved_condition({}) is None
 
 
 def with_slo(result: dict, infer: str | None, low: str = "", high: str = "") -> dict:

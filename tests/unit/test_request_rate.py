@@ -10,20 +10,21 @@ from pathlib import Path
 import pytest
 
 from mnist_jobs import bench
-from mnist_jobs._stage import InputError
-from mnist_jobs.slo import Slo
-from mnist_operator import compare, results
+from mnist_jobs.lib.stage_cli import InputError
+from mnist_jobs.lib.slo import Slo
+from mnist_operator.tools import compare
+from mnist_operator.core import summary
 from mnist_operator.local import display
 
 RESULT = json.loads((Path(__file__).parent / "data" / "bench-rate-poisson-grpc.json").read_text())
 
 
-def summary() -> dict:
-    return results.summarize({"bench-grpc": {"stage": "bench", "state": "Succeeded", **RESULT}})
+def summarized() -> dict:
+    return summary.summarize({"bench-grpc": {"stage": "bench", "state": "Succeeded", **RESULT}})
 
 
 def test_status_reports_requested_and_achieved_at_best_and_points_behind():
-    onnx = summary()["benchmark"]["perfAnalyzer"]["mnist_onnx"]["grpc"]
+    onnx = summarized()["benchmark"]["perfAnalyzer"]["mnist_onnx"]["grpc"]
     row = RESULT["models"]["mnist_onnx"]["rows"][-1]
     assert onnx["requestRateAtBest"] == 20000 == row["rate"]
     assert onnx["achievedAtBest"] == row["achieved"] and float(row["achieved"]) < 0.9 * 20000
@@ -33,7 +34,7 @@ def test_status_reports_requested_and_achieved_at_best_and_points_behind():
 
 
 def test_local_summary_shows_rate_and_achieved():
-    lines = display.perf_table(summary())
+    lines = display.perf_table(summarized())
     onnx = next(l for l in lines if "mnist_onnx" in l)
     assert "20000/s poisson" in onnx and f"achieved {RESULT['models']['mnist_onnx']['best']['achieved']}" \
         in onnx and "1/2      behind" in onnx
@@ -44,7 +45,7 @@ def test_local_summary_shows_rate_and_achieved():
 
 
 def test_compare_shows_the_rate_and_a_sweep_labelled_by_rate():
-    status = {"phase": "Ready", **summary()}
+    status = {"phase": "Ready", **summarized()}
     sweeps = compare.sweeps_of({"bench-grpc": RESULT})
     row = next(r for r in compare.rows_of("s", status, sweeps) if r.model == "mnist_onnx")
     best = RESULT["models"]["mnist_onnx"]["best"]

@@ -1,4 +1,4 @@
-"""results.summarize on the step results of a real local run
+"""summary.summarize on the step results of a real local run
 (tests/unit/data/results-demo/*.json: `mnist-serving run examples/local.yaml`
 on this 2-core machine, pytriton tritonserver, perf_analyzer 2.45,
 model-analyzer 1.58)."""
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mnist_operator.local import display
-from mnist_operator.results import summarize
+from mnist_operator.core.summary import summarize
 
 DATA = Path(__file__).parent / "data" / "results-demo"
 
@@ -102,22 +102,22 @@ def test_failed_and_missing_steps_contribute_nothing(demo):
 
 
 def test_the_gpu_that_trained_is_named():
-    from mnist_operator import results
+    from mnist_operator.core import summary
     train = {"stage": "train", "state": "Succeeded", "accuracy": "0.9560", "device": "cuda",
              "gpu": "NVIDIA H200", "epochs": 6}
-    assert results.summarize({"train": train})["model"]["trainGpu"] == "NVIDIA H200"
+    assert summary.summarize({"train": train})["model"]["trainGpu"] == "NVIDIA H200"
 
 
 def test_best_throughput_is_the_highest_point_over_models_and_protocols():
     import json
     from pathlib import Path
-    from mnist_operator import results
+    from mnist_operator.core import summary
     data = Path(__file__).parent / "data" / "results-demo"
     recs = {p.stem: json.loads(p.read_text()) for p in data.glob("*.json")}
-    bench = results.summarize(recs)["benchmark"]
+    bench = summary.summarize(recs)["benchmark"]
     points = [float(pt["bestInferPerSec"]) for per in bench["perfAnalyzer"].values() for pt in per.values()]
     assert float(bench["bestThroughput"]) == max(points) and isinstance(bench["bestThroughput"], str)
-    assert "bestThroughput" not in results.summarize({})["benchmark"]
+    assert "bestThroughput" not in summary.summarize({})["benchmark"]
 
 
 def test_best_points_telemetry_reaches_the_status(demo):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_operator import handlers, site_defaults
-from mnist_operator.site_defaults import from_env, watch_namespaces
-from mnist_operator.spec import parse_spec
+from mnist_operator.cluster import main as operator_main
+from mnist_operator.cluster.runtime import Operator
+from mnist_operator.api import site_defaults
+from mnist_operator.api.site_defaults import from_env, watch_namespaces
+from mnist_operator.api.spec import merge_defaults, parse_spec
 
 PREFIX = "MNIST_SERVING_DEFAULT_"
 
@@ -39,7 +41,7 @@ def test_all_variables_together_fill_a_spec():
     env = {PREFIX + "IMAGE_SDK": "registry.local/sdk:1", PREFIX + "GPUS_TRAINING": "0",
            PREFIX + "GPUS_SERVING": "2", PREFIX + "NODE_SELECTOR": '{"pool": "gpu"}',
            PREFIX + "TOLERATIONS": "[]"}
-    spec = parse_spec({"serving": {"gpus": 1}}, from_env(env))
+    spec = parse_spec(merge_defaults({"serving": {"gpus": 1}}, from_env(env)))
     assert spec.images.sdk == "registry.local/sdk:1" and spec.training.gpus == 0
     assert spec.serving.gpus == 1                      # the resource wins
     assert spec.scheduling.node_selector == {"pool": "gpu"}
@@ -76,7 +78,7 @@ def test_every_bad_variable_is_reported():
 
 
 def test_every_operator_wide_field_has_a_variable():
-    from mnist_operator.spec import operator_default_paths
+    from mnist_operator.api.spec import operator_default_paths
     assert sorted(site_defaults.DEFAULT_FIELDS.values()) == sorted(operator_default_paths())
 
 
@@ -94,14 +96,14 @@ def test_watch_namespaces(raw, expected):
     (["--all-namespaces"], "team-a", []),
 ])
 def test_operator_watches_flags_then_the_variable(argv, env, expected):
-    args = handlers.parser().parse_args(argv)
-    assert handlers.namespaces_to_watch(args, {"MNIST_SERVING_WATCH_NAMESPACES": env}) == expected
+    args = operator_main.parser().parse_args(argv)
+    assert operator_main.namespaces_to_watch(args, {"MNIST_SERVING_WATCH_NAMESPACES": env}) == expected
 
 
 def test_operator_hands_reconcile_the_resource_with_its_defaults_under_it():
     cr = {"metadata": {"name": "demo"}, "spec": {"images": {"sdk": "mine/sdk:2"},
                                                  "serving": {"models": ["onnx"], "cpuOnly": True}}}
-    seen = handlers.with_defaults(cr, from_env({PREFIX + "IMAGE_SDK": "site/sdk:1",
+    seen = site_defaults.with_defaults(cr, from_env({PREFIX + "IMAGE_SDK": "site/sdk:1",
                                                 PREFIX + "IMAGE_TRITON": "site/triton:1",
                                                 PREFIX + "GPUS_SERVING": "1"}))
     assert seen["metadata"] is cr["metadata"]
@@ -111,9 +113,8 @@ def test_operator_hands_reconcile_the_resource_with_its_defaults_under_it():
 
 
 def test_operator_refuses_to_start_with_a_bad_default(monkeypatch, capsys):
-    monkeypatch.setattr(handlers, "_defaults", None)
     monkeypatch.setenv(PREFIX + "GPUS_SERVING", "lots")
-    assert handlers.main([]) == 2
+    assert operator_main.main([], Operator()) == 2
     err = capsys.readouterr().err
     assert err == ("mnist-serving operator: error: MNIST_SERVING_DEFAULT_GPUS_SERVING: "
                    "must be an integer (got 'lots')\n")

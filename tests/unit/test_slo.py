@@ -2,7 +2,7 @@
 function standing in for perf_analyzer (a server whose p99 grows with load)."""
 from __future__ import annotations
 
-from mnist_jobs.slo import MAX_REFINE, Slo, refine
+from mnist_jobs.lib.slo import MAX_REFINE, Slo, refine
 
 
 def server(p99_ms_per_load: float = 1.0, saturation: int = 1_000_000, key: str = "c"):

@@ -9,15 +9,16 @@ import io
 import json
 from pathlib import Path
 
-from mnist_operator import compare, results
+from mnist_operator.tools import compare
+from mnist_operator.core import summary
 from mnist_operator.local import display
 
 RESULT = json.loads((Path(__file__).parent / "data" / "bench-slo-grpc.json").read_text())
 FOUND = RESULT["models"]["mnist_onnx"]["slo"]
 
 
-def summary(result: dict = RESULT) -> dict:
-    return results.summarize({"bench-grpc": {"stage": "bench", "state": "Succeeded", **result}})
+def summarized(result: dict = RESULT) -> dict:
+    return summary.summarize({"bench-grpc": {"stage": "bench", "state": "Succeeded", **result}})
 
 
 def test_the_real_search_met_the_slo_with_its_failing_neighbour():
@@ -30,7 +31,7 @@ def test_the_real_search_met_the_slo_with_its_failing_neighbour():
 
 
 def test_status_and_printer_column_use_the_throughput_at_the_slo():
-    bench = summary()["benchmark"]
+    bench = summarized()["benchmark"]
     point = bench["perfAnalyzer"]["mnist_onnx"]["grpc"]
     assert point["inferPerSecAtSlo"] == FOUND["atSlo"]["inferPerSec"]
     assert point["concurrencyAtSlo"] == FOUND["atSlo"]["c"]
@@ -45,7 +46,7 @@ def test_status_and_printer_column_use_the_throughput_at_the_slo():
 def test_without_an_slo_the_column_shows_the_best():
     plain = dict(RESULT, models={"mnist_onnx": {k: v for k, v in RESULT["models"]["mnist_onnx"]
                                                 .items() if k != "slo"}})
-    bench = summary(plain)["benchmark"]
+    bench = summarized(plain)["benchmark"]
     assert bench["throughput"] == bench["bestThroughput"] and "throughputAtSlo" not in bench
 
 
@@ -54,18 +55,18 @@ def test_none_meeting_it_says_so_everywhere():
     none["models"]["mnist_onnx"]["slo"] = {
         "slo": "p99 <= 1 ms", "refined": [], "firstFailing": {"c": 1, "p99Us": 4008},
         "none": "no point meets p99 <= 1 ms: the lowest, c=1, has p99 4.01 ms"}
-    bench = summary(none)["benchmark"]
+    bench = summarized(none)["benchmark"]
     assert bench["throughput"] == "none@p99<=1ms"
     assert bench["perfAnalyzer"]["mnist_onnx"]["grpc"]["inferPerSecAtSlo"] == "none"
-    text = "\n".join(display.perf_table(summary(none)))
+    text = "\n".join(display.perf_table(summarized(none)))
     assert "SLO p99 <= 1 ms: no point meets p99 <= 1 ms: the lowest, c=1, has p99 4.01 ms\n" \
         in text + "\n"
-    row = compare.rows_of("s", {"phase": "Ready", **summary(none)})[0]
+    row = compare.rows_of("s", {"phase": "Ready", **summarized(none)})[0]
     assert row.infer_per_sec_at_slo == "none meets it; c=1 fails" and row.at_slo is None
 
 
 def test_local_summary_shows_the_slo_line():
-    text = "\n".join(display.perf_table(summary()))
+    text = "\n".join(display.perf_table(summarized()))
     best, failing = FOUND["atSlo"], FOUND["firstFailing"]
     assert (f"SLO p99 <= 8 ms: {best['inferPerSec']} infer/s at c={best['c']} "
             f"(p99 {best['p99Us'] / 1000:.2f} ms); c={failing['c']} fails") in text
@@ -73,7 +74,7 @@ def test_local_summary_shows_the_slo_line():
 
 
 def test_compare_table_csv_and_plot_carry_the_slo(tmp_path):
-    status = {"phase": "Ready", **summary()}
+    status = {"phase": "Ready", **summarized()}
     rows = compare.rows_of("run", status, compare.sweeps_of({"bench-grpc": RESULT}))
     row = rows[0]
     best, failing = FOUND["atSlo"], FOUND["firstFailing"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_operator.spec import (CROSS_FIELD_RULES, MnistServingSpec, SpecError, merge_defaults,
+from mnist_operator.api.spec import (CROSS_FIELD_RULES, MnistServingSpec, SpecError, merge_defaults,
                                  operator_default_paths, parse_spec, validate)
 
 
@@ -116,7 +116,7 @@ SITE = {"images": {"sdk": "registry.local/sdk:1", "pullPolicy": "Always"},
 
 
 def test_operator_defaults_fill_what_the_resource_leaves_out():
-    spec = parse_spec({"training": {"epochs": 3}}, SITE)
+    spec = parse_spec(merge_defaults({"training": {"epochs": 3}}, SITE))
     assert spec.images.sdk == "registry.local/sdk:1" and spec.images.pull_policy == "Always"
     assert spec.training.gpus == 0 and spec.serving.gpus == 2
     assert spec.scheduling.node_selector == {"pool": "gpu"}
@@ -127,8 +127,9 @@ def test_operator_defaults_fill_what_the_resource_leaves_out():
 
 
 def test_the_resource_wins_over_operator_defaults():
-    spec = parse_spec({"images": {"sdk": "mine/sdk:2"}, "serving": {"gpus": 1},
-                       "scheduling": {"nodeSelector": {"zone": "a"}, "tolerations": []}}, SITE)
+    spec = parse_spec(merge_defaults({"images": {"sdk": "mine/sdk:2"}, "serving": {"gpus": 1},
+                                      "scheduling": {"nodeSelector": {"zone": "a"},
+                                                     "tolerations": []}}, SITE))
     assert spec.images.sdk == "mine/sdk:2" and spec.images.pull_policy == "Always"
     assert spec.serving.gpus == 1
     # maps and lists are replaced whole, not merged: the resource can drop a site key
@@ -137,13 +138,14 @@ def test_the_resource_wins_over_operator_defaults():
 
 
 def test_no_defaults_means_built_in_defaults():
-    assert parse_spec({}, None) == parse_spec({}, {}) == parse_spec({}) == MnistServingSpec()
+    assert (parse_spec(merge_defaults({}, None)) == parse_spec(merge_defaults({}, {}))
+            == parse_spec({}) == MnistServingSpec())
 
 
 def test_cpu_only_without_gpus_serves_on_zero_gpus_whatever_the_default():
     cpu = {"serving": {"models": ["onnx", "bls"], "cpuOnly": True}, "tensorrt": {"enabled": False}}
     assert parse_spec(cpu).serving.gpus == 0
-    assert parse_spec(cpu, SITE).serving.gpus == 0
+    assert parse_spec(merge_defaults(cpu, SITE)).serving.gpus == 0
     errors = errors_of({**cpu, "serving": {**cpu["serving"], "gpus": 2}})
     assert errors == ["spec.serving.gpus: must be 0 with cpuOnly: true"]
 

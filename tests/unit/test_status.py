@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mnist_operator.status import (camel_reason, get_condition, one_line, ordered,
+from mnist_operator.core.status import (camel_reason, get_condition, one_line, ordered,
                                    parse_timestamp, set_condition, stage_condition, timestamp)
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)

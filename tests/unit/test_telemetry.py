@@ -1,4 +1,4 @@
-"""Triton's metrics endpoint sampled during a bench point (mnist_jobs.telemetry).
+"""Triton's metrics endpoint sampled during a bench point (mnist_jobs.lib.telemetry).
 
 Two kinds of metrics text: one captured from the real tritonserver here (CPU
 only, so no GPU families), and a hand-written pair with two GPUs in Triton's
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from mnist_jobs import bench, perf, telemetry
-from mnist_jobs._stage import fmt
+from mnist_jobs import bench
+from mnist_jobs.lib import perf, telemetry
+from mnist_jobs.lib.stage_cli import fmt
 
 DATA = Path(__file__).parent / "data"
 CPU_START, CPU_END = ((DATA / f"triton-metrics-cpu-{w}.txt").read_text() for w in ("start", "end"))
@@ -205,7 +206,7 @@ def fake_perf_analyzer(monkeypatch):
     monkeypatch.setattr(bench.subprocess, "run", run)
     monkeypatch.setattr(perf, "find_perf_analyzer", lambda: "perf_analyzer")
     monkeypatch.setattr(bench, "served_models", lambda protocol, url: {"mnist_onnx": "READY"})
-    monkeypatch.setattr(bench.environment, "served",
+    monkeypatch.setattr(bench.provenance, "served",
                         lambda protocol, url, models: {"triton": "2.45.0", "configs": {}})
 
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_jobs import triton
-from mnist_jobs._stage import StageError
+from mnist_jobs.lib import triton
+from mnist_jobs.lib.stage_cli import StageError
 
 
 def _install(source: str) -> triton.TritonInstall:

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .. import pipeline
-from ..results import limit_words, scaling_line
-from ..status import get_condition
-from ..vocabulary import ACCURACY
+from mnist_operator.core import pipeline
+from mnist_operator.core.summary import limit_words, scaling_line
+from mnist_operator.core.status import get_condition
+from mnist_operator.api.vocabulary import ACCURACY
 
 def _tuned(result: dict) -> str:
     tuned = "; ".join(f"{m} {o}" for m, o in result.get("overrides", {}).items())

@@ -19,15 +19,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from .. import pipeline
-from ..builders import CLIENTS_RUN_ENV
-from ..pipeline import Layout, Step
-from ..reconcile import Decision, Substrate, plan_of
-from ..spec import MnistServingSpec
-from ..status import timestamp
-from ..vocabulary import ANNOTATION_FINGERPRINT, FINISHED, LABEL_STEP
-from . import processes
-from .display import headline
+from mnist_operator.core import pipeline
+from mnist_operator.core.builders import CLIENTS_RUN_ENV
+from mnist_operator.core.pipeline import Layout, Step
+from mnist_operator.core.reconcile import Decision, Substrate, plan_of
+from mnist_operator.api.spec import MnistServingSpec
+from mnist_operator.core.status import timestamp
+from mnist_operator.api.vocabulary import ANNOTATION_FINGERPRINT, FINISHED, LABEL_STEP
+from mnist_operator.local import processes
+from mnist_operator.local.display import headline
 
 SERVE_READY_TIMEOUT_S = 300
 #: Per-step ``run`` values in the local status: what this run did with the step.

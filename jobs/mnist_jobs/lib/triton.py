@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ._stage import StageError
+from mnist_jobs.lib.stage_cli import InputError, StageError
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,20 @@ def client_module(protocol: str):
 
 def client_for(protocol: str, url: str):
     return client_module(protocol).InferenceServerClient(url=url)
+
+
+def served_models(protocol: str, url: str) -> dict[str, str]:
+    """name -> state, from the server's repository index."""
+    try:
+        c = client_for(protocol, url)
+        if protocol == "grpc":
+            index = c.get_model_repository_index(as_json=True).get("models", [])
+        else:
+            index = c.get_model_repository_index()
+    except Exception as exc:  # connection refused, wrong protocol on the port, ...
+        raise InputError("--url", f"cannot read the repository index of {url} over "
+                         f"{protocol}: {str(exc).splitlines()[0][:200]}") from None
+    return {m["name"]: m.get("state", "") for m in index}
 
 
 def served_config(client, protocol: str, model: str) -> dict:

@@ -24,7 +24,7 @@ import json
 import threading
 from datetime import datetime, timezone
 
-from .builders import LABEL_INSTANCE, instance_label
+from mnist_operator.core.builders import LABEL_INSTANCE, instance_label
 
 #: kind -> the key of observe's dict it feeds (lists for Jobs and Pods, one object otherwise).
 KINDS = {"Job": "jobs", "Pod": "pods", "Deployment": "deployment", "Service": "service",

@@ -48,16 +48,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import accuracy, builders, refusals, results
-from .children import (BLOCKED_REASONS, QUEUED_REASONS, deployment_readiness, job_outcome, meta,
+from mnist_operator.core import accuracy, builders, refusals, summary
+from mnist_operator.core.children import (BLOCKED_REASONS, QUEUED_REASONS, deployment_readiness, job_outcome, meta,
                        object_fingerprint, object_ref, pods_of_job, ran_on, replica_failure,
                        replicas, terminating, triton_pods)
-from .pipeline import Endpoints, Layout, Step, is_done, plan
-from .spec import MnistServingSpec, SpecError, parse_spec
-from .stages import STAGES
-from .status import (get_condition, one_line, ordered, parse_timestamp, set_condition,
+from mnist_operator.core.pipeline import Endpoints, Layout, Step, is_done, plan
+from mnist_operator.api.spec import MnistServingSpec, SpecError, parse_spec
+from mnist_operator.api.stage_table import STAGES
+from mnist_operator.core.status import (get_condition, one_line, ordered, parse_timestamp, set_condition,
                      stage_condition, timestamp)
-from .vocabulary import (ACCURACY, BACKING_OFF, FAILED, FALSE, FINISHED, IMPROVED_CONDITION,
+from mnist_operator.api.vocabulary import (ACCURACY, BACKING_OFF, FAILED, FALSE, FINISHED, IMPROVED_CONDITION,
                          LABEL_ATTEMPT, LABEL_FINGERPRINT, LABEL_INSTANCE, LABEL_STEP, PENDING,
                          READY, RETRY_ANNOTATION, RUNNING, SKIPPED, SUCCEEDED, TRUE, UNKNOWN,
                          WORK_DIR)
@@ -824,10 +824,10 @@ def build_status(p: Pass, steps: list[Step], stages: dict[str, dict], active: St
                  "message": stages[s.name].get("message", ""),
                  **(stages[s.name].get("result") or {})}
         for s in steps if stages[s.name].get("state") in FINISHED}
-    summary = results.summarize(
+    summarized = summary.summarize(
         summary_input, apply_best=p.spec.benchmark.model_analyzer.apply_best,
         accuracy_verdict=verdict) or {}
-    improved = results.improved_condition(summary.get("benchmark", {}).get("closedLoop"))
+    improved = summary.improved_condition(summarized.get("benchmark", {}).get("closedLoop"))
     if improved:
         conditions = set_condition(conditions, IMPROVED_CONDITION, *improved, gen, now)
     else:   # applyBest turned off: no verdict to keep
@@ -840,7 +840,7 @@ def build_status(p: Pass, steps: list[Step], stages: dict[str, dict], active: St
         "stages": stages,
         "endpoints": p.substrate.endpoints.as_status(),
         # model, benchmark (and clientAccuracy once the client step ran)
-        **{k: v for k, v in summary.items() if v is not None},
+        **{k: v for k, v in summarized.items() if v is not None},
     }
     if p.retry_token is not None:
         status["retryToken"] = p.retry_token

@@ -20,9 +20,9 @@ import hashlib
 import re
 from typing import Any
 
-from . import pipeline as P
-from . import spec as S
-from .vocabulary import (ANNOTATION_FINGERPRINT, LABEL_ATTEMPT, LABEL_COMPONENT,
+from mnist_operator.core import pipeline as P
+from mnist_operator.api import spec as S
+from mnist_operator.api.vocabulary import (ANNOTATION_FINGERPRINT, LABEL_ATTEMPT, LABEL_COMPONENT,
                          LABEL_FINGERPRINT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME,
                          LABEL_STEP, WORK_DIR)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._stage import InputError, StageError
+from mnist_jobs.lib.stage_cli import InputError, StageError
 
 SOURCES = ("download", "idx", "offline")
 MEAN, STD = 0.1307, 0.3081  # MNIST training-set pixel mean / std (pixels in [0, 1])

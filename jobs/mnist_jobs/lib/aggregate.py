@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._stage import StageError, fmt
+from mnist_jobs.lib.stage_cli import StageError, fmt
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .status import FALSE, PENDING, READY, get_condition, one_line, ordered, \
+from mnist_operator.core.status import FALSE, PENDING, READY, get_condition, one_line, ordered, \
     parse_timestamp, set_condition, timestamp
 
 FIRST_BACKOFF_SECONDS = 10

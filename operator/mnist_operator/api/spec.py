@@ -20,7 +20,7 @@ strings (``"0.0025"``) checked by a pattern.
 
 Public API::
 
-    parse_spec(dict, defaults=None) -> MnistServingSpec   # raises SpecError
+    parse_spec(dict) -> MnistServingSpec   # raises SpecError
     merge_defaults(dict, defaults) -> dict      # the effective spec, resource wins
     validate(spec) -> list[str]                 # "spec.a.b: message" each
     field_errors(dict) -> list[str]             # single-field checks of a partial spec
@@ -897,11 +897,12 @@ def field_errors(data: Any) -> list[str]:
     return errors
 
 
-def parse_spec(data: Any, defaults: dict | None = None) -> MnistServingSpec:
-    """Parse ``.spec`` (camelCase keys) with ``defaults`` (the operator's partial spec)
-    merged under it and built-in defaults filling the rest; raise SpecError."""
+def parse_spec(data: Any) -> MnistServingSpec:
+    """Parse ``.spec`` (camelCase keys), built-in defaults filling the rest; raise
+    SpecError. Operator-wide defaults come in before, through
+    site_defaults.with_defaults (merge_defaults), their one door."""
     errors: list[str] = []
-    spec = _parse(MnistServingSpec, merge_defaults(data, defaults), "spec", errors)
+    spec = _parse(MnistServingSpec, merge_defaults(data, None), "spec", errors)
     if not errors:
         errors = validate(spec)
     if errors:

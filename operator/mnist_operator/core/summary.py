@@ -2,7 +2,7 @@
 
 Pure, no I/O. Both the operator and the local runner call :func:`summarize`
 with the recorded step results (step name -> the stage's result JSON, step
-names from :func:`mnist_operator.pipeline.plan`) and show what it returns.
+names from :func:`mnist_operator.core.pipeline.plan`) and show what it returns.
 The output holds only ints, strings and nested maps (API conventions: no
 floats, no bools, no lists whose order could churn the status).
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import accuracy
-from .pipeline import BENCH_TUNED, REPO_TUNED, SERVE_TUNED, analyze_models_of, best_overrides
-from .vocabulary import FALSE, TRUE, UNKNOWN
+from mnist_operator.core import accuracy
+from mnist_operator.core.pipeline import BENCH_TUNED, REPO_TUNED, SERVE_TUNED, analyze_models_of, best_overrides
+from mnist_operator.api.vocabulary import FALSE, TRUE, UNKNOWN
 
 SUCCEEDED, SKIPPED = "Succeeded", "Skipped"
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import PurePosixPath
 from typing import Any
 
-from . import stages
-from .spec import MODELS, MnistServingSpec, TRITON_MODEL
-from .vocabulary import FINISHED
+from mnist_operator.api import stage_table
+from mnist_operator.api.spec import MODELS, MnistServingSpec, TRITON_MODEL
+from mnist_operator.api.vocabulary import FINISHED
 
 #: Container ports Triton serves on (the Deployment and the local serve stage).
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
@@ -221,7 +221,7 @@ class AnalyzeParams(Params):
 @dataclass(frozen=True)
 class Step:
     name: str                    # status key and Job name part: train, bench-grpc, ...
-    stage: str                   # mnist_jobs module, a row of stages.STAGES
+    stage: str                   # mnist_jobs module, a row of stage_table.STAGES
     params: Params               # its CLI's flags, without --result
     fingerprint: str             # 12 hex chars
     needs: tuple[str, ...]       # step names whose outputs it reads
@@ -231,8 +231,8 @@ class Step:
     inputs: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
-    def facts(self) -> stages.Stage:
-        return stages.BY_NAME[self.stage]
+    def facts(self) -> stage_table.Stage:
+        return stage_table.BY_NAME[self.stage]
 
     @property
     def args(self) -> tuple[str, ...]:

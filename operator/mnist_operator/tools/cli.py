@@ -16,11 +16,11 @@ import sys
 
 COMMANDS = {
     "run": ("mnist_operator.local.runner", "the whole pipeline on this machine (no cluster)"),
-    "render": ("mnist_operator.render", "print every object the operator would create"),
-    "crd": ("mnist_operator.crd", "print the generated CustomResourceDefinition"),
-    "operator": ("mnist_operator.handlers", "run the operator (kopf) against the current cluster"),
-    "compare": ("mnist_operator.compare", "one table and plot from many runs or resources"),
-    "reference": ("mnist_operator.reference", "print the resource reference (README section)"),
+    "render": ("mnist_operator.tools.render", "print every object the operator would create"),
+    "crd": ("mnist_operator.tools.crd", "print the generated CustomResourceDefinition"),
+    "operator": ("mnist_operator.cluster.main", "run the operator (kopf) against the current cluster"),
+    "compare": ("mnist_operator.tools.compare", "one table and plot from many runs or resources"),
+    "reference": ("mnist_operator.tools.reference", "print the resource reference (docs/reference.md)"),
 }
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterator, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from .status import FAILED, PHASES, SKIPPED, SUCCEEDED, parse_timestamp
+from mnist_operator.core.status import FAILED, PHASES, SKIPPED, SUCCEEDED, parse_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 conv 1->20 5x5, maxpool 2, conv 20->50 5x5, maxpool 2, fc 800->500, ReLU,
 fc 500->10 (logits; softmax is left to the consumer). Input: normalized
-digits ``[N, 1, 28, 28]`` float32 (see :func:`mnist_jobs.data.normalize`).
+digits ``[N, 1, 28, 28]`` float32 (see :func:`mnist_jobs.lib.data.normalize`).
 """
 from __future__ import annotations
 

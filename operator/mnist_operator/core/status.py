@@ -19,8 +19,8 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from .stages import STAGES
-from .vocabulary import (ACCURACY, BACKING_OFF, FAILED, FAILED_PHASE, FALSE, FINISHED, PENDING,
+from mnist_operator.api.stage_table import STAGES
+from mnist_operator.api.vocabulary import (ACCURACY, BACKING_OFF, FAILED, FAILED_PHASE, FALSE, FINISHED, PENDING,
                          PENDING_PHASE, READY, READY_PHASE, RUNNING, SKIPPED, SUCCEEDED, TRUE,
                          UNKNOWN)
 

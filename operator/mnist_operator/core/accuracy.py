@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .vocabulary import FALSE, SUCCEEDED, TRUE, UNKNOWN
+from mnist_operator.api.vocabulary import FALSE, SUCCEEDED, TRUE, UNKNOWN
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .results import scaling_line
-from .spec import GROUP, PLURAL, VERSION
+from mnist_operator.core.summary import scaling_line
+from mnist_operator.api.spec import GROUP, PLURAL, VERSION
 
 STATUS_FILE = "status.json"
 CSV_FILE, PNG_FILE = "compare.csv", "compare.png"

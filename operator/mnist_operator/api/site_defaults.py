@@ -2,7 +2,7 @@
 
 The Helm chart turns its ``stageDefaults`` values into the ``MNIST_SERVING_DEFAULT_*``
 variables below (templates/deployment.yaml). :func:`from_env` turns them into a
-partial spec (camelCase) for ``spec.parse_spec(data, defaults)``, which merges it
+partial spec (camelCase) for :func:`with_defaults` (``spec.merge_defaults``), which merges it
 UNDER each resource's spec: a field the resource sets wins, a field it leaves out
 takes the operator's default, and the built-in dataclass default comes last. The
 CRD carries no default for these fields (``operatorDefault`` in spec.py), so the
@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any, Mapping
 
-from . import spec as S
+from mnist_operator.api import spec as S
 
 WATCH_NAMESPACES = "MNIST_SERVING_WATCH_NAMESPACES"
 
@@ -102,9 +102,17 @@ def from_env(environ: Mapping[str, str]) -> dict:
     return partial
 
 
+def with_defaults(cr: dict, defaults: dict) -> dict:
+    """The resource as the core should see it: its spec with the operator's defaults
+    merged under it (what it sets wins). The one door through which operator defaults
+    reach a spec: the operator's pass and ``mnist-serving render`` both use it."""
+    return {**cr, "spec": S.merge_defaults(cr.get("spec"), defaults)}
+
+
 def watch_namespaces(environ: Mapping[str, str]) -> list[str]:
     """MNIST_SERVING_WATCH_NAMESPACES ("a,b"); empty or unset: [] (every namespace)."""
     return [ns.strip() for ns in environ.get(WATCH_NAMESPACES, "").split(",") if ns.strip()]
 
 
-__all__ = ["DEFAULT_FIELDS", "READ_VARS", "WATCH_NAMESPACES", "from_env", "watch_namespaces"]
+__all__ = ["DEFAULT_FIELDS", "READ_VARS", "WATCH_NAMESPACES", "from_env", "with_defaults",
+           "watch_namespaces"]

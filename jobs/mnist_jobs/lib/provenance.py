@@ -16,7 +16,7 @@ import subprocess
 import sysconfig
 from pathlib import Path
 
-from .triton import client_for, served_config
+from mnist_jobs.lib.triton import client_for, served_config
 
 UNKNOWN = "unknown"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from .spec import GROUP
+from mnist_operator.api.spec import GROUP
 
 # --------------------------------------------------------------------------- labels
 LABEL_NAME = "app.kubernetes.io/name"

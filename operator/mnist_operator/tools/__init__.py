@@ -1,0 +1,2 @@
+"""The commands people type: `mnist-serving` and its subcommands (render, crd,
+reference, compare). May import every layer below."""
