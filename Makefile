@@ -73,8 +73,9 @@ manifests: setup ## Regenerate the CRD and RBAC under manifests/ and the chart's
 	$(PY) scripts/gen-chart.py
 
 .PHONY: docs
-docs: setup ## Regenerate the README's resource reference from the spec model
-	$(VENV)/bin/mnist-serving reference --write README.md
+docs: setup ## Regenerate docs/reference.md (spec model) and CONTRACT.md's stage flags (stage CLIs)
+	$(VENV)/bin/mnist-serving reference --write docs/reference.md
+	$(PY) scripts/gen-contract.py --write
 
 .PHONY: render
 render: setup ## Print every object the operator would create for the sample resource

@@ -421,7 +421,7 @@ def run_analyze(a) -> dict:
             "reports": reports[:6], "reportFormat": report_note, "out": str(out)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser():
     p = stage_parser("analyze", "Profile served models with model-analyzer (bounded by default).")
     p.add_argument("--model-repo", type=Path, required=True)
     p.add_argument("--models", default="mnist_onnx")
@@ -447,7 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--triton-grpc-endpoint", help="remote mode: HOST:PORT")
     p.add_argument("--triton-metrics-url",
                    help="remote mode: http://HOST:PORT/metrics (default: the HTTP host, port 8002)")
-    return run_stage("analyze", p, run_analyze, argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage("analyze", parser(), run_analyze, argv)
 
 
 if __name__ == "__main__":

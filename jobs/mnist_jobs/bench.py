@@ -484,7 +484,7 @@ def _measure_point(command_for: Callable[[Path], list[str]], log_path: Path,
     return code, output, text
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser():
     p = stage_parser("bench", "Measure served models with perf_analyzer.")
     p.add_argument("--url", required=True, help="HOST:PORT of the protocol's endpoint")
     p.add_argument("--protocol", default="grpc", help="grpc or http")
@@ -531,6 +531,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--barrier-timeout-s", type=float, default=600.0,
                    help="the longest a client waits for the others at a barrier")
     p.add_argument("--out", type=Path, required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
 
     def body(a):
         models = [m.strip() for m in a.models.split(",") if m.strip()]

@@ -85,7 +85,7 @@ def load_test_digits(source: str, data_dir: Path, samples: int) -> tuple[np.ndar
     return images, labels
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser():
     p = stage_parser("client", "Send held-out MNIST digits to served models; report accuracy.")
     p.add_argument("--url", help="HOST:PORT for --protocol")
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
@@ -95,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--data-source", choices=("download", "idx", "offline"), default="offline")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
 
     def body(a):
         urls = {}

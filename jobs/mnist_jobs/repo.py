@@ -266,7 +266,7 @@ def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_si
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser():
     p = stage_parser("repo", "Write a Triton model repository (mnist_onnx, mnist_trt, mnist_pt, "
                              "mnist_bls).")
     p.add_argument("--artifacts", type=Path, required=True,
@@ -288,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--override", action="append", default=[], metavar="MODEL:KEY=VALUE,...",
                    help="one model's own settings (repeatable), keys: " + ", ".join(OVERRIDE_KEYS)
                         + "; e.g. mnist_onnx:instances=2,max_batch_size=64")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
 
     def body(a):
         return build_repository(a.artifacts, a.out, parse_models(a.models), a.max_batch_size,

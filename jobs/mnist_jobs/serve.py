@@ -27,7 +27,7 @@ def _models(index: list[dict]) -> dict[str, str]:
     return {m["name"]: m.get("state", "UNKNOWN") for m in index}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser():
     p = stage_parser("serve", "Serve a model repository with a local tritonserver until stopped.")
     p.add_argument("--model-repo", type=Path, required=True)
     p.add_argument("--http-port", type=int, default=8000)
@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1", help="address the endpoints are reported on")
     p.add_argument("--ready-timeout", type=int, default=180, help="seconds to wait for readiness")
     p.add_argument("--log", type=Path, help="tritonserver log (default: <model-repo>/../triton.log)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
 
     def body(a):
         if not (a.model_repo / ".").is_dir():
