@@ -56,7 +56,7 @@ declare -A DATACENTER_DRIVER_MIN=([470]=57 [525]=85 [535]=86 [545]=23)
 MIN_INOTIFY_WATCHES=524288
 MIN_INOTIFY_INSTANCES=512
 # The image reference pattern of the CRD and of the chart's values.schema.json
-# (operator/mnist_operator/spec.py IMAGE_PATTERN, with \s as [:space:]):
+# (operator/mnist_operator/api/spec.py IMAGE_PATTERN, with \s as [:space:]):
 # [registry[:port]/]path[:tag][@sha256:digest].
 IMAGE_RE='^([a-z0-9][a-z0-9.-]*(:[0-9]+)?/)?[a-z0-9][^[:space:]@:]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$'
 
@@ -291,7 +291,7 @@ build_operator_image() {
 load_image() {
   local ref=$1 archive platform
   kind load docker-image "$ref" --name "$CLUSTER_NAME" && return 0
-  warn "kind load docker-image failed; retrying with a single-platform archive (README: Troubleshooting, kind)"
+  warn "kind load docker-image failed; retrying with a single-platform archive (docs/troubleshooting.md, kind)"
   platform=$(docker version --format '{{.Server.Os}}/{{.Server.Arch}}')
   archive=$(mktemp "${TMPDIR:-/tmp}/mnist-serving-operator.XXXXXX")
   if docker image save --platform "$platform" -o "$archive" "$ref" \
@@ -300,7 +300,7 @@ load_image() {
     return 0
   fi
   rm -f "$archive"
-  die "could not load $ref into kind; see README.md, Troubleshooting, kind"
+  die "could not load $ref into kind; see docs/troubleshooting.md, kind"
 }
 
 install_chart() {

@@ -4,7 +4,7 @@ kubectl, helm, nvidia-smi, df and go first on PATH. Each fake records its argv
 and answers from FAKE_* environment variables, so every check the script makes
 (driver, disk, inotify, nvkind's GPU set-up on create and on reuse), its tag
 handling and its image pattern are driven here; what the real tools then do on
-a GPU host is not (see the README's kind section)."""
+a GPU host is not (see docs/install.md, "kind with a GPU")."""
 from __future__ import annotations
 
 import json
@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.harness.node import readme as pages
 from .tools import CHART, ROOT, require_tool
 
 sys.path.insert(0, str(ROOT / "operator"))
-from mnist_operator.spec import IMAGE_PATTERN  # noqa: E402
+from mnist_operator.api.spec import IMAGE_PATTERN  # noqa: E402
 
 SCRIPT = ROOT / "hack" / "kind" / "create-cluster.sh"
 ID_A = "sha256:" + "a1" * 32
@@ -282,7 +283,7 @@ def test_the_header_and_the_readme_pin_the_same_versions():
     text = SCRIPT.read_text()
     commit = re.search(r"^NVKIND_COMMIT=([0-9a-f]{40})$", text, re.M).group(1)
     node_image = re.search(r"^DEFAULT_NODE_IMAGE=(\S+)$", text, re.M).group(1)
-    readme = (ROOT / "README.md").read_text()
+    readme = pages.page_holding("kind").read_text()   # the page with the kind walkthrough
     for doc in (text, readme):
         assert f"go install github.com/NVIDIA/nvkind/cmd/nvkind@{commit}" in doc
         assert "go install sigs.k8s.io/kind@v0.31.0" in doc
@@ -407,7 +408,7 @@ def test_kind_load_falls_back_to_a_single_platform_archive(kind_script):
     assert f"kind load image-archive {archive} --name mnist-serving" in r.log
     assert not Path(archive).exists()
     r = kind_script("load_image op:dev-x", FAKE_LOAD_RC="1", FAKE_ARCHIVE_RC="1")
-    assert r.rc == 1 and "could not load op:dev-x into kind; see README.md, Troubleshooting, kind" in r.stderr
+    assert r.rc == 1 and "could not load op:dev-x into kind; see docs/troubleshooting.md, kind" in r.stderr
 
 
 def test_sample_failure_names_the_describe_command(kind_script):
@@ -417,19 +418,17 @@ def test_sample_failure_names_the_describe_command(kind_script):
            "manifests/samples/mnistserving.yaml" in r.stderr
 
 
-# ------------------------------------------------------------------ the README's commands after the walkthrough
+# ------------------------------------------------------------------ the pages' commands after the walkthrough
 
 def _readme_block(name: str) -> str:
-    readme = (ROOT / "README.md").read_text()
-    m = re.search(rf"<!-- {name}:begin -->\n```sh\n(.*?)```\n<!-- {name}:end -->", readme, re.S)
-    assert m, f"README.md has no {name} block"
-    return m.group(1)
+    """A marked shell block of the user-facing pages (README.md, docs/*.md), wherever it is."""
+    return pages.block(name)
 
 
 def test_readme_client_command_runs_the_client_job_as_the_operator_does(tmp_path):
-    """The README's client Pod, created through a fake kubectl, against the
+    """The pages' client Pod (docs/results.md), created through a fake kubectl, against the
     sample's own client Job and Service as the operator renders them."""
-    from mnist_operator.render import render
+    from mnist_operator.tools.render import render
 
     sample = (ROOT / "manifests" / "samples" / "mnistserving.yaml").read_text()
     name = yaml.safe_load(sample)["metadata"]["name"]
@@ -504,7 +503,7 @@ def test_readme_client_command_runs_the_client_job_as_the_operator_does(tmp_path
 
 def test_readme_commands_after_the_walkthrough_name_the_sample():
     name = yaml.safe_load((ROOT / "manifests" / "samples" / "mnistserving.yaml").read_text())["metadata"]["name"]
-    readme = (ROOT / "README.md").read_text()
+    readme = "\n".join(p.read_text() for p in pages.PAGES)   # README.md and the docs/ pages
     # The kubectl-get block is the test suite's recorded output (its resource is "sample").
     rest = re.sub(r"<!-- kubectl-get:begin -->.*?<!-- kubectl-get:end -->", "", readme, flags=re.S)
     for stale in ("mnist sample", "mnist/sample", "sample-triton", "instance=sample", "make docker-build`;"):

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import yaml
 
-from mnist_operator import builders
-from mnist_operator.spec import PLURAL
+from mnist_operator.core import builders
+from mnist_operator.api.spec import PLURAL
 from tests.harness.operator_process import MnistKit, wait_for
 from tests.harness.namespaces import compute_quota, restrict
 
@@ -253,7 +253,7 @@ def test_every_stage_ran_in_a_real_container_of_its_image(demo, kit, node_cluste
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    from mnist_jobs import data
+    from mnist_jobs.lib import data
     images, labels = data.load_test_arrays("offline", None)
     return images[:PROBE_SAMPLES].astype(np.float32), labels[:PROBE_SAMPLES].astype(np.int64)
 
@@ -326,14 +326,14 @@ def test_events_and_printer_columns_look_as_the_readme_shows(demo, kit, node_clu
     assert reasons.count("Ready") == 1, events
 
 
-# --------------------------------------------------------------------------- 2b. the README's commands
+# --------------------------------------------------------------------------- 2b. the pages' commands
 def test_readme_client_pod_runs_as_written_in_the_restricted_namespace(demo, kit, node_cluster, tmp_path):
-    """README.md's client block (between its client-command markers), with only
+    """The pages' client block (between its client-command markers), with only
     readme.for_this_node's substitutions, in the pipeline's own namespace: restricted
     Pod Security and a quota on compute, so the pod must be fit for any namespace."""
     ns, name = demo["ns"], demo["name"]
     shell = readme.Shell(node_cluster.plane, ns, tmp_path)
-    # the resource-dependent flags come from its client Job, through the README's own pointer to it
+    # the resource-dependent flags come from its client Job, through the pages' own pointer to it
     (pointer,) = [c for c in readme.commands() if "mnist.serving.dev/step=client -o yaml" in c]
     shown = shell(readme.for_this_node(pointer, name=name))
     assert shown.rc == 0, shown.err
@@ -377,9 +377,10 @@ def test_readme_client_pod_runs_as_written_in_the_restricted_namespace(demo, kit
 
 
 def test_readme_kubectl_commands_show_what_the_readme_says(demo, kit, node_cluster, tmp_path):
-    """Every read-only kubectl command in README.md (and the cluster-wide compare)
-    run as written but for readme.for_this_node's substitutions: each is checked
-    here or named in readme.NOT_HERE with the reason."""
+    """Every read-only kubectl command in the pages (readme.PAGES: README.md and
+    the docs/ pages, and the cluster-wide compare) run as written but for
+    readme.for_this_node's substitutions: each is checked here or named in
+    readme.NOT_HERE with the reason."""
     ns, name, st = demo["ns"], demo["name"], demo["status"]
     shell = readme.Shell(node_cluster.plane, ns, tmp_path)
     columns = ["NAME", "PHASE", "ACCURACY", "THROUGHPUT", "READY", "AGE"]
@@ -453,15 +454,15 @@ def test_readme_kubectl_commands_show_what_the_readme_says(demo, kit, node_clust
     }
     found = [c for c in readme.commands() if not readme.changes_the_cluster(c)]
     unplaced = [c for c in found if c not in checks and c not in readme.NOT_HERE]
-    assert not unplaced, f"README commands neither checked on the node nor in readme.NOT_HERE: {unplaced}"
-    assert not [c for c in checks if c not in found], "a checked command is gone from the README"
+    assert not unplaced, f"commands of the pages neither checked on the node nor in readme.NOT_HERE: {unplaced}"
+    assert not [c for c in checks if c not in found], "a checked command is gone from the pages"
     failures = []
     for command in checks:
         line = readme.for_this_node(command, name=name)
         # the troubleshooting placeholder: the Job a step recorded, here the client's
         line = line.replace("<status.stages.<step>.job>", st["stages"]["client"]["job"])
         watch = " -w" in f"{line} "
-        # `exec`: a watch never ends on its own; its first rows are what the README shows
+        # `exec`: a watch never ends on its own; its first rows are what the pages show
         r = shell(f"exec {line}", timeout=5 if watch else 120)
         if not (r.rc == 0 or (watch and r.rc is None)):
             failures.append(f"{line}: rc {r.rc}: {r.err[-500:]}")

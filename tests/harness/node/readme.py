@@ -1,12 +1,13 @@
-"""The README's commands as a newcomer types them, run on the real node
-(test_node_e2e.py, once the CPU sample is Ready). They are read from README.md
-at test time, never copied; `for_this_node` lists the only substitutions made,
-each because this tier differs from the kind walkthrough the README describes.
+"""The user-facing pages' commands as a newcomer types them, run on the real
+node (test_node_e2e.py, once the CPU sample is Ready). They are read from the
+pages (README.md and the docs/ pages in PAGES) at test time, never copied;
+`for_this_node` lists the only substitutions made, each because this tier
+differs from the kind walkthrough the pages describe.
 
 `commands()` finds every kubectl command (and the `mnist-serving compare
---cluster` one) in the README's shell blocks and inline code; a test checks that
-each is run here or named in NOT_HERE with the reason, so a command added to the
-README later is either checked on the node or its absence explained.
+--cluster` one) in the pages' shell blocks and inline code; a test checks that
+each is run here or named in NOT_HERE with the reason, so a command added to a
+page later is either checked on the node or its absence explained.
 """
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ import yaml
 from .node import REPO
 
 README = REPO / "README.md"
+#: The user-facing pages: the README and the topic pages under docs/ (not
+#: BENCHMARKS.md or CONTRACT.md, which are records, not instructions). Every
+#: reader of the marked blocks and the commands uses this list.
+PAGES = (README, *(REPO / "docs" / f"{page}.md" for page in (
+    "local-run", "install", "results", "closed-loop", "defaults-and-security",
+    "troubleshooting", "reference", "architecture", "tests")))
 #: NGC's image the README's client pod runs; this node has only the stand-in (no registry, no NGC)
 NGC_SDK = "nvcr.io/nvidia/tritonserver:26.04-py3-sdk"
 #: the context the kind walkthrough's commands name (hack/kind/create-cluster.sh's cluster)
@@ -30,7 +37,7 @@ KIND_CONTEXT = "kind-mnist-serving"
 #: verbs that change the cluster: the tier's fixtures do the install and the apply themselves
 CHANGING = {"apply", "create", "delete", "annotate", "patch", "run", "label", "edit", "scale"}
 READING = {"get", "describe", "wait", "explain", "logs"}
-#: read-only README commands (as written) this tier does not run, and why
+#: read-only commands of the pages (as written) this tier does not run, and why
 NOT_HERE = {
     "kubectl": "a word in prose, not a command",
     "kubectl get": "a word in prose, not a command",
@@ -49,19 +56,31 @@ def _without(text: str, *names: str) -> str:
     return text
 
 
+def page_holding(name: str) -> Path:
+    """The one page that holds the block `<!-- NAME:begin ... -->`."""
+    holders = [p for p in PAGES if re.search(rf"<!-- {name}:begin\b", p.read_text())]
+    assert len(holders) == 1, f"the {name} block is in {len(holders)} pages, not one: {holders}"
+    return holders[0]
+
+
 def block(name: str, text: str | None = None) -> str:
-    """The shell block between `<!-- NAME:begin -->` and `<!-- NAME:end -->`."""
-    text = README.read_text() if text is None else text
+    """The shell block between `<!-- NAME:begin -->` and `<!-- NAME:end -->`, in
+    whichever page holds it (or in `text`)."""
+    text = page_holding(name).read_text() if text is None else text
     m = re.search(rf"<!-- {name}:begin -->\n```sh\n(.*?)```\n<!-- {name}:end -->", text, re.S)
-    assert m, f"README.md has no {name} shell block"
+    assert m, f"no {name} shell block"
     return m.group(1)
 
 
 def commands(text: str | None = None) -> list[str]:
-    """Every kubectl (and cluster-wide compare) command in the README, whitespace
-    joined, but the client block (run whole), the resource reference and the
-    recorded `kubectl get` output (its resource is the test suite's `sample`)."""
-    text = README.read_text() if text is None else text
+    """Every kubectl (and cluster-wide compare) command in the pages (or in
+    `text`), whitespace joined, but the client block (run whole), the resource
+    reference and the recorded `kubectl get` output (its resource is the test
+    suite's `sample`). Each page is read on its own, so an inline code span
+    never pairs across two pages."""
+    if text is None:
+        found = [c for page in PAGES for c in commands(page.read_text())]
+        return list(dict.fromkeys(found))
     text = _without(text, "client-command", "reference", "kubectl-get")
     found: list[str] = []
     for body in re.findall(r"```sh\n(.*?)```", text, re.S):
@@ -84,7 +103,7 @@ def changes_the_cluster(command: str) -> bool:
 
 def for_this_node(text: str, *, name: str, sdk_image: str | None = None,
                   job_args: dict[str, str] | None = None) -> str:
-    """The README's text with the node tier's substitutions, each asserted to apply."""
+    """A page's text with the node tier's substitutions, each asserted to apply."""
     # 1. The walkthrough's sample is `demo` (GPU); this node runs the CPU sample `cpu-demo`.
     #    `NAME` is the troubleshooting section's placeholder for the resource's name.
     text = re.sub(r"\bdemo\b", name, text)
@@ -114,7 +133,7 @@ class Result:
 class Shell:
     """bash with the node's kubectl on PATH and a kubeconfig whose current context,
     and one named as the kind walkthrough's (`kind-mnist-serving`), use the test's
-    namespace: the README's commands run as written, in that namespace."""
+    namespace: the pages' commands run as written, in that namespace."""
 
     def __init__(self, plane, namespace: str, workdir: Path):
         self.workdir = workdir
