@@ -51,11 +51,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
+from mnist_jobs.lib import aggregate
+from mnist_jobs.lib import loadgen as distributed
+from mnist_jobs.lib import perf, provenance
+from mnist_jobs.lib import slo as slo_search
+from mnist_jobs.lib import stats, telemetry
 from mnist_jobs.lib.stage_cli import InputError, StageError, fmt, run_stage, stage_parser
-from mnist_jobs.lib import aggregate, loadgen as distributed, provenance, perf, slo as slo_search, stats, telemetry
 from mnist_jobs.lib.triton import client_for, served_config, served_models
 
 PROTOCOLS = ("grpc", "http")
@@ -144,222 +149,353 @@ def shrink(result: dict, limit: int = 3200) -> dict:
     return result
 
 
-def run_bench(url: str, protocol: str, models: list[str], batch: int, concurrency: str,
-              mode: str, interval_ms: int, count: int, stability: int, out: Path,
-              tolerance: float = perf.LITTLE_TOLERANCE, max_trials: int | None = None,
-              point_timeout_s: int = 300, repeats: int = 1, load_mode: str = "concurrency",
-              request_rate: str | None = None, distribution: str = "constant",
-              slo: slo_search.Slo = slo_search.Slo(), metrics_url: str = "",
-              telemetry_interval_ms: int = telemetry.DEFAULT_INTERVAL_MS,
-              clients: distributed.Clients | None = None) -> dict:
-    if protocol not in PROTOCOLS:
-        raise InputError("--protocol", f"unknown protocol {protocol!r}; choose grpc or http")
-    if load_mode not in perf.LOAD_MODES:
-        raise InputError("--load-mode", f"unknown mode {load_mode!r}; choose "
-                                        f"{' or '.join(perf.LOAD_MODES)}")
-    if distribution not in perf.DISTRIBUTIONS:
-        raise InputError("--request-distribution", f"unknown distribution {distribution!r}; "
-                                                   f"choose {' or '.join(perf.DISTRIBUTIONS)}")
-    rate_mode = load_mode == "requestRate"
-    flag, text = ("--request-rate", request_rate) if rate_mode else ("--concurrency", concurrency)
-    if not text:
-        raise InputError(flag, f"START:END:STEP is needed with --load-mode {load_mode}")
-    try:
-        start, end, step = perf.parse_concurrency(text)
-    except ValueError as exc:
-        raise InputError(flag, str(exc)) from None
-    if batch < 1:
-        raise InputError("--batch-size", "must be >= 1")
-    if mode not in ("time_windows", "count_windows"):
-        raise InputError("--measurement-mode", f"unknown mode {mode!r}")
-    if interval_ms < 1 or count < 1:
-        raise InputError("--measurement-interval-ms", "must be >= 1")
-    if not 0 < stability <= 100:
-        raise InputError("--stability-percentage", "must be in 1..100")
-    if not models:
-        raise InputError("--models", "empty list")
-    for flag, ms in (("--slo-p99-ms", slo.p99_ms), ("--slo-p95-ms", slo.p95_ms)):
-        if ms < 0:
-            raise InputError(flag, f"must be >= 0 (0 = no limit), got {ms}")
-    if metrics_url and not metrics_url.startswith(("http://", "https://")):
-        raise InputError("--metrics-url", f"must be http://HOST:PORT/metrics, got {metrics_url!r}")
-    if telemetry_interval_ms < 50:
-        raise InputError("--telemetry-interval-ms", f"must be >= 50, got {telemetry_interval_ms}")
-    if not 1 <= repeats <= stats.MAX_REPEATS:
-        raise InputError("--repeats", f"must be in 1..{stats.MAX_REPEATS} (got {repeats})")
+@dataclass(frozen=True)
+class BenchConfig:
+    """One bench run, parsed once and checked in one place: a refusal names its flag.
+    The first ten fields are the sweep every run has; the rest have defaults."""
+    url: str
+    protocol: str
+    models: Sequence[str]
+    batch: int
+    concurrency: str                  # START:END:STEP (concurrency mode)
+    mode: str                         # perf_analyzer's measurement mode
+    interval_ms: int
+    count: int                        # requests per window in count_windows mode
+    stability: int                    # perf_analyzer -s, in percent
+    out: Path
+    tolerance: float = perf.LITTLE_TOLERANCE
+    max_trials: int | None = None
+    point_timeout_s: int = 300
+    repeats: int = 1
+    load_mode: str = "concurrency"
+    request_rate: str | None = None   # START:END:STEP (requestRate mode)
+    distribution: str = "constant"
+    slo: slo_search.Slo = field(default_factory=slo_search.Slo)
+    metrics_url: str = ""
+    telemetry_interval_ms: int = telemetry.DEFAULT_INTERVAL_MS
+    clients: distributed.Clients | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise InputError("--protocol", f"unknown protocol {self.protocol!r}; choose grpc or http")
+        if self.load_mode not in perf.LOAD_MODES:
+            raise InputError("--load-mode", f"unknown mode {self.load_mode!r}; choose "
+                                            f"{' or '.join(perf.LOAD_MODES)}")
+        if self.distribution not in perf.DISTRIBUTIONS:
+            raise InputError("--request-distribution",
+                             f"unknown distribution {self.distribution!r}; "
+                             f"choose {' or '.join(perf.DISTRIBUTIONS)}")
+        self.points  # noqa: B018  (START:END:STEP parses, or the flag is named)
+        if self.batch < 1:
+            raise InputError("--batch-size", "must be >= 1")
+        if self.mode not in ("time_windows", "count_windows"):
+            raise InputError("--measurement-mode", f"unknown mode {self.mode!r}")
+        if self.interval_ms < 1 or self.count < 1:
+            raise InputError("--measurement-interval-ms", "must be >= 1")
+        if not 0 < self.stability <= 100:
+            raise InputError("--stability-percentage", "must be in 1..100")
+        if not self.models:
+            raise InputError("--models", "empty list")
+        for flag, ms in (("--slo-p99-ms", self.slo.p99_ms), ("--slo-p95-ms", self.slo.p95_ms)):
+            if ms < 0:
+                raise InputError(flag, f"must be >= 0 (0 = no limit), got {ms}")
+        if self.metrics_url and not self.metrics_url.startswith(("http://", "https://")):
+            raise InputError("--metrics-url",
+                             f"must be http://HOST:PORT/metrics, got {self.metrics_url!r}")
+        if self.telemetry_interval_ms < 50:
+            raise InputError("--telemetry-interval-ms",
+                             f"must be >= 50, got {self.telemetry_interval_ms}")
+        if not 1 <= self.repeats <= stats.MAX_REPEATS:
+            raise InputError("--repeats", f"must be in 1..{stats.MAX_REPEATS} (got {self.repeats})")
+        if self.distributed:
+            self._check_distributed()
+
+    def _check_distributed(self) -> None:
+        if self.rate_mode:
+            raise InputError("--clients", "more than one client needs --load-mode concurrency "
+                                          "(a request rate is not split over clients)")
+        if self.repeats > 1:
+            raise InputError("--clients", "more than one client measures each point once: "
+                                          "--repeats must be 1")
+        if self.slo.active:
+            raise InputError("--clients", "more than one client does not search an SLO: "
+                                          "--slo-p99-ms and --slo-p95-ms must be 0")
+
+    @classmethod
+    def from_args(cls, a) -> "BenchConfig":
+        return cls(a.url, a.protocol, tuple(m.strip() for m in a.models.split(",") if m.strip()),
+                   a.batch_size, a.concurrency, a.measurement_mode, a.measurement_interval_ms,
+                   a.measurement_request_count, a.stability_percentage, a.out,
+                   a.little_tolerance, a.max_trials, repeats=a.repeats, load_mode=a.load_mode,
+                   request_rate=a.request_rate, distribution=a.request_distribution,
+                   slo=slo_search.Slo(a.slo_p99_ms, a.slo_p95_ms), metrics_url=a.metrics_url,
+                   telemetry_interval_ms=a.telemetry_interval_ms,
+                   clients=distributed.Clients.of(a.clients, a.client_index, a.clients_run,
+                                                  a.out, a.barrier_timeout_s))
+
+    @property
+    def rate_mode(self) -> bool:
+        return self.load_mode == "requestRate"
+
+    @property
+    def load_key(self) -> str:
+        """A row's load: ``c`` (concurrency) or ``rate`` (requests a second)."""
+        return "rate" if self.rate_mode else "c"
+
+    @property
+    def distributed(self) -> bool:
+        return self.clients is not None and self.clients.count > 1
+
+    @property
+    def points(self) -> list[int]:
+        """The loads the sweep measures (concurrencies, or request rates)."""
+        flag, text = (("--request-rate", self.request_rate) if self.rate_mode
+                      else ("--concurrency", self.concurrency))
+        if not text:
+            raise InputError(flag, f"START:END:STEP is needed with --load-mode {self.load_mode}")
+        try:
+            return perf.concurrency_values(*perf.parse_concurrency(text))
+        except ValueError as exc:
+            raise InputError(flag, str(exc)) from None
+
+    def settings(self) -> dict:
+        """What bench.json says about how every point was measured."""
+        return {"url": self.url, "protocol": self.protocol, "batchSize": self.batch,
+                "concurrency": self.concurrency, "measurementMode": self.mode,
+                "measurementIntervalMs": self.interval_ms,
+                "measurementRequestCount": self.count, "stabilityPercentage": self.stability,
+                "littleTolerance": self.tolerance}
+
+    def command(self, pa: str, model: str, load: int, within: int, csv_path: Path,
+                composing: list[str] | None, profile_export: Path | None = None) -> list[str]:
+        """perf_analyzer's command line for one load of one model."""
+        at = f"{load}:{load}:1"
+        return perf.command(pa, model, self.url, self.protocol, self.batch, at, self.mode,
+                            self.interval_ms, self.count, within, csv_path, composing,
+                            self.max_trials, request_rate=at if self.rate_mode else None,
+                            distribution=self.distribution,
+                            **({"profile_export": profile_export} if profile_export else {}))
+
+
+def say(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class RunNotes:
+    """What a run noted beside its rows, in bench.json and the result."""
+    failures: list[str] = field(default_factory=list)
+    widened: list[dict] = field(default_factory=list)      # measured again, wider bound
+    reconnected: list[dict] = field(default_factory=list)  # measured again after a lost connect
+    observed: dict[str, dict[str, dict]] = field(default_factory=dict)  # model -> load -> metrics
+
+
+class ModelSweep:
+    """One model's sweep: each load measured ``repeats`` times (one perf_analyzer run
+    each), its compact rows, its CSV and log under --out."""
+
+    def __init__(self, cfg: BenchConfig, pa: str, model: str, composing: list[str] | None,
+                 notes: RunNotes):
+        self.cfg, self.pa, self.model, self.composing, self.notes = cfg, pa, model, composing, notes
+        self.rows: list[perf.Row] = []          # every run of every point
+        self.points_of: list[dict] = []         # one compact row per point
+        self.header: str | None = None
+        self.csv_lines: list[str] = []
+        self.log_path = cfg.out / f"{model}-{cfg.protocol}.log"
+        self.log_path.write_text("")
+
+    def measure_point(self, load: int) -> dict | None:
+        """Measure one point ``repeats`` times: its compact row, or None when
+        perf_analyzer failed (recorded in the notes). Triton's metrics are sampled
+        over all runs of the point."""
+        cfg, model = self.cfg, self.model
+        at = f"rate={load}/s" if cfg.rate_mode else f"c={load}"
+        with telemetry.sampler(cfg.metrics_url, model, cfg.telemetry_interval_ms) as sampled:
+            runs = self.measure_runs(load, at)
+        if len(runs) < cfg.repeats:
+            return None
+        seen = sampled.summary()
+        point = {**compact_row(runs), **telemetry.row_fields(seen, fmt)}
+        if seen:
+            self.notes.observed.setdefault(model, {})[str(load)] = seen
+            say(f"{model} {cfg.protocol} {at}: {telemetry.line(seen)}")
+        self.rows.extend(runs)
+        self.points_of.append(point)
+        if cfg.repeats > 1:
+            say(f"{model} {cfg.protocol} {at}: median {point['inferPerSec']} infer/s, "
+                f"95 % interval of the mean [{point['low']}, {point['high']}] "
+                f"({cfg.repeats} runs)")
+        return point
+
+    def measure_runs(self, load: int, at: str) -> list[perf.Row]:
+        """The ``repeats`` perf_analyzer runs of one point (fewer when one failed)."""
+        cfg, runs = self.cfg, []
+        for run in range(1, cfg.repeats + 1):
+            tag = (f"{self.model} {cfg.protocol} {at}"
+                   + (f" run {run}/{cfg.repeats}" if cfg.repeats > 1 else ""))
+            code, output, text = self.run_once(load, tag)
+            if code != 0 or not text.strip():
+                error = _last_line(output)
+                self.notes.failures.append(f"{self.model} {at}: {error}")
+                say(f"{tag}: perf_analyzer failed (exit {code}): {error}")
+                break
+            lines = text.strip().splitlines()
+            self.header = self.header or lines[0]
+            self.csv_lines.extend(lines[1:])
+            for r in perf.parse_csv(text, cfg.batch, cfg.tolerance):
+                r.extra["repeat"] = run
+                if cfg.rate_mode:
+                    perf.mark_keep_up(r, output)
+                runs.append(r)
+                say(f"{tag}: {r.throughput:.1f} infer/s, p99 {r.p99_us} us, "
+                    f"avg {r.avg_latency_us} us, {_check(r, load, cfg.rate_mode)}")
+        return runs
+
+    def run_once(self, load: int, tag: str) -> tuple[int, str, str]:
+        """One perf_analyzer run; measured once more within a wider bound when it
+        was not stable, or after a pause when it could not connect."""
+        cfg = self.cfg
+
+        def measure(within: int) -> tuple[int, str, str]:
+            return _measure_point(lambda csv_path: cfg.command(
+                self.pa, self.model, load, within, csv_path, self.composing),
+                self.log_path, cfg.point_timeout_s)
+        code, output, text = measure(cfg.stability)
+        if code != 0 and UNSTABLE in output and cfg.stability < 100:
+            # a busy machine: one more try within a wider bound, said in the result
+            wider = min(100, 2 * cfg.stability)
+            say(f"{tag}: not stable within {cfg.stability} %; measuring again within {wider} %")
+            code, output, text = measure(wider)
+            if code == 0 and text.strip():
+                self.notes.widened.append({"model": self.model, cfg.load_key: load,
+                                           "stabilityPercentage": wider})
+        elif code != 0 and any(words in output for words in CONNECT_FAILED):
+            # the server answered the points before: a dropped connect, tried once more
+            error = _last_line(output)
+            say(f"{tag}: perf_analyzer could not connect ({error}); "
+                f"measuring again in {RECONNECT_PAUSE_S} s")
+            time.sleep(RECONNECT_PAUSE_S)
+            code, output, text = measure(cfg.stability)
+            if code == 0 and text.strip():
+                self.notes.reconnected.append({"model": self.model, cfg.load_key: load,
+                                               "error": error})
+        return code, output, text
+
+    def refine_slo(self, swept: int) -> dict | None:
+        """With an SLO and every point measured: bisect between the last point that
+        meets it and the first that does not (slo.py); None otherwise."""
+        cfg, key = self.cfg, self.cfg.load_key
+        if not (cfg.slo.active and self.points_of and len(self.points_of) == swept):
+            return None
+        where = f"{self.model} {cfg.protocol} SLO {cfg.slo.describe()}"
+
+        def bisect(load: int) -> dict | None:
+            say(f"{where}: measuring {key}={load} between the last passing and first failing point")
+            return self.measure_point(load)
+        at_slo = slo_search.refine(list(self.points_of), key, bisect, cfg.slo)
+        self.points_of.sort(key=lambda r: r[key])
+        best_at, failing = at_slo.get("atSlo"), at_slo.get("firstFailing")
+        say(f"{where}: "
+            + (f"{best_at['inferPerSec']} infer/s at {key}={best_at[key]}" if best_at
+               else at_slo["none"])
+            + (f"; {key}={failing[key]} fails (p99 {failing['p99Us'] / 1000:.2f} ms)"
+               if failing else ""))
+        return at_slo
+
+    def write_csv(self) -> None:
+        if self.header:
+            self.csv_lines.sort(key=lambda l: float(l.split(",")[0]))
+            (self.cfg.out / f"{self.model}-{self.cfg.protocol}.csv").write_text(
+                "\n".join([self.header, *self.csv_lines]) + "\n")
+
+    def summary(self, at_slo: dict | None) -> dict:
+        entry = model_summary(self.points_of, self.cfg.rate_mode)
+        if at_slo is not None:
+            entry["slo"] = at_slo
+        if self.composing:
+            entry["composing"] = self.composing
+        return entry
+
+
+def _check(r: perf.Row, load: int, rate_mode: bool) -> str:
+    """A run's check in words: keeping up (request rate) or Little's law (concurrency)."""
+    if rate_mode:
+        return (f"achieved {r.achieved_rate:.1f}/s of {load}/s, "
+                f"{'kept up' if r.kept_up else 'BEHIND'}"
+                + (f" ({r.delayed_percent:.2f} % delayed)" if r.delayed_percent else "")
+                + f", {r.in_flight:.2f} in flight")
+    return f"Little {'ok' if r.little_ok else 'FAIL'} ({r.little_ratio:.2f})"
+
+
+def _ready(cfg: BenchConfig) -> tuple[str, dict[str, str]]:
+    """perf_analyzer's path and what the server serves; every model asked for must be READY."""
     try:
         pa = perf.find_perf_analyzer()
     except FileNotFoundError as exc:
         raise StageError(str(exc), reason="PerfAnalyzerNotFound") from None
-    served = served_models(protocol, url)
-    for m in models:
+    served = served_models(cfg.protocol, cfg.url)
+    for m in cfg.models:
         if served.get(m) != "READY":
             have = ", ".join(f"{n} ({s})" for n, s in sorted(served.items())) or "none"
-            raise InputError("--models", f"model {m!r} is not served at {url} (served: {have})")
+            raise InputError("--models", f"model {m!r} is not served at {cfg.url} (served: {have})")
+    return pa, served
 
-    out.mkdir(parents=True, exist_ok=True)
-    points = perf.concurrency_values(start, end, step)
-    if clients and clients.count > 1:
-        return distributed_bench(clients, pa, url, protocol, models, served, batch, concurrency,
-                                 points, mode, interval_ms, count, stability, out, tolerance,
-                                 max_trials, point_timeout_s, rate_mode, repeats, slo,
-                                 metrics_url, telemetry_interval_ms)
+
+def _composing(cfg: BenchConfig, model: str, served: dict[str, str]) -> list[str] | None:
+    return bls_downstream(cfg.protocol, cfg.url, model, served) if model == "mnist_bls" else None
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    pa, served = _ready(cfg)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    if cfg.distributed:
+        return distributed_bench(cfg, pa, served)
+    points, notes = cfg.points, RunNotes()
     all_rows: dict[str, list[dict]] = {}
     summary: dict[str, dict] = {}
-    failures: list[str] = []
-    widened: list[dict] = []   # points measured again within a wider stability bound
-    reconnected: list[dict] = []   # points measured again after perf_analyzer could not connect
-    observed: dict[str, dict[str, dict]] = {}   # model -> load -> what Triton's metrics saw
-    for model in models:
-        composing = bls_downstream(protocol, url, model, served) if model == "mnist_bls" else None
-        rows: list[perf.Row] = []          # every run of every point
-        points_of: list[dict] = []         # one compact row per point
-        header = None
-        csv_lines: list[str] = []
-        log_path = out / f"{model}-{protocol}.log"
-        log_path.write_text("")
+    for model in cfg.models:
+        sweep = ModelSweep(cfg, pa, model, _composing(cfg, model, served), notes)
+        for load in points:
+            sweep.measure_point(load)
+        at_slo = sweep.refine_slo(len(points))
+        sweep.write_csv()
+        all_rows[model] = [r.as_dict() for r in sorted(sweep.rows, key=lambda r: r.load)]
+        if sweep.points_of:
+            summary[model] = sweep.summary(at_slo)
+    (cfg.out / "bench.json").write_text(json.dumps({
+        **cfg.settings(), "repeats": cfg.repeats, "loadMode": cfg.load_mode,
+        "requestRate": cfg.request_rate, "distribution": cfg.distribution,
+        "slo": {"p99Ms": cfg.slo.p99_ms, "p95Ms": cfg.slo.p95_ms}, "failures": notes.failures,
+        "widened": notes.widened, "reconnected": notes.reconnected,
+        "metricsUrl": cfg.metrics_url, "telemetry": notes.observed, "rows": all_rows}, indent=1))
+    if notes.failures:
+        raise StageError(f"perf_analyzer failed at {len(notes.failures)} point(s): "
+                         f"{notes.failures[0]} (logs in {cfg.out})", reason="PerfAnalyzerFailed")
+    return shrink(_result(cfg, pa, summary, notes))
 
-        def measure_point(c: int) -> dict | None:
-            """Measure one point (a concurrency, or a request rate in rate mode)
-            ``repeats`` times: its compact row, or None when perf_analyzer
-            failed (recorded in ``failures``). Triton's metrics are sampled
-            over all runs of the point."""
-            at = f"rate={c}/s" if rate_mode else f"c={c}"
-            with telemetry.sampler(metrics_url, model, telemetry_interval_ms) as sampled:
-                runs = measure_runs(c, at)
-            if len(runs) < repeats:
-                return None
-            seen = sampled.summary()
-            point = {**compact_row(runs), **telemetry.row_fields(seen, fmt)}
-            if seen:
-                observed.setdefault(model, {})[str(c)] = seen
-                print(f"bench: {model} {protocol} {at}: {telemetry.line(seen)}",
-                      file=sys.stderr, flush=True)
-            rows.extend(runs)
-            points_of.append(point)
-            if repeats > 1:
-                print(f"bench: {model} {protocol} {at}: median {point['inferPerSec']} infer/s, "
-                      f"95 % interval of the mean [{point['low']}, {point['high']}] "
-                      f"({repeats} runs)", file=sys.stderr, flush=True)
-            return point
 
-        def measure_runs(c: int, at: str) -> list[perf.Row]:
-            """The ``repeats`` perf_analyzer runs of one point (fewer when one failed)."""
-            nonlocal header
-            runs: list[perf.Row] = []
-            for run in range(1, repeats + 1):
-                tag = f"{model} {protocol} {at}" + (f" run {run}/{repeats}" if repeats > 1 else "")
-
-                def measure(within: int) -> tuple[int, str, str]:
-                    return _measure_point(lambda csv_path: perf.command(
-                        pa, model, url, protocol, batch, f"{c}:{c}:1", mode, interval_ms, count,
-                        within, csv_path, composing, max_trials,
-                        request_rate=f"{c}:{c}:1" if rate_mode else None,
-                        distribution=distribution), log_path, point_timeout_s)
-                code, output, text = measure(stability)
-                if code != 0 and UNSTABLE in output and stability < 100:
-                    # a busy machine: one more try within a wider bound, said in the result
-                    wider = min(100, 2 * stability)
-                    print(f"bench: {tag}: not stable within {stability} %; "
-                          f"measuring again within {wider} %", file=sys.stderr, flush=True)
-                    code, output, text = measure(wider)
-                    if code == 0 and text.strip():
-                        widened.append({"model": model, "rate" if rate_mode else "c": c,
-                                        "stabilityPercentage": wider})
-                elif code != 0 and any(words in output for words in CONNECT_FAILED):
-                    # the server answered the points before: a dropped connect, tried once more
-                    error = _last_line(output)
-                    print(f"bench: {tag}: perf_analyzer could not connect ({error}); "
-                          f"measuring again in {RECONNECT_PAUSE_S} s", file=sys.stderr, flush=True)
-                    time.sleep(RECONNECT_PAUSE_S)
-                    code, output, text = measure(stability)
-                    if code == 0 and text.strip():
-                        reconnected.append({"model": model, "rate" if rate_mode else "c": c,
-                                            "error": error})
-                if code != 0 or not text.strip():
-                    error = _last_line(output)
-                    failures.append(f"{model} {at}: {error}")
-                    print(f"bench: {tag}: perf_analyzer failed (exit {code}): {error}",
-                          file=sys.stderr, flush=True)
-                    break
-                lines = text.strip().splitlines()
-                header = header or lines[0]
-                csv_lines.extend(lines[1:])
-                for r in perf.parse_csv(text, batch, tolerance):
-                    r.extra["repeat"] = run
-                    if rate_mode:
-                        perf.mark_keep_up(r, output)
-                        check = (f"achieved {r.achieved_rate:.1f}/s of {c}/s, "
-                                 f"{'kept up' if r.kept_up else 'BEHIND'}"
-                                 + (f" ({r.delayed_percent:.2f} % delayed)"
-                                    if r.delayed_percent else "")
-                                 + f", {r.in_flight:.2f} in flight")
-                    else:
-                        check = (f"Little {'ok' if r.little_ok else 'FAIL'} "
-                                 f"({r.little_ratio:.2f})")
-                    runs.append(r)
-                    print(f"bench: {tag}: {r.throughput:.1f} infer/s, p99 {r.p99_us} us, "
-                          f"avg {r.avg_latency_us} us, {check}", file=sys.stderr, flush=True)
-            return runs
-
-        for c in points:
-            measure_point(c)
-        load_key = "rate" if rate_mode else "c"
-        at_slo = None
-        if slo.active and points_of and len(points_of) == len(points):
-            def bisect(load: int) -> dict | None:
-                print(f"bench: {model} {protocol} SLO {slo.describe()}: measuring "
-                      f"{load_key}={load} between the last passing and first failing point",
-                      file=sys.stderr, flush=True)
-                return measure_point(load)
-            at_slo = slo_search.refine(list(points_of), load_key, bisect, slo)
-            points_of.sort(key=lambda r: r[load_key])
-            best_at = at_slo.get("atSlo")
-            print(f"bench: {model} {protocol} SLO {slo.describe()}: "
-                  + (f"{best_at['inferPerSec']} infer/s at {load_key}={best_at[load_key]}"
-                     if best_at else at_slo["none"])
-                  + (f"; {load_key}={at_slo['firstFailing'][load_key]} fails "
-                     f"(p99 {at_slo['firstFailing']['p99Us'] / 1000:.2f} ms)"
-                     if "firstFailing" in at_slo else ""), file=sys.stderr, flush=True)
-        if header:
-            csv_lines.sort(key=lambda l: float(l.split(",")[0]))
-            (out / f"{model}-{protocol}.csv").write_text("\n".join([header, *csv_lines]) + "\n")
-        rows.sort(key=lambda r: r.load)
-        all_rows[model] = [r.as_dict() for r in rows]
-        if points_of:
-            summary[model] = model_summary(points_of, rate_mode)
-            if at_slo is not None:
-                summary[model]["slo"] = at_slo
-            if composing:
-                summary[model]["composing"] = composing
-    (out / "bench.json").write_text(json.dumps({
-        "url": url, "protocol": protocol, "batchSize": batch, "concurrency": concurrency,
-        "measurementMode": mode, "measurementIntervalMs": interval_ms,
-        "measurementRequestCount": count, "stabilityPercentage": stability,
-        "littleTolerance": tolerance, "repeats": repeats, "loadMode": load_mode,
-        "requestRate": request_rate, "distribution": distribution,
-        "slo": {"p99Ms": slo.p99_ms, "p95Ms": slo.p95_ms}, "failures": failures,
-        "widened": widened, "reconnected": reconnected, "metricsUrl": metrics_url, "telemetry": observed,
-        "rows": all_rows}, indent=1))
-    if failures:
-        raise StageError(f"perf_analyzer failed at {len(failures)} point(s): {failures[0]} "
-                         f"(logs in {out})", reason="PerfAnalyzerFailed")
-    result = {"protocol": protocol, "batchSize": batch, "concurrency": concurrency,
-              "repeats": repeats, "littleTolerance": fmt(tolerance, 2),
-              **({"loadMode": load_mode, "requestRate": request_rate,
-                  "distribution": distribution} if rate_mode else {}),
-              **({"slo": slo.describe()} if slo.active else {}), "models": summary, "out": str(out)}
-    if widened:
-        result["widened"] = widened
-    if reconnected:
-        result["reconnected"] = reconnected
-    unread = [f"{m} {load}: {t['telemetry']}" for m, per in observed.items()
+def _result(cfg: BenchConfig, pa: str, summary: dict, notes: RunNotes) -> dict:
+    result = {"protocol": cfg.protocol, "batchSize": cfg.batch, "concurrency": cfg.concurrency,
+              "repeats": cfg.repeats, "littleTolerance": fmt(cfg.tolerance, 2),
+              **({"loadMode": cfg.load_mode, "requestRate": cfg.request_rate,
+                  "distribution": cfg.distribution} if cfg.rate_mode else {}),
+              **({"slo": cfg.slo.describe()} if cfg.slo.active else {}),
+              "models": summary, "out": str(cfg.out)}
+    if notes.widened:
+        result["widened"] = notes.widened
+    if notes.reconnected:
+        result["reconnected"] = notes.reconnected
+    unread = [f"{m} {load}: {t['telemetry']}" for m, per in notes.observed.items()
               for load, t in per.items() if "telemetry" in t]
     if unread:   # a warning that outlives shrink(), which may drop the rows saying it
         result["telemetry"] = f"{len(unread)} point(s) without telemetry; first: {unread[0]}"
-    result["environment"] = {**provenance.served(protocol, url, models),
-                             "perfAnalyzer": provenance.perf_analyzer_version(pa)}
-    return shrink(result)
+    result["environment"] = _environment(cfg, pa)
+    return result
+
+
+def _environment(cfg: BenchConfig, pa: str) -> dict:
+    return {**provenance.served(cfg.protocol, cfg.url, list(cfg.models)),
+            "perfAnalyzer": provenance.perf_analyzer_version(pa)}
 
 
 #: What a distributed bench's rows are, in its result.
@@ -367,85 +503,63 @@ AGGREGATION = ("every request any client completed in the window where all clien
                "measuring; percentiles over all of them")
 
 
-def distributed_bench(clients: distributed.Clients, pa: str, url: str, protocol: str,
-                      models: list[str], served: dict[str, str], batch: int, concurrency: str,
-                      points: list[int], mode: str, interval_ms: int, count: int,
-                      stability: int, out: Path, tolerance: float, max_trials: int | None,
-                      point_timeout_s: int, rate_mode: bool, repeats: int,
-                      slo: slo_search.Slo, metrics_url: str = "",
-                      telemetry_interval_ms: int = telemetry.DEFAULT_INTERVAL_MS) -> dict:
+def distributed_bench(cfg: BenchConfig, pa: str, served: dict[str, str]) -> dict:
     """The sweep as one of several clients (lib/loadgen.py): client 0's result is the
     aggregate of all of them, the others' only says who aggregates. Client 0
     alone samples Triton's metrics, over its own measurement of each point
     (all clients measure a point together, behind its barrier)."""
-    if rate_mode:
-        raise InputError("--clients", "more than one client needs --load-mode concurrency "
-                                      "(a request rate is not split over clients)")
-    if repeats > 1:
-        raise InputError("--clients", "more than one client measures each point once: "
-                                      "--repeats must be 1")
-    if slo.active:
-        raise InputError("--clients", "more than one client does not search an SLO: "
-                                      "--slo-p99-ms and --slo-p95-ms must be 0")
-    me = clients.index
-    say = lambda text: print(f"bench: {text}", file=sys.stderr, flush=True)  # noqa: E731
-    composing = {m: bls_downstream(protocol, url, m, served) if m == "mnist_bls" else None
-                 for m in models}
-
+    clients, me = cfg.clients, cfg.clients.index
+    composing = {m: _composing(cfg, m, served) for m in cfg.models}
     observed: dict[tuple[str, int], dict] = {}   # (model, client 0's share) -> its telemetry
 
     def measure(model: str, share: int, export: Path) -> dict:
         export.parent.mkdir(parents=True, exist_ok=True)
-        with telemetry.sampler(metrics_url if me == 0 else "", model,
-                               telemetry_interval_ms) as sampled:
-            code, output, text = _measure_point(lambda csv_path: perf.command(
-                pa, model, url, protocol, batch, f"{share}:{share}:1", mode, interval_ms, count,
-                stability, csv_path, composing[model], max_trials, profile_export=export),
-                export.parent / f"{model}-{protocol}.log", point_timeout_s)
+        with telemetry.sampler(cfg.metrics_url if me == 0 else "", model,
+                               cfg.telemetry_interval_ms) as sampled:
+            code, output, text = _measure_point(lambda csv_path: cfg.command(
+                pa, model, share, cfg.stability, csv_path, composing[model],
+                profile_export=export),
+                export.parent / f"{model}-{cfg.protocol}.log", cfg.point_timeout_s)
         seen = sampled.summary()
         if seen:   # the sweep's point, not the scaling check's later one
             observed.setdefault((model, share), seen)
         if code != 0 or not text.strip() or not export.is_file():
-            last = [l for l in output.strip().splitlines() if l.strip()][-1:] or ["no output"]
             raise StageError(f"client {me}: perf_analyzer failed for {model} at c={share} "
-                             f"(exit {code}): {last[0][:160]}", reason="PerfAnalyzerFailed")
-        row = perf.parse_csv(text, batch, tolerance)[0]
-        say(f"client {me}: {model} {protocol} c={share}: {row.throughput:.1f} infer/s "
+                             f"(exit {code}): {_last_line(output)}", reason="PerfAnalyzerFailed")
+        row = perf.parse_csv(text, cfg.batch, cfg.tolerance)[0]
+        say(f"client {me}: {model} {cfg.protocol} c={share}: {row.throughput:.1f} infer/s "
             f"on its own, p99 {row.p99_us} us")
         return row.as_dict()
 
-    found = distributed.sweep(clients, models, points, measure, batch, tolerance, say)
+    found = distributed.sweep(clients, list(cfg.models), cfg.points, measure, cfg.batch,
+                              cfg.tolerance, say)
     if found is None:
-        return {"protocol": protocol, "client": me, "clients": clients.count,
-                "aggregatedBy": 0, "out": str(out)}
+        return {"protocol": cfg.protocol, "client": me, "clients": clients.count,
+                "aggregatedBy": 0, "out": str(cfg.out)}
     rows, scaled = found
     summary = {}
-    for model in models:
+    for model in cfg.models:
         for r in rows[model]:
             seen = observed.get((model, distributed.split(r["c"], clients.count)[0]), {})
             r.update(telemetry.row_fields(seen, fmt))
-            say(f"{model} {protocol} c={r['c']} ({clients.count} clients): {r['inferPerSec']} "
-                f"infer/s, p99 {r['p99Us']} us over {r['requests']} requests in the common "
-                f"{r['windowMs']} ms, Little {r['little']}")
+            say(f"{model} {cfg.protocol} c={r['c']} ({clients.count} clients): "
+                f"{r['inferPerSec']} infer/s, p99 {r['p99Us']} us over {r['requests']} "
+                f"requests in the common {r['windowMs']} ms, Little {r['little']}")
         summary[model] = {**model_summary(rows[model], rate_mode=False), "scaling": scaled[model]}
         if composing[model]:
             summary[model]["composing"] = composing[model]
-    (out / "bench.json").write_text(json.dumps({
-        "url": url, "protocol": protocol, "batchSize": batch, "concurrency": concurrency,
-        "measurementMode": mode, "measurementIntervalMs": interval_ms,
-        "measurementRequestCount": count, "stabilityPercentage": stability,
-        "littleTolerance": tolerance, "clients": clients.count, "aggregation": AGGREGATION,
+    (cfg.out / "bench.json").write_text(json.dumps({
+        **cfg.settings(), "clients": clients.count, "aggregation": AGGREGATION,
         "clientsDir": str(clients.root), "rows": rows, "scaling": scaled}, indent=1))
-    result = {"protocol": protocol, "batchSize": batch, "concurrency": concurrency,
-              "repeats": 1, "littleTolerance": fmt(tolerance, 2), "clients": clients.count,
-              "aggregation": AGGREGATION, "models": summary, "out": str(out),
+    result = {"protocol": cfg.protocol, "batchSize": cfg.batch, "concurrency": cfg.concurrency,
+              "repeats": 1, "littleTolerance": fmt(cfg.tolerance, 2), "clients": clients.count,
+              "aggregation": AGGREGATION, "models": summary, "out": str(cfg.out),
               # the step's message, in its status record and its StageSucceeded Event
               "message": f"{clients.count} clients; " + "; ".join(
                   f"{m}: {aggregate.verdict(sc)} ({sc['clients'][0]} client(s) "
                   f"{sc['inferPerSec'][0]}, {sc['clients'][1]} clients {sc['inferPerSec'][1]} "
                   f"infer/s at c={sc['c']})" for m, sc in scaled.items())}
-    result["environment"] = {**provenance.served(protocol, url, models),
-                             "perfAnalyzer": provenance.perf_analyzer_version(pa)}
+    result["environment"] = _environment(cfg, pa)
     return shrink(result)
 
 
@@ -535,22 +649,7 @@ def parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser()
-
-    def body(a):
-        models = [m.strip() for m in a.models.split(",") if m.strip()]
-        clients = distributed.Clients.of(a.clients, a.client_index, a.clients_run, a.out,
-                                         a.barrier_timeout_s)
-        return run_bench(a.url, a.protocol, models, a.batch_size, a.concurrency,
-                         a.measurement_mode, a.measurement_interval_ms,
-                         a.measurement_request_count, a.stability_percentage, a.out,
-                         a.little_tolerance, a.max_trials, repeats=a.repeats,
-                         load_mode=a.load_mode, request_rate=a.request_rate,
-                         distribution=a.request_distribution,
-                         slo=slo_search.Slo(a.slo_p99_ms, a.slo_p95_ms),
-                         metrics_url=a.metrics_url, telemetry_interval_ms=a.telemetry_interval_ms,
-                         clients=clients)
-    return run_stage("bench", p, body, argv)
+    return run_stage("bench", parser(), lambda a: run_bench(BenchConfig.from_args(a)), argv)
 
 
 if __name__ == "__main__":

@@ -57,8 +57,8 @@ def fake(monkeypatch):
 
 
 def run(tmp_path: Path, stability: int = 10) -> dict:
-    return bench.run_bench("127.0.0.1:8001", "grpc", ["mnist_onnx"], 1, "4:4:1", "time_windows",
-                           500, 50, stability, tmp_path / "bench")
+    return bench.run_bench(bench.BenchConfig("127.0.0.1:8001", "grpc", ["mnist_onnx"], 1, "4:4:1", "time_windows",
+                           500, 50, stability, tmp_path / "bench"))
 
 
 def test_an_unstable_point_is_measured_again_within_twice_the_bound(tmp_path, fake):

@@ -47,8 +47,8 @@ def test_the_interval_covers_the_true_mean_95_percent_of_the_time(n):
 
 def test_repeats_outside_1_to_10_are_refused_naming_the_flag(tmp_path):
     with pytest.raises(InputError) as err:
-        bench.run_bench("h:1", "grpc", ["mnist_onnx"], 1, "1", "time_windows", 500, 50, 10,
-                        tmp_path, repeats=11)
+        bench.run_bench(bench.BenchConfig("h:1", "grpc", ["mnist_onnx"], 1, "1", "time_windows", 500, 50, 10,
+                        tmp_path, repeats=11))
     assert err.value.field == "--repeats" and "1..10" in str(err.value)
 
 

@@ -65,6 +65,6 @@ def test_compare_shows_the_rate_and_a_sweep_labelled_by_rate():
 ])
 def test_bad_load_and_slo_input_is_refused_naming_the_flag(tmp_path, kwargs, flag):
     with pytest.raises(InputError) as err:
-        bench.run_bench("h:1", "grpc", ["mnist_onnx"], 1, "1", "time_windows", 500, 50, 10,
-                        tmp_path, **kwargs)
+        bench.run_bench(bench.BenchConfig("h:1", "grpc", ["mnist_onnx"], 1, "1", "time_windows", 500, 50, 10,
+                        tmp_path, **kwargs))
     assert err.value.field == flag and "\n" not in str(err.value)

@@ -211,9 +211,9 @@ def fake_perf_analyzer(monkeypatch):
 
 
 def _bench(tmp_path, metrics_url, concurrency="4:4:1"):
-    return bench.run_bench("127.0.0.1:8001", "grpc", ["mnist_onnx"], 1, concurrency,
+    return bench.run_bench(bench.BenchConfig("127.0.0.1:8001", "grpc", ["mnist_onnx"], 1, concurrency,
                            "time_windows", 500, 50, 10, tmp_path / "bench",
-                           metrics_url=metrics_url, telemetry_interval_ms=50)
+                           metrics_url=metrics_url, telemetry_interval_ms=50))
 
 
 def test_bench_rows_and_best_carry_the_points_telemetry(tmp_path, metrics_server, fake_perf_analyzer):
