@@ -44,14 +44,17 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mnist_jobs.lib import perf, provenance
 from mnist_jobs.lib.stage_cli import InputError, StageError, fmt, run_stage, stage_parser
-from mnist_jobs.lib import provenance, perf
-from mnist_jobs.lib.triton import TritonServer, backend_directory, find_tritonserver, free_ports, server_env
+from mnist_jobs.lib.triton import (TritonServer, backend_directory, find_tritonserver, free_ports,
+                                   server_env)
 
 THROUGHPUT = "Throughput (infer/sec)"
 P99 = "p99 Latency (ms)"
+LOG = "model-analyzer.log"
 
 
 def _find_model_analyzer() -> str:
@@ -78,25 +81,89 @@ def _int_list(flag: str, text: str) -> list[int]:
     return values
 
 
-def build_config(model_repo: Path, models: list[str], out: Path, *, max_concurrency: int,
-                 max_batch_size: int, max_instances: int, search: str,
-                 concurrency: list[int] | None, instance_kind: str, interval_ms: int,
-                 launch_mode: str, http_endpoint: str | None, grpc_endpoint: str | None,
-                 bls_composing: list[str], protocol: str = "grpc",
-                 stability: int = 30, metrics_url: str | None = None,
-                 slo_p99_ms: int = 0, slo_p95_ms: int = 0) -> dict:
+@dataclass(frozen=True)
+class AnalyzeArgs:
+    """The stage's arguments, checked (:meth:`from_args`), as build_config and the
+    run read them. The Triton fields name the server model-analyzer profiles: a
+    tritonserver started beside it replaces them (remote mode, its endpoints)."""
+    model_repo: Path
+    models: tuple[str, ...]
+    out: Path
+    max_concurrency: int
+    max_batch_size: int
+    max_instances: int
+    search: str                          # bounded | brute
+    concurrency: tuple[int, ...] | None  # bounded search's points; None: 1 and max
+    instance_kind: str                   # auto | cpu | gpu
+    interval_ms: int
+    launch_mode: str                     # local | remote
+    http_endpoint: str | None
+    grpc_endpoint: str | None
+    bls_composing: tuple[str, ...]       # the models mnist_bls calls, read from its config
+    protocol: str = "grpc"
+    stability: int = 30
+    metrics_url: str | None = None
+    slo_p99_ms: int = 0
+    slo_p95_ms: int = 0
+    timeout_s: int = 1800
+
+    @classmethod
+    def from_args(cls, a) -> "AnalyzeArgs":
+        """Every input check, with an :class:`InputError` naming the flag."""
+        models = tuple(m.strip() for m in a.models.split(",") if m.strip())
+        if not models:
+            raise InputError("--models", "empty list")
+        repo = a.model_repo
+        if not repo.is_dir():
+            raise InputError("--model-repo", f"{repo} is not a directory")
+        for m in models:
+            if not (repo / m / "config.pbtxt").is_file():
+                raise InputError("--models", f"{m!r} is not in {repo} (no {m}/config.pbtxt)")
+        for flag, v in (("--max-concurrency", a.max_concurrency),
+                        ("--max-batch-size", a.max_batch_size),
+                        ("--max-instances", a.max_instances)):
+            if v < 1:
+                raise InputError(flag, "must be >= 1")
+        for flag, v in (("--slo-p99-ms", a.slo_p99_ms), ("--slo-p95-ms", a.slo_p95_ms)):
+            if v < 0:
+                raise InputError(flag, f"must be >= 0 (0 = no limit), got {v}")
+        if a.triton_launch_mode == "remote" and not (a.triton_http_endpoint
+                                                     and a.triton_grpc_endpoint):
+            raise InputError("--triton-http-endpoint", "remote launch mode needs "
+                             "--triton-http-endpoint and --triton-grpc-endpoint")
+        concurrency = tuple(_int_list("--concurrency", a.concurrency)) if a.concurrency else None
+        return cls(repo, models, a.out, a.max_concurrency, a.max_batch_size, a.max_instances,
+                   a.search, concurrency, a.instance_kind, a.measurement_interval_ms,
+                   a.triton_launch_mode, a.triton_http_endpoint, a.triton_grpc_endpoint,
+                   bls_composing(repo, models), stability=a.stability_percentage,
+                   metrics_url=a.triton_metrics_url, slo_p99_ms=a.slo_p99_ms,
+                   slo_p95_ms=a.slo_p95_ms, timeout_s=a.timeout_s)
+
+
+def bls_composing(repo: Path, models: tuple[str, ...]) -> tuple[str, ...]:
+    """The model mnist_bls calls (its ``downstream_model`` parameter), when profiled."""
+    if "mnist_bls" not in models:
+        return ()
+    text = (repo / "mnist_bls" / "config.pbtxt").read_text()
+    found = re.search(r'key: "downstream_model"\s*value: \{ string_value: "([^"]+)"', text)
+    return (found.group(1),) if found else ()
+
+
+def build_config(args: AnalyzeArgs) -> dict:
+    """model-analyzer's profile config for ``args``."""
+    out = args.out
     cfg: dict = {
-        "model_repository": str(model_repo.resolve()),
+        "model_repository": str(args.model_repo.resolve()),
         "checkpoint_directory": str((out / "checkpoints").resolve()),
         "export_path": str(out.resolve()),
         "output_model_repository_path": str((out / "output_model_repository").resolve()),
         "override_output_model_repository": True,
-        "client_protocol": protocol,
+        "client_protocol": args.protocol,
         "perf_analyzer_path": perf.find_perf_analyzer(),
         "perf_analyzer_flags": {"measurement-mode": "time_windows",
-                                "measurement-interval": str(interval_ms),
-                                "stability-percentage": str(stability)},
-        "triton_launch_mode": launch_mode,
+                                "measurement-interval": str(args.interval_ms),
+                                "stability-percentage": str(args.stability)},
+        "triton_launch_mode": args.launch_mode,
         "triton_output_path": str((out / "triton.log").resolve()),
         "perf_output": True,
         "perf_output_path": str((out / "perf_analyzer.log").resolve()),
@@ -104,52 +171,60 @@ def build_config(model_repo: Path, models: list[str], out: Path, *, max_concurre
         # reports only redraw the same rows, for seconds of plotting
         "skip_detailed_reports": True,
     }
-    if launch_mode == "local":
+    cfg.update(_launch_config(args))
+    if args.bls_composing:
+        cfg["bls_composing_models"] = ",".join(args.bls_composing)
+    # benchmark.slo: the best config is the highest throughput within it (model-analyzer
+    # 1.58's constraint keys, integer milliseconds; a config breaking them is not picked)
+    constraints = {key: {"max": ms} for key, ms in (("perf_latency_p99", args.slo_p99_ms),
+                                                     ("perf_latency_p95", args.slo_p95_ms)) if ms}
+    if constraints:
+        cfg["objectives"] = {"perf_throughput": 10}
+        cfg["constraints"] = constraints
+    cfg.update(_search_config(args))
+    return cfg
+
+
+def _launch_config(args: AnalyzeArgs) -> dict:
+    """Which Triton model-analyzer profiles: one it starts (local), or one running (remote)."""
+    if args.launch_mode == "local":
         install = find_tritonserver()
         h, g, m = free_ports(3)
         env = server_env(install, base={"PATH": os.environ.get("PATH", "")})
-        cfg.update({
+        return {
             "triton_server_path": str(install.binary),
             "triton_server_flags": {"backend_directory": str(backend_directory(install))},
             "triton_server_environment": {k: env[k] for k in
                                           ("LD_LIBRARY_PATH", "PYTHONPATH", "PATH") if k in env},
             "triton_http_endpoint": f"localhost:{h}", "triton_grpc_endpoint": f"localhost:{g}",
             "triton_metrics_url": f"http://localhost:{m}/metrics",
-        })
-    else:
-        cfg["triton_http_endpoint"] = http_endpoint
-        cfg["triton_grpc_endpoint"] = grpc_endpoint
-        host = (http_endpoint or "localhost:8000").rsplit(":", 1)[0]
-        cfg["triton_metrics_url"] = metrics_url or f"http://{host}:8002/metrics"
-    if bls_composing:
-        cfg["bls_composing_models"] = ",".join(bls_composing)
-    # benchmark.slo: the best config is the highest throughput within it (model-analyzer
-    # 1.58's constraint keys, integer milliseconds; a config breaking them is not picked)
-    constraints = {key: {"max": ms} for key, ms in (("perf_latency_p99", slo_p99_ms),
-                                                     ("perf_latency_p95", slo_p95_ms)) if ms}
-    if constraints:
-        cfg["objectives"] = {"perf_throughput": 10}
-        cfg["constraints"] = constraints
-    if search == "brute":
-        cfg.update({"run_config_search_mode": "brute",
-                    "run_config_search_max_concurrency": max_concurrency,
-                    "run_config_search_max_model_batch_size": max_batch_size,
-                    "run_config_search_max_instance_count": max_instances,
-                    "profile_models": ",".join(models)})
-        return cfg
-    points = concurrency or sorted({1, max_concurrency})
-    group = {"count": list(range(1, max_instances + 1))}
-    if instance_kind != "auto":
-        group["kind"] = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}[instance_kind]
-    cfg["run_config_search_disable"] = True
-    cfg["profile_models"] = {
-        m: {"model_config_parameters": {
-                "max_batch_size": [max_batch_size],
-                "dynamic_batching": {"max_queue_delay_microseconds": [100]},
-                "instance_group": [[group]]},
-            "parameters": {"concurrency": points, "batch_sizes": [1]}}
-        for m in models}
-    return cfg
+        }
+    host = (args.http_endpoint or "localhost:8000").rsplit(":", 1)[0]
+    return {"triton_http_endpoint": args.http_endpoint,
+            "triton_grpc_endpoint": args.grpc_endpoint,
+            "triton_metrics_url": args.metrics_url or f"http://{host}:8002/metrics"}
+
+
+def _search_config(args: AnalyzeArgs) -> dict:
+    """What is profiled: model-analyzer's brute search, or our few named configs."""
+    if args.search == "brute":
+        return {"run_config_search_mode": "brute",
+                "run_config_search_max_concurrency": args.max_concurrency,
+                "run_config_search_max_model_batch_size": args.max_batch_size,
+                "run_config_search_max_instance_count": args.max_instances,
+                "profile_models": ",".join(args.models)}
+    points = list(args.concurrency) if args.concurrency else sorted({1, args.max_concurrency})
+    group = {"count": list(range(1, args.max_instances + 1))}
+    if args.instance_kind != "auto":
+        group["kind"] = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}[args.instance_kind]
+    return {"run_config_search_disable": True,
+            "profile_models": {
+                m: {"model_config_parameters": {
+                        "max_batch_size": [args.max_batch_size],
+                        "dynamic_batching": {"max_queue_delay_microseconds": [100]},
+                        "instance_group": [[group]]},
+                    "parameters": {"concurrency": points, "batch_sizes": [1]}}
+                for m in args.models}}
 
 
 def _num(text: str) -> float:
@@ -297,93 +372,89 @@ def start_triton_beside(repo: Path, out: Path) -> TritonServer:
 
 
 def run_analyze(a) -> dict:
-    models = [m.strip() for m in a.models.split(",") if m.strip()]
-    if not models:
-        raise InputError("--models", "empty list")
-    repo = a.model_repo
-    if not repo.is_dir():
-        raise InputError("--model-repo", f"{repo} is not a directory")
-    for m in models:
-        if not (repo / m / "config.pbtxt").is_file():
-            raise InputError("--models", f"{m!r} is not in {repo} (no {m}/config.pbtxt)")
-    for flag, v in (("--max-concurrency", a.max_concurrency), ("--max-batch-size", a.max_batch_size),
-                    ("--max-instances", a.max_instances)):
-        if v < 1:
-            raise InputError(flag, "must be >= 1")
-    for flag, v in (("--slo-p99-ms", a.slo_p99_ms), ("--slo-p95-ms", a.slo_p95_ms)):
-        if v < 0:
-            raise InputError(flag, f"must be >= 0 (0 = no limit), got {v}")
-    if a.triton_launch_mode == "remote" and not (a.triton_http_endpoint and a.triton_grpc_endpoint):
-        raise InputError("--triton-http-endpoint", "remote launch mode needs "
-                         "--triton-http-endpoint and --triton-grpc-endpoint")
-    concurrency = _int_list("--concurrency", a.concurrency) if a.concurrency else None
-    composing = []
-    if "mnist_bls" in models:
-        text = (repo / "mnist_bls" / "config.pbtxt").read_text()
-        found = re.search(r'key: "downstream_model"\s*value: \{ string_value: "([^"]+)"', text)
-        composing = [found.group(1)] if found else []
-    out = a.out
+    args = AnalyzeArgs.from_args(a)
     ma = _find_model_analyzer()
-    out.mkdir(parents=True, exist_ok=True)
-    beside = start_triton_beside(repo, out) if needs_triton_beside(a.triton_launch_mode) else None
-    launch_mode = "remote" if beside else a.triton_launch_mode
+    args.out.mkdir(parents=True, exist_ok=True)
+    beside = start_triton_beside(args.model_repo, args.out) \
+        if needs_triton_beside(args.launch_mode) else None
+    if beside:
+        args = replace(args, launch_mode="remote", http_endpoint=beside.http_url,
+                       grpc_endpoint=beside.grpc_url,
+                       metrics_url=f"http://{beside.metrics_url}/metrics")
     try:
-        try:
-            cfg = build_config(repo, models, out, max_concurrency=a.max_concurrency,
-                               max_batch_size=a.max_batch_size, max_instances=a.max_instances,
-                               search=a.search, concurrency=concurrency,
-                               instance_kind=a.instance_kind, interval_ms=a.measurement_interval_ms,
-                               launch_mode=launch_mode,
-                               http_endpoint=beside.http_url if beside else a.triton_http_endpoint,
-                               grpc_endpoint=beside.grpc_url if beside else a.triton_grpc_endpoint,
-                               bls_composing=composing, stability=a.stability_percentage,
-                               metrics_url=f"http://{beside.metrics_url}/metrics" if beside
-                               else a.triton_metrics_url, slo_p99_ms=a.slo_p99_ms,
-                               slo_p95_ms=a.slo_p95_ms)
-        except FileNotFoundError as exc:
-            raise StageError(str(exc), reason="PerfAnalyzerNotFound") from None
-        if beside:   # DCGM only lists GPUs for a Triton model-analyzer launches itself
-            cfg["dcgm_disable"] = True
-        (out / "perf_analyzer_error.log").unlink(missing_ok=True)   # only this run's errors count
-        # model-analyzer resumes from its checkpoint: measurements of an earlier
-        # repository (another max_batch_size, say) would mix into this run's
-        # results under the same config names, so every run starts fresh
-        for stale in ("checkpoints", "results", "reports"):
-            shutil.rmtree(out / stale, ignore_errors=True)
-        config_path = out / "config.yaml"
-        config_path.write_text("# model-analyzer profile config written by mnist_jobs.analyze "
-                               "(JSON is valid YAML)\n" + json.dumps(cfg, indent=2) + "\n")
-        cmd = [ma, "profile", "-f", str(config_path)]
-        log_path = out / "model-analyzer.log"
-        print(f"analyze: {' '.join(cmd)} (log {log_path})", file=sys.stderr, flush=True)
-        started = time.time()
-        with log_path.open("w") as log:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True)
-            try:
-                assert proc.stdout is not None
-                deadline = started + a.timeout_s
-                for line in proc.stdout:
-                    log.write(f"[+{time.time() - started:6.1f}s] {line}")
-                    log.flush()
-                    if "Profiling " in line or "measurement" in line.lower() and "INFO" in line:
-                        print(f"analyze: {line.strip()[:200]}", file=sys.stderr, flush=True)
-                    if time.time() > deadline:
-                        raise StageError(f"model-analyzer ran over --timeout-s {a.timeout_s}; "
-                                         f"log {log_path}", reason="Timeout")
-                code = proc.wait()
-            finally:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, 15)
-                    try:
-                        proc.wait(30)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, 9)
-                        proc.wait()
+        cfg = write_profile_config(args, dcgm=beside is None)
+        code, started = profile(ma, args.out, args.timeout_s)
     finally:
         if beside is not None:
             beside.stop()
     seconds = int(round(time.time() - started))
+    result = collect_results(args.out, code)
+    if beside:
+        result["tritonBeside"] = ("no DCGM for model-analyzer's local mode on this GPU machine: "
+                                  "a tritonserver beside it, profiled in remote mode")
+    tools = {"modelAnalyzer": provenance.model_analyzer_version(ma),
+             "perfAnalyzer": provenance.perf_analyzer_version(cfg["perf_analyzer_path"])}
+    return {**result, "search": args.search, "launchMode": args.launch_mode,
+            "profileSeconds": seconds, "environment": tools, "out": str(args.out)}
+
+
+def write_profile_config(args: AnalyzeArgs, *, dcgm: bool) -> dict:
+    """``<out>/config.yaml`` for a fresh run; returns the config."""
+    out = args.out
+    try:
+        cfg = build_config(args)
+    except FileNotFoundError as exc:
+        raise StageError(str(exc), reason="PerfAnalyzerNotFound") from None
+    if not dcgm:   # DCGM only lists GPUs for a Triton model-analyzer launches itself
+        cfg["dcgm_disable"] = True
+    (out / "perf_analyzer_error.log").unlink(missing_ok=True)   # only this run's errors count
+    # model-analyzer resumes from its checkpoint: measurements of an earlier
+    # repository (another max_batch_size, say) would mix into this run's
+    # results under the same config names, so every run starts fresh
+    for stale in ("checkpoints", "results", "reports"):
+        shutil.rmtree(out / stale, ignore_errors=True)
+    (out / "config.yaml").write_text("# model-analyzer profile config written by mnist_jobs.analyze "
+                                     "(JSON is valid YAML)\n" + json.dumps(cfg, indent=2) + "\n")
+    return cfg
+
+
+def profile(ma: str, out: Path, timeout_s: int) -> tuple[int, float]:
+    """``model-analyzer profile -f <out>/config.yaml``, its output into
+    ``<out>/model-analyzer.log`` (progress lines to stderr), stopped after
+    ``timeout_s``; returns its exit code and when it started."""
+    cmd = [ma, "profile", "-f", str(out / "config.yaml")]
+    log_path = out / LOG
+    print(f"analyze: {' '.join(cmd)} (log {log_path})", file=sys.stderr, flush=True)
+    started = time.time()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            assert proc.stdout is not None
+            deadline = started + timeout_s
+            for line in proc.stdout:
+                log.write(f"[+{time.time() - started:6.1f}s] {line}")
+                log.flush()
+                if "Profiling " in line or "measurement" in line.lower() and "INFO" in line:
+                    print(f"analyze: {line.strip()[:200]}", file=sys.stderr, flush=True)
+                if time.time() > deadline:
+                    raise StageError(f"model-analyzer ran over --timeout-s {timeout_s}; "
+                                     f"log {log_path}", reason="Timeout")
+            return proc.wait(), started
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, 9)
+                    proc.wait()
+
+
+def collect_results(out: Path, code: int) -> dict:
+    """What model-analyzer (exit ``code``) left under ``out``: the best config per
+    model (also written to ``best.json``), the reports, failed measurements."""
+    log_path = out / LOG
     if code != 0:
         tail = [l for l in log_path.read_text(errors="replace").splitlines() if l.strip()][-1:]
         raise StageError(f"model-analyzer exited {code}: {(tail or [''])[0][:200]} "
@@ -404,21 +475,14 @@ def run_analyze(a) -> dict:
     (out / "best.json").write_text(json.dumps(parsed, indent=1))
     errors_log = out / "perf_analyzer_error.log"
     failed = errors_log.read_text(errors="replace").count("Command:") if errors_log.is_file() else 0
-    extra = {}
+    result: dict = {}
     if failed:
-        extra["failedMeasurements"] = failed
-        extra["warning"] = (f"perf_analyzer failed {failed} measurement(s); those configs are "
-                            f"missing from the results: see {errors_log}")
-        print(f"analyze: warning: {extra['warning']}", file=sys.stderr, flush=True)
-    tools = {"modelAnalyzer": provenance.model_analyzer_version(ma),
-             "perfAnalyzer": provenance.perf_analyzer_version(cfg["perf_analyzer_path"])}
-    if beside:
-        extra["tritonBeside"] = ("no DCGM for model-analyzer's local mode on this GPU machine: "
-                                 "a tritonserver beside it, profiled in remote mode")
-    return {**extra, "search": a.search, "launchMode": launch_mode,
-            "profileSeconds": seconds, "environment": tools,
-            "models": summarize(parsed, out / "output_model_repository"),
-            "reports": reports[:6], "reportFormat": report_note, "out": str(out)}
+        result["failedMeasurements"] = failed
+        result["warning"] = (f"perf_analyzer failed {failed} measurement(s); those configs are "
+                             f"missing from the results: see {errors_log}")
+        print(f"analyze: warning: {result['warning']}", file=sys.stderr, flush=True)
+    return {**result, "models": summarize(parsed, out / "output_model_repository"),
+            "reports": reports[:6], "reportFormat": report_note}
 
 
 def parser():

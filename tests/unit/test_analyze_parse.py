@@ -57,11 +57,11 @@ def test_no_default_row_means_no_ratio():
 
 
 def test_bounded_config(tmp_path):
-    cfg = analyze.build_config(tmp_path, ["mnist_onnx"], tmp_path / "out", max_concurrency=16,
-                               max_batch_size=64, max_instances=3, search="bounded",
-                               concurrency=None, instance_kind="cpu", interval_ms=1000,
-                               launch_mode="local", http_endpoint=None, grpc_endpoint=None,
-                               bls_composing=[])
+    cfg = analyze.build_config(analyze.AnalyzeArgs(
+        tmp_path, ("mnist_onnx",), tmp_path / "out", max_concurrency=16, max_batch_size=64,
+        max_instances=3, search="bounded", concurrency=None, instance_kind="cpu",
+        interval_ms=1000, launch_mode="local", http_endpoint=None, grpc_endpoint=None,
+        bls_composing=()))
     assert cfg["run_config_search_disable"] is True
     spec = cfg["profile_models"]["mnist_onnx"]
     assert spec["parameters"]["concurrency"] == [1, 16]
@@ -73,12 +73,11 @@ def test_bounded_config(tmp_path):
 
 
 def test_remote_and_brute_config(tmp_path):
-    cfg = analyze.build_config(tmp_path, ["mnist_onnx", "mnist_bls"], tmp_path / "out",
-                               max_concurrency=64, max_batch_size=128, max_instances=2,
-                               search="brute", concurrency=None, instance_kind="auto",
-                               interval_ms=1000, launch_mode="remote",
-                               http_endpoint="triton:8000", grpc_endpoint="triton:8001",
-                               bls_composing=["mnist_onnx"])
+    cfg = analyze.build_config(analyze.AnalyzeArgs(
+        tmp_path, ("mnist_onnx", "mnist_bls"), tmp_path / "out", max_concurrency=64,
+        max_batch_size=128, max_instances=2, search="brute", concurrency=None,
+        instance_kind="auto", interval_ms=1000, launch_mode="remote",
+        http_endpoint="triton:8000", grpc_endpoint="triton:8001", bls_composing=("mnist_onnx",)))
     assert cfg["triton_launch_mode"] == "remote" and "triton_server_path" not in cfg
     assert cfg["triton_grpc_endpoint"] == "triton:8001"
     assert cfg["run_config_search_max_concurrency"] == 64
@@ -94,11 +93,11 @@ def test_the_slo_becomes_constraints_model_analyzer_itself_reads(tmp_path, monke
     from model_analyzer.cli.cli import CLI
     from model_analyzer.config.input.config_command_profile import ConfigCommandProfile
     (tmp_path / "out").mkdir()
-    cfg = analyze.build_config(tmp_path, ["mnist_onnx"], tmp_path / "out", max_concurrency=16,
-                               max_batch_size=64, max_instances=2, search="bounded",
-                               concurrency=None, instance_kind="cpu", interval_ms=1000,
-                               launch_mode="local", http_endpoint=None, grpc_endpoint=None,
-                               bls_composing=[], slo_p99_ms=10, slo_p95_ms=5)
+    cfg = analyze.build_config(analyze.AnalyzeArgs(
+        tmp_path, ("mnist_onnx",), tmp_path / "out", max_concurrency=16, max_batch_size=64,
+        max_instances=2, search="bounded", concurrency=None, instance_kind="cpu",
+        interval_ms=1000, launch_mode="local", http_endpoint=None, grpc_endpoint=None,
+        bls_composing=(), slo_p99_ms=10, slo_p95_ms=5))
     (tmp_path / "ma.yaml").write_text(yaml.safe_dump(cfg))
     cli = CLI()
     cli.add_subcommand(cmd="profile", help="", config=ConfigCommandProfile())
@@ -107,11 +106,11 @@ def test_the_slo_becomes_constraints_model_analyzer_itself_reads(tmp_path, monke
     want = {"perf_latency_p99": {"max": 10}, "perf_latency_p95": {"max": 5}}
     assert [m.constraints().to_dict() for m in parsed.profile_models] == [want]
     assert parsed.objectives == {"perf_throughput": 10}
-    plain = analyze.build_config(tmp_path, ["mnist_onnx"], tmp_path / "out", max_concurrency=16,
-                                 max_batch_size=64, max_instances=2, search="bounded",
-                                 concurrency=None, instance_kind="cpu", interval_ms=1000,
-                                 launch_mode="local", http_endpoint=None, grpc_endpoint=None,
-                                 bls_composing=[])
+    plain = analyze.build_config(analyze.AnalyzeArgs(
+        tmp_path, ("mnist_onnx",), tmp_path / "out", max_concurrency=16, max_batch_size=64,
+        max_instances=2, search="bounded", concurrency=None, instance_kind="cpu",
+        interval_ms=1000, launch_mode="local", http_endpoint=None, grpc_endpoint=None,
+        bls_composing=()))
     assert "constraints" not in plain and "objectives" not in plain
 
 

@@ -29,10 +29,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 from mnist_operator.api import stage_table
-from mnist_operator.api.spec import MODELS, MnistServingSpec, TRITON_MODEL
+from mnist_operator.api.spec import MODELS, TRITON_MODEL, MnistServingSpec
 from mnist_operator.api.vocabulary import FINISHED
 
 #: Container ports Triton serves on (the Deployment and the local serve stage).
@@ -304,6 +304,194 @@ def fingerprint(inputs: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What every group of steps reads: the spec (and its dict, built once: it is
+    most of a plan's cost), where the work directory is and how Triton is reached."""
+    spec: MnistServingSpec
+    given: dict[str, Any]
+    lay: Layout
+    endpoints: Endpoints
+
+    @property
+    def data_source(self) -> str:
+        return self.spec.training.dataset.source
+
+    @property
+    def data_dir(self) -> str:
+        return self.spec.training.dataset.path or str(self.lay.data)
+
+
+class _Draft(NamedTuple):
+    """A step before its fingerprint, which needs its upstream steps' ones."""
+    name: str
+    stage: str
+    params: Params
+    inputs: dict
+    needs: tuple[str, ...] = ()
+    gpus: int = 0
+    enabled: bool = True
+    skip_reason: str = ""
+
+
+def _fingerprinted(drafts: list[_Draft], before: list[Step] | None = None) -> list[Step]:
+    """``drafts`` as steps, in order: each fingerprint hashes the step's name and
+    inputs and the fingerprints of the steps it needs (from ``before`` or earlier
+    in ``drafts``)."""
+    fps = {s.name: s.fingerprint for s in before or ()}
+    steps: list[Step] = []
+    for d in drafts:
+        fp = fingerprint({"step": d.name, "inputs": d.inputs,
+                          "upstream": {n: fps[n] for n in d.needs}})
+        fps[d.name] = fp
+        steps.append(Step(d.name, d.stage, d.params, fp, d.needs, d.gpus, d.enabled,
+                          d.skip_reason, d.inputs))
+    return steps
+
+
+def _model_steps(c: _Context, device: str) -> list[_Draft]:
+    """train, export and engine: the model and its ONNX and TensorRT forms."""
+    spec, a = c.spec, c.lay.artifacts
+    t, x, trt = spec.training, spec.export, spec.tensorrt
+    trt_inputs = {k: v for k, v in c.given["tensorrt"].items() if k != "gpus"}
+    trt_inputs["gpuProduct"] = spec.scheduling.gpu_product
+    # a plan loads only in Triton's TensorRT version: a new image builds it again
+    trt_inputs["image"] = spec.images.pytorch
+    return [
+        _Draft("train", "train",
+               TrainParams(c.data_source, c.data_dir, t.epochs, t.batch_size, t.learning_rate,
+                           t.momentum, t.seed, device, str(a)),
+               {"training": {k: v for k, v in c.given["training"].items() if k != "gpus"}},
+               gpus=t.gpus),
+        _Draft("export", "export",
+               ExportParams(str(a / "model.pt"), str(a), x.opset, c.data_source, c.data_dir),
+               {"opset": x.opset}, ("train",), gpus=t.gpus),
+        _Draft("engine", "engine",
+               EngineParams(str(a / "model.onnx"), str(a / "model.plan"),
+                            str(a / "trt-profile.json"), trt.precision, trt.min_batch,
+                            trt.opt_batch, trt.max_batch),
+               trt_inputs, ("export",), gpus=trt.gpus if trt.enabled else 0,
+               enabled=trt.enabled, skip_reason="" if trt.enabled else "Disabled"),
+    ]
+
+
+def _serving_steps(c: _Context) -> list[_Draft]:
+    """repo, serve and client: the repository, Triton on it, and a first request."""
+    sv, ep, db = c.spec.serving, c.endpoints, c.spec.serving.dynamic_batching
+    repo = RepoParams(str(c.lay.artifacts), str(c.lay.model_repo),
+                      tuple(m for m in MODELS if m in sv.models),
+                      sv.max_batch_size, sv.instances, sv.instance_kind,
+                      tuple(db.preferred_batch_sizes), db.max_queue_delay_microseconds,
+                      cpu_only=sv.cpu_only)
+    # the accuracy tolerance judges results and changes nothing a step makes
+    serving = {k: v for k, v in c.given["serving"].items()
+               if k not in ("replicas", "gpus", "accuracyTolerance")}
+    serve = ServeParams(str(c.lay.model_repo), ep.http_port, ep.grpc_port, ep.metrics_port,
+                        ep.host)
+    served = c.spec.served_triton_models()
+    return [
+        _Draft("repo", "repo", repo, {"serving": serving}, ("export", "engine")),
+        _Draft("serve", "serve", serve,
+               {"replicas": sv.replicas, "gpus": sv.gpus, "image": c.spec.images.triton},
+               ("repo",), gpus=sv.gpus),
+        _Draft("client", "client",
+               ClientParams(ep.url("http"), ep.url("grpc"), tuple(served), c.data_source,
+                            c.data_dir),
+               {"models": served}, ("serve",)),
+    ]
+
+
+def _slo_flags(spec: MnistServingSpec) -> dict[str, int | None]:
+    """The SLO reaches the commands and the fingerprints only when set, so a
+    resource without one keeps its fingerprints."""
+    slo = spec.benchmark.slo
+    return {"slo_p99_ms": slo.p99_ms or None, "slo_p95_ms": slo.p95_ms or None}
+
+
+def _slo_inputs(c: _Context) -> dict[str, Any]:
+    return {"slo": c.given["benchmark"]["slo"]} if c.spec.benchmark.slo.active else {}
+
+
+def _bench_steps(c: _Context) -> list[_Draft]:
+    """bench-<protocol>: one perf_analyzer sweep per protocol."""
+    pa = c.spec.benchmark.perf_analyzer
+    conc, load, rate = pa.concurrency, pa.load, pa.load.request_rate
+    open_loop = {"request_rate": f"{rate.start}:{rate.end}:{rate.step}",
+                 "request_distribution": load.distribution} if load.mode == "requestRate" else {}
+    # what the sweep measures; the open-loop settings, repeats and clients count only
+    # when they are in use, so resources that use none of them keep their fingerprints
+    measured = {k: v for k, v in c.given["benchmark"]["perfAnalyzer"].items()
+                if k != "protocols" and not (k == "load" and not open_loop)
+                and not (k in ("repeats", "clients") and v == 1)}
+    drafts = []
+    for protocol in pa.protocols:
+        params = BenchParams(
+            c.endpoints.url(protocol), protocol, tuple(c.spec.bench_models()), pa.batch_size,
+            f"{conc.start}:{conc.end}:{conc.step}", pa.measurement_mode,
+            pa.measurement_interval_ms, pa.measurement_request_count, pa.stability_percentage,
+            str(c.lay.bench / protocol), repeats=pa.repeats, load_mode=load.mode, **open_loop,
+            **_slo_flags(c.spec), metrics_url=c.endpoints.metrics_url,
+            clients=pa.clients if pa.clients > 1 else None)
+        # each step measures one protocol: adding or removing the other
+        # protocol must not re-run this one
+        inputs = {"perfAnalyzer": measured, "runId": c.spec.benchmark.run_id,
+                  "protocol": protocol, **_slo_inputs(c)}
+        drafts.append(_Draft(f"bench-{protocol}", "bench", params, inputs, ("serve",)))
+    return drafts
+
+
+def _analyze_step(c: _Context) -> _Draft:
+    """analyze: model-analyzer over the repository (Skipped unless enabled)."""
+    ma = c.spec.benchmark.model_analyzer
+    return _Draft(
+        "analyze", "analyze",
+        AnalyzeParams(str(c.lay.model_repo), tuple(c.spec.analyze_models()), str(c.lay.analyze),
+                      ma.max_concurrency, ma.max_batch_size, ma.max_instances, ma.search,
+                      **_slo_flags(c.spec)),
+        # applyBest decides what follows analyze, not what it measures: hashed
+        # as false, so turning it on keeps a finished analysis
+        {"modelAnalyzer": {**c.given["benchmark"]["modelAnalyzer"], "applyBest": False},
+         "runId": c.spec.benchmark.run_id, **_slo_inputs(c)},
+        ("repo",), gpus=c.spec.serving.gpus if ma.enabled else 0,
+        enabled=ma.enabled, skip_reason="" if ma.enabled else "Disabled")
+
+
+def _configs_to_apply(spec: MnistServingSpec, analyze: Step, analyzed: dict | None,
+                      below_tolerance: frozenset[str]) -> dict[str, dict[str, Any]]:
+    """The closed loop's best configs, per model: none unless applyBest is on and
+    ``analyzed`` is a Succeeded analysis of ``analyze`` as planned now."""
+    ma = spec.benchmark.model_analyzer
+    # only a current analysis counts: while analyze re-runs there is nothing
+    # to apply yet; both runners plan again once it has finished
+    best = best_overrides(analyzed) if ma.apply_best and ma.enabled and \
+        is_done(analyze, analyzed) and analyzed.get("state") == "Succeeded" else {}
+    # the accuracy guard: a model below tolerance never gets a tuned config
+    return {m: v for m, v in best.items() if m not in below_tolerance}
+
+
+def _tuned_steps(steps: list[Step], lay: Layout, best: dict[str, dict[str, Any]]) -> list[_Draft]:
+    """repo-tuned, serve-tuned and bench-tuned-<protocol>: the planned repo, serve
+    and bench steps again, on the tuned repository. The best config, not analyze's
+    fingerprint, is their input: a re-analysis (new runId) that finds the same
+    config reuses the tuned repository and its Triton."""
+    by_name = {s.name: s for s in steps}
+    repo, serve = by_name["repo"], by_name["serve"]
+    drafts = [
+        _Draft(REPO_TUNED, "repo",
+               replace(repo.params, out=str(lay.tuned_repo),
+                       override=tuple(override_arg(m, v) for m, v in best.items())),
+               {"serving": repo.inputs["serving"], "apply": best}, ("export", "engine")),
+        _Draft(SERVE_TUNED, "serve", replace(serve.params, model_repo=str(lay.tuned_repo)),
+               serve.inputs, (REPO_TUNED,), gpus=serve.gpus),
+    ]
+    for bench in (s for s in steps if s.stage == "bench"):
+        protocol = bench.params.protocol
+        drafts.append(_Draft(f"{BENCH_TUNED}{protocol}", "bench",
+                             replace(bench.params, out=str(lay.tuned_bench / protocol)),
+                             bench.inputs, (SERVE_TUNED,)))
+    return drafts
+
+
 def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints(),
          *, device: str = "auto", analyzed: dict | None = None,
          below_tolerance: frozenset[str] = frozenset()) -> list[Step]:
@@ -320,119 +508,13 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
     parameters: paths and endpoints differ between a local run and a
     cluster, and must not make a finished step run again.
     """
-    given = spec.to_dict()   # once: it is most of a plan's cost
-    t, x, trt, sv = spec.training, spec.export, spec.tensorrt, spec.serving
-    pa, ma = spec.benchmark.perf_analyzer, spec.benchmark.model_analyzer
-    run_id = spec.benchmark.run_id
-    ds = spec.training.dataset
-    data_source, data_dir = ds.source, ds.path or str(lay.data)
-    steps: list[Step] = []
-    fps: dict[str, str] = {}
-
-    def add(name: str, stage: str, params: Params, inputs: dict, needs: tuple[str, ...] = (),
-            gpus: int = 0, enabled: bool = True, skip_reason: str = "") -> None:
-        full = {"step": name, "inputs": inputs, "upstream": {n: fps[n] for n in needs}}
-        fp = fingerprint(full)
-        fps[name] = fp
-        steps.append(Step(name, stage, params, fp, needs, gpus, enabled, skip_reason, inputs))
-
-    a = lay.artifacts
-    add("train", "train",
-        TrainParams(data_source, data_dir, t.epochs, t.batch_size, t.learning_rate, t.momentum,
-                    t.seed, device, str(a)),
-        {"training": {k: v for k, v in given["training"].items() if k != "gpus"}},
-        gpus=t.gpus)
-    add("export", "export",
-        ExportParams(str(a / "model.pt"), str(a), x.opset, data_source, data_dir),
-        {"opset": x.opset}, ("train",), gpus=t.gpus)
-    trt_inputs = {k: v for k, v in given["tensorrt"].items() if k != "gpus"}
-    trt_inputs["gpuProduct"] = spec.scheduling.gpu_product
-    # a plan loads only in Triton's TensorRT version: a new image builds it again
-    trt_inputs["image"] = spec.images.pytorch
-    add("engine", "engine",
-        EngineParams(str(a / "model.onnx"), str(a / "model.plan"), str(a / "trt-profile.json"),
-                     trt.precision, trt.min_batch, trt.opt_batch, trt.max_batch),
-        trt_inputs, ("export",), gpus=trt.gpus if trt.enabled else 0,
-        enabled=trt.enabled, skip_reason="" if trt.enabled else "Disabled")
-    db = sv.dynamic_batching
-    repo = RepoParams(str(a), str(lay.model_repo),
-                      tuple(m for m in MODELS if m in sv.models),
-                      sv.max_batch_size, sv.instances, sv.instance_kind,
-                      tuple(db.preferred_batch_sizes), db.max_queue_delay_microseconds,
-                      cpu_only=sv.cpu_only)
-    # the accuracy tolerance judges results and changes nothing a step makes
-    serving = {k: v for k, v in given["serving"].items()
-               if k not in ("replicas", "gpus", "accuracyTolerance")}
-    add("repo", "repo", repo, {"serving": serving}, ("export", "engine"))
-    serve = ServeParams(str(lay.model_repo), endpoints.http_port, endpoints.grpc_port,
-                        endpoints.metrics_port, endpoints.host)
-    serve_inputs = {"replicas": sv.replicas, "gpus": sv.gpus, "image": spec.images.triton}
-    add("serve", "serve", serve, serve_inputs, ("repo",), gpus=sv.gpus)
-    served = spec.served_triton_models()
-    add("client", "client",
-        ClientParams(endpoints.url("http"), endpoints.url("grpc"), tuple(served),
-                     data_source, data_dir),
-        {"models": served}, ("serve",))
-    conc, load, slo = pa.concurrency, pa.load, spec.benchmark.slo
-    # the SLO reaches the commands and the fingerprints only when set, so a resource
-    # without one keeps its fingerprints
-    slo_flags = {"slo_p99_ms": slo.p99_ms or None, "slo_p95_ms": slo.p95_ms or None}
-    slo_inputs = {"slo": given["benchmark"]["slo"]} if slo.active else {}
-    rate = load.request_rate
-    open_loop = {"request_rate": f"{rate.start}:{rate.end}:{rate.step}",
-                 "request_distribution": load.distribution} if load.mode == "requestRate" else {}
-    bench: dict[str, BenchParams] = {}
-    bench_inputs: dict[str, dict] = {}
-    # what the sweep measures; the open-loop settings, repeats and clients count only
-    # when they are in use, so resources that use none of them keep their fingerprints
-    measured = {k: v for k, v in given["benchmark"]["perfAnalyzer"].items()
-                if k != "protocols" and not (k == "load" and not open_loop)
-                and not (k in ("repeats", "clients") and v == 1)}
-    for protocol in pa.protocols:
-        bench[protocol] = BenchParams(
-            endpoints.url(protocol), protocol, tuple(spec.bench_models()), pa.batch_size,
-            f"{conc.start}:{conc.end}:{conc.step}", pa.measurement_mode,
-            pa.measurement_interval_ms, pa.measurement_request_count, pa.stability_percentage,
-            str(lay.bench / protocol), repeats=pa.repeats, load_mode=load.mode, **open_loop,
-            **slo_flags, metrics_url=endpoints.metrics_url,
-            clients=pa.clients if pa.clients > 1 else None)
-        # each step measures one protocol: adding or removing the other
-        # protocol must not re-run this one
-        bench_inputs[protocol] = {"perfAnalyzer": measured, "runId": run_id, "protocol": protocol,
-                                  **slo_inputs}
-        add(f"bench-{protocol}", "bench", bench[protocol], bench_inputs[protocol], ("serve",))
-    add("analyze", "analyze",
-        AnalyzeParams(str(lay.model_repo), tuple(spec.analyze_models()), str(lay.analyze),
-                      ma.max_concurrency, ma.max_batch_size, ma.max_instances, ma.search,
-                      **slo_flags),
-        # applyBest decides what follows analyze, not what it measures: hashed
-        # as false, so turning it on keeps a finished analysis
-        {"modelAnalyzer": {**given["benchmark"]["modelAnalyzer"], "applyBest": False},
-         "runId": run_id, **slo_inputs},
-        ("repo",), gpus=sv.gpus if ma.enabled else 0,
-        enabled=ma.enabled, skip_reason="" if ma.enabled else "Disabled")
-
-    # only a current analysis counts: while analyze re-runs there is nothing
-    # to apply yet; both runners plan again once it has finished
-    best = best_overrides(analyzed) if ma.apply_best and ma.enabled and \
-        is_done(steps[-1], analyzed) and analyzed.get("state") == "Succeeded" else {}
-    # the accuracy guard: a model below tolerance never gets a tuned config
-    best = {m: v for m, v in best.items() if m not in below_tolerance}
+    c = _Context(spec, spec.to_dict(), lay, endpoints)
+    steps = _fingerprinted(_model_steps(c, device) + _serving_steps(c) + _bench_steps(c)
+                           + [_analyze_step(c)])
+    best = _configs_to_apply(spec, steps[-1], analyzed, below_tolerance)
     if not best:
         return steps
-    # the best config, not analyze's fingerprint: a re-analysis (new runId)
-    # that finds the same config reuses the tuned repository and its Triton
-    add(REPO_TUNED, "repo",
-        replace(repo, out=str(lay.tuned_repo),
-                override=tuple(override_arg(m, v) for m, v in best.items())),
-        {"serving": serving, "apply": best}, ("export", "engine"))
-    add(SERVE_TUNED, "serve", replace(serve, model_repo=str(lay.tuned_repo)),
-        serve_inputs, (REPO_TUNED,), gpus=sv.gpus)
-    for protocol in pa.protocols:
-        add(f"{BENCH_TUNED}{protocol}", "bench",
-            replace(bench[protocol], out=str(lay.tuned_bench / protocol)),
-            bench_inputs[protocol], (SERVE_TUNED,))
-    return steps
+    return steps + _fingerprinted(_tuned_steps(steps, lay, best), before=steps)
 
 
 def is_done(step: Step, recorded: dict | None) -> bool:
