@@ -90,6 +90,7 @@ def max_abs_diff(net, onnx_path: Path, images: np.ndarray) -> float:
 
 def export(args) -> dict:
     import torch
+
     from mnist_jobs.lib.model import LeNet
 
     if not args.checkpoint.is_file():

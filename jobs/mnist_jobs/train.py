@@ -57,6 +57,7 @@ def evaluate(net, images: np.ndarray, labels: np.ndarray, device: str) -> float:
 
 def train(args) -> dict:
     import torch
+
     from mnist_jobs.lib.model import LeNet
 
     check_args(args)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mnist_jobs.lib.stage_cli import InputError, StageError
 from mnist_jobs.lib import aggregate
+from mnist_jobs.lib.stage_cli import InputError, StageError
 
 MAX_CLIENTS = 64
 #: How often a waiting client looks at the barrier directory.

@@ -16,10 +16,10 @@ from urllib.parse import quote, urlencode
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from mnist_operator.api.spec import GROUP, PLURAL, VERSION
 from mnist_operator.cluster import metrics
 from mnist_operator.cluster.cache import ClusterCache
 from mnist_operator.core.status import parse_timestamp
-from mnist_operator.api.spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 

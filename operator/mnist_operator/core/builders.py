@@ -20,11 +20,11 @@ import hashlib
 import re
 from typing import Any
 
-from mnist_operator.core import pipeline as P
 from mnist_operator.api import spec as S
 from mnist_operator.api.vocabulary import (ANNOTATION_FINGERPRINT, LABEL_ATTEMPT, LABEL_COMPONENT,
-                         LABEL_FINGERPRINT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME,
-                         LABEL_STEP, WORK_DIR)
+                                           LABEL_FINGERPRINT, LABEL_INSTANCE, LABEL_MANAGED_BY,
+                                           LABEL_NAME, LABEL_STEP, WORK_DIR)
+from mnist_operator.core import pipeline as P
 
 API_VERSION = f"{S.GROUP}/{S.VERSION}"
 APP = "mnist-serving"

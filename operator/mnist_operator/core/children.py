@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mnist_operator.api.vocabulary import (FAILED, LABEL_COMPONENT, LABEL_FINGERPRINT, RUNNING,
+                                           SKIPPED, SUCCEEDED)
 from mnist_operator.core import refusals
 from mnist_operator.core.status import one_line, parse_timestamp
-from mnist_operator.api.vocabulary import FAILED, LABEL_COMPONENT, LABEL_FINGERPRINT, RUNNING, SKIPPED, SUCCEEDED
+
 
 def meta(obj: dict | None) -> dict:
     return (obj or {}).get("metadata") or {}

@@ -17,8 +17,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from mnist_operator.core.status import FALSE, PENDING, READY, get_condition, one_line, ordered, \
-    parse_timestamp, set_condition, timestamp
+from mnist_operator.core.status import (FALSE, PENDING, READY, get_condition, one_line, ordered,
+                                        parse_timestamp, set_condition, timestamp)
 
 FIRST_BACKOFF_SECONDS = 10
 MAX_BACKOFF_SECONDS = 300

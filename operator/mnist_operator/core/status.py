@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from mnist_operator.api.stage_table import STAGES
-from mnist_operator.api.vocabulary import (ACCURACY, BACKING_OFF, FAILED, FAILED_PHASE, FALSE, FINISHED, PENDING,
-                         PENDING_PHASE, READY, READY_PHASE, RUNNING, SKIPPED, SUCCEEDED, TRUE,
-                         UNKNOWN)
+from mnist_operator.api.vocabulary import (ACCURACY, BACKING_OFF, FAILED, FAILED_PHASE, FALSE,
+                                           FINISHED, PENDING, PENDING_PHASE, READY, READY_PHASE,
+                                           RUNNING, SKIPPED, SUCCEEDED, TRUE, UNKNOWN)
 
 #: Condition type per pipeline stage, in pipeline order (the stage table's).
 CONDITION_FOR_STAGE = {s.name: s.condition for s in STAGES}

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mnist_operator.core import accuracy
-from mnist_operator.core.pipeline import BENCH_TUNED, REPO_TUNED, SERVE_TUNED, analyze_models_of, best_overrides
 from mnist_operator.api.vocabulary import FALSE, TRUE, UNKNOWN
+from mnist_operator.core import accuracy
+from mnist_operator.core.pipeline import (BENCH_TUNED, REPO_TUNED, SERVE_TUNED, analyze_models_of,
+                                          best_overrides)
 
 SUCCEEDED, SKIPPED = "Succeeded", "Skipped"
 

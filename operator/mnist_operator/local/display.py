@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from mnist_operator.core import pipeline
-from mnist_operator.core.summary import limit_words, scaling_line
-from mnist_operator.core.status import get_condition
 from mnist_operator.api.vocabulary import ACCURACY
+from mnist_operator.core import pipeline
+from mnist_operator.core.status import get_condition
+from mnist_operator.core.summary import limit_words, scaling_line
+
 
 def _tuned(result: dict) -> str:
     tuned = "; ".join(f"{m} {o}" for m, o in result.get("overrides", {}).items())

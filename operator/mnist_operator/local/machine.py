@@ -19,13 +19,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from mnist_operator.api.spec import MnistServingSpec
+from mnist_operator.api.vocabulary import ANNOTATION_FINGERPRINT, FINISHED, LABEL_STEP
 from mnist_operator.core import pipeline
 from mnist_operator.core.builders import CLIENTS_RUN_ENV
 from mnist_operator.core.pipeline import Layout, Step
 from mnist_operator.core.reconcile import Decision, Substrate, plan_of
-from mnist_operator.api.spec import MnistServingSpec
 from mnist_operator.core.status import timestamp
-from mnist_operator.api.vocabulary import ANNOTATION_FINGERPRINT, FINISHED, LABEL_STEP
 from mnist_operator.local import processes
 from mnist_operator.local.display import headline
 

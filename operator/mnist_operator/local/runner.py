@@ -30,16 +30,16 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+from mnist_jobs.lib import triton  # the serve stage's own port checks: the runner agrees with it
+from mnist_operator.api.spec import GROUP, KIND, VERSION, MnistServingSpec, SpecError, parse_spec
+from mnist_operator.api.vocabulary import FAILED, FAILED_PHASE, READY_PHASE, SKIPPED
 from mnist_operator.core import pipeline
 from mnist_operator.core.pipeline import Endpoints, Layout
 from mnist_operator.core.reconcile import Substrate, reconcile
-from mnist_operator.api.spec import GROUP, KIND, VERSION, MnistServingSpec, SpecError, parse_spec
-from mnist_operator.api.vocabulary import FAILED, FAILED_PHASE, READY_PHASE, SKIPPED
-from mnist_jobs.lib import triton  # the serve stage's own port checks: the runner agrees with it
-
 from mnist_operator.local import processes
 from mnist_operator.local.display import Progress, summary_lines
-from mnist_operator.local.machine import DISABLED, RAN, REUSED, Machine, Reporter, recorded_stages, write_record
+from mnist_operator.local.machine import (DISABLED, RAN, REUSED, Machine, Reporter, recorded_stages,
+                                          write_record)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 #: A run that has not settled after this many passes is a bug, not a slow stage.

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import json
+import re
 import sys
 import typing
 from pathlib import Path

@@ -16,13 +16,12 @@ input it prints one line per error, each naming the field, and exits 2.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from typing import Any
 
 import yaml
-
-import os
 
 from mnist_operator.api import site_defaults
 from mnist_operator.api import spec as S
