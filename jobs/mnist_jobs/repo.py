@@ -35,6 +35,10 @@ ALIASES = {"onnx": "mnist_onnx", "tensorrt": "mnist_trt", "trt": "mnist_trt", "p
 #: even in the python-backend flavour), then ONNX.
 BLS_DOWNSTREAM = ("mnist_trt", "mnist_pt", "mnist_onnx")
 KINDS = {"auto": None, "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+#: The BLS model's name in the repository the seed walkthrough clones: a client written
+#: for the seed asks for it, so mnist_bls is also served under it (one instance: it only
+#: has to answer; the measurements use mnist_bls).
+SEED_BLS_NAME = "mnist_custom"
 
 
 def templates_dir() -> Path:
@@ -169,6 +173,15 @@ def render_config(template_root: Path, model: str, context: dict[str, Any]) -> s
     return "\n".join(line.rstrip() for line in text.strip().splitlines()) + "\n"
 
 
+def write_seed_bls(root: Path, out: Path, context: dict) -> None:
+    """mnist_bls once more under the seed's name, with one instance."""
+    version = out / SEED_BLS_NAME / "1"
+    version.mkdir(parents=True)
+    (out / SEED_BLS_NAME / "config.pbtxt").write_text(
+        render_config(root, "mnist_bls", dict(context, model_name=SEED_BLS_NAME)))
+    shutil.copy2(root / "mnist_bls" / "model.py", version / "model.py")
+
+
 def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_size: int,
                      instances: int, instance_kind: str, preferred: list[int],
                      max_queue_delay_us: int, cpu_only: bool, ort_threads: int = 0,
@@ -220,7 +233,7 @@ def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_si
 
     root = templates_dir()
     out.mkdir(parents=True, exist_ok=True)
-    for model in MODELS:  # a stale model (e.g. an old mnist_trt) must not be served
+    for model in (*MODELS, SEED_BLS_NAME):  # a stale model (an old mnist_trt) must not be served
         shutil.rmtree(out / model, ignore_errors=True)
     for model in selected:
         s = settings[model]
@@ -241,6 +254,7 @@ def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_si
                 shutil.copy2(root / "mnist_pt" / "model.py", version / "model.py")
         elif model == "mnist_bls":
             shutil.copy2(root / "mnist_bls" / "model.py", version / "model.py")
+            write_seed_bls(root, out, dict(context, instances=1))
     result: dict[str, Any] = {
         "modelRepo": str(out), "models": selected, "maxBatchSize": max_batch_size,
         "instances": instances, "instanceKind": instance_kind,
@@ -255,6 +269,7 @@ def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_si
                                     else "pytorch_libtorch")
     if downstream:
         result["blsDownstream"] = downstream
+        result["aliases"] = {SEED_BLS_NAME: "mnist_bls"}
     if overrides:
         result["overrides"] = {m: describe_override(v) for m, v in sorted(overrides.items())}
         result["configs"] = {m: describe_override(settings[m]) for m in selected

@@ -47,6 +47,17 @@ def test_client_accuracy_http_and_grpc(trained_model, triton):
     assert trained_model.ort_accuracy > 0.85
 
 
+def test_a_client_written_for_the_seed_gets_the_bls_model_as_mnist_custom(trained_model, triton):
+    """The seed's repository names its BLS model mnist_custom: asked for by that name,
+    Triton answers with what mnist_bls answers, over both protocols."""
+    from mnist_jobs.client import evaluate
+    urls = {"http": triton.http_url, "grpc": triton.grpc_url}
+    out = evaluate(urls, ["mnist_custom", "mnist_bls"], trained_model.images[:200],
+                   trained_model.labels[:200])
+    assert out["accuracy"]["mnist_custom"] == out["accuracy"]["mnist_bls"]
+    assert out["agree"] is True and out["disagreements"] == 0
+
+
 def test_client_cli_matches_held_out_accuracy(trained_model, triton):
     """The client CLI on the whole held-out split: served accuracy over HTTP
     and gRPC equals ONNX Runtime's here and the train stage's reported one."""

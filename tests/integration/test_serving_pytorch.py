@@ -42,7 +42,7 @@ def test_torchscript_served_and_bls_forwards_to_it(trained_model, torch_triton):
     assert result["blsDownstream"] == "mnist_pt"
     assert "python backend with torch" in result["pytorchBackend"]
     states = {m["name"]: m["state"] for m in repository_index(server.http_url)}
-    assert states == {"mnist_pt": "READY", "mnist_bls": "READY"}
+    assert states == {"mnist_pt": "READY", "mnist_bls": "READY", "mnist_custom": "READY"}
     assert "mnist_pt: mnist_pt_0_0 runs on cpu (CPU)" in log.read_text()   # said where it runs
 
 

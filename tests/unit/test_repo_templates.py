@@ -53,6 +53,23 @@ def test_native_repo_without_engine(artifacts, tmp_path):
         (ROOT / "model_repo" / "mnist_bls" / "model.py").read_text()
 
 
+def test_the_bls_model_also_answers_to_the_seeds_name(artifacts, tmp_path):
+    """A client written for the seed asks for mnist_custom: the same BLS model, one instance,
+    named in the result but not measured (not in `models`)."""
+    out = tmp_path / "repo"
+    result = build(artifacts, out)
+    assert result["aliases"] == {"mnist_custom": "mnist_bls"} and "mnist_custom" not in result["models"]
+    seed, bls = parse(out / "mnist_custom" / "config.pbtxt"), parse(out / "mnist_bls" / "config.pbtxt")
+    assert (seed.name, bls.name) == ("mnist_custom", "mnist_bls")
+    assert seed.parameters["downstream_model"].string_value == "mnist_onnx"
+    check_io(seed, 128)
+    assert [g.count for g in seed.instance_group] == [1] and [g.count for g in bls.instance_group] == [2]
+    assert (out / "mnist_custom" / "1" / "model.py").read_text() == \
+        (out / "mnist_bls" / "1" / "model.py").read_text()
+    build(artifacts, out, models=["mnist_onnx"])       # no BLS asked for: no alias served
+    assert not (out / "mnist_custom").exists()
+
+
 def test_engine_present_gives_trt_and_bls_calls_it(artifacts, tmp_path):
     (artifacts / "model.plan").write_bytes(b"plan bytes are copied, not read")
     out = tmp_path / "repo"
