@@ -5,6 +5,7 @@ The chart and manifests/ share one source: ``mnist_operator.tools.crd`` (``crd()
 ``NAMESPACED_RULES``, ``CLUSTER_ONLY_RULES``). This writes
 
     charts/mnist-serving/files/crd.yaml         the CRD, as crd() returns it
+    charts/mnist-serving/files/crd-sweep.yaml   the sweep's CRD, as sweep_crd() returns it
     charts/mnist-serving/files/rbac-rules.yaml  {namespaced: [...], cluster: [...]}
 
 which the chart's templates read with .Files.Get (adding Helm labels, the keep
@@ -38,6 +39,7 @@ def generated() -> dict[Path, str]:
 
     return {
         FILES / "crd.yaml": _dump(source.crd(), "crd()"),
+        FILES / "crd-sweep.yaml": _dump(source.sweep_crd(), "sweep_crd()"),
         FILES / "rbac-rules.yaml": _dump({"namespaced": source.NAMESPACED_RULES,
                                           "cluster": source.CLUSTER_ONLY_RULES},
                                          "NAMESPACED_RULES, CLUSTER_ONLY_RULES"),

@@ -80,19 +80,23 @@ def test_generated_chart_files_match_the_operator_source():
     assert out.returncode == 0, out.stderr
 
 
-def test_rendered_crd_is_the_generated_crd_plus_helm_metadata(helm):
-    crd = one(objects(helm), "CustomResourceDefinition")
-    expected = source.crd()
-    assert crd["spec"] == expected["spec"]  # numbers, patterns, CEL rules survive fromYaml/toYaml
-    assert crd["metadata"]["name"] == expected["metadata"]["name"] == "mnistservings.mnist.serving.dev"
-    assert expected["metadata"]["labels"].items() <= crd["metadata"]["labels"].items()
-    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
-    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+def test_rendered_crds_are_the_generated_crds_plus_helm_metadata(helm):
+    crds = [o for o in objects(helm) if o["kind"] == "CustomResourceDefinition"]
+    assert [c["metadata"]["name"] for c in crds] == [
+        "mnistservings.mnist.serving.dev", "mnistservingsweeps.mnist.serving.dev"]
+    for crd, expected in zip(crds, (source.crd(), source.sweep_crd())):
+        assert crd["spec"] == expected["spec"]  # numbers, patterns, CEL survive fromYaml/toYaml
+        assert crd["metadata"]["name"] == expected["metadata"]["name"]
+        assert expected["metadata"]["labels"].items() <= crd["metadata"]["labels"].items()
+        assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
 
 
 def test_crd_keep_and_install_switches(helm):
-    not_kept = one(objects(helm, "--set", "crds.keep=false"), "CustomResourceDefinition")
-    assert "helm.sh/resource-policy" not in not_kept["metadata"].get("annotations", {})
+    not_kept = [o for o in objects(helm, "--set", "crds.keep=false")
+                if o["kind"] == "CustomResourceDefinition"]
+    assert len(not_kept) == 2
+    assert not any("helm.sh/resource-policy" in c["metadata"].get("annotations", {}) for c in not_kept)
     assert not [o for o in objects(helm, "--set", "crds.install=false") if o["kind"] == "CustomResourceDefinition"]
 
 

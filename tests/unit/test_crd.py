@@ -330,9 +330,14 @@ def test_rbac_grants_exactly_the_calls_the_operator_makes():
     flat = {(g, res, v) for r in C.OPERATOR_RULES for g in r["apiGroups"]
             for res in r["resources"] for v in r["verbs"]}
     assert flat == {
-        *((S.GROUP, "mnistservings", v) for v in ("get", "list", "watch", "patch")),
+        # a sweep creates, patches and deletes its points' MnistServings
+        *((S.GROUP, "mnistservings", v) for v in ("get", "list", "watch", "create", "patch",
+                                                  "delete")),
         (S.GROUP, "mnistservings/status", "patch"),
         (S.GROUP, "mnistservings/finalizers", "update"),   # blockOwnerDeletion's check
+        *((S.GROUP, "mnistservingsweeps", v) for v in ("get", "list", "watch", "patch")),
+        (S.GROUP, "mnistservingsweeps/status", "patch"),
+        (S.GROUP, "mnistservingsweeps/finalizers", "update"),
         *(("batch", "jobs", v) for v in ("get", "list", "watch", "create", "delete")),
         ("", "pods", "list"), ("", "pods", "watch"),
         *(("apps", "deployments", v) for v in ("get", "list", "watch", "create", "patch", "delete")),

@@ -220,3 +220,49 @@ def test_a_resource_deleted_during_its_pass_ends_the_pass_quietly(shell, monkeyp
     monkeypatch.setattr(runtime.kopf, "event", lambda *a, **k: None)
     assert handlers.OPERATOR.one_pass("ns", "gone") is None   # no traceback, nothing rescheduled
     assert known.resource("ns", "gone") is not None     # the watch's DELETED event drops it
+
+
+# --------------------------------------------------------------------------- sweeps
+SWEEP = {"apiVersion": "mnist.serving.dev/v1alpha1", "kind": "MnistServingSweep",
+         "metadata": {"name": "s", "namespace": "ns", "uid": "uid-sweep", "generation": 1,
+                      "resourceVersion": "1"},
+         "spec": {"axes": [{"field": "serving.instances", "values": [1, 2, 3]}], "maxParallel": 2}}
+
+
+def test_a_sweep_pass_creates_its_points_writes_status_and_counts_what_it_made(monkeypatch):
+    operator = Operator(cache=ClusterCache(), environ={})
+    operator.cache.put_sweep(SWEEP)
+    created, patched = [], []
+
+    def create(_api, obj):
+        created.append(obj["metadata"]["name"])
+        return {**obj, "metadata": {**obj["metadata"], "resourceVersion": "5", "uid": "u"}}
+
+    def patch_status(_api, namespace, name, status, kind="MnistServing"):
+        patched.append((kind, name, status["readyPoints"]))
+        return {**SWEEP, "metadata": {**SWEEP["metadata"], "resourceVersion": "2"},
+                "status": status}
+    monkeypatch.setattr(kube, "create", create)
+    monkeypatch.setattr(kube, "patch_status", patch_status)
+    monkeypatch.setattr(operator, "api", lambda: None)
+    monkeypatch.setattr(runtime.kopf, "event", lambda *a, **k: None)
+    operator.one_sweep_pass("ns", "s")
+    assert len(created) == 2 and patched == [("MnistServingSweep", "s", "0/3")]
+    operator.one_sweep_pass("ns", "s")              # both points are running: nothing more
+    assert len(created) == 2 and len(patched) == 1
+
+
+def test_a_points_change_asks_for_its_sweeps_pass(shell):
+    _, asked = shell
+    point = cr("s-abc123")
+    point["metadata"]["labels"] = {"mnist.serving.dev/sweep": "s"}
+    point["metadata"]["ownerReferences"] = [{"kind": "MnistServingSweep", "name": "s",
+                                             "uid": "uid-sweep"}]
+    sweeps = Asked()
+    handlers.OPERATOR.sweep_passes = sweeps
+    asyncio.run(handlers.resource_event(body=point, namespace="ns", name="s-abc123",
+                                        type="MODIFIED"))
+    assert asked.keys == [(("ns", "s-abc123"), 0.0)] and sweeps.keys == [(("ns", "s"), 0.0)]
+    asyncio.run(handlers.resource_event(body=cr("alone"), namespace="ns", name="alone",
+                                        type="MODIFIED"))
+    assert sweeps.keys == [(("ns", "s"), 0.0)]       # a MnistServing of no sweep: no sweep pass

@@ -18,9 +18,13 @@ def test_every_spec_field_has_a_row_with_its_default():
     assert "| `spec.training.epochs` | integer | `2` |" in text
     assert "| `spec.benchmark.perfAnalyzer.concurrency.end` | integer | `257` |" in text
     assert "`spec.tensorrt.optBatch`: must be <= maxBatch" in text
-    # one row per leaf field of every section, none twice
-    rows = [line for line in text.splitlines() if line.startswith("| `spec.")]
+    # one row per leaf field of every section, none twice; then the sweep's own fields
+    serving, _, sweep = text.partition("#### `MnistServingSweep`")
+    rows = [line for line in serving.splitlines() if line.startswith("| `spec.")]
     assert len(rows) == len(set(rows)) == _leaf_count(spec.MnistServingSpec)
+    assert [line.split("`")[1] for line in sweep.splitlines() if line.startswith("| `spec.")] == [
+        "spec.template", "spec.axes", "spec.axes[].field", "spec.axes[].values",
+        "spec.maxParallel", "spec.objective", "spec.costs"]
 
 
 def _leaf_count(cls) -> int:

@@ -101,6 +101,8 @@ class ClusterCache:
         self._children: dict[tuple[str, str], dict[str, dict[str, _Kept]]] = {}
         #: node name -> its GPU labels (asked once per node: they do not change under a pod)
         self._node_labels: dict[str, dict[str, str]] = {}
+        #: (namespace, name) -> the MnistServingSweep body
+        self._sweeps: dict[tuple[str, str], _Kept] = {}
 
     # ---------------------------------------------------------------- resources
     def put_resource(self, body: dict) -> bool:
@@ -126,6 +128,35 @@ class ClusterCache:
     def resource(self, namespace: str, name: str) -> dict | None:
         with self._lock:
             kept = self._resources.get((namespace, name))
+        return kept.load() if kept is not None else None
+
+    def resources_labelled(self, namespace: str, key: str, value: str) -> list[dict]:
+        """The MnistServings of ``namespace`` whose label ``key`` is ``value`` (a sweep's
+        points): a scan of the namespace's bodies, cheap beside a pass's API calls."""
+        with self._lock:
+            kept = [k for (ns, _), k in self._resources.items() if ns == namespace]
+        bodies = [k.load() for k in kept]
+        return [b for b in bodies if (b["metadata"].get("labels") or {}).get(key) == value]
+
+    # ---------------------------------------------------------------- sweeps
+    def put_sweep(self, body: dict) -> bool:
+        """Keep a sweep's body; False when it is no newer than what is kept."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        with self._lock:
+            if not _newer(meta.get("resourceVersion"), self._sweeps.get(key), strictly=True):
+                return False
+            self._sweeps[key] = _Kept(
+                {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}})
+            return True
+
+    def drop_sweep(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._sweeps.pop((namespace, name), None)
+
+    def sweep(self, namespace: str, name: str) -> dict | None:
+        with self._lock:
+            kept = self._sweeps.get((namespace, name))
         return kept.load() if kept is not None else None
 
     # ---------------------------------------------------------------- children
@@ -214,6 +245,8 @@ class ClusterCache:
         """Objects kept, by kind (what bounds the operator's memory)."""
         with self._lock:
             out = {"MnistServing": len(self._resources)}
+            if self._sweeps:
+                out["MnistServingSweep"] = len(self._sweeps)
             for kinds in self._children.values():
                 for kind, objs in kinds.items():
                     out[kind] = out.get(kind, 0) + len(objs)

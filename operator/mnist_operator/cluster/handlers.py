@@ -15,6 +15,7 @@ from typing import Any
 
 import kopf
 
+from mnist_operator.api import sweep
 from mnist_operator.api.spec import GROUP, PLURAL, VERSION
 from mnist_operator.cluster import metrics
 from mnist_operator.cluster.runtime import Operator
@@ -58,11 +59,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     OPERATOR.prime()
     log.info("cache primed: %s", OPERATOR.cache.sizes())
     OPERATOR.passes.start()
+    OPERATOR.sweep_passes.start()
 
 
 @kopf.on.cleanup()
 def stop_passes(**_: Any) -> None:
     OPERATOR.passes.stop()
+    OPERATOR.sweep_passes.stop()
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -80,6 +83,19 @@ async def resource_event(body: kopf.Body, namespace: str, name: str, type: str |
     OPERATOR.resource_event(dict(body), namespace, name, type)
 
 
+@kopf.on.resume(GROUP, VERSION, sweep.PLURAL)
+@kopf.on.create(GROUP, VERSION, sweep.PLURAL)
+@kopf.on.update(GROUP, VERSION, sweep.PLURAL)
+def on_sweep_change(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    OPERATOR.sweep_changed(dict(body), namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, sweep.PLURAL)
+async def sweep_event(body: kopf.Body, namespace: str, name: str, type: str | None,
+                      **_: Any) -> None:
+    OPERATOR.sweep_event(dict(body), namespace, name, type)
+
+
 async def child_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     OPERATOR.child_event(dict(body), type)
 
@@ -88,4 +104,5 @@ for _resource in CHILD_RESOURCES:
     kopf.on.event(*_resource, labels=MANAGED, id=f"{_resource[-1]}-event")(child_event)
 
 
-__all__ = ["OPERATOR", "configure", "on_change", "resource_event", "child_event"]
+__all__ = ["OPERATOR", "configure", "on_change", "resource_event", "on_sweep_change",
+           "sweep_event", "child_event"]

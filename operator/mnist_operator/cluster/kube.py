@@ -16,7 +16,8 @@ from urllib.parse import quote, urlencode
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from mnist_operator.api.spec import GROUP, PLURAL, VERSION
+from mnist_operator.api import sweep
+from mnist_operator.api.spec import GROUP, KIND, PLURAL, VERSION
 from mnist_operator.cluster import metrics
 from mnist_operator.cluster.cache import ClusterCache
 from mnist_operator.core.status import parse_timestamp
@@ -32,6 +33,7 @@ PLURALS = {
     ("v1", "ServiceAccount"): "serviceaccounts",
     ("apps/v1", "Deployment"): "deployments",
     (f"{GROUP}/{VERSION}", "MnistServing"): PLURAL,
+    (f"{GROUP}/{VERSION}", sweep.KIND): sweep.PLURAL,
 }
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 
@@ -248,11 +250,11 @@ def failed_creates(api: client.ApiClient, namespace: str, jobs: list[dict]) -> d
     return out
 
 
-def patch_status(api: client.ApiClient, namespace: str, name: str, status_patch: dict
-                 ) -> dict | None:
-    """JSON-merge-patch ``.status`` through the status subresource; None when the
-    resource is gone (404: deleted during the pass)."""
-    path = f"{collection_path(f'{GROUP}/{VERSION}', 'MnistServing', namespace)}/{quote(name)}/status"
+def patch_status(api: client.ApiClient, namespace: str, name: str, status_patch: dict,
+                 kind: str = KIND) -> dict | None:
+    """JSON-merge-patch ``.status`` of a MnistServing (or a sweep) through the status
+    subresource; None when the resource is gone (404: deleted during the pass)."""
+    path = f"{collection_path(f'{GROUP}/{VERSION}', kind, namespace)}/{quote(name)}/status"
     return _unless_gone(api, "PATCH", path, {"status": status_patch},
                         content_type="application/merge-patch+json")
 

@@ -22,12 +22,14 @@ from datetime import datetime, timezone
 import kopf
 
 from mnist_operator.api import site_defaults
+from mnist_operator.api import sweep as W
 from mnist_operator.api.spec import GROUP, KIND, VERSION
 from mnist_operator.cluster import kube, metrics
 from mnist_operator.cluster.cache import ClusterCache
 from mnist_operator.cluster.passqueue import PassQueue
 from mnist_operator.core import builders, refusals
 from mnist_operator.core.reconcile import Decision, name_conflict, reconcile, status_patch
+from mnist_operator.core.sweep import LABEL_SWEEP, SweepDecision, reconcile_sweep
 
 log = logging.getLogger("mnist_operator")
 
@@ -37,6 +39,8 @@ RESYNC_SECONDS = float(os.environ.get("MNIST_SERVING_RESYNC_SECONDS", "300"))
 #: patch, its creates), so more threads than cores keep resources moving under load: with 4,
 #: passes of 50 resources waited 2.7 s (p50) in the queue for a free thread (docs/BENCHMARKS.md).
 PASS_WORKERS = 16
+#: Sweep passes at once: a sweep's pass reads the cache and writes a few objects.
+SWEEP_WORKERS = 2
 #: apiVersion, kind of the children the cache is primed with and the watches keep.
 CHILD_KINDS = [("batch/v1", "Job"), ("v1", "Pod"), ("apps/v1", "Deployment"), ("v1", "Service"),
                ("v1", "PersistentVolumeClaim"), ("v1", "ServiceAccount")]
@@ -48,6 +52,8 @@ class Operator:
     def __init__(self, cache: ClusterCache | None = None, environ=os.environ):
         self.cache = cache if cache is not None else ClusterCache()
         self.passes = PassQueue(self.next_pass, workers=PASS_WORKERS)
+        #: sweeps' passes, on a queue of their own (a sweep may share a MnistServing's name)
+        self.sweep_passes = PassQueue(self.next_sweep_pass, workers=SWEEP_WORKERS)
         self.environ = environ
         #: the namespaces watched (empty: all) and whether they are exact names, set by main()
         self.namespaces: list[str] = []
@@ -166,10 +172,85 @@ class Operator:
         for ns in (self.namespaces if self.static_namespaces else []) or [None]:
             for cr in kube.list_objects(a, f"{GROUP}/{VERSION}", KIND, ns):
                 self.cache.put_resource(cr)
+            try:
+                for sweep in kube.list_objects(a, f"{GROUP}/{VERSION}", W.KIND, ns):
+                    self.cache.put_sweep(sweep)
+            except kube.KubeError as err:   # an install without the sweep's CRD
+                if err.status != 404:
+                    raise
+                log.warning("no %s resource on this cluster: sweeps are off", W.KIND)
             selector = f"{builders.LABEL_MANAGED_BY}={builders.MANAGED_BY}"
             for api_version, kind in CHILD_KINDS:
                 for obj in kube.list_objects(a, api_version, kind, ns, selector):
                     self.cache.put(obj)
+
+    # ----------------------------------------------------------------- a sweep's pass
+    def apply_sweep(self, decision: SweepDecision, sweep: dict) -> None:
+        """Create, patch and delete the sweep's points, as apply() does for a pass's
+        children (409 on create and 404 on delete are success); each answer goes into
+        the cache, so the next pass counts the point as running."""
+        a = self.api()
+        for ref in decision.delete:
+            kube.delete(a, ref)
+        for obj in decision.create:
+            created = kube.create(a, obj)
+            if created is not None:
+                self.cache.put_resource({"apiVersion": obj["apiVersion"], "kind": obj["kind"],
+                                         **created})
+        for obj in decision.update:
+            patched = kube.patch(a, obj)
+            if patched:
+                self.cache.put_resource({"apiVersion": obj["apiVersion"], "kind": obj["kind"],
+                                         **patched})
+        for ev in decision.events:
+            kopf.event(sweep, type=ev.type, reason=ev.reason, message=ev.message)
+
+    def one_sweep_pass(self, namespace: str, name: str) -> SweepDecision | None:
+        sweep = self.cache.sweep(namespace, name)
+        if sweep is None or sweep["metadata"].get("deletionTimestamp"):
+            return None
+        uid = sweep["metadata"].get("uid")
+        points = [c for c in self.cache.resources_labelled(
+                      namespace, LABEL_SWEEP, builders.instance_label(name))
+                  if any(o.get("uid") == uid for o in c["metadata"].get("ownerReferences") or [])]
+        decision = reconcile_sweep(sweep, points, datetime.now(timezone.utc))
+        self.apply_sweep(decision, sweep)
+        old = sweep.get("status") or {}
+        if decision.status != old:
+            written = kube.patch_status(self.api(), namespace, name,
+                                        status_patch(old, decision.status), kind=W.KIND)
+            if written is None:
+                return None
+            self.cache.put_sweep(written)
+        return decision
+
+    def next_sweep_pass(self, key: tuple[str, str]) -> float | None:
+        def run() -> SweepDecision | None:
+            return self.one_sweep_pass(*key)
+        decision = run() if self.context is None else self.context.copy().run(run)
+        if decision is None:
+            return None
+        return float(decision.requeue_after) if decision.requeue_after else RESYNC_SECONDS
+
+    def sweep_changed(self, body: dict, namespace: str, name: str) -> None:
+        self.keep_context()
+        self.cache.put_sweep(body)
+        self.sweep_passes.request((namespace, name))
+
+    def sweep_event(self, body: dict, namespace: str, name: str, type_: str | None) -> None:
+        self.keep_context()
+        if type_ == "DELETED":   # its points go with it (owner references)
+            self.cache.drop_sweep(namespace, name)
+            self.sweep_passes.forget((namespace, name))
+        elif self.cache.put_sweep(body):
+            self.sweep_passes.request((namespace, name))
+
+    def _tell_sweep(self, body: dict) -> None:
+        """A point changed (its phase, its results): its sweep's pass is due."""
+        owner = next((o["name"] for o in body["metadata"].get("ownerReferences") or []
+                      if o.get("kind") == W.KIND), None)
+        if owner and LABEL_SWEEP in (body["metadata"].get("labels") or {}):
+            self.sweep_passes.request((body["metadata"]["namespace"], owner))
 
     # ----------------------------------------------------------------- what the watches say
     def resource_changed(self, body: dict, namespace: str, name: str) -> None:
@@ -178,6 +259,7 @@ class Operator:
         self.keep_context()
         self.cache.put_resource(body)
         self.passes.request((namespace, name))
+        self._tell_sweep(body)
 
     def resource_event(self, body: dict, namespace: str, name: str, type_: str | None) -> None:
         self.keep_context()
@@ -185,11 +267,13 @@ class Operator:
             self.cache.drop_resource(namespace, name)
             self.passes.forget((namespace, name))
             metrics.forget(namespace, name)
+            self._tell_sweep(body)
         elif self.cache.put_resource(body):
             # news kopf's change handlers do not see: annotations under our group (the retry
             # annotation) are left out of kopf's diff, as its own progress annotations are;
             # a listing (type None) asks too when it shows a newer version than was kept
             self.passes.request((namespace, name))
+            self._tell_sweep(body)   # its status moved (a phase, a result): the sweep's too
 
     def child_event(self, body: dict, type_: str | None) -> None:
         """Keep the cache; a pass for the owner of a change. A listing (type None: a watch's

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import re
@@ -36,13 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from mnist_operator.core.summary import scaling_line
 from mnist_operator.api.spec import GROUP, PLURAL, VERSION
+from mnist_operator.core.provenance import (BENCH_PREFIX, ENVIRONMENT, device_of, environment_id,
+                                            environment_of)
+from mnist_operator.core.summary import scaling_line
 
 STATUS_FILE = "status.json"
 CSV_FILE, PNG_FILE = "compare.csv", "compare.png"
 DOCS_HEADING = "## Comparison"
-BENCH_PREFIX = "bench-"
 #: A sweep is trusted only if it holds the best point the summary reports
 #: (same concurrency, throughput within this relative difference).
 SAME_POINT_TOLERANCE = 0.001
@@ -116,20 +116,6 @@ COLUMNS = (
     ("measured", "measured (UTC)"),
     ("environment", "environment"),
 )
-#: What an environment fingerprint holds, in the legend's order: where the
-#: numbers were measured, read from the pods (node, image digest) and from the
-#: tools themselves (versions, the served config's hash).
-ENVIRONMENT = (
-    ("device", "GPU / device"),
-    ("triton", "Triton"),
-    ("modelConfig", "served config"),
-    ("perfAnalyzer", "perf_analyzer"),
-    ("tritonNode", "Triton node"),
-    ("tritonGpu", "Triton node's GPUs"),
-    ("tritonImages", "Triton image"),
-    ("clientNode", "client node"),
-    ("clientImages", "client image"),
-)
 
 
 # --------------------------------------------------------------------------- pure
@@ -139,22 +125,6 @@ def _number(text: Any) -> float | None:
         return float(text)
     except (TypeError, ValueError):
         return None
-
-
-def device_of(status: dict, gpu_product: str = "") -> str:
-    """What ran it: the GPU the engine was built on, else the GPU type the CR
-    pins its pods to, else the GPU that trained it, else the training device
-    (``cpu``/``cuda``)."""
-    model = status.get("model") or {}
-    if model.get("engineGpu"):
-        return str(model["engineGpu"])
-    if gpu_product:
-        return gpu_product
-    if model.get("trainGpu"):
-        return f"{model['trainGpu']} (train)"
-    if model.get("trainDevice"):
-        return f"{model['trainDevice']} (train)"
-    return "-"
 
 
 def sweep_points(entry: dict) -> list[Point]:
@@ -251,32 +221,6 @@ def measured_at(status: dict, protocol: str) -> str:
     are not read as one measurement."""
     stage = (status.get("stages") or {}).get(f"{BENCH_PREFIX}{protocol}") or {}
     return str(stage.get("completionTime") or "-")
-
-
-def _joined(images: dict | None) -> str:
-    return ";".join(f"{name}={ref}" for name, ref in sorted((images or {}).items())) or "-"
-
-
-def environment_of(status: dict, model: str, protocol: str, device: str
-                   ) -> tuple[tuple[str, str], ...]:
-    """The environment of one row's numbers: the bench step's own record (its
-    pod's node and image, Triton's pods as it finished) and its result (Triton's
-    version, the model's served config, perf_analyzer's version)."""
-    rec = (status.get("stages") or {}).get(f"{BENCH_PREFIX}{protocol}") or {}
-    measured = (rec.get("result") or {}).get("environment") or {}
-    ran = rec.get("environment") or {}
-    server = ran.get("server") or {}
-    env = {"device": device, "triton": measured.get("triton", "-"),
-           "modelConfig": (measured.get("configs") or {}).get(model, "-"),
-           "perfAnalyzer": measured.get("perfAnalyzer", "-"),
-           "tritonNode": server.get("node", "-"), "tritonGpu": server.get("gpu", "-"),
-           "tritonImages": _joined(server.get("images")),
-           "clientNode": ran.get("node", "-"), "clientImages": _joined(ran.get("images"))}
-    return tuple((key, str(env[key])) for key, _ in ENVIRONMENT)
-
-
-def environment_id(details: tuple[tuple[str, str], ...]) -> str:
-    return hashlib.sha256(json.dumps(details).encode()).hexdigest()[:8]
 
 
 def accuracy_of(status: dict, model: str, protocol: str) -> str:

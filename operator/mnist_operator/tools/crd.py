@@ -8,6 +8,7 @@ live here too, so the kustomize manifests and the Helm chart are generated
 from one source.
 
     mnist-serving crd                        # the CRD as YAML (manifests/crd/mnistservings.yaml)
+    mnist-serving crd --sweep                # the MnistServingSweep CRD
     mnist-serving crd --rbac [--namespaced]  # the ClusterRole (or Role) as YAML
     mnist-serving crd --write-manifests DIR  # every generated file under DIR (`make manifests`)
 """
@@ -23,8 +24,10 @@ from typing import Any
 import yaml
 
 from mnist_operator.api import spec as S
+from mnist_operator.api import sweep as W
 
 CRD_NAME = f"{S.PLURAL}.{S.GROUP}"
+SWEEP_CRD_NAME = f"{W.PLURAL}.{S.GROUP}"
 CATEGORIES = ["mnist-serving", "all"]
 OPERATOR_NAME = "mnist-serving-operator"
 OPERATOR_NAMESPACE = "mnist-serving-system"
@@ -259,6 +262,124 @@ def crd() -> dict:
     }
 
 
+# --------------------------------------------------------------------------- the sweep
+def _without(schema: Any, keys: tuple[str, ...]) -> Any:
+    """A schema with ``keys`` removed at every level."""
+    if isinstance(schema, dict):
+        return {k: _without(v, keys) for k, v in schema.items() if k not in keys}
+    if isinstance(schema, list):
+        return [_without(v, keys) for v in schema]
+    return schema
+
+
+def sweep_spec_schema() -> dict:
+    """``.spec`` of a sweep. The template is a MnistServing spec typed as one, but
+    without defaults (it stays as written; each child is defaulted when created) and
+    without the cross-field rules (they judge a whole point: the operator checks
+    every point's spec with the same rules and says which one breaks them)."""
+    template = _without(spec_schema(), ("default", "x-kubernetes-validations"))
+    template["description"] = ("A MnistServing spec every point starts from; each axis "
+                               "sets one of its fields.")
+    return {
+        "type": "object", "required": ["axes"],
+        "description": "Points are the product of the axes' values; each is one child "
+                       "MnistServing, named <sweep>-<hash of its values>.",
+        "properties": {
+            "template": template,
+            "axes": {"type": "array", "minItems": 1, "maxItems": W.MAX_AXES,
+                     "description": f"Each a spec field and its values; at most "
+                                    f"{W.MAX_POINTS} points in all.",
+                     "items": {"type": "object", "required": ["field", "values"],
+                               "properties": {
+                                   "field": {"type": "string", "maxLength": 128,
+                                             "pattern": r"^[a-z][A-Za-z0-9]*(\.[a-z][A-Za-z0-9]*)*$",
+                                             "description": "A MnistServing spec field, camelCase "
+                                                            "and dotted: serving.instances."},
+                                   "values": {"type": "array", "minItems": 1,
+                                              "maxItems": W.MAX_VALUES,
+                                              "description": "The values the field takes.",
+                                              "items": {"x-kubernetes-preserve-unknown-fields": True}}}},
+                     "x-kubernetes-validations": [{
+                         "rule": "self.all(a, self.exists_one(b, b.field == a.field))",
+                         "message": "each field is swept by one axis only"}]},
+            "maxParallel": {"type": "integer", "format": "int32", "minimum": 1,
+                            "maximum": W.MAX_POINTS, "default": 1,
+                            "description": "Points running at once (neither Ready nor Failed); "
+                                           "the rest wait their turn in the axes' order."},
+            "objective": {"type": "string", "enum": list(W.OBJECTIVES), "default": "throughput",
+                          "maxLength": max(map(len, W.OBJECTIVES)),
+                          "description": "What ranks the points: throughput, throughputAtSlo "
+                                         "(benchmark.slo), inferencesPerJoule (a GPU's energy) "
+                                         "or costPerMillion (costs)."},
+            "costs": {"type": "object", "maxProperties": 32,
+                      "description": "Price per GPU hour by GPU product (the "
+                                     "scheduling.gpuProduct of a point), a decimal string.",
+                      "additionalProperties": {"type": "string", "maxLength": 32,
+                                               "pattern": W.PRICE_PATTERN}},
+        },
+    }
+
+
+def sweep_status_schema() -> dict:
+    return _open(
+        "Observed state, written by the operator only.",
+        phase=_str("Running, Complete (every point Ready or Failed) or Failed (the sweep's "
+                   "spec was refused)."),
+        message=_str("One line: points Ready and the best point."),
+        observedGeneration={"type": "integer", "format": "int64", "minimum": 0,
+                            "description": "The metadata.generation the status reflects."},
+        conditions={"type": "array", "maxItems": 32, "items": condition_schema(),
+                    "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
+                    "description": "Complete, per the API conventions."},
+        readyPoints=_str("Points Ready / all points."),
+        objective=_str("The objective the best point is chosen by."),
+        best=_open("The best point for the objective.", point=_str("Its child's name."),
+                   value=_str("Its objective value, a decimal string.")),
+    )
+
+
+SWEEP_PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Ready", "type": "string", "jsonPath": ".status.readyPoints",
+     "description": "Points Ready / all points"},
+    {"name": "Best", "type": "string", "jsonPath": ".status.best.point"},
+    {"name": "Objective", "type": "string", "jsonPath": ".status.objective"},
+    {"name": "Value", "type": "string", "jsonPath": ".status.best.value"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def sweep_crd() -> dict:
+    """The apiextensions.k8s.io/v1 CRD for MnistServingSweep."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": SWEEP_CRD_NAME,
+                     "labels": {"app.kubernetes.io/name": "mnist-serving",
+                                "app.kubernetes.io/part-of": "mnist-serving"}},
+        "spec": {
+            "group": S.GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": W.KIND, "listKind": f"{W.KIND}List", "plural": W.PLURAL,
+                      "singular": W.SINGULAR, "shortNames": list(W.SHORT_NAMES),
+                      "categories": list(CATEGORIES)},
+            "versions": [{
+                "name": S.VERSION, "served": True, "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": SWEEP_PRINTER_COLUMNS,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "MnistServingSweep runs one MnistServing per combination of "
+                                   "its axes' values and ranks them in status.",
+                    "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                                   "metadata": {"type": "object"},
+                                   "spec": sweep_spec_schema(), "status": sweep_status_schema()},
+                }},
+            }],
+        },
+    }
+
+
 # --------------------------------------------------------------------------- RBAC
 def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> dict:
     return {"apiGroups": groups, "resources": resources, "verbs": verbs}
@@ -281,10 +402,16 @@ def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> dict:
 #:   deleted (owner references let the garbage collector remove them).
 #: * events: kopf posts them; a pass lists a Job's FailedCreate events only when the
 #:   Job has had no pod for a while (its pods are refused: Pod Security, a quota, ...).
+#: * mnistservingsweeps: listed, watched and patched like mnistservings; their status
+#:   by patch. A sweep creates its points' mnistservings, patches their spec when its
+#:   template changes and deletes those whose point left its axes.
 NAMESPACED_RULES: list[dict] = [
-    _rule([S.GROUP], [S.PLURAL], ["get", "list", "watch", "patch"]),
+    _rule([S.GROUP], [S.PLURAL], ["get", "list", "watch", "create", "patch", "delete"]),
     _rule([S.GROUP], [f"{S.PLURAL}/status"], ["patch"]),
     _rule([S.GROUP], [f"{S.PLURAL}/finalizers"], ["update"]),
+    _rule([S.GROUP], [W.PLURAL], ["get", "list", "watch", "patch"]),
+    _rule([S.GROUP], [f"{W.PLURAL}/status"], ["patch"]),
+    _rule([S.GROUP], [f"{W.PLURAL}/finalizers"], ["update"]),
     _rule(["batch"], ["jobs"], ["get", "list", "watch", "create", "delete"]),
     _rule([""], ["pods"], ["list", "watch"]),
     _rule(["apps"], ["deployments"], ["get", "list", "watch", "create", "patch", "delete"]),
@@ -343,6 +470,7 @@ def generated_files() -> dict[str, str]:
     """Relative path under manifests/ -> content, for every generated manifest."""
     return {
         "crd/mnistservings.yaml": to_yaml(crd()),
+        "crd/mnistservingsweeps.yaml": to_yaml(sweep_crd(), "api/sweep.py"),
         "rbac/role.yaml": to_yaml(cluster_role(), "tools/crd.py"),
         "rbac/namespaced/role.yaml": to_yaml(namespaced_role(), "tools/crd.py"),
         # The same ServiceAccount in both, so either folder stands alone.
@@ -356,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
                                 description="Print the MnistServing CRD (or the operator's RBAC) "
                                             "generated from the spec model.")
     p.add_argument("--rbac", action="store_true", help="print the operator's ClusterRole instead")
+    p.add_argument("--sweep", action="store_true", help="print the MnistServingSweep CRD instead")
     p.add_argument("--namespaced", action="store_true",
                    help="with --rbac: a namespaced Role (operator watching one namespace)")
     p.add_argument("--write-manifests", metavar="DIR", type=Path,
@@ -370,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.rbac:
         sys.stdout.write(to_yaml(namespaced_role() if a.namespaced else cluster_role(), "tools/crd.py"))
+    elif a.sweep:
+        sys.stdout.write(to_yaml(sweep_crd(), "api/sweep.py"))
     else:
         sys.stdout.write(to_yaml(crd()))
     return 0

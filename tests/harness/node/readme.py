@@ -29,7 +29,7 @@ README = REPO / "README.md"
 #: reader of the marked blocks and the commands uses this list.
 PAGES = (README, *(REPO / "docs" / f"{page}.md" for page in (
     "local-run", "install", "results", "closed-loop", "defaults-and-security",
-    "troubleshooting", "reference", "architecture", "tests")))
+    "troubleshooting", "reference", "architecture", "tests", "sweeps")))
 #: NGC's image the README's client pod runs; this node has only the stand-in (no registry, no NGC)
 NGC_SDK = "nvcr.io/nvidia/tritonserver:26.04-py3-sdk"
 #: the context the kind walkthrough's commands name (hack/kind/create-cluster.sh's cluster)
@@ -47,6 +47,11 @@ NOT_HERE = {
     "kubectl describe pod mnist-client": "for a client pod that never finishes; the block's run deletes it",
     "kubectl logs mnist-client": "for a client pod that never finishes; the block runs it",
     f"kubectl --context {KIND_CONTEXT} -n gpu-operator get pods": "no GPU Operator on this node (no GPU)",
+    "kubectl get mnistsweep": "no sweep runs on this tier yet (tests/cluster/test_sweep_e2e.py "
+                              "runs one on KWOK and checks this command's columns)",
+    "kubectl get mnist -l mnist.serving.dev/sweep=which-gpu":
+        "no sweep runs on this tier yet (tests/cluster/test_sweep_e2e.py lists a sweep's "
+        "points by this label)",
 }
 
 
