@@ -71,6 +71,53 @@ def test_installed_command_on_a_run_directory(tmp_path):
     assert f"{tmp_path / 'runs' / 'half'}: no status.json here; skipped" in out.stderr
 
 
+def _write_run(run: Path, results: dict[str, dict]) -> None:
+    (run / "results").mkdir(parents=True)
+    for step, result in results.items():
+        (run / "results" / f"{step}.json").write_text(json.dumps(result))
+    stages = {s: {"state": r["state"], "fingerprint": r["fingerprint"]} for s, r in results.items()}
+    (run / "status.json").write_text(json.dumps(
+        {"name": run.name, "phase": "Ready", "stages": stages, **summarize(results)}))
+
+
+@pytest.mark.integration
+def test_installed_command_with_a_baseline(tmp_path):
+    """Two local runs whose bench best points carry 3 repeats (as the bench stage
+    writes them), the status built by summarize: ratio, interval and verdict per row."""
+    base, new = demo_results(), demo_results()
+    for results, grpc, http in ((base, ("8686.1", "8600.0", "8800.0"),
+                                 ("8411.2", "8300.0", "8500.0")),
+                                (new, ("9500.0", "9400.0", "9600.0"),
+                                 ("8400.0", "8000.0", "8800.0"))):
+        for protocol, (infer, low, high) in (("grpc", grpc), ("http", http)):
+            best = results[f"bench-{protocol}"]["models"]["mnist_onnx"]["best"]
+            best.update(inferPerSec=infer, repeats=3, low=low, high=high)
+    _write_run(tmp_path / "runs" / "base", base)
+    _write_run(tmp_path / "runs" / "new", new)
+
+    out = compare("runs/base", "runs/new", "--baseline", "runs/base/", "--out", "cmp",
+                  cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = {(r[0], r[1], r[2]): r[4:7] for r in table_rows(out.stdout)}
+    assert rows[("runs/new", "mnist_onnx", "grpc")] == ["9500.0", "1.09 [1.08, 1.10]", "better"]
+    assert rows[("runs/new", "mnist_onnx", "http")] == ["8400.0", "1.00 [0.96, 1.04]",
+                                                        "no difference"]
+    assert rows[("runs/new", "mnist_bls", "grpc")] == ["7415.3", "1.00", "no interval"]
+    assert rows[("runs/base", "mnist_onnx", "grpc")] == ["8686.1", "1.00", "baseline"]
+    assert out.stdout.split("\n\n")[1].startswith(
+        "vs baseline: ratio of mean throughputs to runs/base, 95 % interval")
+    written = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
+    assert [r["verdict"] for r in written if r["source"] == "runs/new"] == \
+        ["no interval", "no interval", "better", "no difference"]
+
+    refused = compare("runs/base", "runs/new", "--baseline", "runs/old", "--out", "cmp2",
+                      cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip().splitlines() == [
+        "mnist-serving compare: error: --baseline runs/old is none of the sources compared; "
+        "available: runs/base, runs/new"]
+
+
 def _resource(name: str, namespace: str, gpu_product: str = "") -> dict:
     doc = yaml.safe_load((ROOT / "examples" / "local.yaml").read_text())
     doc["metadata"] = {"name": name, "namespace": namespace}

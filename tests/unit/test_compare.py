@@ -334,3 +334,158 @@ def test_device_prefers_the_engine_gpu_then_the_pinned_product_then_the_training
     assert device_of({"model": {"trainGpu": "NVIDIA H200"}}, "NVIDIA-L4") == "NVIDIA-L4"
     assert device_of({"model": {"trainGpu": "NVIDIA H200", "trainDevice": "cuda"}}) == "NVIDIA H200 (train)"
     assert device_of({"model": {"trainDevice": "cpu"}}) == "cpu (train)"
+
+
+# ------------------------------------------------------------------------ --baseline
+
+def with_repeats(status: dict, model: str, protocol: str, infer: str, repeats: int = 3,
+                 low: str | None = None, high: str | None = None) -> dict:
+    """``status`` with one best point replaced: its throughput and, with repeats >= 2,
+    the 95 % interval of its mean, as summarize writes them."""
+    point = status["benchmark"]["perfAnalyzer"][model][protocol]
+    point["bestInferPerSec"] = infer
+    for key in ("repeats", "lowAtBest", "highAtBest"):
+        point.pop(key, None)
+    if low is not None:
+        point.update(repeats=repeats, lowAtBest=low, highAtBest=high)
+    return status
+
+
+def base_and_new(demo) -> tuple[dict, dict]:
+    """Two hand-made statuses of the demo: the baseline with 3 repeats everywhere, the
+    new run faster (onnx/grpc), the same (onnx/http), slower (bls/http) with 3 repeats,
+    and measured once (bls/grpc)."""
+    base, new = local_status(demo), local_status(demo)
+    for model, protocol, infer, low, high in (
+            ("mnist_onnx", "grpc", "8686.1", "8600.0", "8800.0"),
+            ("mnist_onnx", "http", "8411.2", "8300.0", "8500.0"),
+            ("mnist_bls", "grpc", "7415.3", "7300.0", "7500.0"),
+            ("mnist_bls", "http", "5239.0", "5100.0", "5300.0")):
+        with_repeats(base, model, protocol, infer, 3, low, high)
+    with_repeats(new, "mnist_onnx", "grpc", "9500.0", 3, "9400.0", "9600.0")
+    with_repeats(new, "mnist_onnx", "http", "8400.0", 3, "8000.0", "8800.0")
+    with_repeats(new, "mnist_bls", "http", "4000.0", 3, "3900.0", "4100.0")
+    with_repeats(new, "mnist_bls", "grpc", "7000.0")          # repeats 1: no interval
+    return base, new
+
+
+def test_rows_carry_the_best_points_repeats_and_interval(demo):
+    base, new = base_and_new(demo)
+    rows = by_key(compare.rows_of("b", base) + compare.rows_of("n", new))
+    onnx = rows[("b", "mnist_onnx", "grpc")]
+    assert (onnx.repeats, onnx.low_at_best, onnx.high_at_best) == ("3", "8600.0", "8800.0")
+    once = rows[("n", "mnist_bls", "grpc")]
+    assert (once.repeats, once.low_at_best, once.high_at_best) == ("-", "-", "-")
+
+
+def test_baseline_ratio_interval_and_verdict_per_model_and_protocol(demo):
+    base, new = base_and_new(demo)
+    rows = compare.rows_of("runs/base", base) + compare.rows_of("runs/new", new)
+    got = {k: (r.vs_baseline, r.verdict)
+           for k, r in by_key(compare.with_baseline(rows, "runs/base")).items()}
+    assert got[("runs/new", "mnist_onnx", "grpc")] == ("1.09 [1.08, 1.10]", "better")
+    assert got[("runs/new", "mnist_onnx", "http")] == ("1.00 [0.96, 1.04]", "no difference")
+    assert got[("runs/new", "mnist_bls", "http")] == ("0.77 [0.75, 0.79]", "worse")
+    # repeats 1 against repeats 3: the ratio of the values, no interval, no verdict
+    assert got[("runs/new", "mnist_bls", "grpc")] == ("0.94", "no interval")
+    assert {got[("runs/base", m, p)] for m in ("mnist_onnx", "mnist_bls")
+            for p in ("grpc", "http")} == {("1.00", "baseline")}
+    # the other way round: the new run as the baseline
+    flipped = by_key(compare.with_baseline(rows, "runs/new"))
+    assert (flipped[("runs/base", "mnist_bls", "http")].vs_baseline,
+            flipped[("runs/base", "mnist_bls", "http")].verdict) == ("1.30 [1.27, 1.33]", "better")
+
+
+def test_baseline_unbounded_when_its_interval_reaches_zero(demo):
+    base, new = local_status(demo), local_status(demo)
+    with_repeats(base, "mnist_onnx", "grpc", "500.0", 2, "-100.0", "1300.0")
+    with_repeats(new, "mnist_onnx", "grpc", "4000.0", 2, "3900.0", "4100.0")
+    rows = by_key(compare.with_baseline(compare.rows_of("b", base) + compare.rows_of("n", new),
+                                        "b"))
+    assert (rows[("n", "mnist_onnx", "grpc")].vs_baseline,
+            rows[("n", "mnist_onnx", "grpc")].verdict) == ("6.67", "unbounded")
+
+
+def test_a_model_the_baseline_lacks_gets_no_ratio(demo):
+    body = {"items": [cr("cpu", "team-a", demo), cr("h100", "team-b", gpu_results(demo))]}
+    rows, _ = compare.rows_from_list(body, context="west")
+    baseline = compare.baseline_source("team-a/cpu", (r.source for r in rows))
+    assert baseline == "west:team-a/cpu"
+    got = by_key(compare.with_baseline(rows, baseline))
+    trt = got[("west:team-b/h100", "mnist_trt", "grpc")]
+    assert (trt.vs_baseline, trt.verdict) == ("-", "-")
+    onnx = got[("west:team-b/h100", "mnist_onnx", "grpc")]   # the same numbers, measured once
+    assert (onnx.vs_baseline, onnx.verdict) == ("1.00", "no interval")
+
+
+def test_baseline_source_names_a_run_directory_or_a_resource():
+    sources = ["runs/a", "runs/b", "ctx:team-a/h100"]
+    assert compare.baseline_source("runs/b", sources) == "runs/b"
+    assert compare.baseline_source("runs/b/", sources) == "runs/b"
+    assert compare.baseline_source("runs/b/status.json", sources) == "runs/b"
+    assert compare.baseline_source("team-a/h100", sources) == "ctx:team-a/h100"
+    assert compare.baseline_source("ctx:team-a/h100", sources) == "ctx:team-a/h100"
+    with pytest.raises(Unusable) as exc:
+        compare.baseline_source("runs/c", sources)
+    assert str(exc.value) == ("--baseline runs/c is none of the sources compared; "
+                              "available: runs/a, runs/b, ctx:team-a/h100")
+    with pytest.raises(Unusable, match=r"^--baseline team-a/h100 names several sources "
+                                       r"\(a:team-a/h100, b:team-a/h100\); give one of: "):
+        compare.baseline_source("team-a/h100", ["a:team-a/h100", "b:team-a/h100"])
+
+
+def test_baseline_columns_follow_best_throughput_and_are_absent_without_it(demo):
+    base, new = base_and_new(demo)
+    rows = compare.ordered(compare.with_baseline(
+        compare.rows_of("runs/base", base) + compare.rows_of("runs/new", new), "runs/base"))
+    assert "vs baseline" not in compare.markdown(rows) and "vs_baseline" not in \
+        compare.csv_text(rows)
+    md = compare.markdown(rows, baseline=True).splitlines()
+    assert md[0].startswith("| source | model | protocol | GPU / device | best infer/s | "
+                            "vs baseline | verdict | p99 ms at best |")
+    assert md[1].count("---") == len(compare.COLUMNS) + 2
+    assert "| runs/new | mnist_onnx | grpc | cpu (train) | 9500.0 | 1.09 [1.08, 1.10] | better |" \
+        in "\n".join(md)
+    parsed = list(csv.DictReader(io.StringIO(compare.csv_text(rows, baseline=True))))
+    worse = next(r for r in parsed if (r["source"], r["model"], r["protocol"])
+                 == ("runs/new", "mnist_bls", "http"))
+    assert (worse["vs_baseline"], worse["verdict"]) == ("0.77 [0.75, 0.79]", "worse")
+    assert list(parsed[0])[:7] == ["source", "model", "protocol", "device", "best_infer_per_sec",
+                                   "vs_baseline", "verdict"]
+
+
+def test_main_with_baseline_on_two_local_runs(tmp_path, demo, capsys):
+    base, new = base_and_new(demo)
+    runs = {}
+    for name, status in (("base", base), ("new", new)):
+        runs[name] = write_run(tmp_path / "runs" / name, demo)
+        (runs[name] / "status.json").write_text(json.dumps(status))
+    out = tmp_path / "out"
+    code = compare.main([str(runs["base"]), str(runs["new"]), "--baseline",
+                         str(runs["base"] / "status.json"), "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    table, note, legend = stdout.split("\n\n")
+    assert table.count("\n") + 1 == 2 + 8
+    assert f"| {runs['new']} | mnist_onnx | grpc | cpu (train) | 9500.0 | 1.09 [1.08, 1.10] " \
+           "| better |" in table
+    assert f"| {runs['base']} | mnist_bls | http | cpu (train) | 5239.0 | 1.00 | baseline |" \
+        in table
+    assert note == (f"vs baseline: ratio of mean throughputs to {runs['base']}, 95 % interval "
+                    "(Fieller, Welch df), from each point's repeats; no interval with one repeat.")
+    assert legend.startswith("| environment |")
+    parsed = list(csv.DictReader((out / "compare.csv").open()))
+    assert [r["verdict"] for r in parsed if r["source"] == str(runs["new"])] == \
+        ["no interval", "worse", "better", "no difference"]   # bls grpc/http, onnx grpc/http
+
+
+def test_main_refuses_a_baseline_that_is_no_source(tmp_path, demo, capsys):
+    run = write_run(tmp_path / "runs" / "demo", demo)
+    out = tmp_path / "out"
+    code = compare.main([str(run), "--baseline", "runs/other", "--out", str(out)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 2 and stdout == ""
+    assert stderr.splitlines() == [
+        f"mnist-serving compare: error: --baseline runs/other is none of the sources "
+        f"compared; available: {run}"]
+    assert not out.exists()

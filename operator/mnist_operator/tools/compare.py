@@ -1,7 +1,7 @@
 """``mnist-serving compare``: one table and one plot across runs and clusters.
 
     mnist-serving compare [PATH ...] [--cluster] [--kubeconfig F] [--context C]
-                          [-n NS | -A] [--out DIR] [--docs FILE]
+                          [-n NS | -A] [--baseline SOURCE] [--out DIR] [--docs FILE]
 
 A PATH is a local run directory (``runs/<name>/``, holding the ``status.json``
 the local runner writes) or a ``status.json`` file; with no PATH and no
@@ -18,6 +18,14 @@ draws the SLO's p99 limit as a dashed line and the throughput at it as a star.
 It is printed as markdown and written to ``DIR/compare.csv``; a plot of
 throughput against p99 latency per model goes to ``DIR/compare.png``.
 
+``--baseline SOURCE`` (a local run directory as given, or a cluster resource
+``namespace/name``) adds two columns: each row's mean best throughput over the
+baseline source's row of the same model and protocol, with its 95 % Fieller
+interval from each point's repeats (:mod:`mnist_operator.core.verdicts`), and
+the verdict (``better``, ``no difference``, ``worse``, ``no interval`` with
+one repeat, ``unbounded``; ``baseline`` on its own rows, ``-`` where the
+baseline has no row of that model and protocol).
+
 Layout: pure functions turn a status (plus its benchmark sweeps) into
 :class:`Row` objects and rows into markdown / CSV; the thin shells read files,
 call the Kubernetes API and draw the plot. The Kubernetes client and
@@ -31,7 +39,7 @@ import io
 import json
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -39,6 +47,7 @@ from mnist_operator.api.spec import GROUP, PLURAL, VERSION
 from mnist_operator.core.provenance import (BENCH_PREFIX, ENVIRONMENT, device_of, environment_id,
                                             environment_of)
 from mnist_operator.core.summary import scaling_line
+from mnist_operator.core.verdicts import compare as compare_points
 
 STATUS_FILE = "status.json"
 CSV_FILE, PNG_FILE = "compare.csv", "compare.png"
@@ -92,6 +101,13 @@ class Row:
     #: the concurrency sweep behind the best point, or just the best point
     sweep: tuple[Point, ...] = field(default=(), compare=False)
     at_slo: Point | None = field(default=None, compare=False)
+    #: the best point's repeats and the 95 % interval of its mean ("-" with one repeat)
+    repeats: str = "-"
+    low_at_best: str = "-"
+    high_at_best: str = "-"
+    #: --baseline: the ratio to the baseline source's row and its verdict
+    vs_baseline: str = "-"
+    verdict: str = "-"
 
 
 COLUMNS = (
@@ -116,6 +132,20 @@ COLUMNS = (
     ("measured", "measured (UTC)"),
     ("environment", "environment"),
 )
+#: With --baseline, right after the best throughput they are about.
+BASELINE_COLUMNS = (
+    ("vs_baseline", "vs baseline"),
+    ("verdict", "verdict"),
+)
+BASELINE_VERDICT = "baseline"   # the verdict on the baseline source's own rows
+
+
+def columns(baseline: bool = False) -> tuple[tuple[str, str], ...]:
+    """The table's columns; with a baseline its two right after ``best infer/s``."""
+    if not baseline:
+        return COLUMNS
+    at = [attr for attr, _ in COLUMNS].index("best_infer_per_sec") + 1
+    return COLUMNS[:at] + BASELINE_COLUMNS + COLUMNS[at:]
 
 
 # --------------------------------------------------------------------------- pure
@@ -281,7 +311,10 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
                 slo=slo, infer_per_sec_at_slo=at_slo_cell,
                 gpu_util_at_best=gpu_util, infer_per_joule_at_best=per_joule,
                 environment=environment_id(env), environment_details=env,
-                sweep=tuple(sweep), at_slo=at_slo))
+                sweep=tuple(sweep), at_slo=at_slo,
+                **({"repeats": str(point["repeats"]), "low_at_best": str(point["lowAtBest"]),
+                    "high_at_best": str(point["highAtBest"])}
+                   if "lowAtBest" in point and "repeats" in point else {})))
     return rows
 
 
@@ -316,20 +349,89 @@ def rows_from_list(body: dict, context: str = "") -> tuple[list[Row], list[str]]
     return rows, warnings
 
 
+def baseline_source(baseline: str, sources: Iterable[str]) -> str:
+    """The source ``baseline`` names: one exactly (a local run directory as
+    given, ``ctx:namespace/name``), or else one local source whose
+    ``status.json`` it is (``runs/a/status.json``, ``runs/a/``) or one cluster
+    source whose ``namespace/name`` it is. Raises :class:`Unusable` (one line
+    naming ``--baseline`` and the sources) when it names none or several."""
+    known = list(dict.fromkeys(sources))
+    if baseline in known:
+        return baseline
+    as_path = Path(baseline)
+    wanted = {str(as_path), str(as_path.parent) if as_path.name == STATUS_FILE else str(as_path)}
+    found = [s for s in known if s in wanted
+             or (":" in s and s.split(":", 1)[1] == baseline)]
+    if len(found) == 1:
+        return found[0]
+    listing = ", ".join(known) or "none"
+    if found:
+        raise Unusable(f"--baseline {baseline} names several sources ({', '.join(found)}); "
+                       f"give one of: {listing}")
+    raise Unusable(f"--baseline {baseline} is none of the sources compared; "
+                   f"available: {listing}")
+
+
+def _figures(row: Row) -> dict[str, str]:
+    """A row's best point as :func:`mnist_operator.core.verdicts.compare` reads it."""
+    point = {"inferPerSec": row.best_infer_per_sec}
+    if row.low_at_best != "-":
+        point.update(repeats=row.repeats, low=row.low_at_best, high=row.high_at_best)
+    return point
+
+
+def ratio_cells(row: Row, base: Row) -> tuple[str, str]:
+    """("ratio [low, high]", verdict) of ``row``'s mean best throughput over ``base``'s."""
+    try:
+        got = compare_points(_figures(row), _figures(base)).as_status()
+    except ValueError:   # a figure missing or not a number: nothing to say
+        return "-", "-"
+    cell = got["ratio"] + (f" [{got['low']}, {got['high']}]" if "low" in got else "")
+    return cell, got["verdict"]
+
+
+def with_baseline(rows: Iterable[Row], baseline: str) -> list[Row]:
+    """``rows`` with the vs-baseline columns: each row against the ``baseline``
+    source's row of the same model and protocol."""
+    rows = list(rows)
+    base: dict[tuple[str, str], Row] = {}
+    for r in rows:
+        if r.source == baseline:
+            base.setdefault((r.model, r.protocol), r)
+    out = []
+    for r in rows:
+        b = base.get((r.model, r.protocol))
+        if b is None:
+            cells = ("-", "-")
+        elif r.source == baseline:
+            cells = ("1.00", BASELINE_VERDICT)
+        else:
+            cells = ratio_cells(r, b)
+        out.append(replace(r, vs_baseline=cells[0], verdict=cells[1]))
+    return out
+
+
+def baseline_note(baseline: str) -> str:
+    """The line under the table saying what the vs-baseline column is."""
+    return (f"vs baseline: ratio of mean throughputs to {baseline}, 95 % interval "
+            "(Fieller, Welch df), from each point's repeats; no interval with one repeat.\n")
+
+
 def ordered(rows: Iterable[Row]) -> list[Row]:
     """Same model and protocol next to each other, and within them the same
     environment, so sources compare line by line with like beside like."""
     return sorted(rows, key=lambda r: (r.model, r.protocol, r.environment, r.source))
 
 
-def _cells(row: Row) -> list[str]:
-    return [str(getattr(row, attr)) for attr, _ in COLUMNS]
+def _cells(row: Row, baseline: bool = False) -> list[str]:
+    return [str(getattr(row, attr)) for attr, _ in columns(baseline)]
 
 
-def markdown(rows: list[Row]) -> str:
-    head = [title for _, title in COLUMNS]
+def markdown(rows: list[Row], baseline: bool = False) -> str:
+    head = [title for _, title in columns(baseline)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in rows]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r, baseline)) + " |"
+              for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -343,11 +445,11 @@ def environments(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def csv_text(rows: list[Row]) -> str:
+def csv_text(rows: list[Row], baseline: bool = False) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([attr for attr, _ in COLUMNS] + [key for key, _ in ENVIRONMENT])
-    writer.writerows(_cells(r) + [v for _, v in r.environment_details] for r in rows)
+    writer.writerow([attr for attr, _ in columns(baseline)] + [key for key, _ in ENVIRONMENT])
+    writer.writerows(_cells(r, baseline) + [v for _, v in r.environment_details] for r in rows)
     return buf.getvalue()
 
 
@@ -526,6 +628,10 @@ def parser() -> argparse.ArgumentParser:
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", help="namespace (default: the context's)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    p.add_argument("--baseline", metavar="SOURCE",
+                   help="add each row's throughput ratio to this source's row of the same "
+                        "model and protocol, with its 95 %% interval and a verdict: a local "
+                        "run directory as given, or a cluster resource namespace/name")
     p.add_argument("--out", type=Path, default=Path("runs/compare"),
                    help="where compare.csv and compare.png go (default: runs/compare)")
     p.add_argument("--docs", type=Path, metavar="FILE",
@@ -572,11 +678,20 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     rows = ordered(rows)
+    table = markdown(rows)
+    if args.baseline is not None:
+        try:
+            baseline = baseline_source(args.baseline, (r.source for r in rows))
+        except Unusable as exc:
+            print(f"mnist-serving compare: error: {exc}", file=sys.stderr)
+            return 2
+        rows = with_baseline(rows, baseline)
+        table = markdown(rows, baseline=True) + "\n" + baseline_note(baseline)
     status = 0
-    table = markdown(rows) + "\n" + environments(rows)
+    table += "\n" + environments(rows)
     print(table, end="")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / CSV_FILE).write_text(csv_text(rows))
+    (args.out / CSV_FILE).write_text(csv_text(rows, baseline=args.baseline is not None))
     print(f"\nwrote {args.out / CSV_FILE}", file=sys.stderr)
     try:
         plot(rows, args.out / PNG_FILE)
@@ -594,4 +709,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["Row", "Point", "Unusable", "rows_of", "rows_from_list", "sweeps_of", "stage_results",
-           "device_of", "markdown", "csv_text", "replace_section", "plot", "main"]
+           "device_of", "markdown", "csv_text", "replace_section", "plot", "main",
+           "baseline_source", "with_baseline", "ratio_cells", "baseline_note", "columns"]
