@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from mnist_jobs.lib import aggregate
+from mnist_jobs.lib import aggregate, latency
 from mnist_jobs.lib import loadgen as distributed
 from mnist_jobs.lib import perf, provenance
 from mnist_jobs.lib import slo as slo_search
@@ -120,7 +120,8 @@ def model_summary(points_of: list[dict], rate_mode: bool) -> dict:
     summary: dict = {
         "rows": points_of,
         "best": {k: best[k] for k in ("c", "rate", "achieved", "inferPerSec", "p99Us",
-                                      "repeats", "low", "high", *telemetry.ROW_KEYS) if k in best},
+                                      "repeats", "low", "high", "latency", *telemetry.ROW_KEYS)
+                 if k in best},
     }
     if rate_mode:   # a higher rate asked for is no batching gain
         summary["behind"] = sum(r["keptUp"] != "ok" for r in points_of)
@@ -301,6 +302,8 @@ class ModelSweep:
         self.points_of: list[dict] = []         # one compact row per point
         self.header: str | None = None
         self.csv_lines: list[str] = []
+        #: load -> every request's latency (µs) of its runs' windows, from the profile export
+        self.latencies: dict[int, list[int]] = {}
         self.log_path = cfg.out / f"{model}-{cfg.protocol}.log"
         self.log_path.write_text("")
 
@@ -316,6 +319,8 @@ class ModelSweep:
             return None
         seen = sampled.summary()
         point = {**compact_row(runs), **telemetry.row_fields(seen, fmt)}
+        if load in self.latencies:
+            point["latency"] = latency.summary(self.latencies.pop(load))
         if seen:
             self.notes.observed.setdefault(model, {})[str(load)] = seen
             say(f"{model} {cfg.protocol} {at}: {telemetry.line(seen)}")
@@ -325,6 +330,9 @@ class ModelSweep:
             say(f"{model} {cfg.protocol} {at}: median {point['inferPerSec']} infer/s, "
                 f"95 % interval of the mean [{point['low']}, {point['high']}] "
                 f"({cfg.repeats} runs)")
+        if "latency" in point:
+            say(f"{model} {cfg.protocol} {at}: {latency.describe(point['latency'])} "
+                f"(perf_analyzer's p99 {point['p99Us']} us)")
         return point
 
     def measure_runs(self, load: int, at: str) -> list[perf.Row]:
@@ -333,7 +341,8 @@ class ModelSweep:
         for run in range(1, cfg.repeats + 1):
             tag = (f"{self.model} {cfg.protocol} {at}"
                    + (f" run {run}/{cfg.repeats}" if cfg.repeats > 1 else ""))
-            code, output, text = self.run_once(load, tag)
+            m = self.run_once(load, tag)
+            code, output, text = m.code, m.output, m.text
             if code != 0 or not text.strip():
                 error = _last_line(output)
                 self.notes.failures.append(f"{self.model} {at}: {error}")
@@ -342,6 +351,8 @@ class ModelSweep:
             lines = text.strip().splitlines()
             self.header = self.header or lines[0]
             self.csv_lines.extend(lines[1:])
+            if m.records is not None:
+                self.latencies.setdefault(load, []).extend(latency.latencies_us(m.records))
             for r in perf.parse_csv(text, cfg.batch, cfg.tolerance):
                 r.extra["repeat"] = run
                 if cfg.rate_mode:
@@ -351,35 +362,35 @@ class ModelSweep:
                     f"avg {r.avg_latency_us} us, {_check(r, load, cfg.rate_mode)}")
         return runs
 
-    def run_once(self, load: int, tag: str) -> tuple[int, str, str]:
+    def run_once(self, load: int, tag: str) -> Measurement:
         """One perf_analyzer run; measured once more within a wider bound when it
         was not stable, or after a pause when it could not connect."""
         cfg = self.cfg
 
-        def measure(within: int) -> tuple[int, str, str]:
-            return _measure_point(lambda csv_path: cfg.command(
-                self.pa, self.model, load, within, csv_path, self.composing),
-                self.log_path, cfg.point_timeout_s)
-        code, output, text = measure(cfg.stability)
-        if code != 0 and UNSTABLE in output and cfg.stability < 100:
+        def measure(within: int) -> Measurement:
+            return _measure_point(lambda csv_path, export: cfg.command(
+                self.pa, self.model, load, within, csv_path, self.composing,
+                profile_export=export), self.log_path, cfg.point_timeout_s)
+        m = measure(cfg.stability)
+        if m.code != 0 and UNSTABLE in m.output and cfg.stability < 100:
             # a busy machine: one more try within a wider bound, said in the result
             wider = min(100, 2 * cfg.stability)
             say(f"{tag}: not stable within {cfg.stability} %; measuring again within {wider} %")
-            code, output, text = measure(wider)
-            if code == 0 and text.strip():
+            m = measure(wider)
+            if m.code == 0 and m.text.strip():
                 self.notes.widened.append({"model": self.model, cfg.load_key: load,
                                            "stabilityPercentage": wider})
-        elif code != 0 and any(words in output for words in CONNECT_FAILED):
+        elif m.code != 0 and any(words in m.output for words in CONNECT_FAILED):
             # the server answered the points before: a dropped connect, tried once more
-            error = _last_line(output)
+            error = _last_line(m.output)
             say(f"{tag}: perf_analyzer could not connect ({error}); "
                 f"measuring again in {RECONNECT_PAUSE_S} s")
             time.sleep(RECONNECT_PAUSE_S)
-            code, output, text = measure(cfg.stability)
-            if code == 0 and text.strip():
+            m = measure(cfg.stability)
+            if m.code == 0 and m.text.strip():
                 self.notes.reconnected.append({"model": self.model, cfg.load_key: load,
                                                "error": error})
-        return code, output, text
+        return m
 
     def refine_slo(self, swept: int) -> dict | None:
         """With an SLO and every point measured: bisect between the last point that
@@ -452,6 +463,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         return distributed_bench(cfg, pa, served)
     points, notes = cfg.points, RunNotes()
     all_rows: dict[str, list[dict]] = {}
+    points_by_model: dict[str, list[dict]] = {}   # the compact rows, whole (shrink spares them)
     summary: dict[str, dict] = {}
     for model in cfg.models:
         sweep = ModelSweep(cfg, pa, model, _composing(cfg, model, served), notes)
@@ -460,6 +472,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         at_slo = sweep.refine_slo(len(points))
         sweep.write_csv()
         all_rows[model] = [r.as_dict() for r in sorted(sweep.rows, key=lambda r: r.load)]
+        points_by_model[model] = sweep.points_of
         if sweep.points_of:
             summary[model] = sweep.summary(at_slo)
     (cfg.out / "bench.json").write_text(json.dumps({
@@ -467,7 +480,8 @@ def run_bench(cfg: BenchConfig) -> dict:
         "requestRate": cfg.request_rate, "distribution": cfg.distribution,
         "slo": {"p99Ms": cfg.slo.p99_ms, "p95Ms": cfg.slo.p95_ms}, "failures": notes.failures,
         "widened": notes.widened, "reconnected": notes.reconnected,
-        "metricsUrl": cfg.metrics_url, "telemetry": notes.observed, "rows": all_rows}, indent=1))
+        "metricsUrl": cfg.metrics_url, "telemetry": notes.observed, "rows": all_rows,
+        "points": points_by_model}, indent=1))
     if notes.failures:
         raise StageError(f"perf_analyzer failed at {len(notes.failures)} point(s): "
                          f"{notes.failures[0]} (logs in {cfg.out})", reason="PerfAnalyzerFailed")
@@ -516,10 +530,11 @@ def distributed_bench(cfg: BenchConfig, pa: str, served: dict[str, str]) -> dict
         export.parent.mkdir(parents=True, exist_ok=True)
         with telemetry.sampler(cfg.metrics_url if me == 0 else "", model,
                                cfg.telemetry_interval_ms) as sampled:
-            code, output, text = _measure_point(lambda csv_path: cfg.command(
+            m = _measure_point(lambda csv_path, _export: cfg.command(
                 pa, model, share, cfg.stability, csv_path, composing[model],
                 profile_export=export),
                 export.parent / f"{model}-{cfg.protocol}.log", cfg.point_timeout_s)
+            code, output, text = m.code, m.output, m.text
         seen = sampled.summary()
         if seen:   # the sweep's point, not the scaling check's later one
             observed.setdefault((model, share), seen)
@@ -578,12 +593,23 @@ def _last_line(output: str) -> str:
     return last[0][:160]
 
 
-def _measure_point(command_for: Callable[[Path], list[str]], log_path: Path,
-                   timeout_s: int) -> tuple[int, str, str]:
-    """Run one perf_analyzer point writing a fresh CSV: (exit code, output, CSV text)."""
+@dataclass(frozen=True)
+class Measurement:
+    """One perf_analyzer run: its exit code, its output, its CSV, and the requests of
+    its windows from its profile export (None when it wrote none)."""
+    code: int
+    output: str
+    text: str
+    records: aggregate.ClientRecords | None = None
+
+
+def _measure_point(command_for: Callable[[Path, Path], list[str]], log_path: Path,
+                   timeout_s: int) -> Measurement:
+    """Run one perf_analyzer point writing a fresh CSV (and, if the command asks for
+    one, a profile export next to it)."""
     with tempfile.TemporaryDirectory() as tmp:
-        csv_path = Path(tmp) / "pa.csv"
-        cmd = command_for(csv_path)
+        csv_path, export_path = Path(tmp) / "pa.csv", Path(tmp) / "requests.json"
+        cmd = command_for(csv_path, export_path)
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
             output, code = proc.stdout + proc.stderr, proc.returncode
@@ -595,7 +621,9 @@ def _measure_point(command_for: Callable[[Path], list[str]], log_path: Path,
         with log_path.open("a") as log:
             log.write(f"$ {' '.join(cmd)}\n{output}\n")
         text = csv_path.read_text() if csv_path.exists() else ""
-    return code, output, text
+        records = aggregate.load_records(export_path) if code == 0 and export_path.exists() \
+            else None
+    return Measurement(code, output, text, records)
 
 
 def parser():

@@ -204,3 +204,23 @@ def test_bench_with_an_unreachable_metrics_endpoint_measures_and_warns(triton, t
     assert float(row["inferPerSec"]) > 0
     assert row["telemetry"].startswith("unreachable: http://127.0.0.1:9/metrics: "), row
     assert result["telemetry"].startswith("1 point(s) without telemetry")
+
+
+def test_every_request_of_a_point_reproduces_perf_analyzers_percentiles(triton, tmp_path):
+    """Real perf_analyzer's profile export against real Triton: the requests completed in
+    its windows give a p50 and p99 next to perf_analyzer's own (the same windows, the
+    same nearest-rank definition; the export's timestamps are the client's, as are its),
+    each with an interval that holds the estimate, and the request count behind it."""
+    res = _bench(triton, tmp_path, models="mnist_onnx", concurrency="4")
+    assert res.returncode == 0, res.stderr
+    point = json.loads((tmp_path / "bench.json").read_text())["points"]["mnist_onnx"][0]
+    found = point["latency"]
+    assert found["requests"] >= 299, found          # enough for a p99 interval at 95 %
+    for key in ("p50", "p95", "p99"):
+        estimate, low, high = found[key]
+        assert low <= estimate <= high, (key, found[key])
+    for key, theirs in (("p50", point["p50Us"]), ("p99", point["p99Us"])):
+        ours = found[key][0]
+        assert abs(ours - theirs) <= max(0.1 * theirs, 50), (key, ours, theirs)
+    assert re.search(r"p99 \d+ us \[\d+, \d+\] over [\d,]+ requests \(perf_analyzer's p99 \d+ us\)",
+                     res.stderr), res.stderr[-2000:]

@@ -1,0 +1,112 @@
+"""Every bench point's p50/p95/p99 from all the requests of its windows (perf_analyzer's
+profile export), each with a distribution-free 95 % interval and the request count;
+perf_analyzer's own p99 stays beside them. perf_analyzer is replaced by its real CSV
+and a profile export of known requests."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+from scipy import stats as scipy_stats
+
+from mnist_jobs import bench
+from mnist_jobs.lib import latency, perf
+
+#: perf_analyzer's real CSV, its first point only (one point per run, as the bench runs it)
+CSV = "\n".join((Path(__file__).parent / "data" / "perf-mnist_onnx-grpc.csv")
+                 .read_text().splitlines()[:2]) + "\n"
+#: that point's p99, as perf_analyzer reported it
+CSV_P99 = {int(CSV.splitlines()[1].split(",")[12])}
+START, END = 10**12, 10**12 + 5 * 10**9   # the windows' edges, ns
+
+
+def export(latencies_us: list[int], outside: int = 0) -> dict:
+    """A profile export whose windows hold requests of these latencies (plus ``outside``
+    requests completed after the last window edge, which must not count)."""
+    requests, t = [], START
+    for lat in latencies_us:
+        requests.append({"timestamp": t, "response_timestamps": [t + lat * 1000]})
+        t += 1000
+    requests += [{"timestamp": END + 1, "response_timestamps": [END + 10**6]}] * outside
+    return {"experiments": [{"experiment": {"mode": "concurrency", "value": 4},
+                             "requests": requests, "window_boundaries": [START, END]}],
+            "version": "2.45.0"}
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    def install(latencies_by_run: list[list[int]]) -> list[list[str]]:
+        runs = iter(latencies_by_run)
+        commands = []
+
+        def run(cmd, capture_output, text, timeout):
+            if cmd[1:] == ["--version"]:
+                return subprocess.CompletedProcess(cmd, 0, "Perf Analyzer Version 2.45.0\n", "")
+            commands.append(cmd)
+            Path(cmd[cmd.index("-f") + 1]).write_text(CSV)
+            path = Path(cmd[cmd.index("--profile-export-file") + 1])
+            path.write_text(json.dumps(export(next(runs), outside=7)))
+            return subprocess.CompletedProcess(cmd, 0, "ok\n", "")
+        monkeypatch.setattr(bench.subprocess, "run", run)
+        monkeypatch.setattr(perf, "find_perf_analyzer", lambda: "perf_analyzer")
+        monkeypatch.setattr(bench, "served_models", lambda protocol, url: {"mnist_onnx": "READY"})
+        monkeypatch.setattr(bench.provenance, "served",
+                            lambda protocol, url, models: {"triton": "2.45.0", "configs": {}})
+        return commands
+    return install
+
+
+def run_bench(tmp_path: Path, repeats: int = 1) -> dict:
+    return bench.run_bench(bench.BenchConfig("127.0.0.1:8001", "grpc", ["mnist_onnx"], 1,
+                                             "4:4:1", "time_windows", 500, 50, 10,
+                                             tmp_path / "bench", repeats=repeats))
+
+
+def test_a_point_carries_its_percentiles_with_intervals_from_every_request(tmp_path, fake):
+    rng = random.Random(3)
+    lat = [int(rng.lognormvariate(7, 0.4)) for _ in range(5000)]
+    commands = fake([lat])
+    result = run_bench(tmp_path)
+    (cmd,) = commands
+    assert "--profile-export-file" in cmd
+    best = result["models"]["mnist_onnx"]["best"]
+    found = best["latency"]
+    assert found["requests"] == 5000                    # the 7 after the window left out
+    ordered = sorted(lat)
+    for q, key in latency.QUANTILES:
+        estimate, low, high = found[key]
+        assert estimate == ordered[int(-(-q * 5000 // 1)) - 1]   # nearest rank
+        # the interval's ranks, from scipy's binomial: P(l <= B < u) >= 95 %
+        l_rank, u_rank = ordered.index(low) + 1, len(ordered) - ordered[::-1].index(high)
+        cover = scipy_stats.binom.cdf(u_rank - 1, 5000, q) - scipy_stats.binom.cdf(l_rank - 1, 5000, q)
+        assert low <= estimate <= high and cover >= 0.95, (key, cover)
+    assert best["p99Us"] in CSV_P99 and best["p99Us"] != found["p99"][0]   # perf_analyzer's, beside
+    saved = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert saved["points"]["mnist_onnx"][0]["latency"] == found   # whole, whatever the result keeps
+
+
+def test_repeats_pool_their_requests_and_too_few_give_no_interval(tmp_path, fake):
+    fake([[100 + i for i in range(100)], [300 + i for i in range(100)]])
+    found = run_bench(tmp_path, repeats=2)["models"]["mnist_onnx"]["best"]["latency"]
+    assert found["requests"] == 200
+    assert found["p99"][0] == 397 and found["p99"][1:] == [None, None]   # p99 needs 299
+    assert found["p50"][1] is not None and found["p50"][1] <= found["p50"][0] <= found["p50"][2]
+    assert latency.describe(found) == "p99 397 us no interval (fewer than 299 requests) over 200 requests"
+
+
+def test_no_export_leaves_the_row_as_perf_analyzer_reports_it(tmp_path, monkeypatch):
+    def run(cmd, capture_output, text, timeout):
+        if cmd[1:] == ["--version"]:
+            return subprocess.CompletedProcess(cmd, 0, "Perf Analyzer Version 2.45.0\n", "")
+        Path(cmd[cmd.index("-f") + 1]).write_text(CSV)
+        return subprocess.CompletedProcess(cmd, 0, "ok\n", "")
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    monkeypatch.setattr(perf, "find_perf_analyzer", lambda: "perf_analyzer")
+    monkeypatch.setattr(bench, "served_models", lambda protocol, url: {"mnist_onnx": "READY"})
+    monkeypatch.setattr(bench.provenance, "served",
+                        lambda protocol, url, models: {"triton": "2.45.0", "configs": {}})
+    best = run_bench(tmp_path)["models"]["mnist_onnx"]["best"]
+    assert "latency" not in best and best["p99Us"] in CSV_P99
