@@ -13,7 +13,11 @@ result stays compact: per model its rows (concurrency, infer/s, p50, p99,
 queue, compute, Little's-law verdict), the best point and the dynamic-batching
 gain (best / lowest concurrency). Rows failing Little's law (tolerance
 --little-tolerance, default 20 %) are flagged ``little: "FAIL(ratio)"``. A
-point where perf_analyzer fails fails the stage (after writing what it has).
+point perf_analyzer cannot call stable is measured again within twice the
+bound, then within any spread (its windows as they come), and flagged
+``unstable`` (listed under ``widened``): its intervals say how far to trust
+it. A point where perf_analyzer fails otherwise fails the stage (after
+writing what it has).
 
 --repeats N measures every point N times: a row is the median of the runs
 and, for N >= 2, ``low``/``high``, the 95 % t interval of the mean throughput
@@ -120,7 +124,8 @@ def model_summary(points_of: list[dict], rate_mode: bool) -> dict:
     summary: dict = {
         "rows": points_of,
         "best": {k: best[k] for k in ("c", "rate", "achieved", "inferPerSec", "p99Us",
-                                      "repeats", "low", "high", "latency", *telemetry.ROW_KEYS)
+                                      "repeats", "low", "high", "latency", "unstable",
+                                      *telemetry.ROW_KEYS)
                  if k in best},
     }
     if rate_mode:   # a higher rate asked for is no batching gain
@@ -304,6 +309,8 @@ class ModelSweep:
         self.csv_lines: list[str] = []
         #: load -> every request's latency (µs) of its runs' windows, from the profile export
         self.latencies: dict[int, list[int]] = {}
+        #: loads measured only within any spread (perf_analyzer never called them stable)
+        self.unstable: set[int] = set()
         self.log_path = cfg.out / f"{model}-{cfg.protocol}.log"
         self.log_path.write_text("")
 
@@ -321,6 +328,8 @@ class ModelSweep:
         point = {**compact_row(runs), **telemetry.row_fields(seen, fmt)}
         if load in self.latencies:
             point["latency"] = latency.summary(self.latencies.pop(load))
+        if load in self.unstable:
+            point["unstable"] = True
         if seen:
             self.notes.observed.setdefault(model, {})[str(load)] = seen
             say(f"{model} {cfg.protocol} {at}: {telemetry.line(seen)}")
@@ -363,8 +372,9 @@ class ModelSweep:
         return runs
 
     def run_once(self, load: int, tag: str) -> Measurement:
-        """One perf_analyzer run; measured once more within a wider bound when it
-        was not stable, or after a pause when it could not connect."""
+        """One perf_analyzer run; measured again within wider bounds while it is not
+        stable (the last within any spread), or once more after a pause when it could
+        not connect."""
         cfg = self.cfg
 
         def measure(within: int) -> Measurement:
@@ -372,15 +382,24 @@ class ModelSweep:
                 self.pa, self.model, load, within, csv_path, self.composing,
                 profile_export=export), self.log_path, cfg.point_timeout_s)
         m = measure(cfg.stability)
-        if m.code != 0 and UNSTABLE in m.output and cfg.stability < 100:
-            # a busy machine: one more try within a wider bound, said in the result
-            wider = min(100, 2 * cfg.stability)
-            say(f"{tag}: not stable within {cfg.stability} %; measuring again within {wider} %")
-            m = measure(wider)
+        bound = cfg.stability
+        # a busy machine: again within twice the bound, then within any spread (perf_analyzer
+        # then takes its windows as they come: a fixed-window measurement), said in the result
+        # and flagged on the row; the point's intervals say how far to trust it
+        for wider in dict.fromkeys(b for b in (min(100, 2 * bound), 100) if b > bound):
+            if not (m.code != 0 and UNSTABLE in m.output):
+                break
+            fixed = wider == 100
+            say(f"{tag}: not stable within {bound} %; measuring again within {wider} %"
+                + (" (fixed windows: the row is flagged unstable)" if fixed else ""))
+            m, bound = measure(wider), wider
             if m.code == 0 and m.text.strip():
                 self.notes.widened.append({"model": self.model, cfg.load_key: load,
-                                           "stabilityPercentage": wider})
-        elif m.code != 0 and any(words in m.output for words in CONNECT_FAILED):
+                                           "stabilityPercentage": wider,
+                                           **({"unstable": True} if fixed else {})})
+                if fixed:
+                    self.unstable.add(load)
+        if m.code != 0 and any(words in m.output for words in CONNECT_FAILED):
             # the server answered the points before: a dropped connect, tried once more
             error = _last_line(m.output)
             say(f"{tag}: perf_analyzer could not connect ({error}); "

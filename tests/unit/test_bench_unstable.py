@@ -75,11 +75,22 @@ def test_a_stable_point_is_measured_once_and_says_nothing(tmp_path, fake):
     assert pa.bounds == [10] and "widened" not in result
 
 
-def test_still_unstable_within_the_wider_bound_fails_the_stage(tmp_path, fake):
+def test_still_unstable_within_the_wider_bound_is_measured_in_fixed_windows_and_flagged(
+        tmp_path, fake):
     pa = fake(stable_at=50)
+    result = run(tmp_path)
+    assert pa.bounds == [10, 20, 100]
+    assert result["widened"] == [{"model": "mnist_onnx", "c": 4, "stabilityPercentage": 100,
+                                  "unstable": True}]
+    best = result["models"]["mnist_onnx"]["best"]
+    assert best["unstable"] is True and best["inferPerSec"]
+
+
+def test_a_point_never_measured_even_in_fixed_windows_fails_the_stage(tmp_path, fake):
+    pa = fake(stable_at=101)
     with pytest.raises(StageError) as err:
         run(tmp_path)
-    assert pa.bounds == [10, 20]
+    assert pa.bounds == [10, 20, 100]
     assert "mnist_onnx c=4: Failed to obtain stable measurement" in str(err.value)
 
 
