@@ -528,3 +528,77 @@ def test_operator_says_when_there_is_nothing_to_apply():
     assert w.status["phase"] == "Ready"
     assert w.status["benchmark"]["closedLoop"]["state"] == "NothingToApply"
     assert_quiet(w)
+
+
+# --------------------------------------------------------------------------- headline figures
+def test_headline_figures_describe_the_config_served_now(demo):
+    # issue 27: after the closed loop the Throughput column and bestThroughput still
+    # showed the sweep before tuning (11,329.6 on an H100 serving 40,858.5)
+    analyzed = dict(demo["analyze"], models={"mnist_onnx": dict(
+        demo["analyze"]["models"]["mnist_onnx"], bestConfig="mnist_onnx_config_1",
+        apply=analyze.config_settings(MA_CONFIG_1))})
+    before = max((e["best"]["inferPerSec"] for p in ("grpc", "http")
+                  for e in demo[f"bench-{p}"]["models"].values()), key=float)
+    run = {**demo, "analyze": analyzed}
+    assert summarize_of(run)["bestThroughput"] == before          # applyBest off: as before
+    # a config to apply, its bench not in yet: no figure of the replaced config as current
+    for extra in ({}, {"repo-tuned": {"stage": "repo", "state": "Succeeded"},
+                       "serve-tuned": {"stage": "serve", "state": "Succeeded"},
+                       "bench-tuned-grpc": tuned_bench(demo["bench-grpc"], 3.6)}):
+        bench = summary.summarize({**run, **extra}, apply_best=True)["benchmark"]
+        assert bench["throughput"] == bench["throughputOf"] == "pending"
+        assert "bestThroughput" not in bench and "throughputAtSlo" not in bench
+        assert "its bench has not finished" in bench["throughputNote"]
+        assert bench["perfAnalyzer"]["mnist_onnx"]["grpc"]["bestInferPerSec"] == \
+            demo["bench-grpc"]["models"]["mnist_onnx"]["best"]["inferPerSec"]
+    run.update(extra, **{"bench-tuned-http": tuned_bench(demo["bench-http"], 3.6)})
+    bench = summary.summarize(run, apply_best=True)["benchmark"]
+    after = max((e["best"]["inferPerSec"] for p in ("grpc", "http")
+                 for e in run[f"bench-tuned-{p}"]["models"].values()), key=float)
+    assert bench["bestThroughput"] == bench["throughput"] == after and bench["throughputOf"] == "tuned"
+    assert float(after) > 3 * float(before) and "throughputNote" not in bench
+    assert before in bench["closedLoop"]["before"].values()       # before/after stay there
+    assert after in bench["closedLoop"]["after"].values()
+    # a closed-loop step failed: the tuned config's figure is unmeasured, not the old one
+    run["bench-tuned-http"] = {"stage": "bench", "state": "Failed", "message": "boom"}
+    bench = summary.summarize(run, apply_best=True)["benchmark"]
+    assert bench["throughput"] == "unmeasured" and "bestThroughput" not in bench
+    assert "bench-tuned-http Failed: boom" in bench["throughputNote"]
+    walk_numbers(bench)
+
+
+def test_the_throughput_at_the_slo_is_the_tuned_one_too():
+    from test_slo_status import RESULT
+    tuned = copy.deepcopy(RESULT)
+    entry = tuned["models"]["mnist_onnx"]
+    entry["slo"]["atSlo"]["inferPerSec"], entry["best"]["inferPerSec"] = "9999.9", "19999.9"
+    run = {"bench-grpc": {"stage": "bench", "state": "Succeeded", **RESULT},
+           "analyze": {"stage": "analyze", "state": "Succeeded", **ANALYZE_RESULT},
+           "repo-tuned": {"stage": "repo", "state": "Succeeded"},
+           "serve-tuned": {"stage": "serve", "state": "Succeeded"},
+           "bench-tuned-grpc": {"stage": "bench", "state": "Succeeded", **tuned}}
+    bench = summary.summarize(run, apply_best=True)["benchmark"]
+    assert (bench["throughputAtSlo"], bench["bestThroughput"]) == ("9999.9", "19999.9")
+    assert bench["throughput"] == "9999.9@p99<=8ms" and bench["slo"] == "p99 <= 8 ms"
+    assert bench["closedLoop"]["before"] == {
+        "mnist_onnx/grpc": RESULT["models"]["mnist_onnx"]["slo"]["atSlo"]["inferPerSec"]}
+
+
+def test_operator_throughput_column_follows_the_served_config():
+    w = world_serving_tuned()
+    assert w.status["benchmark"]["throughput"] == "pending"        # not the 5000.0 replaced
+    w.finish("bench-tuned-grpc", result=bench_result("grpc", "6000.0"))
+    w.step(1)
+    assert w.status["benchmark"]["throughput"] == "pending"        # http not measured yet
+    w.finish("bench-tuned-http", result=bench_result("http", "5500.0"))
+    w.step(1)
+    bench = w.status["benchmark"]
+    assert w.status["phase"] == "Ready"
+    assert (bench["throughput"], bench["bestThroughput"], bench["throughputOf"]) == \
+        ("6000.0", "6000.0", "tuned")
+    assert bench["closedLoop"]["before"]["mnist_onnx/grpc"] == "5000.0"
+    assert "throughputNote" not in bench
+    assert_quiet(w)
+    w.edit_spec(benchmark__modelAnalyzer__applyBest=False)        # serving the spec again
+    w.step(1)
+    assert w.status["benchmark"]["throughput"] == "5000.0" and "throughputOf" not in w.status["benchmark"]

@@ -330,3 +330,20 @@ def test_a_local_run_and_a_cluster_run_of_one_spec_end_in_the_same_status(tmp_pa
     cluster.step(1)
     assert cluster.status["phase"] == "Ready"
     assert without_substrate(local) == without_substrate(cluster.status)
+
+
+def test_a_reused_bench_names_no_node_it_does_not_know(tmp_path, stages):
+    # issue 27: after a rerun that reused the bench, its environment line said "on -"
+    env = {"triton": "2.59.0", "perfAnalyzer": "2.45", "configs": {"mnist_onnx": "abc123"}}
+    for p in ("grpc", "http"):
+        stages.results[f"bench-{p}"] = {**canned(f"bench-{p}"), "environment": env}
+    code, first = local_run(tmp_path, stages, example_doc())
+    import platform
+    assert code == 0 and first["stages"]["bench-grpc"]["run"] == "ran"
+    assert f"perf_analyzer 2.45, on {platform.node()};" in "\n".join(display.environment_lines(first))
+    code, again = local_run(tmp_path, stages, example_doc())
+    assert code == 0 and again["stages"]["bench-grpc"]["run"] == "reused"
+    text = "\n".join(display.summary_lines(again, tmp_path / "work" / "status.json"))
+    assert "on -" not in text
+    assert ("bench-grpc: Triton 2.59.0, perf_analyzer 2.45 (reused: measured in an earlier "
+            "run); served configs mnist_onnx abc123") in text

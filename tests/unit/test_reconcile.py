@@ -227,7 +227,9 @@ def test_every_stage_in_order_to_ready():
         assert w.status["phase"] == expected_phase[s], s
         assert w.stage(s)["state"] in ("Succeeded", "Skipped"), (s, w.stage(s))
         if s in condition:
-            assert w.cond(condition[s])["status"] == "True", (s, w.cond(condition[s]))
+            # the engine was skipped (no TensorRT): EngineBuilt must not claim it was built
+            want = "False" if s == "engine" else "True"
+            assert w.cond(condition[s])["status"] == want, (s, w.cond(condition[s]))
         # exactly one Job running at a time
         running = [n for n, r in w.status["stages"].items() if r["state"] == "Running"]
         assert len(running) <= 1, running
@@ -237,6 +239,7 @@ def test_every_stage_in_order_to_ready():
     assert ("Normal", "Ready") in events(w.decisions[-1])
     assert w.stage("engine")["reason"] == "TensorRTNotAvailable"
     assert w.cond("EngineBuilt")["reason"] == "TensorRTNotAvailable"
+    assert w.cond("EngineBuilt")["status"] == "False"     # and Ready is True without it
     assert w.status["model"]["accuracy"] == "0.9812"
     assert w.stage("train")["result"]["durationSeconds"] == 40
     assert w.status["endpoints"]["grpc"] == "demo-triton.ml.svc:8001"
@@ -251,11 +254,15 @@ def test_disabled_steps_are_skipped_without_jobs():
     w.step()
     w.run_through("train", "export")
     assert w.stage("engine") == {**w.stage("engine"), "state": "Skipped", "reason": "Disabled"}
-    assert w.cond("EngineBuilt")["status"] == "True"
+    assert (w.cond("EngineBuilt")["status"], w.cond("EngineBuilt")["reason"]) == \
+        ("False", "Disabled")
     assert w.jobs("engine") == [] and w.jobs("repo")
     w.run_through("repo", "serve", "client", "bench-grpc", "bench-http")
     assert w.stage("analyze")["state"] == "Skipped" and w.jobs("analyze") == []
     assert w.status["phase"] == "Ready"
+    # skipped stages read False (nothing was built or analyzed); Ready does not wait on them
+    assert (w.cond("Analyzed")["status"], w.cond("Analyzed")["reason"]) == ("False", "Disabled")
+    assert (w.cond("Ready")["status"], w.cond("Ready")["reason"]) == ("True", "Ready")
     assert_quiet(w)
 
 

@@ -153,3 +153,44 @@ def test_the_local_summary_says_the_telemetry_of_the_best_point(demo):
     table = display.perf_table(summarize({"bench-grpc": gpu, "bench-http": cpu}))
     onnx = [l for l in table if l.split()[:1] == ["mnist_onnx"]]
     assert onnx[0].endswith("(GPU util 0.35, 180.0 W, 10.0 infer/J)") and onnx[1].endswith("(no GPU)")
+
+
+# model-analyzer with an SLO (p99 <= 5 ms): the default config meets it at c=1 only,
+# and is fastest at c=16 where it does not (metrics-model-inference.csv columns)
+SLO_CSV = """Model,Batch,Concurrency,Model Config Path,Instance Group,Max Batch Size,\
+Satisfies Constraints,Throughput (infer/sec),p99 Latency (ms)
+mnist_onnx,1,1,mnist_onnx_config_default,1:CPU,64,Yes,4000.0,1.0
+mnist_onnx,1,16,mnist_onnx_config_default,1:CPU,64,No,11428.6,9.0
+mnist_onnx,1,1,mnist_onnx_config_0,2:CPU,64,Yes,3000.0,1.2
+mnist_onnx,1,16,mnist_onnx_config_0,2:CPU,64,No,12000.0,12.0
+"""
+
+
+def analyzed(csv_text: str) -> dict:
+    from mnist_jobs import analyze
+    models = analyze.summarize(analyze.parse_inference_csv(csv_text))
+    return summarize({"analyze": {"stage": "analyze", "state": "Succeeded", "models": models}}
+                     )["benchmark"]["modelAnalyzer"]["mnist_onnx"]
+
+
+def test_the_best_config_is_never_below_the_default_with_an_slo():
+    # issue 27: bestConfig mnist_onnx_config_default with bestOverDefault 0.35, because
+    # the analyze result's default figure is the default's fastest point, SLO or not
+    ma = analyzed(SLO_CSV)
+    assert ma["bestConfig"] == "mnist_onnx_config_default" and ma["throughput"] == "4000.0"
+    assert ma["bestOverDefault"] == "1.00" and ma["defaultThroughput"] == "4000.0"
+    # another config best within the SLO, the default's figure from a point outside it
+    faster = SLO_CSV.replace("mnist_onnx,1,1,mnist_onnx_config_0,2:CPU,64,Yes,3000.0",
+                             "mnist_onnx,1,1,mnist_onnx_config_0,2:CPU,64,Yes,5000.0")
+    ma = analyzed(faster)
+    assert ma["bestConfig"] == "mnist_onnx_config_0"
+    assert "bestOverDefault" not in ma and "defaultThroughput" not in ma
+    assert ma["defaultNote"] == ("the default config's 11428.6 infer/s was at a point that does "
+                                 "not meet the SLO; mnist_onnx_config_0 is the fastest point "
+                                 "that does")
+    text = "\n".join(display.analyzer_table({"benchmark": {"modelAnalyzer": {"mnist_onnx": ma}}}))
+    assert "does not meet the SLO" in text
+    # without an SLO nothing changes
+    plain = SLO_CSV.replace(",No,", ",,").replace(",Yes,", ",,")
+    ma = analyzed(plain)
+    assert ma["bestConfig"] == "mnist_onnx_config_0" and ma["bestOverDefault"] == "1.05"

@@ -84,3 +84,20 @@ def test_a_failed_measurement_stops_the_search():
     row, _, _ = server()
     out = refine([row(c) for c in (1, 33)], "c", lambda load: None, Slo(p99_ms=20))
     assert out["refined"] == [] and out["lastPassing"]["c"] == 1 and out["firstFailing"]["c"] == 33
+
+
+def test_the_failing_neighbour_says_why_it_fails():
+    slo = Slo(p99_ms=5, p95_ms=2)
+    assert slo.why_not({"p99Us": 4000, "p95Us": 1000}) == []
+    assert slo.why_not({"p99Us": 6000, "p95Us": 3000, "keptUp": "BEHIND(0.50)"}) == [
+        "p99 over the limit", "p95 over the limit", "the client fell behind (BEHIND(0.50))"]
+    # a rate whose client fell behind fails with its p99 well under the limit (issue 27)
+    def row(rate: int) -> dict:
+        return {"rate": rate, "inferPerSec": f"{min(rate, 950):.1f}", "p99Us": 3400,
+                "p95Us": 1000, "keptUp": "ok" if rate < 950 else "BEHIND(0.95)"}
+    out = refine([row(r) for r in (100, 2000)], "rate", row, Slo(p99_ms=5))
+    failing = out["firstFailing"]
+    assert failing["p99Us"] < 5000 and failing["why"] == "the client fell behind (BEHIND(0.95))"
+    high = refine([{"c": c, "inferPerSec": "1.0", "p99Us": c * 1000, "p95Us": 0} for c in (1, 9)],
+                  "c", lambda c: None, Slo(p99_ms=5))
+    assert high["firstFailing"]["why"] == "p99 over the limit"

@@ -100,7 +100,8 @@ def test_a_long_sweep_with_repeats_and_an_slo_still_fits_the_termination_message
            "repeats": 10, "low": "12345.6", "high": "12345.6"}
     brief = {"c": 12345, "inferPerSec": "12345.6", "p99Us": 123456, "p95Us": 123456}
     found = {"slo": "p99 <= 100000 ms, p95 <= 100000 ms", "refined": [12345] * 6,
-             "lastPassing": brief, "firstFailing": brief, "atSlo": brief}
+             "lastPassing": brief, "atSlo": brief,
+             "firstFailing": {**brief, "why": "p99 over the limit; p95 over the limit"}}
     result = {"protocol": "grpc", "batchSize": 1, "concurrency": "1:100000:1", "repeats": 10,
               "littleTolerance": "0.20", "slo": found["slo"], "out": "/work/bench_tuned/grpc",
               "stage": "bench", "state": "Succeeded", "durationSeconds": 12345,
@@ -112,3 +113,40 @@ def test_a_long_sweep_with_repeats_and_an_slo_still_fits_the_termination_message
     small = shrink(result)
     assert len(json.dumps(small).encode()) < 4096
     assert all(e["slo"] == found and e["best"]["low"] for e in small["models"].values())
+
+
+def rate_result_behind() -> dict:
+    """A request-rate bench with an SLO (p99 <= 5 ms) whose first failing rate kept
+    its p99 at 3.4 ms but fell behind (issue 27: 962/s on an H100)."""
+    from mnist_jobs.lib.slo import Slo, refine
+
+    def row(rate: int) -> dict:
+        return {"rate": rate, "inferPerSec": f"{min(rate, 955):.1f}", "achieved": f"{rate:.1f}",
+                "p99Us": 3400 if rate > 900 else 2100, "p95Us": 1500,
+                "keptUp": "ok" if rate < 962 else "BEHIND(0.99, 4.1% late)"}
+    rows = [row(r) for r in (100, 1100, 2100)]
+    found = refine(rows, "rate", row, Slo(p99_ms=5))
+    assert 962 <= found["firstFailing"]["rate"] < 1100     # bisected down towards it
+    return {"protocol": "grpc", "loadMode": "requestRate", "requestRate": "100:2100:1000",
+            "distribution": "poisson", "slo": found["slo"],
+            "models": {"mnist_onnx": {"rows": rows, "best": rows[1], "behind": 2, "slo": found}}}
+
+
+def test_a_failing_rate_under_the_p99_limit_says_the_client_fell_behind():
+    point = summarized(rate_result_behind())["benchmark"]["perfAnalyzer"]["mnist_onnx"]["grpc"]
+    at = point["firstFailingAt"]
+    assert at >= 962 and point["p99UsFirstFailing"] == 3400          # under the 5 ms limit
+    assert point["firstFailingReason"] == "the client fell behind (BEHIND(0.99, 4.1% late))"
+    assert f"{at}/s fails (p99 3.40 ms: the client fell behind" in display.slo_line(point)
+    # over the limit on the real concurrency search
+    real = summarized()["benchmark"]["perfAnalyzer"]["mnist_onnx"]["grpc"]
+    assert real["firstFailingReason"] == "p99 over the limit"
+
+
+def test_a_result_from_before_the_reason_still_gets_one():
+    old = rate_result_behind()
+    del old["models"]["mnist_onnx"]["slo"]["firstFailing"]["why"]
+    point = summarized(old)["benchmark"]["perfAnalyzer"]["mnist_onnx"]["grpc"]
+    assert point["firstFailingReason"] == "the client fell behind"
+    assert summary.failing_reason("p99 <= 5 ms, p95 <= 1 ms", {"p99Us": 3400, "p95Us": 1500}) \
+        == "p95 over the limit"

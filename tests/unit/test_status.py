@@ -78,7 +78,12 @@ def test_stage_condition_from_step_records():
     ok = {"state": "Succeeded", "message": "accuracy 0.98"}
     assert stage_condition([ok], "train") == ("True", "Succeeded", "accuracy 0.98")
     skipped = {"state": "Skipped", "reason": "TensorRTNotAvailable", "message": "no trt"}
-    assert stage_condition([skipped], "engine") == ("True", "TensorRTNotAvailable", "no trt")
+    # a skipped engine was not built: False, with the skip's reason
+    assert stage_condition([skipped], "engine") == ("False", "TensorRTNotAvailable", "no trt")
+    assert stage_condition([{"state": "Skipped"}], "engine") == \
+        ("False", "Skipped", "engine skipped")
+    # one protocol skipped beside one that succeeded: the stage did its work
+    assert stage_condition([skipped, ok], "bench") == ("True", "Succeeded", "accuracy 0.98")
     failed = {"state": "Failed", "reason": "OOMKilled", "message": "exit code 137"}
     assert stage_condition([ok, failed], "bench") == ("False", "OOMKilled", "exit code 137")
     running = {"state": "Running", "reason": "JobRunning", "message": "Job b running"}

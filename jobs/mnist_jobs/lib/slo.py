@@ -11,8 +11,10 @@ always, latency is not strictly monotone), reported with the bracket so the
 failing neighbour can be read beside it.
 
 A request-rate point whose client fell behind did not test the rate asked
-for, so it never counts as meeting the SLO. Pure: the measuring is a
-function passed in.
+for, so it never counts as meeting the SLO; the failing neighbour says why
+it failed (``why``: a latency over its limit, the client falling behind, or
+both), since a point that fell behind can have a p99 well under the limit.
+Pure: the measuring is a function passed in.
 """
 from __future__ import annotations
 
@@ -36,11 +38,19 @@ class Slo:
         return ", ".join(f"{name} <= {ms} ms" for name, ms in (("p99", self.p99_ms),
                                                                 ("p95", self.p95_ms)) if ms)
 
+    def why_not(self, row: dict) -> list[str]:
+        """Why a compact bench row (p99Us, p95Us, keptUp in request-rate mode) does
+        not meet the SLO, in words; empty when it does."""
+        out = [f"{name} over the limit" for name, ms, key in (("p99", self.p99_ms, "p99Us"),
+                                                               ("p95", self.p95_ms, "p95Us"))
+               if ms and row[key] > ms * 1000]
+        if row.get("keptUp", "ok") != "ok":
+            out.append(f"the client fell behind ({row['keptUp']})")
+        return out
+
     def meets(self, row: dict) -> bool:
-        """A compact bench row (p99Us, p95Us, keptUp in request-rate mode) within the limits."""
-        return ((not self.p99_ms or row["p99Us"] <= self.p99_ms * 1000)
-                and (not self.p95_ms or row["p95Us"] <= self.p95_ms * 1000)
-                and row.get("keptUp", "ok") == "ok")
+        """A compact bench row within the limits, its client keeping up."""
+        return not self.why_not(row)
 
 
 def close_enough(low: int, high: int, load_key: str) -> bool:
@@ -60,8 +70,9 @@ def refine(sweep: list[dict], load_key: str, measure: Callable[[int], dict | Non
     "rate") with ``measure(load)`` (a new compact row, or None when it failed).
 
     Returns ``atSlo`` (the best point meeting the SLO) or ``none`` (a sentence),
-    ``lastPassing``/``firstFailing`` (the bracket's rows, where there is one) and
-    ``refined`` (the loads measured by the bisection)."""
+    ``lastPassing``/``firstFailing`` (the bracket's rows, where there is one; the
+    failing one with ``why`` it fails) and ``refined`` (the loads measured by the
+    bisection)."""
     rows = sorted(sweep, key=lambda r: r[load_key])
     passing = [r for r in rows if slo.meets(r)]
     # the bracket at the highest load: a passing row whose next row fails
@@ -89,7 +100,7 @@ def refine(sweep: list[dict], load_key: str, measure: Callable[[int], dict | Non
     if low is not None:
         out["lastPassing"] = _brief(low, load_key)
     if high is not None and (low is not None or not passing):
-        out["firstFailing"] = _brief(high, load_key)
+        out["firstFailing"] = {**_brief(high, load_key), "why": "; ".join(slo.why_not(high))}
     if passing:
         out["atSlo"] = _brief(max(passing, key=lambda r: float(r["inferPerSec"])), load_key)
         if high is None:

@@ -100,7 +100,9 @@ def ordered(conditions: list[dict]) -> list[dict]:
 
 def stage_condition(records: list[dict], stage: str) -> tuple[str, str, str]:
     """(status, reason, message) of a stage's condition from its steps' records
-    (one record for most stages, one per protocol for bench)."""
+    (one record for most stages, one per protocol for bench). True once every step
+    finished and one succeeded; False when a step failed, is under way, or every
+    step was skipped (the skip's reason, Disabled or TensorRTNotAvailable, say)."""
     if not records:
         return UNKNOWN, "Pending", f"{stage} has not started"
     failed = [r for r in records if r.get("state") == FAILED]
@@ -110,8 +112,11 @@ def stage_condition(records: list[dict], stage: str) -> tuple[str, str, str]:
     if all(r.get("state") in FINISHED for r in records):
         skipped = [r for r in records if r.get("state") == SKIPPED]
         if skipped and len(skipped) == len(records):
+            # a stage that did not run did not do what its condition names (an engine
+            # skipped for want of TensorRT was not built): False, with the skip's
+            # reason; Ready does not wait on it (pass_status.build_status)
             r = skipped[0]
-            return TRUE, r.get("reason") or "Skipped", r.get("message") or f"{stage} skipped"
+            return FALSE, r.get("reason") or "Skipped", r.get("message") or f"{stage} skipped"
         return TRUE, "Succeeded", records[-1].get("message") or f"{stage} succeeded"
     busy = next(r for r in records if r.get("state") not in FINISHED)
     state = busy.get("state") or PENDING

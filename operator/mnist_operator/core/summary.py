@@ -11,6 +11,7 @@ its state and reason live in ``status.stages``.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mnist_operator.api.vocabulary import FALSE, TRUE, UNKNOWN
@@ -94,15 +95,19 @@ def _points(concurrency: str, fallback: int) -> int:
         return fallback
 
 
-def perf_part(results: dict[str, dict]) -> dict[str, dict[str, dict]]:
+def perf_part(results: dict[str, dict], tuned: bool = False) -> dict[str, dict[str, dict]]:
     """model -> protocol -> best point, its p99, batching gain, Little's-law failures
-    (request-rate mode: the rate asked for and achieved at best, points behind)."""
+    (request-rate mode: the rate asked for and achieved at best, points behind);
+    of the bench-<protocol> steps, or with ``tuned`` of the closed loop's
+    bench-tuned-<protocol> steps."""
     out: dict[str, dict[str, dict]] = {}
+    prefix = BENCH_TUNED if tuned else "bench-"
     for name in sorted(results):
         result = results[name]
-        if not name.startswith("bench-") or name.startswith(BENCH_TUNED) or not _ok(result):
+        if not name.startswith(prefix) or (not tuned and name.startswith(BENCH_TUNED)) \
+                or not _ok(result):
             continue
-        protocol = result.get("protocol") or name.removeprefix("bench-")
+        protocol = result.get("protocol") or name.removeprefix(prefix)
         rate_mode = result.get("loadMode") == "requestRate"
         load = "rate" if rate_mode else "c"
         swept = result.get("requestRate" if rate_mode else "concurrency") or ""
@@ -193,10 +198,22 @@ def limit_words(limit: str) -> str:
         else f"the {limit} was the limit"
 
 
+def failing_reason(slo: str, failing: dict) -> str:
+    """Why the first failing load fails, as the bench stage said (``why``); for a
+    result written before it said so, what its latencies tell against the SLO's
+    limits, and else its client fell behind (the only other way to fail)."""
+    if failing.get("why"):
+        return str(failing["why"])
+    over = [f"{name} over the limit" for name, ms in re.findall(r"(p9[59]) <= (\d+) ms", slo)
+            if int(failing.get(f"{name}Us") or 0) > int(ms) * 1000]
+    return "; ".join(over) or "the client fell behind"
+
+
 def slo_part(found: dict | None, load: str) -> dict[str, int | str]:
     """A bench model's SLO search as status fields: the best throughput meeting the
-    SLO with its load and p99, and the first failing load next to it; "none" when
-    no point meets it."""
+    SLO with its load and p99, and the first failing load next to it with why it
+    fails (``firstFailingReason``: a latency over its limit, or the client fell
+    behind the rate asked for, whatever its p99); "none" when no point meets it."""
     if not found:
         return {}
     at = "requestRateAtSlo" if load == "rate" else "concurrencyAtSlo"
@@ -209,9 +226,36 @@ def slo_part(found: dict | None, load: str) -> dict[str, int | str]:
         out.update(inferPerSecAtSlo="none", sloNote=_scalar(found.get("none", "")))
     failing = found.get("firstFailing")
     if failing:
-        out.update(firstFailingAt=_scalar(failing[load]), p99UsFirstFailing=_scalar(failing["p99Us"]))
+        out.update(firstFailingAt=_scalar(failing[load]), p99UsFirstFailing=_scalar(failing["p99Us"]),
+                   firstFailingReason=_scalar(failing_reason(found.get("slo", ""), failing)))
     if found.get("refined"):
         out["refinedPoints"] = _scalar(len(found["refined"]))
+    return out
+
+
+def _against_default(m: dict[str, int | str]) -> dict[str, int | str]:
+    """One model's analyzer part with the best config against the default config
+    made consistent with the best being the best. model-analyzer's best is the
+    fastest point meeting the SLO, but the analyze result's default figure is the
+    default config's fastest point whether it meets the SLO or not (analyze.py's
+    parse_inference_csv), so with an SLO it can lie above the best. When the best
+    IS the default config, the default's fastest point meeting the SLO is the best
+    point itself (1.00); otherwise a default figure above the best comes from a
+    point outside the SLO, no basis for a ratio: ``defaultNote`` says so instead."""
+    best, default = m.get("bestConfig"), m.get("defaultThroughput")
+    if not best or default is None or "throughput" not in m:
+        return m
+    if str(best).endswith("_config_default"):
+        return {**m, "defaultThroughput": m["throughput"], "bestOverDefault": "1.00"}
+    try:
+        consistent = float(default) <= float(m["throughput"])
+    except (TypeError, ValueError):
+        return m
+    if consistent:
+        return m
+    out = {k: v for k, v in m.items() if k not in ("defaultThroughput", "bestOverDefault")}
+    out["defaultNote"] = (f"the default config's {default} infer/s was at a point that does not "
+                          f"meet the SLO; {best} is the fastest point that does")
     return out
 
 
@@ -227,6 +271,7 @@ def analyzer_part(result: dict | None) -> dict[str, Any]:
             "concurrency": "concurrency", "instances": "instances", "maxBatchSize": "maxBatchSize",
             "defaultThroughput": "defaultThroughput", "bestOverDefault": "bestOverDefault",
             "configsMeasured": "configsMeasured", "meetsSlo": "meetsSlo", "note": "note"})
+        out[model] = _against_default(out[model])
     if result.get("failedMeasurements"):
         out["failedMeasurements"] = _scalar(result["failedMeasurements"])
     return out
@@ -407,30 +452,71 @@ def throughput_at_slo(perf: dict) -> tuple[str, str] | None:
     return (max(met)[1] if met else "none"), str(points[0]["slo"])
 
 
+def headline(perf: dict) -> dict[str, str]:
+    """``bestThroughput``, ``throughputAtSlo`` with its ``slo``, and ``throughput``
+    (the printer column: the throughput at the SLO with the SLO when the bench ran
+    with one, else the best) of one set of perf points."""
+    out: dict[str, str] = {}
+    best = best_throughput(perf)
+    if best is not None:
+        out["bestThroughput"] = out["throughput"] = best
+    at_slo = throughput_at_slo(perf)
+    if at_slo is not None:
+        out["throughputAtSlo"], out["slo"] = at_slo
+        # one word, so `kubectl get` columns stay split by spaces: 1759.3@p99<=8ms
+        out["throughput"] = f"{at_slo[0]}@{at_slo[1].replace(' ', '')}"
+    return out
+
+
+#: throughputOf: the headline figures are the tuned bench's; the tuned config is
+#: (being) served and its bench has not finished; a closed-loop step failed.
+TUNED, PENDING, UNMEASURED = "tuned", "pending", "unmeasured"
+
+
+def served_headline(results: dict[str, dict], perf: dict, apply_best: bool,
+                    loop: dict) -> dict[str, str]:
+    """The headline figures of what is served now. Without a config to apply they
+    are the bench's. Once the closed loop applies model-analyzer's best config
+    they are the tuned bench's (``throughputOf: tuned``; before and after stay
+    under closedLoop), and until every model and protocol of the tuned bench
+    succeeded there are none: ``throughput`` says ``pending`` (or ``unmeasured``
+    when a closed-loop step failed) and ``throughputNote`` why, rather than the
+    figures of a config no longer served (they stay under perfAnalyzer)."""
+    analyzed = results.get("analyze")
+    if not (apply_best and _ok(analyzed) and best_overrides(analyzed)):
+        return headline(perf)
+    tuned = perf_part(results, tuned=True)
+    pairs = lambda p: {(m, proto) for m, per in p.items() for proto in per}  # noqa: E731
+    if tuned and pairs(tuned) >= pairs(perf):
+        return {**headline(tuned), "throughputOf": TUNED}
+    failed = any(not _ok(r) for n, r in results.items()
+                 if n in (REPO_TUNED, SERVE_TUNED) or n.startswith(BENCH_TUNED))
+    word = UNMEASURED if failed else PENDING
+    where = f"closed loop: {loop['state']}" if loop.get("state") else f"{REPO_TUNED} not finished"
+    return {"throughput": word, "throughputOf": word,
+            "throughputNote": f"applyBest moves serving to model-analyzer's best config and "
+                              + ("the closed loop failed" if failed else
+                                 "its bench has not finished")
+                              + f" ({where}); the figures before tuning are under perfAnalyzer"}
+
+
 def summarize(results: dict[str, dict], *, apply_best: bool = False,
               accuracy_verdict: accuracy.Judgement | None = None) -> dict:
     """The ``model``, ``benchmark`` and ``clientAccuracy`` parts of the status
     (``apply_best``: the spec asks for the closed loop; ``accuracy_verdict``:
     the accuracy guard's, shown in clientAccuracy). ``benchmark.throughput``
     is what the Throughput printer column shows: the throughput at the SLO when
-    the bench ran with one, else the best."""
+    the bench ran with one, else the best, of the config served now
+    (served_headline: the tuned bench's with the closed loop)."""
     benchmark: dict[str, Any] = {}
     perf = perf_part(results)
+    loop = closed_loop_part(results, apply_best)
     if perf:
         benchmark["perfAnalyzer"] = perf
-        best = best_throughput(perf)
-        if best is not None:
-            benchmark["bestThroughput"] = best
-            benchmark["throughput"] = best
-        at_slo = throughput_at_slo(perf)
-        if at_slo is not None:
-            benchmark["throughputAtSlo"], benchmark["slo"] = at_slo
-            # one word, so `kubectl get` columns stay split by spaces: 1759.3@p99<=8ms
-            benchmark["throughput"] = f"{at_slo[0]}@{at_slo[1].replace(' ', '')}"
+        benchmark.update(served_headline(results, perf, apply_best, loop))
     analyzer = analyzer_part(results.get("analyze"))
     if analyzer:
         benchmark["modelAnalyzer"] = analyzer
-    loop = closed_loop_part(results, apply_best)
     if loop:
         benchmark["closedLoop"] = loop
     out: dict[str, Any] = {"model": model_part(results), "benchmark": benchmark}

@@ -128,8 +128,9 @@ def slo_line(p: dict) -> str:
         text = (f"SLO {p['slo']}: {p['inferPerSecAtSlo']} infer/s at {load(at)} "
                 f"(p99 {int(p['p99UsAtSlo']) / 1000:.2f} ms)")
     if "firstFailingAt" in p and p["inferPerSecAtSlo"] != "none":   # the note names it
+        why = f": {p['firstFailingReason']}" if p.get("firstFailingReason") else ""
         text += (f"; {load(p['firstFailingAt'])} fails "
-                 f"(p99 {int(p['p99UsFirstFailing']) / 1000:.2f} ms)")
+                 f"(p99 {int(p['p99UsFirstFailing']) / 1000:.2f} ms{why})")
     if p.get("refinedPoints"):
         text += f"; {p['refinedPoints']} points added by bisection"
     return text
@@ -153,6 +154,8 @@ def analyzer_table(status: dict) -> list[str]:
                      f"{m.get('p99Ms', '-'):>7} {m.get('concurrency', '-'):>5} "
                      f"{m.get('instances', '-'):>4} {m.get('defaultThroughput', '-'):>15} "
                      f"{m.get('bestOverDefault', '-'):>12}")
+        if m.get("defaultNote"):
+            lines.append(f"  {'':<12} {m['defaultNote']}")
     return lines
 
 
@@ -180,15 +183,20 @@ def closed_loop_table(status: dict) -> list[str]:
 
 
 def environment_lines(status: dict) -> list[str]:
-    """Where each sweep was measured (the environment compare groups by)."""
+    """Where each sweep was measured (the environment compare groups by). The node
+    comes from the step's record of the run that measured it; a step this run
+    reused has none (its result file does not keep it), so its line names no node
+    and says it was measured in an earlier run rather than guessing."""
     out = []
     for name, st in status["stages"].items():
         env = (st.get("result") or {}).get("environment")
         if name.startswith("bench") and env:
             configs = ", ".join(f"{m} {h}" for m, h in sorted((env.get("configs") or {}).items()))
-            node = (st.get("environment") or {}).get("node", "-")
+            node = (st.get("environment") or {}).get("node")
+            where = f", on {node}" if node else \
+                " (reused: measured in an earlier run)" if st.get("run") == "reused" else ""
             out.append(f"  {name}: Triton {env.get('triton')}, perf_analyzer "
-                       f"{env.get('perfAnalyzer')}, on {node}; served configs {configs}")
+                       f"{env.get('perfAnalyzer')}{where}; served configs {configs}")
     return ["", "measured in (environment)"] + out if out else []
 
 

@@ -203,13 +203,25 @@ def status_schema() -> dict:
         endpoints=_open("Where Triton serves.", http=_str("HTTP/REST URL."),
                         grpc=_str("gRPC HOST:PORT."), metrics=_str("Prometheus metrics URL.")),
         benchmark=_open("perf_analyzer and model-analyzer results.",
-                        bestThroughput=_str("Best infer/s measured by perf_analyzer, a decimal "
-                                            "string."),
+                        bestThroughput=_str("Best infer/s measured by perf_analyzer of the "
+                                            "config served now, a decimal string: with "
+                                            "modelAnalyzer.applyBest applying a config, the "
+                                            "tuned bench's (before and after: closedLoop); "
+                                            "absent until it finished."),
                         throughputAtSlo=_str("With benchmark.slo: the highest infer/s meeting "
-                                             "the SLO over every model and protocol, or none."),
+                                             "the SLO over every model and protocol, or none; "
+                                             "of the config served now, as bestThroughput."),
                         throughput=_str("What the Throughput column shows: throughputAtSlo "
                                         "and the SLO when benchmark.slo is set, else "
-                                        "bestThroughput.")),
+                                        "bestThroughput; pending while a config applyBest "
+                                        "applies has not been benchmarked, unmeasured when "
+                                        "a closed-loop step failed (throughputNote says "
+                                        "why)."),
+                        throughputOf=_str("With applyBest applying a config: tuned when the "
+                                          "figures above are the tuned bench's, else pending "
+                                          "or unmeasured (as throughput)."),
+                        throughputNote=_str("Why throughput is pending or unmeasured; the "
+                                            "figures before tuning stay under perfAnalyzer.")),
     )
 
 
