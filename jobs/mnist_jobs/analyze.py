@@ -270,7 +270,8 @@ def parse_inference_csv(text: str) -> dict[str, dict]:
         # "No" is never the best; with none meeting them there is no best
         eligible = [r for r in rows if r["satisfies"] != "No"]
         entry["best"] = max(eligible, key=lambda r: r["throughput"]) if eligible else None
-        defaults = [r for r in rows if r["config"].endswith("_config_default")]
+        # the default compared like for like: among the points meeting the SLO too
+        defaults = [r for r in eligible if r["config"].endswith("_config_default")]
         entry["default"] = max(defaults, key=lambda r: r["throughput"]) if defaults else None
     return out
 
