@@ -131,3 +131,34 @@ def test_run_status_rerun_reuse_and_interrupt(tmp_path):
     final = json.loads((work / "status.json").read_text())
     assert final["stages"]["bench-grpc"]["reason"] == "Interrupted"
     assert processes_mentioning(str(work)) == []
+
+
+@pytest.mark.integration
+def test_a_local_sweep_runs_its_points_for_real_and_ranks_them(tmp_path):
+    """Two points (max batch 64 and 128) of the tiny spec, one after another, real
+    stages and a real Triton each: the sweep's status ranks them, and a rerun reuses
+    every step of both."""
+    sweep = {"apiVersion": "mnist.serving.dev/v1alpha1", "kind": "MnistServingSweep",
+             "metadata": {"name": "tiny-sweep"},
+             "spec": {"template": TINY["spec"],
+                      "axes": [{"field": "serving.maxBatchSize", "values": [64, 128]}]}}
+    sweep["spec"]["template"] = {**TINY["spec"], "serving": {
+        **TINY["spec"]["serving"], "dynamicBatching": {"preferredBatchSizes": [32]}}}
+    spec_file = tmp_path / "sweep.yaml"
+    spec_file.write_text(yaml.safe_dump(sweep))
+    work = tmp_path / "work"
+    first = mnist_serving(str(spec_file), "--workdir", str(work), timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+    status = json.loads((work / "status.json").read_text())
+    assert status["phase"] == "Complete" and status["readyPoints"] == "2/2"
+    for row in status["points"]:
+        assert row["phase"] == "Ready" and float(row["inferPerSec"]) > 0 and row["p99Us"] > 0
+        point = json.loads((work / row["name"] / "status.json").read_text())
+        assert point["phase"] == "Ready" and "mnist_onnx" in point["model"]["served"]
+    assert status["best"]["point"] in {r["name"] for r in status["points"]}
+    (verdict,) = status["verdicts"]
+    assert verdict["verdict"] == "no interval"          # one repeat: never a guess
+    assert "sweep tiny-sweep: Complete" in first.stdout
+    again = mnist_serving(str(spec_file), "--workdir", str(work))
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert again.stdout.count("none (all reused)") == 2

@@ -332,7 +332,7 @@ def test_a_local_run_and_a_cluster_run_of_one_spec_end_in_the_same_status(tmp_pa
     assert without_substrate(local) == without_substrate(cluster.status)
 
 
-def test_a_reused_bench_names_no_node_it_does_not_know(tmp_path, stages):
+def test_a_reused_bench_keeps_the_node_that_measured_it(tmp_path, stages):
     # issue 27: after a rerun that reused the bench, its environment line said "on -"
     env = {"triton": "2.59.0", "perfAnalyzer": "2.45", "configs": {"mnist_onnx": "abc123"}}
     for p in ("grpc", "http"):
@@ -345,5 +345,11 @@ def test_a_reused_bench_names_no_node_it_does_not_know(tmp_path, stages):
     assert code == 0 and again["stages"]["bench-grpc"]["run"] == "reused"
     text = "\n".join(display.summary_lines(again, tmp_path / "work" / "status.json"))
     assert "on -" not in text
+    # the node comes from the status the measuring run wrote
+    assert again["stages"]["bench-grpc"]["environment"] == first["stages"]["bench-grpc"]["environment"]
+    assert f"bench-grpc: Triton 2.59.0, perf_analyzer 2.45, on {platform.node()};" in text
+    (tmp_path / "work" / "status.json").unlink()   # that status gone: no node, and said so
+    code, third = local_run(tmp_path, stages, example_doc())
+    text = "\n".join(display.summary_lines(third, tmp_path / "work" / "status.json"))
     assert ("bench-grpc: Triton 2.59.0, perf_analyzer 2.45 (reused: measured in an earlier "
             "run); served configs mnist_onnx abc123") in text

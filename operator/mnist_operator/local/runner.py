@@ -1,4 +1,5 @@
 """``mnist-serving run FILE``: the operator's pipeline on this machine, no cluster.
+(A MnistServingSweep in FILE runs its points one after another: local/sweep.py.)
 
     mnist-serving run examples/local.yaml [--workdir runs/<name>] [--force STEP]
                       [--device auto|cpu|cuda] [--http-port N --grpc-port N --metrics-port N]
@@ -161,9 +162,11 @@ def drive(cr: dict, machine: Machine, sleep: Callable[[float], None] = time.slee
 
 
 def local_status(name: str, status: dict, machine: Machine, seeded: dict[str, dict],
-                 interrupted: bool) -> dict:
+                 interrupted: bool, before: dict | None = None) -> dict:
     """The core's status plus where the run happened: ``name``, ``workdir``, the
-    endpoint note, and per step what this run did with it (``run``) and how long."""
+    endpoint note, and per step what this run did with it (``run``) and how long. A
+    reused step keeps where it ran (``environment``) from ``before``, the status the
+    run that measured it wrote, when its fingerprint is the same."""
     out = {"name": name, **status, "workdir": str(machine.workdir),
            "endpoints": {**status.get("endpoints", {}), "note": ENDPOINTS_NOTE}}
     stages = {k: dict(v) for k, v in (status.get("stages") or {}).items()}
@@ -186,6 +189,9 @@ def local_status(name: str, status: dict, machine: Machine, seeded: dict[str, di
     for step_name, rec in stages.items():
         if step_name in seeded:   # never re-run; Triton starting again serves the same result
             rec["run"] = REUSED
+            earlier = ((before or {}).get("stages") or {}).get(step_name) or {}
+            if earlier.get("fingerprint") == rec.get("fingerprint") and "environment" in earlier:
+                rec.setdefault("environment", earlier["environment"])
         elif step_name in machine.ran:
             rec["run"] = RAN
         elif rec.get("state") == SKIPPED and step_name in steps:
@@ -204,16 +210,57 @@ def local_status(name: str, status: dict, machine: Machine, seeded: dict[str, di
 
 
 def main(argv: list[str] | None = None) -> int:
-    out = sys.stdout
     try:
         args = parser().parse_args(argv)
         if not args.file.is_file():
             raise UsageError(f"{args.file}: no such file")
-        name, spec = load_resource(args.file.read_text(), str(args.file))
-        workdir = (args.workdir or Path("runs") / name).resolve()
+        text = args.file.read_text()
+        if is_sweep(text):
+            from mnist_operator.local import sweep   # only a sweep needs it
+            return sweep.run(text, args, sys.stdout)
+        name, spec = load_resource(text, str(args.file))
+        ports = chosen_ports(args)
+    except UsageError as err:
+        return refuse(err)
+    code, _ = run_one(name, spec, (args.workdir or Path("runs") / name).resolve(), args, ports,
+                      str(args.file), sys.stdout)
+    return code
+
+
+def earlier_status(path: Path) -> dict | None:
+    """The status an earlier run left in this work directory, if it can be read."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def refuse(err: UsageError) -> int:
+    for line in err.lines:
+        print(f"mnist-serving run: error: {line}", file=sys.stderr)
+    return 2
+
+
+def is_sweep(text: str) -> bool:
+    """Whether the document is a MnistServingSweep (its kind line, before full parsing)."""
+    import yaml
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(doc, dict) and doc.get("kind") == "MnistServingSweep"
+
+
+def chosen_ports(args: argparse.Namespace) -> dict[str, int]:
+    return pick_ports({"--http-port": args.http_port, "--grpc-port": args.grpc_port,
+                       "--metrics-port": args.metrics_port}, triton.port_in_use, triton.free_ports)
+
+
+def run_one(name: str, spec: MnistServingSpec, workdir: Path, args: argparse.Namespace,
+            ports: dict[str, int], source: str, out) -> tuple[int, dict | None]:
+    """One MnistServing on this machine: (exit code, its status; None on bad input)."""
+    try:
         lay = Layout(PurePosixPath(workdir))
-        ports = pick_ports({"--http-port": args.http_port, "--grpc-port": args.grpc_port,
-                            "--metrics-port": args.metrics_port}, triton.port_in_use, triton.free_ports)
         endpoints = Endpoints("127.0.0.1", ports["--http-port"], ports["--grpc-port"],
                               ports["--metrics-port"])
         device = args.device or ("cpu" if spec.training.gpus == 0 else "auto")
@@ -226,13 +273,11 @@ def main(argv: list[str] | None = None) -> int:
             if f not in names:
                 raise UsageError(f"--force: unknown step {f!r} (one of: {', '.join(names)}, all)")
     except UsageError as err:
-        for line in err.lines:
-            print(f"mnist-serving run: error: {line}", file=sys.stderr)
-        return 2
+        return refuse(err), None
 
     seeded = recorded_stages(steps, lay, force)
     to_run = [s.name for s in steps if s.name not in seeded]
-    print(f"mnist-serving run {args.file} -> {workdir}", file=out)
+    print(f"mnist-serving run {source} -> {workdir}", file=out)
     print(f"  {len(steps)} steps; to run: {', '.join(to_run) or 'none (all reused)'}", file=out)
     progress = Progress(out, live=out.isatty())
     for step in steps:
@@ -261,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    status = local_status(name, final, machine, seeded, interrupted)
-    status["wallSeconds"] = int(round(time.time() - started))
     status_path = workdir / "status.json"
+    status = local_status(name, final, machine, seeded, interrupted, earlier_status(status_path))
+    status["wallSeconds"] = int(round(time.time() - started))
     status_path.parent.mkdir(parents=True, exist_ok=True)
     status_path.write_text(json.dumps(status, indent=2) + "\n")
     print("", file=out)
@@ -272,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wall time {status['wallSeconds']} s", file=out)
     out.flush()
     if interrupted:
-        return 130
-    return 0 if status.get("phase") == READY_PHASE else 1
+        return 130, status
+    return (0 if status.get("phase") == READY_PHASE else 1), status
 
 
 if __name__ == "__main__":
