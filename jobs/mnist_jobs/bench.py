@@ -428,8 +428,8 @@ class ModelSweep:
         say(f"{where}: "
             + (f"{best_at['inferPerSec']} infer/s at {key}={best_at[key]}" if best_at
                else at_slo["none"])
-            + (f"; {key}={failing[key]} fails (p99 {failing['p99Us'] / 1000:.2f} ms)"
-               if failing else ""))
+            + (f"; {key}={failing[key]} fails (p99 {failing['p99Us'] / 1000:.2f} ms: "
+               f"{failing.get('why') or 'over the limit'})" if failing else ""))
         return at_slo
 
     def write_csv(self) -> None:

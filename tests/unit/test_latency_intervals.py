@@ -110,3 +110,20 @@ def test_no_export_leaves_the_row_as_perf_analyzer_reports_it(tmp_path, monkeypa
                         lambda protocol, url, models: {"triton": "2.45.0", "configs": {}})
     best = run_bench(tmp_path)["models"]["mnist_onnx"]["best"]
     assert "latency" not in best and best["p99Us"] in CSV_P99
+
+
+def test_the_status_and_the_local_summary_carry_the_best_points_p99_interval(tmp_path, fake):
+    from mnist_operator.core.summary import summarize
+    from mnist_operator.local import display
+    rng = random.Random(5)
+    fake([[int(rng.expovariate(1 / 900)) + 200 for _ in range(4000)]])
+    result = run_bench(tmp_path)
+    found = result["models"]["mnist_onnx"]["best"]["latency"]
+    status = summarize({"bench-grpc": {"stage": "bench", "state": "Succeeded", **result}})
+    point = status["benchmark"]["perfAnalyzer"]["mnist_onnx"]["grpc"]
+    assert (point["requestsAtBest"], point["p99UsFromRequestsAtBest"], point["p99UsLowAtBest"],
+            point["p99UsHighAtBest"]) == (4000, *found["p99"])
+    line = display.latency_line(point)
+    assert line == (f"p99 from 4,000 requests: {found['p99'][0] / 1000:.2f} ms "
+                    f"[{found['p99'][1] / 1000:.2f}, {found['p99'][2] / 1000:.2f}] (95 %)")
+    assert line in "\n".join(display.perf_table({"phase": "Ready", **status}))

@@ -133,6 +133,7 @@ def perf_part(results: dict[str, dict], tuned: bool = False) -> dict[str, dict[s
             if "low" in best:   # repeats >= 2: the 95 % interval of the best point
                 point.update(repeats=_scalar(best["repeats"]), lowAtBest=_scalar(best["low"]),
                              highAtBest=_scalar(best["high"]))
+            point.update(latency_part(best))
             point.update(telemetry_part(best, result.get("telemetry")))
             point.update(slo_part(entry.get("slo"), load))
             point.update(clients_part(result.get("clients"), entry.get("scaling")))
@@ -142,6 +143,24 @@ def perf_part(results: dict[str, dict], tuned: bool = False) -> dict[str, dict[s
                 point["lowestConcurrency"] = _scalar(lowest["c"])
                 point["inferPerSecAtLowest"] = _scalar(lowest["inferPerSec"])
             out.setdefault(model, {})[protocol] = point
+    return out
+
+
+def latency_part(best: dict) -> dict[str, int | str]:
+    """The best point's p99 from every request of its windows (the bench stage's
+    profile export): the estimate, its distribution-free 95 % interval where there
+    were enough requests, and how many; and whether perf_analyzer never called the
+    point stable (measured in fixed windows)."""
+    out: dict[str, int | str] = {}
+    found = best.get("latency") or {}
+    if found.get("p99"):
+        estimate, low, high = found["p99"]
+        out.update(requestsAtBest=_scalar(found["requests"]),
+                   p99UsFromRequestsAtBest=_scalar(estimate))
+        if low is not None:
+            out.update(p99UsLowAtBest=_scalar(low), p99UsHighAtBest=_scalar(high))
+    if best.get("unstable"):
+        out["unstableAtBest"] = "measured in fixed windows: perf_analyzer never called it stable"
     return out
 
 

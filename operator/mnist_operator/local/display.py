@@ -110,11 +110,23 @@ def perf_table(status: dict) -> list[str]:
                     f"{fails}"
                     + (f"  95 % {p['lowAtBest']}..{p['highAtBest']} ({p['repeats']} runs)"
                        if "lowAtBest" in p else "") + telemetry_note(p))
+                if "p99UsFromRequestsAtBest" in p:
+                    lines.append(f"  {'':<12} {'':<8} {latency_line(p)}")
                 if "slo" in p:
                     lines.append(f"  {'':<12} {'':<8} {slo_line(p)}")
                 if "clients" in p:
                     lines.append(f"  {'':<12} {'':<8} {scaling_line(p)}")
     return lines
+
+
+def latency_line(p: dict) -> str:
+    """The best point's p99 from every request, with its interval, for humans."""
+    ms = lambda us: f"{int(us) / 1000:.2f}"  # noqa: E731
+    interval = (f" [{ms(p['p99UsLowAtBest'])}, {ms(p['p99UsHighAtBest'])}] (95 %)"
+                if "p99UsLowAtBest" in p else " (too few requests for an interval)")
+    return (f"p99 from {int(p['requestsAtBest']):,} requests: {ms(p['p99UsFromRequestsAtBest'])} "
+            f"ms{interval}" + ("; unstable: measured in fixed windows" if "unstableAtBest" in p
+                               else ""))
 
 
 def slo_line(p: dict) -> str:
