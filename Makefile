@@ -35,16 +35,20 @@ node: node-build ## Bring up one real Kubernetes node here and keep it running (
 node-down: setup ## Remove everything a crashed or killed real-node run left on the host
 	$(PY) -m tests.harness.node down
 
+.PHONY: browser
+browser: ## Install the headless browser the report test uses (Debian chromium-headless-shell)
+	scripts/browser.sh
+
 .PHONY: demo
 demo: setup ## Run the whole walkthrough locally (CPU, no cluster): train, export, engine, serve, bench, analyze
 	$(VENV)/bin/mnist-serving run examples/local.yaml
 
 .PHONY: test
-test: setup k8s node-build ## Run the whole test suite (unit, integration, real control plane, real node)
+test: setup k8s node-build browser ## Run the whole test suite (unit, integration, real control plane, real node)
 	$(PYTEST) -m "not scale"
 
 .PHONY: test-fast
-test-fast: setup ## Unit tests and quick integration tests only (a few minutes)
+test-fast: setup browser ## Unit tests and quick integration tests only (a few minutes)
 	$(PYTEST) -m "not slow and not cluster and not scale and not node"
 
 .PHONY: test-e2e

@@ -20,6 +20,7 @@ COMMANDS = {
     "crd": ("mnist_operator.tools.crd", "print the generated CustomResourceDefinition"),
     "operator": ("mnist_operator.cluster.main", "run the operator (kopf) against the current cluster"),
     "compare": ("mnist_operator.tools.compare", "one table and plot from many runs or resources"),
+    "report": ("mnist_operator.tools.report", "one HTML page (offline) from runs, sweeps or resources"),
     "reference": ("mnist_operator.tools.reference", "print the resource reference (docs/reference.md)"),
 }
 
