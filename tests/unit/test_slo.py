@@ -101,3 +101,50 @@ def test_the_failing_neighbour_says_why_it_fails():
     high = refine([{"c": c, "inferPerSec": "1.0", "p99Us": c * 1000, "p95Us": 0} for c in (1, 9)],
                   "c", lambda c: None, Slo(p99_ms=5))
     assert high["firstFailing"]["why"] == "p99 over the limit"
+
+
+# --------------------------------------------------------------------------- verdicts that hold
+def with_p99(c: int, infer: float, p99_us: int, interval: tuple | None, requests: int = 5000) -> dict:
+    """A compact row whose request records give p99 ``interval`` (low, high); None: none."""
+    row = {"c": c, "inferPerSec": f"{infer:.1f}", "p99Us": p99_us, "p95Us": p99_us // 2}
+    if interval is not None:
+        low, high = interval
+        row["latency"] = {"requests": requests, "p99": [p99_us, low, high],
+                          "p95": [p99_us // 2, p99_us // 2 - 10, p99_us // 2 + 10]}
+    return row
+
+
+def test_a_point_meets_a_limit_only_when_its_interval_is_under_it():
+    slo = Slo(p99_ms=5)
+    assert slo.meets(with_p99(1, 100, 4000, (3800, 5000)))          # upper end at the limit
+    assert slo.why_not(with_p99(1, 100, 5500, (5100, 5900))) == [
+        "p99 over the limit (95 % interval [5100, 5900] us)"]
+    # perf_analyzer's own figure under the limit is not enough when the interval holds it
+    assert slo.why_not(with_p99(1, 100, 4900, (4700, 5200))) == [
+        "p99 undecided: its 95 % interval [4700, 5200] us holds the limit (5000 us)"]
+    too_few = with_p99(1, 100, 3000, (None, None), requests=120)
+    assert slo.why_not(too_few) == ["p99 undecided: 120 requests are too few for a 95 % interval"]
+    assert slo.meets(with_p99(1, 100, 4900, None))                  # no records: the single figure
+
+
+def test_the_answer_comes_only_from_points_that_meet_it_with_confidence():
+    rows = [with_p99(1, 1000, 1000, (900, 1100)), with_p99(9, 4000, 4200, (4000, 4400)),
+            with_p99(17, 6000, 4900, (4600, 5300)), with_p99(25, 7000, 9000, (8500, 9500))]
+    found = refine(rows, "c", lambda load: None, Slo(p99_ms=5))
+    assert found["atSlo"]["c"] == 9 and found["atSlo"]["latency"]["requests"] == 5000
+    assert found["firstFailing"]["c"] == 17
+    assert found["firstFailing"]["why"].startswith("p99 undecided")
+
+
+def test_status_and_the_local_summary_say_with_what_confidence_the_slo_is_met():
+    from mnist_operator.core.summary import slo_part
+    from mnist_operator.local import display
+    rows = [with_p99(1, 1000, 1000, (900, 1100)), with_p99(9, 4000, 4200, (4000, 4400)),
+            with_p99(17, 6000, 5900, (5600, 6300))]
+    part = slo_part(refine(rows, "c", lambda load: None, Slo(p99_ms=5)), "c")
+    assert (part["inferPerSecAtSlo"], part["requestsAtSlo"], part["p99UsHighAtSlo"]) == \
+        ("4000.0", 5000, 4400)
+    point = {"slo": part["slo"], **part}
+    assert display.slo_line(point).startswith(
+        "SLO p99 <= 5 ms: 4000.0 infer/s at c=9 (p99 4.20 ms, at most 4.40 ms with 95 % "
+        "confidence over 5,000 requests)")

@@ -10,6 +10,15 @@ every measured point that meets the SLO (usually the last passing load; not
 always, latency is not strictly monotone), reported with the bracket so the
 failing neighbour can be read beside it.
 
+A point meets a latency limit only when it holds with 95 % confidence: the
+upper end of the distribution-free interval of its percentile, from every
+request of its windows (the row's ``latency``, lib/latency.py), is at or under
+the limit. It fails when the interval's lower end is over the limit, and is
+undecided in between, or when there were too few requests for an interval;
+an undecided point does not meet the SLO, and says why. A row without
+request records (a distributed load's, or one written before) is judged on
+perf_analyzer's single figure, as it always was.
+
 A request-rate point whose client fell behind did not test the rate asked
 for, so it never counts as meeting the SLO; the failing neighbour says why
 it failed (``why``: a latency over its limit, the client falling behind, or
@@ -39,11 +48,12 @@ class Slo:
                                                                 ("p95", self.p95_ms)) if ms)
 
     def why_not(self, row: dict) -> list[str]:
-        """Why a compact bench row (p99Us, p95Us, keptUp in request-rate mode) does
-        not meet the SLO, in words; empty when it does."""
-        out = [f"{name} over the limit" for name, ms, key in (("p99", self.p99_ms, "p99Us"),
-                                                               ("p95", self.p95_ms, "p95Us"))
-               if ms and row[key] > ms * 1000]
+        """Why a compact bench row (p99Us, p95Us, latency, keptUp in request-rate mode)
+        does not meet the SLO, in words; empty when it does."""
+        out = []
+        for name, ms in (("p99", self.p99_ms), ("p95", self.p95_ms)):
+            if ms:
+                out += _limit_verdict(row, name, ms * 1000)
         if row.get("keptUp", "ok") != "ok":
             out.append(f"the client fell behind ({row['keptUp']})")
         return out
@@ -53,6 +63,24 @@ class Slo:
         return not self.why_not(row)
 
 
+def _limit_verdict(row: dict, name: str, limit_us: int) -> list[str]:
+    """Why one percentile does not meet its limit (empty when it does): over it, or
+    undecided (its interval straddles the limit, or too few requests for one)."""
+    found = row.get("latency") or {}
+    if name not in found:   # no request records: perf_analyzer's single figure
+        return [f"{name} over the limit"] if row[f"{name}Us"] > limit_us else []
+    _, low, high = found[name]
+    if low is None:
+        return [f"{name} undecided: {found['requests']} requests are too few for a 95 % "
+                "interval"]
+    if low > limit_us:
+        return [f"{name} over the limit (95 % interval [{low}, {high}] us)"]
+    if high > limit_us:
+        return [f"{name} undecided: its 95 % interval [{low}, {high}] us holds the limit "
+                f"({limit_us} us)"]
+    return []
+
+
 def close_enough(low: int, high: int, load_key: str) -> bool:
     """Stop bisecting: adjacent concurrencies, or rates within 5 % (at least 1/s)."""
     return high - low <= (1 if load_key == "c" else max(1, low // 20))
@@ -60,8 +88,8 @@ def close_enough(low: int, high: int, load_key: str) -> bool:
 
 def _brief(row: dict, load_key: str) -> dict:
     """A row's load, throughput (with its 95 % interval under repeats) and latencies."""
-    return {k: row[k] for k in (load_key, "inferPerSec", "p99Us", "p95Us", "repeats", "low", "high")
-            if k in row}
+    return {k: row[k] for k in (load_key, "inferPerSec", "p99Us", "p95Us", "repeats", "low",
+                                "high", "latency") if k in row}
 
 
 def refine(sweep: list[dict], load_key: str, measure: Callable[[int], dict | None], slo: Slo,

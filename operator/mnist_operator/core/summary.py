@@ -241,6 +241,10 @@ def slo_part(found: dict | None, load: str) -> dict[str, int | str]:
     if best:
         out.update({"inferPerSecAtSlo": _scalar(best["inferPerSec"]), at: _scalar(best[load]),
                     "p99UsAtSlo": _scalar(best["p99Us"])})
+        p99 = (best.get("latency") or {}).get("p99")
+        if p99 and p99[2] is not None:   # met with 95 % confidence: the bound that says so
+            out.update(requestsAtSlo=_scalar(best["latency"]["requests"]),
+                       p99UsHighAtSlo=_scalar(p99[2]))
     else:
         out.update(inferPerSecAtSlo="none", sloNote=_scalar(found.get("none", "")))
     failing = found.get("firstFailing")

@@ -137,8 +137,10 @@ def slo_line(p: dict) -> str:
         text = f"SLO {p['slo']}: {p.get('sloNote', 'no point meets it')}"
     else:
         at = p["requestRateAtSlo" if open_loop else "concurrencyAtSlo"]
+        held = (f", at most {int(p['p99UsHighAtSlo']) / 1000:.2f} ms with 95 % confidence over "
+                f"{int(p['requestsAtSlo']):,} requests" if "p99UsHighAtSlo" in p else "")
         text = (f"SLO {p['slo']}: {p['inferPerSecAtSlo']} infer/s at {load(at)} "
-                f"(p99 {int(p['p99UsAtSlo']) / 1000:.2f} ms)")
+                f"(p99 {int(p['p99UsAtSlo']) / 1000:.2f} ms{held})")
     if "firstFailingAt" in p and p["inferPerSecAtSlo"] != "none":   # the note names it
         why = f": {p['firstFailingReason']}" if p.get("firstFailingReason") else ""
         text += (f"; {load(p['firstFailingAt'])} fails "
