@@ -612,6 +612,18 @@ def plot(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
+def add_cluster_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """--cluster and where to read it: the user's own kubeconfig, so their RBAC holds."""
+    p.add_argument("--cluster", action="store_true",
+                   help=f"also read {what} of one namespace (-n, default: the "
+                        "context's) or of every namespace (-A)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: the current one)")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", help="namespace (default: the context's)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mnist-serving compare",
@@ -620,14 +632,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                    help="local run directory (runs/<name>/) or status.json file; "
                         "default: runs/*/status.json unless --cluster")
-    p.add_argument("--cluster", action="store_true",
-                   help="also read the MnistServings of one namespace (-n, default: the "
-                        "context's) or of every namespace (-A)")
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-    p.add_argument("--context", help="kubeconfig context (default: the current one)")
-    scope = p.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", help="namespace (default: the context's)")
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    add_cluster_flags(p, "the MnistServings")
     p.add_argument("--baseline", metavar="SOURCE",
                    help="add each row's throughput ratio to this source's row of the same "
                         "model and protocol, with its 95 %% interval and a verdict: a local "

@@ -236,42 +236,49 @@ PRINTER_COLUMNS = [
 ]
 
 
-def crd() -> dict:
-    """The apiextensions.k8s.io/v1 CRD for MnistServing."""
+def _crd(name: str, kind: str, plural: str, singular: str, short_names: list[str],
+         columns: list[dict], description: str, spec: dict, status: dict) -> dict:
+    """An apiextensions.k8s.io/v1 CRD of this group: one served version, status subresource."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": CRD_NAME,
+        "metadata": {"name": name,
                      "labels": {"app.kubernetes.io/name": "mnist-serving",
                                 "app.kubernetes.io/part-of": "mnist-serving"}},
         "spec": {
             "group": S.GROUP,
             "scope": "Namespaced",
-            "names": {"kind": S.KIND, "listKind": f"{S.KIND}List", "plural": S.PLURAL,
-                      "singular": S.SINGULAR, "shortNames": list(S.SHORT_NAMES),
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural,
+                      "singular": singular, "shortNames": list(short_names),
                       "categories": list(CATEGORIES)},
             "versions": [{
                 "name": S.VERSION,
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
-                "additionalPrinterColumns": PRINTER_COLUMNS,
+                "additionalPrinterColumns": columns,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
-                    "description": "MnistServing trains an MNIST model, exports it to ONNX, builds "
-                                   "a TensorRT engine, serves them from one Triton and benchmarks "
-                                   "them; every result lands in status.",
+                    "description": description,
                     "properties": {
                         "apiVersion": {"type": "string"},
                         "kind": {"type": "string"},
                         "metadata": {"type": "object"},
-                        "spec": spec_schema(),
-                        "status": status_schema(),
+                        "spec": spec,
+                        "status": status,
                     },
                 }},
             }],
         },
     }
+
+
+def crd() -> dict:
+    """The apiextensions.k8s.io/v1 CRD for MnistServing."""
+    return _crd(CRD_NAME, S.KIND, S.PLURAL, S.SINGULAR, S.SHORT_NAMES, PRINTER_COLUMNS,
+                "MnistServing trains an MNIST model, exports it to ONNX, builds a TensorRT "
+                "engine, serves them from one Triton and benchmarks them; every result lands "
+                "in status.", spec_schema(), status_schema())
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -363,33 +370,10 @@ SWEEP_PRINTER_COLUMNS = [
 
 def sweep_crd() -> dict:
     """The apiextensions.k8s.io/v1 CRD for MnistServingSweep."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": SWEEP_CRD_NAME,
-                     "labels": {"app.kubernetes.io/name": "mnist-serving",
-                                "app.kubernetes.io/part-of": "mnist-serving"}},
-        "spec": {
-            "group": S.GROUP,
-            "scope": "Namespaced",
-            "names": {"kind": W.KIND, "listKind": f"{W.KIND}List", "plural": W.PLURAL,
-                      "singular": W.SINGULAR, "shortNames": list(W.SHORT_NAMES),
-                      "categories": list(CATEGORIES)},
-            "versions": [{
-                "name": S.VERSION, "served": True, "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": SWEEP_PRINTER_COLUMNS,
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "description": "MnistServingSweep runs one MnistServing per combination of "
-                                   "its axes' values and ranks them in status.",
-                    "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                                   "metadata": {"type": "object"},
-                                   "spec": sweep_spec_schema(), "status": sweep_status_schema()},
-                }},
-            }],
-        },
-    }
+    return _crd(SWEEP_CRD_NAME, W.KIND, W.PLURAL, W.SINGULAR, W.SHORT_NAMES,
+                SWEEP_PRINTER_COLUMNS, "MnistServingSweep runs one MnistServing per combination "
+                "of its axes' values and ranks them in status.", sweep_spec_schema(),
+                sweep_status_schema())
 
 
 # --------------------------------------------------------------------------- RBAC

@@ -38,6 +38,7 @@ from mnist_operator.api import sweep as W
 from mnist_operator.api.spec import GROUP, VERSION
 from mnist_operator.core.provenance import ENVIRONMENT
 from mnist_operator.core.sweep import pareto_front
+from mnist_operator.tools import compare
 from mnist_operator.tools.compare import (STATUS_FILE, Row, Unusable, baseline_source,
                                           cluster_source, list_cluster, load_local, ordered,
                                           ratio_cells, rows_from_list, slo_p99_ms, with_baseline)
@@ -671,14 +672,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                    help="local run or sweep directory, or status.json; "
                         "default: runs/*/status.json unless --cluster")
-    p.add_argument("--cluster", action="store_true",
-                   help="also read the MnistServings and MnistServingSweeps of one namespace "
-                        "(-n, default: the context's) or of every namespace (-A)")
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-    p.add_argument("--context", help="kubeconfig context (default: the current one)")
-    scope = p.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", help="namespace (default: the context's)")
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    compare.add_cluster_flags(p, "the MnistServings and MnistServingSweeps")
     p.add_argument("--baseline", metavar="SOURCE",
                    help="the runs' ratios are against this source's rows (default: the "
                         "fastest run's source): a local run directory as given, or namespace/name")
