@@ -65,7 +65,7 @@ case ${1:-} in
     "$PY" -c "import numpy, torch; print('numpy', numpy.__version__, numpy.__file__); print('torch', torch.__version__, torch.cuda.is_available())"
     "$PERF_ANALYZER" --version 2>&1 | head -2 || true
     "$MODEL_ANALYZER" --version 2>&1 | tail -1
-    "$PY" -c "from mnist_jobs import triton; i = triton.find_tritonserver(); print(i); print(triton.backend_directory(i))" ;;
+    "$PY" -c "from mnist_jobs.lib import triton; i = triton.find_tritonserver(); print(i); print(triton.backend_directory(i))" ;;
   run)
     tools
     spec=$2; shift 2

@@ -1300,7 +1300,7 @@ _CHECKS: dict[str, list[_Check]] = {
         _Check(["python3", "-c", "import torch, onnx, onnxscript, onnxruntime, jinja2, numpy; import mlxtend; "
                                  "assert numpy.__version__ < '2'; print(torch.__version__, onnxruntime.__version__)"],
                "torch, onnx, onnxscript, onnxruntime, jinja2, numpy<2, mlxtend"),
-        _Check(["python3", "-c", "from mnist_jobs import data; print(data.offline_csv())"],
+        _Check(["python3", "-c", "from mnist_jobs.lib import data; print(data.offline_csv())"],
                "the offline MNIST subset", stages=True),
         _Check(["python3", "-m", "mnist_jobs.train", "--help"], "python3 -m mnist_jobs.train --help", stages=True),
     ],
