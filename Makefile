@@ -89,6 +89,10 @@ render: setup ## Print every object the operator would create for the sample res
 bench: setup ## Serving benchmark on this machine; writes docs/BENCHMARKS.md
 	$(PY) benchmarks/serving.py
 
+.PHONY: bench-sweep
+bench-sweep: setup ## A local CPU sweep (examples/sweep-local.yaml, repeats 3); writes docs/BENCHMARKS.md
+	$(PY) benchmarks/sweep.py run examples/sweep-local.yaml --write
+
 .PHONY: bench-cache
 bench-cache: setup ## The operator cache's memory and read at 1,000 Ready resources; writes docs/BENCHMARKS.md
 	$(PY) benchmarks/cache.py
