@@ -84,6 +84,10 @@ class Operator:
         if self.context is None:
             self.context = contextvars.copy_context()
 
+    def in_context(self, fn, *args):
+        """``fn(*args)`` in kopf's context, once a handler call has kept it."""
+        return fn(*args) if self.context is None else self.context.copy().run(fn, *args)
+
     # ----------------------------------------------------------------- the one pass
     def apply(self, decision: Decision, cr: dict) -> list[refusals.Refusal]:
         """Carry out a Decision; each call is idempotent (409 on create, 404 on delete), and
@@ -156,9 +160,8 @@ class Operator:
 
     def next_pass(self, key: tuple[str, str]) -> float | None:
         """The pass queue's work: one pass; the seconds until the next (None: gone)."""
-        def counted() -> Decision | None:
-            return metrics.reconcile_pass(self.one_pass, *key)  # counted, timed, errors by reason
-        decision = counted() if self.context is None else self.context.copy().run(counted)
+        # counted, timed, errors by reason
+        decision = self.in_context(metrics.reconcile_pass, self.one_pass, *key)
         if decision is None:
             return None
         if decision.requeue_after is None:
@@ -225,9 +228,7 @@ class Operator:
         return decision
 
     def next_sweep_pass(self, key: tuple[str, str]) -> float | None:
-        def run() -> SweepDecision | None:
-            return self.one_sweep_pass(*key)
-        decision = run() if self.context is None else self.context.copy().run(run)
+        decision = self.in_context(self.one_sweep_pass, *key)
         if decision is None:
             return None
         return float(decision.requeue_after) if decision.requeue_after else RESYNC_SECONDS

@@ -25,7 +25,8 @@ from typing import Any
 
 from mnist_operator.api import spec as S
 from mnist_operator.api import sweep as W
-from mnist_operator.api.vocabulary import FALSE, GROUP, LABEL_MANAGED_BY, TRUE
+from mnist_operator.api.vocabulary import (FAILED_PHASE, FALSE, GROUP, LABEL_MANAGED_BY,
+                                           READY_PHASE, TRUE)
 from mnist_operator.core import verdicts
 from mnist_operator.core.builders import MANAGED_BY, instance_label
 from mnist_operator.core.decision import Event
@@ -39,7 +40,6 @@ LABEL_SWEEP = f"{GROUP}/sweep"
 ANNOTATION_POINT = f"{GROUP}/point"
 ANNOTATION_SPEC_HASH = f"{GROUP}/sweep-spec"
 #: A child's phases that end a point (it no longer counts against maxParallel).
-READY_PHASE, FAILED_PHASE = "Ready", "Failed"
 FINISHED_PHASES = (READY_PHASE, FAILED_PHASE)
 #: The sweep's own phases and conditions.
 RUNNING, COMPLETE, FAILED = "Running", "Complete", "Failed"
@@ -211,8 +211,8 @@ def pareto_front(rows: list[dict]) -> list[str]:
         t, p = float(r["inferPerSec"]), r["p99Us"]
         return any(float(o["inferPerSec"]) >= t and o["p99Us"] <= p
                    and (float(o["inferPerSec"]) > t or o["p99Us"] < p) for o in done)
-    return sorted((r["name"] for r in done if not beaten(r)),
-                  key=lambda n: -float(next(r for r in done if r["name"] == n)["inferPerSec"]))
+    return [r["name"] for r in sorted(done, key=lambda r: -float(r["inferPerSec"]))
+            if not beaten(r)]
 
 
 def verdict_rows(best: dict | None, rows: list[dict]) -> list[dict]:
