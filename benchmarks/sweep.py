@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT / "jobs"))
 
+from mnist_operator.local.sweep import against_best  # noqa: E402
 from mnist_operator.tools.compare import replace_section  # noqa: E402
 
 BENCHMARKS = ROOT / "docs" / "BENCHMARKS.md"
@@ -44,10 +45,7 @@ def rows(status: dict, sweep_dir: Path) -> list[str]:
         requests = (f"{int(at['p99UsFromRequestsAtBest']) / 1000:.2f} "
                     f"[{int(at['p99UsLowAtBest']) / 1000:.2f}, {int(at['p99UsHighAtBest']) / 1000:.2f}] "
                     f"over {int(at['requestsAtBest']):,}" if "p99UsLowAtBest" in at else "-")
-        v = verdicts.get(r["name"])
-        against = "best" if r["name"] == best else (
-            f"{v['ratio']}" + (f" [{v['low']}, {v['high']}]" if "low" in v else "")
-            + f" {v['verdict']}" if v else "-")
+        against = against_best(r, verdicts, best)
         values = ", ".join(f"{k}={json.dumps(x)}" for k, x in r["values"].items())
         interval = f"[{r['low']}, {r['high']}] ({r['repeats']} runs)" if "low" in r else "-"
         p99 = f"{r['p99Us'] / 1000:.2f}" if "p99Us" in r else "-"

@@ -231,6 +231,14 @@ class Ratio:
         return out
 
 
+def ratio_text(cells: Mapping[str, Any], unit: str = "") -> str:
+    """A ratio as :meth:`Ratio.as_status` writes it, for people: ``1.23 [1.10, 1.37]``,
+    or ``1.23`` where there is no bounded interval."""
+    interval = (f" [{cells['low']}, {cells['high']}]"
+                if cells.get("low") is not None and cells.get("high") is not None else "")
+    return f"{cells['ratio']}{unit}{interval}"
+
+
 def verdict_of(low: float, high: float) -> str:
     """better when the interval lies above 1, worse when below, else no difference."""
     if low > 1.0:
@@ -277,5 +285,5 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any], confidence: float = CONF
 
 
 __all__ = ["BETTER", "WORSE", "NO_DIFFERENCE", "NO_INTERVAL", "UNBOUNDED", "VERDICTS",
-           "Measured", "Ratio", "ratio", "compare", "verdict_of", "t_quantile", "t_sf",
+           "Measured", "Ratio", "ratio", "compare", "ratio_text", "verdict_of", "t_quantile", "t_sf",
            "betainc", "welch_df", "t_975_of_repeats"]

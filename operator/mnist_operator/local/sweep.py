@@ -23,6 +23,7 @@ import yaml
 from mnist_operator.api import sweep as W
 from mnist_operator.api.spec import GROUP, SpecError, parse_spec
 from mnist_operator.core.sweep import ANNOTATION_POINT, COMPLETE, reconcile_sweep
+from mnist_operator.core.verdicts import ratio_text
 from mnist_operator.local import runner
 
 
@@ -83,6 +84,15 @@ def run(text: str, args: argparse.Namespace, out: TextIO) -> int:
     return 0 if status.get("phase") == COMPLETE and not status["progress"]["failed"] else 1
 
 
+def against_best(row: dict, verdicts: dict[str, dict], best: str | None) -> str:
+    """A point's ranking cell: ``best``, or the best point's throughput over its own
+    with the interval and verdict (``-`` when it has none)."""
+    if row["name"] == best:
+        return "best"
+    v = verdicts.get(row["name"])
+    return f"{ratio_text(v)} {v['verdict']}" if v else "-"
+
+
 def summary_lines(status: dict, path: Path) -> list[str]:
     """The sweep's answer: progress, the best point, then one line per point with its
     figures and its verdict against the best."""
@@ -92,14 +102,7 @@ def summary_lines(status: dict, path: Path) -> list[str]:
     lines.append(f"  {'point':<22} {'phase':<8} {'infer/s':>9} {'p99 ms':>7}  "
                  f"{'best / this':<24} values")
     for row in status.get("points") or []:
-        if row["name"] == best:
-            against = "best"
-        elif row["name"] in verdicts:
-            v = verdicts[row["name"]]
-            span = f" [{v['low']}, {v['high']}]" if "low" in v else ""
-            against = f"{v['ratio']}{span} {v['verdict']}"
-        else:
-            against = "-"
+        against = against_best(row, verdicts, best)
         p99 = f"{row['p99Us'] / 1000:.2f}" if "p99Us" in row else "-"
         values = ", ".join(f"{k}={json.dumps(v)}" for k, v in row["values"].items())
         lines.append(f"  {row['name']:<22} {row['phase']:<8} {row.get('inferPerSec', '-'):>9} "
@@ -110,4 +113,4 @@ def summary_lines(status: dict, path: Path) -> list[str]:
     return lines
 
 
-__all__ = ["run", "sweep_resource", "summary_lines"]
+__all__ = ["run", "sweep_resource", "summary_lines", "against_best"]

@@ -48,6 +48,7 @@ from mnist_operator.core.provenance import (BENCH_PREFIX, ENVIRONMENT, device_of
                                             environment_of)
 from mnist_operator.core.summary import scaling_line
 from mnist_operator.core.verdicts import compare as compare_points
+from mnist_operator.core.verdicts import ratio_text
 
 STATUS_FILE = "status.json"
 CSV_FILE, PNG_FILE = "compare.csv", "compare.png"
@@ -386,8 +387,7 @@ def ratio_cells(row: Row, base: Row) -> tuple[str, str]:
         got = compare_points(_figures(row), _figures(base)).as_status()
     except ValueError:   # a figure missing or not a number: nothing to say
         return "-", "-"
-    cell = got["ratio"] + (f" [{got['low']}, {got['high']}]" if "low" in got else "")
-    return cell, got["verdict"]
+    return ratio_text(got), got["verdict"]
 
 
 def with_baseline(rows: Iterable[Row], baseline: str) -> list[Row]:

@@ -36,6 +36,7 @@ from typing import Any, Iterable
 
 from mnist_operator.api import sweep as W
 from mnist_operator.api.spec import GROUP, VERSION
+from mnist_operator.core.verdicts import ratio_text as text_of_ratio
 from mnist_operator.core.provenance import ENVIRONMENT
 from mnist_operator.core.sweep import pareto_front
 from mnist_operator.tools import compare
@@ -99,7 +100,7 @@ def _ms(us: Any) -> str:
 
 def ratio_text(ratio: str, low: str | None, high: str | None) -> str:
     """``1.33× [1.30, 1.36]``, or ``1.33×`` without an interval."""
-    return f"{ratio}×" + (f" [{low}, {high}]" if low is not None and high is not None else "")
+    return text_of_ratio({"ratio": ratio, "low": low, "high": high}, unit="×")
 
 
 def objective_of(status: dict) -> str:
