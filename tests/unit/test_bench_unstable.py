@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from mnist_jobs import bench
-from mnist_jobs.lib import perf
 from mnist_jobs.lib.stage_cli import StageError
 
 CSV = (Path(__file__).parent / "data" / "perf-mnist_onnx-grpc.csv").read_text()
@@ -43,15 +42,11 @@ class FakePerfAnalyzer:
 
 
 @pytest.fixture
-def fake(monkeypatch):
+def fake(monkeypatch, bench_surroundings):
     def install(stable_at: int, connect_failures: int = 0) -> FakePerfAnalyzer:
         pa = FakePerfAnalyzer(stable_at, connect_failures)
         monkeypatch.setattr(bench.subprocess, "run", pa)
         monkeypatch.setattr(bench, "RECONNECT_PAUSE_S", 0)
-        monkeypatch.setattr(perf, "find_perf_analyzer", lambda: "perf_analyzer")
-        monkeypatch.setattr(bench, "served_models", lambda protocol, url: {"mnist_onnx": "READY"})
-        monkeypatch.setattr(bench.provenance, "served",
-                            lambda protocol, url, models: {"triton": "2.45.0", "configs": {}})
         return pa
     return install
 

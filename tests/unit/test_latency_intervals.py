@@ -13,7 +13,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from mnist_jobs import bench
-from mnist_jobs.lib import latency, perf
+from mnist_jobs.lib import latency
 
 #: perf_analyzer's real CSV, its first point only (one point per run, as the bench runs it)
 CSV = "\n".join((Path(__file__).parent / "data" / "perf-mnist_onnx-grpc.csv")
@@ -37,7 +37,7 @@ def export(latencies_us: list[int], outside: int = 0) -> dict:
 
 
 @pytest.fixture
-def fake(monkeypatch):
+def fake(monkeypatch, bench_surroundings):
     def install(latencies_by_run: list[list[int]]) -> list[list[str]]:
         runs = iter(latencies_by_run)
         commands = []
@@ -51,10 +51,6 @@ def fake(monkeypatch):
             path.write_text(json.dumps(export(next(runs), outside=7)))
             return subprocess.CompletedProcess(cmd, 0, "ok\n", "")
         monkeypatch.setattr(bench.subprocess, "run", run)
-        monkeypatch.setattr(perf, "find_perf_analyzer", lambda: "perf_analyzer")
-        monkeypatch.setattr(bench, "served_models", lambda protocol, url: {"mnist_onnx": "READY"})
-        monkeypatch.setattr(bench.provenance, "served",
-                            lambda protocol, url, models: {"triton": "2.45.0", "configs": {}})
         return commands
     return install
 
@@ -97,17 +93,14 @@ def test_repeats_pool_their_requests_and_too_few_give_no_interval(tmp_path, fake
     assert latency.describe(found) == "p99 397 us no interval (fewer than 299 requests) over 200 requests"
 
 
-def test_no_export_leaves_the_row_as_perf_analyzer_reports_it(tmp_path, monkeypatch):
+def test_no_export_leaves_the_row_as_perf_analyzer_reports_it(tmp_path, monkeypatch,
+                                                                   bench_surroundings):
     def run(cmd, capture_output, text, timeout):
         if cmd[1:] == ["--version"]:
             return subprocess.CompletedProcess(cmd, 0, "Perf Analyzer Version 2.45.0\n", "")
         Path(cmd[cmd.index("-f") + 1]).write_text(CSV)
         return subprocess.CompletedProcess(cmd, 0, "ok\n", "")
     monkeypatch.setattr(bench.subprocess, "run", run)
-    monkeypatch.setattr(perf, "find_perf_analyzer", lambda: "perf_analyzer")
-    monkeypatch.setattr(bench, "served_models", lambda protocol, url: {"mnist_onnx": "READY"})
-    monkeypatch.setattr(bench.provenance, "served",
-                        lambda protocol, url, models: {"triton": "2.45.0", "configs": {}})
     best = run_bench(tmp_path)["models"]["mnist_onnx"]["best"]
     assert "latency" not in best and best["p99Us"] in CSV_P99
 

@@ -314,22 +314,30 @@ def without_substrate(status: dict) -> dict:
     return out
 
 
-def test_a_local_run_and_a_cluster_run_of_one_spec_end_in_the_same_status(tmp_path, stages):
+def cluster_status(spec: dict, steps, name: str = "demo") -> dict:
+    """The status the core writes in a cluster (test_reconcile's World) for ``spec``
+    when ``steps`` end as the canned demo run's did, one after another."""
     from test_reconcile import World
-    doc = example_doc()
-    code, local = local_run(tmp_path, stages, doc)
-    assert code == 0
-    cluster = World(copy.deepcopy(doc["spec"]))
+    cluster = World(copy.deepcopy(spec))
+    cluster.cr["metadata"]["name"] = name
     cluster.step()
-    for step in local["stages"]:
+    for step in steps:
         if step == "serve":
             cluster.set_serving(True)
         else:
             cluster.finish(step, canned(step)["state"], result=canned(step))
         cluster.step(1)
     cluster.step(1)
-    assert cluster.status["phase"] == "Ready"
-    assert without_substrate(local) == without_substrate(cluster.status)
+    return cluster.status
+
+
+def test_a_local_run_and_a_cluster_run_of_one_spec_end_in_the_same_status(tmp_path, stages):
+    doc = example_doc()
+    code, local = local_run(tmp_path, stages, doc)
+    assert code == 0
+    cluster = cluster_status(doc["spec"], local["stages"])
+    assert cluster["phase"] == "Ready"
+    assert without_substrate(local) == without_substrate(cluster)
 
 
 def test_a_reused_bench_keeps_the_node_that_measured_it(tmp_path, stages):

@@ -3,7 +3,6 @@ through the sweep's own core, with the stage processes replaced by a real demo r
 canned results; its status is the one the operator's sweep writes."""
 from __future__ import annotations
 
-import copy
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,8 +12,8 @@ import yaml
 from mnist_operator.api import sweep as W
 from mnist_operator.core.sweep import reconcile_sweep
 from mnist_operator.local import runner
-from mnist_operator.local import sweep as local_sweep
-from test_local_runner import canned, example_doc, stages, without_substrate  # noqa: F401
+from test_local_runner import (cluster_status, example_doc, stages,  # noqa: F401
+                               without_substrate)
 
 AXES = [{"field": "serving.instances", "values": [1, 2]}]
 
@@ -72,7 +71,6 @@ def test_a_local_sweep_and_a_cluster_sweep_end_in_the_same_status(tmp_path, stag
     """The operator's sweep over points whose statuses a cluster produced (the
     MnistServing core driven with the same canned results) writes the status the
     local sweep wrote, but for what says where it ran."""
-    from test_reconcile import World
     doc = sweep_doc()
     code, local = run_sweep(tmp_path, doc)
     assert code == 0
@@ -88,18 +86,10 @@ def test_a_local_sweep_and_a_cluster_sweep_end_in_the_same_status(tmp_path, stag
         for child in decision.create:
             point_status = json.loads((tmp_path / "work" / child["metadata"]["name"]
                                        / "status.json").read_text())
-            cluster = World(copy.deepcopy(child["spec"]))
-            cluster.cr["metadata"]["name"] = child["metadata"]["name"]
-            cluster.step()
-            for step in point_status["stages"]:
-                if step == "serve":
-                    cluster.set_serving(True)
-                else:
-                    cluster.finish(step, canned(step)["state"], result=canned(step))
-                cluster.step(1)
-            cluster.step(1)
-            assert without_substrate(point_status) == without_substrate(cluster.status)
-            children.append({**child, "status": cluster.status})
+            cluster = cluster_status(child["spec"], point_status["stages"],
+                                     child["metadata"]["name"])
+            assert without_substrate(point_status) == without_substrate(cluster)
+            children.append({**child, "status": cluster})
 
     def comparable(status: dict) -> dict:
         out = {k: v for k, v in status.items() if k not in ("name", "workdir", "conditions")}

@@ -196,7 +196,7 @@ CSV = (DATA / "perf-mnist_onnx-grpc.csv").read_text()
 
 
 @pytest.fixture
-def fake_perf_analyzer(monkeypatch):
+def fake_perf_analyzer(monkeypatch, bench_surroundings):
     """perf_analyzer replaced by its real CSV (the bench's own logic is what is tested)."""
     def run(cmd, capture_output, text, timeout):
         if cmd[1:] == ["--version"]:
@@ -204,10 +204,6 @@ def fake_perf_analyzer(monkeypatch):
         Path(cmd[cmd.index("-f") + 1]).write_text(CSV)
         return subprocess.CompletedProcess(cmd, 0, "ok\n", "")
     monkeypatch.setattr(bench.subprocess, "run", run)
-    monkeypatch.setattr(perf, "find_perf_analyzer", lambda: "perf_analyzer")
-    monkeypatch.setattr(bench, "served_models", lambda protocol, url: {"mnist_onnx": "READY"})
-    monkeypatch.setattr(bench.provenance, "served",
-                        lambda protocol, url, models: {"triton": "2.45.0", "configs": {}})
 
 
 def _bench(tmp_path, metrics_url, concurrency="4:4:1"):
