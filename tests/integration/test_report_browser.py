@@ -27,7 +27,6 @@ import subprocess
 import sys
 import threading
 from datetime import datetime, timezone
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -35,6 +34,7 @@ import yaml
 
 from mnist_operator.core.summary import summarize
 from mnist_operator.core.sweep import reconcile_sweep
+from tests.harness.html_tables import Tables, as_dicts
 
 pytestmark = pytest.mark.integration
 
@@ -169,35 +169,6 @@ def built(tmp_path_factory) -> dict:
     return {"root": root, "page": out, "sweep": sweep, "runs": runs, "stdout": made.stdout}
 
 
-class Tables(HTMLParser):
-    """Every table of a document: its rows of cell texts (header row first)."""
-
-    def __init__(self, text: str):
-        super().__init__()
-        self.tables: list[list[list[str]]] = []
-        self._cell: list[str] | None = None
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table":
-            self.tables.append([])
-        elif tag == "tr":
-            self.tables[-1].append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self.tables[-1][-1].append(" ".join(" ".join(self._cell).split()))
-            self._cell = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def as_dicts(table: list[list[str]]) -> list[dict[str, str]]:
-    return [dict(zip(table[0], row)) for row in table[1:]]
 
 
 # --------------------------------------------------------------------------- tests

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from mnist_operator.core.summary import summarize
 from mnist_operator.tools import cli, compare, report
 from mnist_operator.tools.compare import rows_of, sweeps_of
+from tests.harness.html_tables import Tables, as_dicts
 
 DATA = Path(__file__).parent / "data" / "results-demo"
 EVIL = '<script>alert("x")</script> http://evil.invalid/a.png'
@@ -82,35 +82,6 @@ def sweep_status(objective: str = "throughput") -> dict:
             "verdicts": [{"point": other["name"], **verdict}]}
 
 
-class Tables(HTMLParser):
-    """Every table of a page: its rows of cell texts (the header row first)."""
-
-    def __init__(self, text: str):
-        super().__init__()
-        self.tables: list[list[list[str]]] = []
-        self._cell: list[str] | None = None
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table":
-            self.tables.append([])
-        elif tag == "tr":
-            self.tables[-1].append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self.tables[-1][-1].append(" ".join(" ".join(self._cell).split()))
-            self._cell = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def as_dicts(table: list[list[str]]) -> list[dict[str, str]]:
-    return [dict(zip(table[0], row)) for row in table[1:]]
 
 
 # --------------------------------------------------------------------------- answers
