@@ -161,3 +161,22 @@ def test_mark_deleting_shows_on_the_next_read_only_for_that_child():
     jobs = {j["metadata"]["name"]: j for j in c.children(cr())["jobs"]}
     assert jobs["a"]["metadata"]["deletionTimestamp"].endswith("Z")
     assert "deletionTimestamp" not in jobs["b"]["metadata"]
+
+
+def test_a_sweeps_points_come_from_an_index_that_follows_their_label():
+    def point(name: str, sweep: str | None, version: str = "1") -> dict:
+        labels = {"mnist.serving.dev/sweep": sweep} if sweep else {}
+        return {"apiVersion": "mnist.serving.dev/v1alpha1", "kind": "MnistServing",
+                "metadata": {"name": name, "namespace": "ns", "resourceVersion": version,
+                             "labels": labels}, "spec": {}}
+    c = ClusterCache()
+    for body in (point("s-b", "s"), point("s-a", "s"), point("alone", None), point("t-a", "t")):
+        c.put_resource(body)
+    c.put_resource({**point("s-a", "s"), "metadata": {**point("s-a", "s")["metadata"],
+                                                      "namespace": "other"}})
+    assert [b["metadata"]["name"] for b in c.sweep_points("ns", "s")] == ["s-a", "s-b"]
+    c.put_resource(point("s-b", "t", version="2"))          # relabelled: moves with its label
+    assert [b["metadata"]["name"] for b in c.sweep_points("ns", "s")] == ["s-a"]
+    assert [b["metadata"]["name"] for b in c.sweep_points("ns", "t")] == ["s-b", "t-a"]
+    c.drop_resource("ns", "s-a")
+    assert c.sweep_points("ns", "s") == [] and len(c.sweep_points("other", "s")) == 1

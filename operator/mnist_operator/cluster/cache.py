@@ -25,6 +25,7 @@ import threading
 from datetime import datetime, timezone
 
 from mnist_operator.core.builders import LABEL_INSTANCE, instance_label
+from mnist_operator.core.sweep import LABEL_SWEEP
 
 #: kind -> the key of observe's dict it feeds (lists for Jobs and Pods, one object otherwise).
 KINDS = {"Job": "jobs", "Pod": "pods", "Deployment": "deployment", "Service": "service",
@@ -103,6 +104,9 @@ class ClusterCache:
         self._node_labels: dict[str, dict[str, str]] = {}
         #: (namespace, name) -> the MnistServingSweep body
         self._sweeps: dict[tuple[str, str], _Kept] = {}
+        #: (namespace, name) of a sweep's point -> its sweep label, and the reverse index
+        self._sweep_of: dict[tuple[str, str], str] = {}
+        self._points: dict[tuple[str, str], set[str]] = {}
 
     # ---------------------------------------------------------------- resources
     def put_resource(self, body: dict) -> bool:
@@ -116,7 +120,17 @@ class ClusterCache:
             self._resources[key] = _Kept(
                 {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}})
             self._by_label[(key[0], instance_label(key[1]))] = key[1]
+            self._index_point(key, (meta.get("labels") or {}).get(LABEL_SWEEP))
             return True
+
+    def _index_point(self, key: tuple[str, str], sweep: str | None) -> None:
+        """Keep the sweep index in step with the resource's sweep label (lock held)."""
+        old = self._sweep_of.pop(key, None)
+        if old is not None:
+            self._points.get((key[0], old), set()).discard(key[1])
+        if sweep is not None:
+            self._sweep_of[key] = sweep
+            self._points.setdefault((key[0], sweep), set()).add(key[1])
 
     def drop_resource(self, namespace: str, name: str) -> None:
         label = (namespace, instance_label(name))
@@ -124,19 +138,20 @@ class ClusterCache:
             self._resources.pop((namespace, name), None)
             self._by_label.pop(label, None)
             self._children.pop(label, None)
+            self._index_point((namespace, name), None)
 
     def resource(self, namespace: str, name: str) -> dict | None:
         with self._lock:
             kept = self._resources.get((namespace, name))
         return kept.load() if kept is not None else None
 
-    def resources_labelled(self, namespace: str, key: str, value: str) -> list[dict]:
-        """The MnistServings of ``namespace`` whose label ``key`` is ``value`` (a sweep's
-        points): a scan of the namespace's bodies, cheap beside a pass's API calls."""
+    def sweep_points(self, namespace: str, sweep_label: str) -> list[dict]:
+        """The MnistServings of ``namespace`` labelled as points of the sweep whose label
+        value is ``sweep_label`` (an index: only their bodies are decoded)."""
         with self._lock:
-            kept = [k for (ns, _), k in self._resources.items() if ns == namespace]
-        bodies = [k.load() for k in kept]
-        return [b for b in bodies if (b["metadata"].get("labels") or {}).get(key) == value]
+            kept = [self._resources[(namespace, name)]
+                    for name in sorted(self._points.get((namespace, sweep_label), ()))]
+        return [k.load() for k in kept]
 
     # ---------------------------------------------------------------- sweeps
     def put_sweep(self, body: dict) -> bool:

@@ -213,8 +213,7 @@ class Operator:
         if sweep is None or sweep["metadata"].get("deletionTimestamp"):
             return None
         uid = sweep["metadata"].get("uid")
-        points = [c for c in self.cache.resources_labelled(
-                      namespace, LABEL_SWEEP, builders.instance_label(name))
+        points = [c for c in self.cache.sweep_points(namespace, builders.instance_label(name))
                   if any(o.get("uid") == uid for o in c["metadata"].get("ownerReferences") or [])]
         decision = reconcile_sweep(sweep, points, datetime.now(timezone.utc))
         self.apply_sweep(decision, sweep)
