@@ -687,7 +687,7 @@ CROSS_FIELD_RULES: list[Rule] = [
 
 # --------------------------------------------------------------------------- parse
 @functools.lru_cache(maxsize=None)   # the spec's dataclasses: resolving their hints is dear
-def _hints(cls: type) -> dict[str, Any]:
+def type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
@@ -701,7 +701,7 @@ def _parse(cls: type, data: Any, path: str, errors: list[str]) -> Any:
     if not isinstance(data, dict):
         errors.append(f"{path}: must be an object")
         return cls()
-    hints = _hints(cls)
+    hints = type_hints(cls)
     known = {camel(fl.name): fl for fl in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
@@ -840,7 +840,7 @@ def _explain(rule: Rule, spec: MnistServingSpec) -> str:
 def operator_default_paths() -> list[tuple[str, ...]]:
     """camelCase paths under spec of every ``operatorDefault`` field."""
     def walk(cls: type, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
-        hints, out = _hints(cls), []
+        hints, out = type_hints(cls), []
         for fl in dataclasses.fields(cls):
             path = prefix + (camel(fl.name),)
             if fl.metadata.get("operatorDefaultSection"):  # one variable for the section
@@ -859,7 +859,7 @@ def _merge(cls: type, data: Any, defaults: dict) -> Any:
     if not isinstance(data, dict):
         return data  # parse reports the wrong type
     out = dict(data)
-    hints = _hints(cls)
+    hints = type_hints(cls)
     for fl in dataclasses.fields(cls):
         key = camel(fl.name)
         if key not in defaults or defaults[key] is None:

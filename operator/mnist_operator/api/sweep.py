@@ -16,7 +16,6 @@ import hashlib
 import itertools
 import json
 import re
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,10 +72,6 @@ class Point:
 
 
 # --------------------------------------------------------------------------- axis fields
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def field_of(path: str) -> dataclasses.Field | None:
     """The MnistServing spec field at a camelCase dotted path, None when there is none.
     A path must end at a value (not at a section: sweep one field of it instead)."""
@@ -89,7 +84,7 @@ def field_of(path: str) -> dataclasses.Field | None:
         fl = by_name.get(part)
         if fl is None:
             return None
-        cls = _hints(cls)[fl.name]
+        cls = S.type_hints(cls)[fl.name]
     return None if dataclasses.is_dataclass(cls) else fl
 
 
@@ -100,7 +95,7 @@ def sweepable_fields() -> list[str]:
     def walk(cls: type, prefix: str) -> None:
         for fl in dataclasses.fields(cls):
             name = prefix + (fl.metadata.get("name") or S.camel(fl.name))
-            tp = _hints(cls)[fl.name]
+            tp = S.type_hints(cls)[fl.name]
             if dataclasses.is_dataclass(tp):
                 walk(tp, name + ".")
             else:
