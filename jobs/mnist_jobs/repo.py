@@ -21,8 +21,11 @@ the top-level ``model_repo/`` of a source checkout.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -182,32 +185,60 @@ def write_seed_bls(root: Path, out: Path, context: dict) -> None:
     shutil.copy2(root / "mnist_bls" / "model.py", version / "model.py")
 
 
-def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_size: int,
-                     instances: int, instance_kind: str, preferred: list[int],
-                     max_queue_delay_us: int, cpu_only: bool, ort_threads: int = 0,
-                     overrides: dict[str, dict[str, Any]] | None = None) -> dict:
-    onnx = artifacts / "model.onnx"
-    plan = artifacts / "model.plan"
-    torchscript = artifacts / "model.ts"
-    if not onnx.is_file():
-        raise InputError("--artifacts", f"{onnx} not found (run the export stage first)")
-    overrides = overrides or {}
-    base = dict(max_batch_size=max_batch_size, instances=instances, instance_kind=instance_kind,
-                preferred_batch_sizes=preferred, max_queue_delay_us=max_queue_delay_us)
-    notes: list[str] = []
-    _model_settings(base, {}, "every model", notes)   # the shared flags alone must be valid
-    unknown = sorted(set(overrides) - set(models))
-    if unknown:
-        raise InputError("--override", f"{', '.join(unknown)} is not in --models")
+@dataclass(frozen=True)
+class RepoConfig:
+    """One repository to write, parsed once and checked in one place: a refusal names
+    its flag. ``overrides`` gives one model its own settings (the closed loop's best)."""
+    artifacts: Path
+    out: Path
+    models: Sequence[str]
+    max_batch_size: int
+    instances: int
+    instance_kind: str
+    preferred_batch_sizes: Sequence[int]
+    max_queue_delay_us: int
+    cpu_only: bool = False
+    ort_threads: int = 0
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    left_out: dict[str, str] = {}
-    selected = list(models)
-    if "mnist_trt" in selected and not plan.is_file():
-        selected.remove("mnist_trt")
-        left_out["mnist_trt"] = f"no TensorRT engine ({plan.name} not in artifacts)"
-    if "mnist_pt" in selected and not torchscript.is_file():
-        selected.remove("mnist_pt")
-        left_out["mnist_pt"] = f"no TorchScript file ({torchscript.name} not in artifacts)"
+    def __post_init__(self) -> None:
+        _model_settings(self.shared, {}, "every model", [])  # the shared flags alone must be valid
+        unknown = sorted(set(self.overrides) - set(self.models))
+        if unknown:
+            raise InputError("--override", f"{', '.join(unknown)} is not in --models")
+
+    @classmethod
+    def from_args(cls, a: argparse.Namespace) -> RepoConfig:
+        return cls(a.artifacts, a.out, parse_models(a.models), a.max_batch_size, a.instances,
+                   a.instance_kind, parse_int_list("--preferred-batch-sizes", a.preferred_batch_sizes),
+                   a.max_queue_delay_us, a.cpu_only, a.ort_threads, parse_overrides(a.override))
+
+    @property
+    def shared(self) -> dict[str, Any]:
+        """The settings every model has unless overridden."""
+        return dict(max_batch_size=self.max_batch_size, instances=self.instances,
+                    instance_kind=self.instance_kind,
+                    preferred_batch_sizes=list(self.preferred_batch_sizes),
+                    max_queue_delay_us=self.max_queue_delay_us)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which models the repository serves, and why any asked for are not."""
+    models: list[str]
+    downstream: str | None                  # what mnist_bls forwards to, if it is served
+    left_out: dict[str, str]
+    notes: list[str]
+
+
+def select_models(cfg: RepoConfig) -> Selection:
+    artifacts = {"mnist_trt": ("model.plan", "no TensorRT engine"),
+                 "mnist_pt": ("model.ts", "no TorchScript file")}
+    selected, left_out, notes = list(cfg.models), {}, []
+    for model, (name, missing) in artifacts.items():
+        if model in selected and not (cfg.artifacts / name).is_file():
+            selected.remove(model)
+            left_out[model] = f"{missing} ({name} not in artifacts)"
     downstream = None
     if "mnist_bls" in selected:
         downstream = next((m for m in BLS_DOWNSTREAM if m in selected), "mnist_onnx")
@@ -215,69 +246,92 @@ def build_repository(artifacts: Path, out: Path, models: list[str], max_batch_si
             selected.insert(0, downstream)
             notes.append(f"added {downstream}: mnist_bls calls it")
     selected.sort(key=MODELS.index)
+    return Selection(selected, downstream, left_out, notes)
 
-    own = {m: overrides.get(m, {}) for m in selected}
+
+def settings_of(cfg: RepoConfig, chosen: Selection) -> dict[str, dict[str, Any]]:
+    """Each served model's batching and instances, the BLS model fitted to its downstream."""
+    own = {m: dict(cfg.overrides.get(m, {})) for m in chosen.models}
+    downstream, notes = chosen.downstream, chosen.notes
     if downstream and "instances" in own[downstream] and "instances" not in own["mnist_bls"]:
         # each BLS instance is one stub forwarding to the downstream: with fewer of them
         # than the downstream has, the BLS model caps what the tuned downstream serves
         tuned = own[downstream]["instances"]
-        own["mnist_bls"] = {**own["mnist_bls"], "instances": tuned}
+        own["mnist_bls"]["instances"] = tuned
         notes.append(f"mnist_bls: {tuned} instances, as many as {downstream} it forwards to")
-    settings = {m: _model_settings(base, own[m], m, notes) for m in selected}
+    settings = {m: _model_settings(cfg.shared, own[m], m, notes) for m in chosen.models}
     if downstream and settings["mnist_bls"]["max_batch_size"] > settings[downstream]["max_batch_size"]:
         limit = settings[downstream]["max_batch_size"]
         settings["mnist_bls"] = _model_settings(
-            base, {**own["mnist_bls"], "max_batch_size": limit}, "mnist_bls", notes)
+            cfg.shared, {**own["mnist_bls"], "max_batch_size": limit}, "mnist_bls", notes)
         notes.append(f"mnist_bls: max_batch_size lowered to {limit}, the max_batch_size of "
                      f"{downstream} it forwards whole batches to")
+    return settings
 
+
+#: What each model's version directory holds: (artifact, its name there), and the
+#: python-backend model.py that serves it when the repository is --cpu-only.
+MODEL_FILES = {"mnist_onnx": ("model.onnx", "model.onnx"),
+               "mnist_trt": ("model.plan", "model.plan"),
+               "mnist_pt": ("model.ts", "model.pt")}  # model.pt: the PyTorch backend's default
+
+
+def write_model(cfg: RepoConfig, root: Path, model: str, context: dict[str, Any]) -> None:
+    version = cfg.out / model / "1"
+    version.mkdir(parents=True)
+    (cfg.out / model / "config.pbtxt").write_text(render_config(root, model, context))
+    if model in MODEL_FILES:
+        source, name = MODEL_FILES[model]
+        shutil.copy2(cfg.artifacts / source, version / name)
+    if model == "mnist_bls" or (cfg.cpu_only and model != "mnist_trt"):
+        shutil.copy2(root / model / "model.py", version / "model.py")
+    if model == "mnist_bls":
+        write_seed_bls(root, cfg.out, dict(context, instances=1))
+
+
+def build_repository(cfg: RepoConfig) -> dict:
+    if not (cfg.artifacts / "model.onnx").is_file():
+        raise InputError("--artifacts", f"{cfg.artifacts / 'model.onnx'} not found "
+                                        "(run the export stage first)")
+    chosen = select_models(cfg)
+    settings = settings_of(cfg, chosen)
     root = templates_dir()
-    out.mkdir(parents=True, exist_ok=True)
+    cfg.out.mkdir(parents=True, exist_ok=True)
     for model in (*MODELS, SEED_BLS_NAME):  # a stale model (an old mnist_trt) must not be served
-        shutil.rmtree(out / model, ignore_errors=True)
-    for model in selected:
+        shutil.rmtree(cfg.out / model, ignore_errors=True)
+    for model in chosen.models:
         s = settings[model]
-        context = dict(s, instance_kind=KINDS[s["instance_kind"]], cpu_only=cpu_only,
-                       ort_threads=ort_threads, downstream=downstream)
-        version = out / model / "1"
-        version.mkdir(parents=True)
-        (out / model / "config.pbtxt").write_text(render_config(root, model, context))
-        if model == "mnist_onnx":
-            shutil.copy2(onnx, version / "model.onnx")
-            if cpu_only:
-                shutil.copy2(root / "mnist_onnx" / "model.py", version / "model.py")
-        elif model == "mnist_trt":
-            shutil.copy2(plan, version / "model.plan")
-        elif model == "mnist_pt":   # model.pt: the PyTorch backend's default file name
-            shutil.copy2(torchscript, version / "model.pt")
-            if cpu_only:
-                shutil.copy2(root / "mnist_pt" / "model.py", version / "model.py")
-        elif model == "mnist_bls":
-            shutil.copy2(root / "mnist_bls" / "model.py", version / "model.py")
-            write_seed_bls(root, out, dict(context, instances=1))
+        write_model(cfg, root, model, dict(s, instance_kind=KINDS[s["instance_kind"]],
+                                           cpu_only=cfg.cpu_only, ort_threads=cfg.ort_threads,
+                                           downstream=chosen.downstream))
+    return describe_repository(cfg, chosen, settings)
+
+
+def describe_repository(cfg: RepoConfig, chosen: Selection,
+                        settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {
-        "modelRepo": str(out), "models": selected, "maxBatchSize": max_batch_size,
-        "instances": instances, "instanceKind": instance_kind,
-        "preferredBatchSizes": preferred, "maxQueueDelayUs": max_queue_delay_us,
-        "cpuOnly": cpu_only,
+        "modelRepo": str(cfg.out), "models": chosen.models, "maxBatchSize": cfg.max_batch_size,
+        "instances": cfg.instances, "instanceKind": cfg.instance_kind,
+        "preferredBatchSizes": list(cfg.preferred_batch_sizes),
+        "maxQueueDelayUs": cfg.max_queue_delay_us, "cpuOnly": cfg.cpu_only,
     }
-    if "mnist_onnx" in selected:
-        result["onnxBackend"] = ("python backend with ONNX Runtime (--cpu-only)" if cpu_only
+    if "mnist_onnx" in chosen.models:
+        result["onnxBackend"] = ("python backend with ONNX Runtime (--cpu-only)" if cfg.cpu_only
                                  else "onnxruntime_onnx")
-    if "mnist_pt" in selected:
-        result["pytorchBackend"] = ("python backend with torch (--cpu-only)" if cpu_only
+    if "mnist_pt" in chosen.models:
+        result["pytorchBackend"] = ("python backend with torch (--cpu-only)" if cfg.cpu_only
                                     else "pytorch_libtorch")
-    if downstream:
-        result["blsDownstream"] = downstream
+    if chosen.downstream:
+        result["blsDownstream"] = chosen.downstream
         result["aliases"] = {SEED_BLS_NAME: "mnist_bls"}
-    if overrides:
-        result["overrides"] = {m: describe_override(v) for m, v in sorted(overrides.items())}
-        result["configs"] = {m: describe_override(settings[m]) for m in selected
-                             if settings[m] != base}
-    if left_out:
-        result["leftOut"] = left_out
-    if notes:
-        result["notes"] = notes
+    if cfg.overrides:
+        result["overrides"] = {m: describe_override(v) for m, v in sorted(cfg.overrides.items())}
+        result["configs"] = {m: describe_override(settings[m]) for m in chosen.models
+                             if settings[m] != cfg.shared}
+    if chosen.left_out:
+        result["leftOut"] = chosen.left_out
+    if chosen.notes:
+        result["notes"] = chosen.notes
     return result
 
 
@@ -307,15 +361,7 @@ def parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser()
-
-    def body(a):
-        return build_repository(a.artifacts, a.out, parse_models(a.models), a.max_batch_size,
-                                a.instances, a.instance_kind,
-                                parse_int_list("--preferred-batch-sizes", a.preferred_batch_sizes),
-                                a.max_queue_delay_us, a.cpu_only, a.ort_threads,
-                                parse_overrides(a.override))
-    return run_stage("repo", p, body, argv)
+    return run_stage("repo", parser(), lambda a: build_repository(RepoConfig.from_args(a)), argv)
 
 
 if __name__ == "__main__":

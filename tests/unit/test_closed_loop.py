@@ -89,12 +89,17 @@ def parse(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
+def build(artifacts, out, models, cpu_only, overrides, preferred=(32, 64)):
+    """The repo stage with max batch 128, one instance of kind auto, delay 100 us."""
+    return repo.build_repository(repo.RepoConfig(artifacts, out, models, 128, 1, "auto",
+                                                 list(preferred), 100, cpu_only, 0, overrides))
+
+
 def test_repo_override_gives_one_model_its_own_config(artifacts, tmp_path):
     out = tmp_path / "repo"
     overrides = repo.parse_overrides(
         ["onnx:instances=2,instance_kind=cpu,max_batch_size=64,preferred_batch_sizes=16,64"])
-    result = repo.build_repository(artifacts, out, ["mnist_onnx", "mnist_bls"], 128, 1, "auto",
-                                   [32, 64], 100, True, overrides=overrides)
+    result = build(artifacts, out, ["mnist_onnx", "mnist_bls"], True, overrides)
     onnx, bls = parse(out / "mnist_onnx" / "config.pbtxt"), parse(out / "mnist_bls" / "config.pbtxt")
     assert onnx.max_batch_size == 64
     assert list(onnx.dynamic_batching.preferred_batch_size) == [16, 64]
@@ -114,18 +119,16 @@ def test_repo_override_gives_one_model_its_own_config(artifacts, tmp_path):
 
 def test_repo_bls_keeps_its_own_instance_override(artifacts, tmp_path):
     out = tmp_path / "repo"
-    result = repo.build_repository(artifacts, out, ["mnist_onnx", "mnist_bls"], 128, 1, "auto",
-                                   [32, 64], 100, True, overrides=repo.parse_overrides(
-                                       ["onnx:instances=4", "bls:instances=3"]))
+    result = build(artifacts, out, ["mnist_onnx", "mnist_bls"], True,
+                   repo.parse_overrides(["onnx:instances=4", "bls:instances=3"]))
     assert parse(out / "mnist_onnx" / "config.pbtxt").instance_group[0].count == 4
     assert parse(out / "mnist_bls" / "config.pbtxt").instance_group[0].count == 3
     assert not any("as many as" in n for n in result.get("notes", []))
 
 
 def test_repo_override_drops_preferred_sizes_above_the_models_limit(artifacts, tmp_path):
-    result = repo.build_repository(artifacts, tmp_path / "r", ["mnist_onnx"], 128, 1, "auto",
-                                   [32, 64], 100, False,
-                                   overrides=repo.parse_overrides(["mnist_onnx:max_batch_size=32"]))
+    result = build(artifacts, tmp_path / "r", ["mnist_onnx"], False,
+                   repo.parse_overrides(["mnist_onnx:max_batch_size=32"]))
     cfg = parse(tmp_path / "r" / "mnist_onnx" / "config.pbtxt")
     assert cfg.max_batch_size == 32 and list(cfg.dynamic_batching.preferred_batch_size) == [32]
     assert "preferred batch sizes [64] dropped" in result["notes"][0]
@@ -147,11 +150,11 @@ def test_repo_override_bad_input_names_the_flag(text, field):
 
 def test_repo_override_values_are_checked_like_the_flags(artifacts, tmp_path):
     with pytest.raises(repo.InputError, match=r"^--override mnist_onnx:instances: must be >= 1"):
-        repo.build_repository(artifacts, tmp_path / "r", ["mnist_onnx"], 128, 1, "auto", [], 100,
-                              False, overrides=repo.parse_overrides(["onnx:instances=0"]))
+        build(artifacts, tmp_path / "r", ["mnist_onnx"], False,
+              repo.parse_overrides(["onnx:instances=0"]), preferred=[])
     with pytest.raises(repo.InputError, match="^--override: mnist_bls is not in --models"):
-        repo.build_repository(artifacts, tmp_path / "r", ["mnist_onnx"], 128, 1, "auto", [], 100,
-                              False, overrides=repo.parse_overrides(["bls:instances=2"]))
+        build(artifacts, tmp_path / "r", ["mnist_onnx"], False,
+              repo.parse_overrides(["bls:instances=2"]), preferred=[])
 
 
 def test_repo_cli_with_override_writes_the_result(artifacts, tmp_path, capsys):

@@ -19,9 +19,9 @@ def parse(path: Path) -> model_config_pb2.ModelConfig:
 
 def build(art, out, **kw):
     args = dict(models=["mnist_onnx", "mnist_trt", "mnist_bls"], max_batch_size=128, instances=2,
-                instance_kind="gpu", preferred=[32, 64], max_queue_delay_us=250, cpu_only=False)
+                instance_kind="gpu", preferred_batch_sizes=[32, 64], max_queue_delay_us=250)
     args.update(kw)
-    return repo.build_repository(art, out, **args)
+    return repo.build_repository(repo.RepoConfig(art, out, **args))
 
 
 def check_io(cfg, max_batch):
@@ -111,7 +111,7 @@ def test_bls_alone_pulls_in_its_downstream_and_stale_models_go(artifacts, tmp_pa
 
 def test_no_preferred_sizes(artifacts, tmp_path):
     out = tmp_path / "repo"
-    build(artifacts, out, preferred=[], models=["mnist_onnx"])
+    build(artifacts, out, preferred_batch_sizes=[], models=["mnist_onnx"])
     cfg = parse(out / "mnist_onnx" / "config.pbtxt")
     assert cfg.HasField("dynamic_batching") and list(cfg.dynamic_batching.preferred_batch_size) == []
 
