@@ -3,7 +3,10 @@ with a message naming the field, and `mnist-serving render` refuses the same
 file (exit 2, one line naming the same field), so client and server agree.
 
 Each case is one fault on top of a small valid resource. The server side goes
-through `kubectl create` (strict field validation, as a user applies a file).
+through `kubectl create` (strict field validation, as a user applies a file), from
+the same YAML text render reads: a plain `1e3` is a number to kubectl, so it must
+be one to render too. Where a person needs to be told what to write, both answers
+carry the same words (WORDS), never a regular expression.
 """
 from __future__ import annotations
 
@@ -40,6 +43,14 @@ def spec(**sections) -> dict:
     return {"spec": sections}
 
 
+def document(patch: dict | str) -> str:
+    """The resource as YAML text: VALID with the fault. A fault given as text is the
+    spec's own YAML, to write what a dict cannot say (an unquoted 1e3)."""
+    if isinstance(patch, str):
+        return yaml.safe_dump({k: v for k, v in VALID.items() if k != "spec"}) + patch
+    return yaml.safe_dump(with_fault(patch))
+
+
 # (id, patch, field path both sides must name)
 CASES = [
     # types
@@ -47,6 +58,10 @@ CASES = [
     ("enabled-not-bool", spec(tensorrt={"enabled": "yes"}), "spec.tensorrt.enabled"),
     ("models-not-list", spec(serving={"models": "onnx"}), "spec.serving.models"),
     ("learning-rate-number", spec(training={"learningRate": 0.01}), "spec.training.learningRate"),
+    # YAML 1.1 reads an unquoted 1e3 as a number (kubectl does): not a quantity string
+    ("storage-size-yaml-number", "spec:\n  storage:\n    size: 1e3\n", "spec.storage.size"),
+    ("cpu-bare-number", spec(resources={"train": {"requests": {"cpu": 2}}}),
+     "spec.resources.train.requests.cpu"),
     ("unknown-field", spec(training={"epoch": 2}), "spec.training.epoch"),
     # ranges
     ("epochs-zero", spec(training={"epochs": 0}), "spec.training.epochs"),
@@ -71,6 +86,9 @@ CASES = [
      "spec.images.triton"),
     ("image-bad-digest", spec(images={"sdk": "nvcr.io/nvidia/tritonserver@sha256:1234"}),
      "spec.images.sdk"),
+    ("image-uppercase-path", spec(images={"pytorch": "UPPER/Case:tag"}), "spec.images.pytorch"),
+    ("accuracy-tolerance-text", spec(serving={"accuracyTolerance": "abc"}),
+     "spec.serving.accuracyTolerance"),
     ("learning-rate-text", spec(training={"learningRate": "fast"}), "spec.training.learningRate"),
     ("storage-size", spec(storage={"size": "two gigs"}), "spec.storage.size"),
     ("run-id", spec(benchmark={"runId": "-nope-"}), "spec.benchmark.runId"),
@@ -120,6 +138,22 @@ CASES = [
 ]
 IDS = [c[0] for c in CASES]
 
+#: What both sides say, word for word, where a pattern or a type is refused.
+WORDS = {
+    "accuracy-tolerance-text": 'must be a decimal number between 0 and 1 written as a string, '
+                               'for example "0.02"',
+    "image-uppercase-path": "must be an image reference [registry[:port]/]path[:tag]"
+                            "[@sha256:digest] with a lowercase registry and path, for example "
+                            '"nvcr.io/nvidia/tritonserver:26.04-py3"',
+    "image-with-space": "must be an image reference",
+    "learning-rate-text": 'must be a decimal number above 0 written as a string, for example '
+                          '"0.0025"',
+    "storage-size": 'must be a Kubernetes quantity written as a string, for example "5Gi"',
+    "run-id": 'beginning and ending with a letter or digit, for example "run-2"',
+    "storage-size-yaml-number": "string",
+    "cpu-bare-number": "string",
+}
+
 
 @pytest.fixture(scope="module")
 def crd(control_plane, kubectl):
@@ -134,37 +168,63 @@ def crd(control_plane, kubectl):
     return CRD
 
 
-def render(doc: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([str(CLI), "render", "-"], input=yaml.safe_dump(doc),
+def render(text: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CLI), "render", "-"], input=text,
                           capture_output=True, text=True, timeout=60)
 
 
 def test_the_base_resource_is_valid_on_both_sides(crd, namespace, kubectl):
     out = kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(VALID))
     assert "created (server dry run)" in out
-    assert render(VALID).returncode == 0
+    assert render(yaml.safe_dump(VALID)).returncode == 0
+
+
+#: YAML spellings kubectl turns into the right JSON type: both sides accept them.
+SPELLINGS = """spec:
+  training:
+    epochs: 2.0          # a number with no fraction: JSON writes 2, an integer
+  tensorrt:
+    enabled: yes         # YAML 1.1's true
+  storage:
+    size: "1e3"          # quoted: the quantity 1000 as a string
+  resources:
+    train:
+      requests: {cpu: "2", memory: 1Gi}
+"""
+
+
+def test_yaml_spellings_kubectl_accepts_render_accepts_too(crd, namespace, kubectl):
+    text = document(SPELLINGS)
+    out = kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=text)
+    assert "created (server dry run)" in out
+    p = render(text)
+    assert p.returncode == 0, p.stderr
+    pvc = next(o for o in yaml.safe_load_all(p.stdout) if o and o["kind"] == "PersistentVolumeClaim")
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "1e3"
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_api_server_refuses_naming_the_field(crd, namespace, kubectl, case):
-    _, patch, field = case
-    p = kubectl.run("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(with_fault(patch)))
+    name, patch, field = case
+    p = kubectl.run("create", "-n", namespace, "-f", "-", input=document(patch))
     assert p.returncode != 0, f"the API server accepted it:\n{p.stdout}"
     error = p.stderr.strip()
     assert field in error, error
+    assert WORDS.get(name, "") in error and "should match" not in error, error
     # nothing was stored
     assert kubectl.json("get", "mnistservings", "-n", namespace)["items"] == []
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_render_refuses_with_one_line_naming_the_field(case):
-    _, patch, field = case
-    p = render(with_fault(patch))
+    name, patch, field = case
+    p = render(document(patch))
     assert p.returncode == 2, p.stdout[-2000:] + p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1, p.stderr
     assert lines[0].startswith("mnist-serving render: error: "), lines[0]
     assert f"{field}:" in lines[0] or f"{field}[" in lines[0], lines[0]
+    assert WORDS.get(name, "") in lines[0] and "^" not in lines[0], lines[0]
     assert p.stdout == ""
 
 

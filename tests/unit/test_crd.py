@@ -34,8 +34,31 @@ def cr(spec: dict, status: dict | None = None) -> dict:
     return out
 
 
+#: A string's own CEL rule: its pattern, refused in words (the API server runs it).
+FIELD_RULE = re.compile(r"^(self == '' \|\| )?self\.matches\(r'(.*)'\)$")
+
+
+def field_rules(node: dict) -> list[dict]:
+    """The rules a string carries about itself (cross-field rules sit on objects)."""
+    return node.get("x-kubernetes-validations", []) if node.get("type") == "string" else []
+
+
+def as_jsonschema(node):
+    """The schema with each string's matches() rule as the pattern it checks, so
+    jsonschema (which runs no CEL) refuses what the API server's rule refuses."""
+    if isinstance(node, list):
+        return [as_jsonschema(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: as_jsonschema(v) for k, v in node.items()}
+    for rule in field_rules(node):
+        empty_ok, pattern = FIELD_RULE.match(rule["rule"]).groups()
+        out["pattern"] = f"^$|{pattern}" if empty_ok else pattern
+    return out
+
+
 def is_valid(obj: dict) -> bool:
-    return jsonschema.Draft7Validator(schema()).is_valid(obj)
+    return jsonschema.Draft7Validator(as_jsonschema(schema())).is_valid(obj)
 
 
 # --------------------------------------------------------------------------- drift
@@ -191,14 +214,33 @@ def test_single_field_constraints_come_from_the_spec_metadata():
     assert spec["scheduling"]["properties"]["nodeSelector"]["maxProperties"] == 32
     toleration = spec["scheduling"]["properties"]["tolerations"]["items"]
     assert toleration["properties"]["operator"]["enum"] == ["Equal", "Exists"]
-    assert spec["images"]["properties"]["pytorch"]["pattern"] == S.IMAGE_PATTERN
+    # a pattern is a CEL rule whose message says in words what is expected
+    pytorch = spec["images"]["properties"]["pytorch"]
+    assert "pattern" not in pytorch
+    assert field_rules(pytorch) == [{"rule": f"self == '' || self.matches(r'{S.IMAGE_PATTERN}')",
+                                     "message": f"must be {S.IMAGE_WORDS}"}]
+    tolerance = spec["serving"]["properties"]["accuracyTolerance"]
+    assert field_rules(tolerance) == [{
+        "rule": f"self.matches(r'{S.DECIMAL_PATTERN}')",
+        "message": 'must be a decimal number between 0 and 1 written as a string, '
+                   'for example "0.02"'}]
+
+
+def test_every_pattern_is_a_rule_with_words_and_an_example():
+    rules = [(path, r) for path, node in _walk(schema()["properties"]["spec"], "spec")
+             for r in field_rules(node)]
+    # 4 images, 3 decimals, storage.size, runId, serviceAccountName, 8 x requests and limits
+    assert len(rules) == 4 + 3 + 1 + 1 + 1 + 8 * 2 * 2
+    for path, rule in rules:
+        assert FIELD_RULE.match(rule["rule"]), (path, rule)
+        assert "for example \"" in rule["message"] and "^" not in rule["message"], (path, rule)
 
 
 # --------------------------------------------------------------------------- CEL
 def test_every_cross_field_rule_is_placed_with_a_field_path():
     placed = []
     for path, node in _walk(schema()["properties"]["spec"], "spec"):
-        for v in node.get("x-kubernetes-validations", []):
+        for v in node.get("x-kubernetes-validations", []) if node.get("type") == "object" else []:
             placed.append((path, v))
             # fieldPath must name a real property below the rule's object
             target = node
@@ -231,10 +273,13 @@ def test_cel_rules_only_read_bounded_strings_and_lists():
 
 def test_cel_regexes_are_raw_strings():
     # CEL rejects '\.' in a quoted string; a raw string passes the regex as written.
-    for rule in S.CROSS_FIELD_RULES:
-        for literal in re.findall(r"(r?)'([^']*)'", rule.cel):
+    cels = [r.cel for r in S.CROSS_FIELD_RULES] + [
+        r["rule"] for _, node in _walk(schema()["properties"]["spec"], "spec")
+        for r in field_rules(node)]
+    for cel in cels:
+        for literal in re.findall(r"(r?)'([^']*)'", cel):
             if "\\" in literal[1]:
-                assert literal[0] == "r", rule.cel
+                assert literal[0] == "r", cel
 
 
 # --------------------------------------------------------------------------- objects against the schema

@@ -60,7 +60,7 @@ def test_all_variables_together_fill_a_spec():
     ("TOLERATIONS", '[{"kee": "gpu"}]', "MNIST_SERVING_DEFAULT_TOLERATIONS[0].kee: unknown field"),
     ("NODE_SELECTOR", "{nope", "MNIST_SERVING_DEFAULT_NODE_SELECTOR: not valid JSON"),
     ("NODE_SELECTOR", '{"gpu": true}', "MNIST_SERVING_DEFAULT_NODE_SELECTOR: must be a map of strings"),
-    ("IMAGE_TRITON", "Not An Image", "MNIST_SERVING_DEFAULT_IMAGE_TRITON: 'Not An Image' does not match"),
+    ("IMAGE_TRITON", "Not An Image", "MNIST_SERVING_DEFAULT_IMAGE_TRITON: must be an image reference"),
     ("IMAGE_PULL_POLICY", "Sometimes", "MNIST_SERVING_DEFAULT_IMAGE_PULL_POLICY: must be one of"),
 ])
 def test_a_bad_value_is_one_line_naming_the_variable(var, raw, message):

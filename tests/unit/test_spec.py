@@ -29,10 +29,15 @@ def test_empty_spec_gets_every_default():
 
 @pytest.mark.parametrize("spec, expected", [
     ({"training": {"epochs": -1}}, "spec.training.epochs: must be >= 1 (got -1)"),
-    ({"training": {"epochs": "two"}}, "spec.training.epochs: must be an integer"),
+    ({"training": {"epochs": "two"}}, 'spec.training.epochs: must be an integer (got the string "two")'),
     ({"training": {"epochs": True}}, "spec.training.epochs: must be an integer"),
     ({"training": {"learningRate": "0"}}, "spec.training.learningRate: must be > 0"),
-    ({"training": {"learningRate": "fast"}}, "spec.training.learningRate: 'fast' does not match"),
+    ({"training": {"learningRate": "fast"}},
+     'spec.training.learningRate: must be a decimal number above 0 written as a string, '
+     'for example "0.0025" (got "fast")'),
+    ({"serving": {"accuracyTolerance": "abc"}},
+     'spec.serving.accuracyTolerance: must be a decimal number between 0 and 1 written as a '
+     'string, for example "0.02" (got "abc")'),
     ({"training": {"momentum": "1.5"}}, "spec.training.momentum: must be < 1"),
     ({"tensorrt": {"optBatch": 512, "maxBatch": 256}}, "spec.tensorrt.optBatch: must be <= maxBatch (256)"),
     ({"tensorrt": {"minBatch": 8, "optBatch": 4}}, "spec.tensorrt.optBatch: must be >= minBatch (8)"),
@@ -51,11 +56,26 @@ def test_empty_spec_gets_every_default():
      "spec.serving.dynamicBatching.preferredBatchSizes: each must be <= serving.maxBatchSize (16)"),
     ({"serving": {"replicas": 2}}, "spec.serving.replicas: must be 1 with a ReadWriteOnce volume"),
     ({"images": {"pytorch": ""}}, "spec.images.pytorch: must not be empty"),
-    ({"images": {"triton": "Not An Image"}}, "spec.images.triton: 'Not An Image' does not match"),
-    ({"images": {"sdk": None, "stages": 3}}, "spec.images.stages: must be a string"),
+    ({"images": {"triton": "UPPER/Case:tag"}},
+     "spec.images.triton: must be an image reference [registry[:port]/]path[:tag][@sha256:digest] "
+     'with a lowercase registry and path, for example "nvcr.io/nvidia/tritonserver:26.04-py3" '
+     '(got "UPPER/Case:tag")'),
+    ({"images": {"sdk": None, "stages": 3}}, "spec.images.stages: must be an image reference"),
     ({"storage": {"existingClaim": "mine", "size": "1Gi"}},
      "spec.storage.existingClaim: existingClaim and size are mutually exclusive"),
-    ({"storage": {"size": "lots"}}, "spec.storage.size: 'lots' does not match"),
+    ({"storage": {"size": "lots"}},
+     'spec.storage.size: must be a Kubernetes quantity written as a string, for example "5Gi" '
+     '(got "lots")'),
+    # the API server refuses any JSON type but a string where the schema says string
+    ({"storage": {"size": 1000}},
+     'spec.storage.size: must be a Kubernetes quantity written as a string, for example "5Gi" '
+     '(got the number 1000)'),
+    ({"resources": {"train": {"requests": {"cpu": 2}}}},
+     'spec.resources.train.requests.cpu: must be a Kubernetes quantity written as a string, '
+     'for example "500m" or "2" (got the number 2)'),
+    ({"storage": {"storageClassName": True}},
+     "spec.storage.storageClassName: must be a string (got the boolean true)"),
+    ({"training": {"learningRate": ""}}, "spec.training.learningRate: must be a decimal number"),
     ({"storage": {"accessMode": "ReadWriteOncePod"}}, "spec.storage.accessMode: must be one of"),
     ({"benchmark": {"perfAnalyzer": {"concurrency": {"start": 10, "end": 2}}}},
      "spec.benchmark.perfAnalyzer.concurrency.end: must be >= concurrency.start (empty range): 10:2"),
@@ -74,7 +94,8 @@ def test_empty_spec_gets_every_default():
     ({"benchmark": {"perfAnalyzer": {"batchSize": 512}}},
      "spec.benchmark.perfAnalyzer.batchSize: must be <= serving.maxBatchSize"),
     ({"training": {"epoch": 3}}, "spec.training.epoch: unknown field"),
-    ({"serving": "all"}, "spec.serving: must be an object"),
+    ({"serving": "all"}, 'spec.serving: must be an object (got the string "all")'),
+    ({"tensorrt": {"enabled": "yes"}}, 'spec.tensorrt.enabled: must be true or false (got the string "yes")'),
     ({"scheduling": {"nodeSelector": {"a": 1}}}, "spec.scheduling.nodeSelector: must be a map of strings"),
 ])
 def test_bad_spec_names_the_field(spec, expected):
@@ -155,7 +176,7 @@ def test_merge_leaves_its_inputs_alone_and_bad_shapes_to_parse():
     merge_defaults(data, SITE)
     assert data == {"serving": {"cpuOnly": True}} and SITE["serving"] == {"gpus": 2}
     assert merge_defaults("oops", SITE) == "oops"
-    assert "spec.serving: must be an object" in errors_of({"serving": "all"})
+    assert errors_of({"serving": "all"}) == ['spec.serving: must be an object (got the string "all")']
     # a None section or field counts as left out, as parse_spec treats it
     assert merge_defaults({"images": None, "serving": {"gpus": None}}, SITE)["serving"]["gpus"] == 2
 

@@ -67,7 +67,8 @@ def test_a_point_keeps_its_name_when_values_are_added_or_axes_reordered():
     ([{"field": "serving", "values": [{}]}],
      "spec.axes[0].field: 'serving' names no MnistServing spec field"),
     ([{"field": "serving.instances", "values": [1, "two"]}],
-     'spec.axes[0].values[1]: "two" for serving.instances: must be an integer'),
+     'spec.axes[0].values[1]: "two" for serving.instances: must be an integer '
+     '(got the string "two")'),
     ([{"field": "serving.instances", "values": [0]}],
      "spec.axes[0].values[0]: 0 for serving.instances: must be >= 1 (got 0)"),
     ([{"field": "serving.instances", "values": [2, 2]}],

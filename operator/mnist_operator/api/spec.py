@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable
 
+import yaml
+
 GROUP = "mnist.serving.dev"
 VERSION = "v1alpha1"
 KIND = "MnistServing"
@@ -72,6 +74,12 @@ LABEL_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
                      + _LABEL_NAME + "$")
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
 
+# What each pattern asks for, in words with an example: a refusal a person can act on
+# (the API server's CEL message and parse_spec's), never the regular expression.
+IMAGE_WORDS = ("an image reference [registry[:port]/]path[:tag][@sha256:digest] with a "
+               "lowercase registry and path, for example \"nvcr.io/nvidia/tritonserver:26.04-py3\"")
+QUANTITY_WORDS = "a Kubernetes quantity written as a string, for example {}"
+
 
 class SpecError(ValueError):
     """Invalid spec; ``errors`` lists ``"spec.path: message"`` strings."""
@@ -85,12 +93,15 @@ def f(default: Any = dataclasses.MISSING, *, desc: str, factory: Callable[[], An
       **schema: Any) -> Any:
     """A dataclass field carrying its OpenAPI schema bits in ``metadata``.
 
-    schema keys: enum, minimum, maximum, pattern, minLength, maxLength,
-    minItems, maxItems, itemsEnum, itemsMinimum, listType, name (camelCase
+    schema keys: enum, minimum, maximum, pattern (with expect: what it asks for
+    in words, with an example; refusals say that, never the pattern), minLength,
+    maxLength, minItems, maxItems, itemsEnum, itemsMinimum, listType, name (camelCase
     override), noDefault (leave ``default`` out of the CRD), operatorDefaultSection
     (a section the operator defaults as a whole, from one variable), operatorDefault
     (an operator-wide default: noDefault, and the description says so).
     """
+    if "pattern" in schema and not schema.get("expect"):
+        raise TypeError("a pattern needs its expect words")   # a bug in this module
     if schema.get("operatorDefault"):
         schema["noDefault"] = True
         builtin = factory() if factory is not None else default
@@ -114,16 +125,16 @@ class Images:
     """Container images. Stage code runs inside stock NGC images; the stages
     image (the operator image) only delivers the mnist_jobs package through an
     init container that copies it into an emptyDir on PYTHONPATH."""
-    pytorch: str = f("nvcr.io/nvidia/pytorch:26.04-py3", pattern=IMAGE_PATTERN, minLength=1,
+    pytorch: str = f("nvcr.io/nvidia/pytorch:26.04-py3", pattern=IMAGE_PATTERN, expect=IMAGE_WORDS, minLength=1,
                      maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
                      desc="Image for train, export and engine (needs torch, onnx, TensorRT).")
-    triton: str = f("nvcr.io/nvidia/tritonserver:26.04-py3", pattern=IMAGE_PATTERN, minLength=1,
+    triton: str = f("nvcr.io/nvidia/tritonserver:26.04-py3", pattern=IMAGE_PATTERN, expect=IMAGE_WORDS, minLength=1,
                     maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
                     desc="Triton Inference Server image for repo, serving and the analyze sidecar.")
-    sdk: str = f("nvcr.io/nvidia/tritonserver:26.04-py3-sdk", pattern=IMAGE_PATTERN, minLength=1,
+    sdk: str = f("nvcr.io/nvidia/tritonserver:26.04-py3-sdk", pattern=IMAGE_PATTERN, expect=IMAGE_WORDS, minLength=1,
                  maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
                  desc="Triton SDK image (perf_analyzer, model-analyzer) for bench and analyze.")
-    stages: str = f("ghcr.io/mnist-serving/operator:0.1.0", pattern=IMAGE_PATTERN, minLength=1,
+    stages: str = f("ghcr.io/mnist-serving/operator:0.1.0", pattern=IMAGE_PATTERN, expect=IMAGE_WORDS, minLength=1,
                     maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
                     desc="Image holding the mnist_jobs stage package (the operator image); "
                          "an init container copies it into each stage pod.")
@@ -148,9 +159,13 @@ class Training:
     epochs: int = f(2, minimum=1, maximum=1000, desc="Training epochs.")
     batch_size: int = f(64, minimum=1, maximum=65536, desc="Training mini-batch size.")
     learning_rate: str = f("0.0025", pattern=DECIMAL_PATTERN, maxLength=32,
+                           expect="a decimal number above 0 written as a string, "
+                                  "for example \"0.0025\"",
                            desc="SGD learning rate as a decimal string (the Kubernetes API "
                                 "avoids floats), e.g. \"0.0025\"; must be > 0.")
     momentum: str = f("0.9", pattern=DECIMAL_PATTERN, maxLength=32,
+                      expect="a decimal number from 0 up to (not including) 1 written as a "
+                             "string, for example \"0.9\"",
                       desc="SGD momentum as a decimal string, 0 <= momentum < 1.")
     seed: int = f(1, minimum=0, maximum=2147483647, desc="Random seed.")
     dataset: Dataset = f(factory=Dataset, desc="Where MNIST comes from.")
@@ -212,6 +227,8 @@ class Serving:
                                   "backend, for Triton builds without the onnxruntime and pytorch "
                                   "backends.")
     accuracy_tolerance: str = f("0.01", pattern=DECIMAL_PATTERN, maxLength=32,
+                                expect="a decimal number between 0 and 1 written as a string, "
+                                       "for example \"0.02\"",
                                 desc="Accuracy guard: the largest drop in held-out accuracy a served "
                                      "model may show against PyTorch's (0.01 = one point); a model "
                                      "below it turns AccuracyWithinTolerance False and the closed "
@@ -222,6 +239,7 @@ class Serving:
 class Storage:
     """The model volume holding the work directory (artifacts, repo, results)."""
     size: str = f("", pattern=QUANTITY_PATTERN + "|^$", maxLength=32, noDefault=True,
+                  expect=QUANTITY_WORDS.format('"5Gi"'),
                   desc="PVC size (default 2Gi); must be empty with existingClaim.")
     storage_class_name: str = f("", maxLength=253, noDefault=True,
                                 desc="StorageClass of the PVC; empty uses the cluster default.")
@@ -328,6 +346,8 @@ class Slo:
 class Benchmark:
     """perf_analyzer and model-analyzer."""
     run_id: str = f("", pattern=RUN_ID_PATTERN + "|^$", maxLength=63, noDefault=True,
+                    expect="letters, digits, '-', '_' or '.', beginning and ending with a "
+                           "letter or digit, for example \"run-2\"",
                     desc="Change to re-benchmark (and re-analyze) without retraining.")
     perf_analyzer: PerfAnalyzer = f(factory=PerfAnalyzer, desc="perf_analyzer sweep.")
     model_analyzer: ModelAnalyzer = f(factory=ModelAnalyzer, desc="model-analyzer profile.")
@@ -359,6 +379,9 @@ class Scheduling:
                               "pods are pinned to it (TensorRT plans only load on the GPU type "
                               "they were built on).")
     service_account_name: str = f("", pattern=DNS_SUBDOMAIN_PATTERN + "|^$", maxLength=253,
+                                  expect="a DNS subdomain name (lowercase letters, digits, '-' "
+                                         "and '.', beginning and ending with a letter or digit), "
+                                         "for example \"mnist-runner\"",
                                   noDefault=True,
                                   desc="ServiceAccount of the stage and Triton pods (it must "
                                        "exist); empty: the operator creates <name>-runner. "
@@ -369,8 +392,10 @@ class Scheduling:
 class Quantities:
     """cpu and memory, as Kubernetes quantities; empty takes the default."""
     cpu: str = f("", pattern=QUANTITY_PATTERN + "|^$", maxLength=32, noDefault=True,
+                 expect=QUANTITY_WORDS.format('"500m" or "2"'),
                  desc="CPU, e.g. 500m or 2; must be > 0.")
     memory: str = f("", pattern=QUANTITY_PATTERN + "|^$", maxLength=32, noDefault=True,
+                    expect=QUANTITY_WORDS.format('"512Mi" or "4Gi"'),
                     desc="Memory, e.g. 512Mi or 4Gi; must be > 0.")
 
 
@@ -699,7 +724,7 @@ def _parse(cls: type, data: Any, path: str, errors: list[str]) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        errors.append(f"{path}: must be an object")
+        errors.append(f"{path}: must be an object (got {json_kind(data)})")
         return cls()
     hints = type_hints(cls)
     known = {camel(fl.name): fl for fl in dataclasses.fields(cls)}
@@ -726,22 +751,24 @@ def _value(tp: Any, fl: dataclasses.Field, raw: Any, path: str, errors: list[str
         return _parse(tp, raw, path, errors)
     if tp is bool:
         if not isinstance(raw, bool):
-            errors.append(f"{path}: must be a boolean")
+            errors.append(f"{path}: must be true or false (got {json_kind(raw)})")
             return _BAD
         return raw
     if tp is int:
         if isinstance(raw, bool) or not isinstance(raw, int):
-            errors.append(f"{path}: must be an integer")
+            errors.append(f"{path}: must be an integer (got {json_kind(raw)})")
             return _BAD
         return raw
     if tp is str:
         if not isinstance(raw, str):
-            errors.append(f"{path}: must be a string")
+            # the API server refuses any other JSON type here, a number included
+            errors.append(f"{path}: must be {fl.metadata.get('expect') or 'a string'} "
+                          f"(got {json_kind(raw)})")
             return _BAD
         return raw
     if tp is list or typing.get_origin(tp) is list:
         if not isinstance(raw, list):
-            errors.append(f"{path}: must be a list")
+            errors.append(f"{path}: must be a list (got {json_kind(raw)})")
             return _BAD
         item = fl.metadata.get("itemType", str)
         out = []
@@ -750,19 +777,32 @@ def _value(tp: Any, fl: dataclasses.Field, raw: Any, path: str, errors: list[str
             if _is_dc(item):
                 out.append(_parse(item, v, p, errors))
             elif item is int and (isinstance(v, bool) or not isinstance(v, int)):
-                errors.append(f"{p}: must be an integer")
+                errors.append(f"{p}: must be an integer (got {json_kind(v)})")
             elif item is str and not isinstance(v, str):
-                errors.append(f"{p}: must be a string")
+                errors.append(f"{p}: must be a string (got {json_kind(v)})")
             else:
                 out.append(v)
         return out
     if tp is dict or typing.get_origin(tp) is dict:
         if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                 for k, v in raw.items()):
-            errors.append(f"{path}: must be a map of strings")
+            errors.append(f"{path}: must be a map of strings to strings (got {json_kind(raw)})")
             return _BAD
         return dict(raw)
     raise TypeError(f"unsupported field type {tp!r} at {path}")  # a bug in this module
+
+
+def json_kind(raw: Any) -> str:
+    """A value as a person would name its JSON type: 'the number 1000', 'a list'."""
+    if isinstance(raw, bool):
+        return f"the boolean {json.dumps(raw)}"
+    if isinstance(raw, (int, float)):
+        return f"the number {raw}"
+    if isinstance(raw, str):
+        return f"the string {json.dumps(raw if len(raw) <= 40 else raw[:37] + '...')}"
+    if isinstance(raw, dict):
+        return "an object"
+    return "a list" if isinstance(raw, list) else "null"
 
 
 def _check_field_schema(cls: type, obj: Any, path: str, errors: list[str], only: set) -> None:
@@ -789,8 +829,8 @@ def _check_field_schema(cls: type, obj: Any, path: str, errors: list[str], only:
                 errors.append(f"{p}: must not be empty")
             elif "maxLength" in md and len(v) > md["maxLength"]:
                 errors.append(f"{p}: must be at most {md['maxLength']} characters")
-            elif "pattern" in md and v and not re.search(md["pattern"], v):
-                errors.append(f"{p}: {v!r} does not match {md['pattern']}")
+            elif "pattern" in md and not re.search(md["pattern"], v):
+                errors.append(f"{p}: must be {md['expect']} (got {json.dumps(v)})")
         elif isinstance(v, list):
             if "minItems" in md and len(v) < md["minItems"]:
                 errors.append(f"{p}: must have at least {md['minItems']} item(s)")
@@ -924,3 +964,86 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+# --------------------------------------------------------------------------- YAML as kubectl reads it
+# kubectl turns YAML into JSON through go-yaml v2 (YAML 1.1 scalars), PyYAML's safe
+# loader reads some plain scalars otherwise: `1e3` is a number to kubectl, a string
+# to PyYAML, so `storage.size: 1e3` passed render and was refused by the API server.
+# render and the local run read files with this loader, so they see what it sees.
+_PLAIN = "tag:mnist.serving.dev,2026:plain"
+_WORDS: dict[str, Any] = {
+    **dict.fromkeys("y Y yes Yes YES true True TRUE on On ON".split(), True),
+    **dict.fromkeys("n N no No NO false False FALSE off Off OFF".split(), False),
+    **dict.fromkeys(["", "~", "null", "Null", "NULL"]),
+    **dict.fromkeys([".nan", ".NaN", ".NAN"], float("nan")),
+    **dict.fromkeys([".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"], float("inf")),
+    **dict.fromkeys(["-.inf", "-.Inf", "-.INF"], float("-inf")),
+}
+# Go's ParseInt with base 0 (underscores already dropped) and go-yaml's float syntax
+_GO_INT = re.compile(r"[-+]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)")
+_GO_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
+def _go_int(plain: str) -> int | None:
+    if not _GO_INT.fullmatch(plain):
+        return None
+    digits = plain.lstrip("+-")
+    octal = len(digits) > 1 and digits[0] == "0" and digits[1].isdigit()
+    value = int(plain, 8) if octal else int(plain, 0)
+    return value if -2**63 <= value < 2**64 else None   # int64, or uint64 without a sign
+
+
+def _json_number(value: float) -> float | int:
+    """As the API server receives it: JSON writes an integral float without a point."""
+    return int(value) if value.is_integer() and abs(value) < 1e21 else value
+
+
+def _plain_scalar(text: str) -> Any:
+    """An unquoted scalar as go-yaml v2 resolves it (a timestamp stays a string)."""
+    if text in _WORDS:
+        return _WORDS[text]
+    if text[:1] == ".":
+        return _json_number(float(text)) if _GO_FLOAT.fullmatch(text) else text
+    if text[:1] not in "+-0123456789" or re.match(r"[0-9]{4}-", text):
+        return text
+    plain = text.replace("_", "")
+    number = _go_int(plain)
+    if number is not None:
+        return number
+    if _GO_FLOAT.fullmatch(plain) and abs(float(plain)) != float("inf"):   # Go: out of range
+        return _json_number(float(plain))
+    return text
+
+
+def _json_key(key: Any) -> Any:
+    """A mapping key as JSON has it: kubectl writes `on:` as "true", `1:` as "1"."""
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return key if isinstance(key, str) or key is None else f"{key:g}"
+
+
+class _KubectlLoader(yaml.SafeLoader):
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode and implicit[0] and value != "<<":
+            return _PLAIN
+        return super().resolve(kind, value, implicit)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+        self.flatten_mapping(node)   # merge keys (<<), as SafeLoader does
+        # keys made strings one by one: a dict of the raw keys would merge True and 1
+        return {_json_key(self.construct_object(k, deep=deep)): self.construct_object(v, deep=deep)
+                for k, v in node.value}
+
+
+_KubectlLoader.add_constructor(_PLAIN, lambda loader, node: _plain_scalar(node.value))
+
+
+def load_yaml(text: str) -> Any:
+    """The one document in ``text``, read as kubectl reads it; raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_KubectlLoader)   # noqa: S506 (a SafeLoader)
+
+
+def load_yaml_documents(text: str) -> list[Any]:
+    """Every document in ``text``, read as kubectl reads it; raises yaml.YAMLError."""
+    return list(yaml.load_all(text, Loader=_KubectlLoader))

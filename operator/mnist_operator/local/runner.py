@@ -32,7 +32,8 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from mnist_jobs.lib import triton  # the serve stage's own port checks: the runner agrees with it
-from mnist_operator.api.spec import GROUP, KIND, VERSION, MnistServingSpec, SpecError, parse_spec
+from mnist_operator.api.spec import (GROUP, KIND, VERSION, MnistServingSpec, SpecError,
+                                     load_yaml, parse_spec)
 from mnist_operator.api.vocabulary import FAILED, FAILED_PHASE, READY_PHASE, SKIPPED
 from mnist_operator.core import pipeline
 from mnist_operator.core.pipeline import Endpoints, Layout
@@ -60,7 +61,7 @@ def load_resource(text: str, source: str) -> tuple[str, MnistServingSpec]:
     """(metadata.name, spec) of an MnistServing document, or a UsageError."""
     import yaml
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text)   # as kubectl reads it: the API server's types
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "parse error"
         raise UsageError(f"{source}: not valid YAML: {first}") from None

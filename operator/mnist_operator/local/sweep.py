@@ -18,10 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-import yaml
 
 from mnist_operator.api import sweep as W
-from mnist_operator.api.spec import GROUP, SpecError, parse_spec
+from mnist_operator.api.spec import GROUP, SpecError, load_yaml, parse_spec
 from mnist_operator.core.sweep import ANNOTATION_POINT, COMPLETE, reconcile_sweep
 from mnist_operator.core.verdicts import ratio_text
 from mnist_operator.local import runner
@@ -30,7 +29,7 @@ from mnist_operator.local import runner
 def sweep_resource(text: str, source: str) -> dict:
     """The sweep document as the core sees it in a cluster, or a UsageError naming
     each refused axis and value."""
-    doc = yaml.safe_load(text)
+    doc = load_yaml(text)
     if not str(doc.get("apiVersion", "")).startswith(GROUP + "/"):
         raise runner.UsageError(f"{source}: apiVersion: expected {GROUP}/..., "
                                 f"got {doc.get('apiVersion')!r}")

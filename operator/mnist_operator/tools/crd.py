@@ -109,10 +109,18 @@ def field_schema(tp: Any, fl: dataclasses.Field) -> dict:
         out["type"] = _scalar_type(tp)
         if tp is int:
             out["format"] = "int64" if md.get("maximum", 0) > 2**31 - 1 else "int32"
-    for key in ("enum", "minimum", "maximum", "pattern", "minLength", "maxLength", "minItems",
+    for key in ("enum", "minimum", "maximum", "minLength", "maxLength", "minItems",
                 "maxItems", "maxProperties"):
         if key in md:
             out[key] = list(md[key]) if key == "enum" else md[key]
+    if "pattern" in md:
+        # A CEL rule, not an OpenAPI pattern: the API server then answers with the
+        # words of expect instead of the regular expression. An empty value is
+        # minLength's to refuse where there is one (one message, not two).
+        rule = f"self.matches(r'{md['pattern']}')"
+        if md.get("minLength"):
+            rule = f"self == '' || {rule}"
+        out["x-kubernetes-validations"] = [{"rule": rule, "message": f"must be {md['expect']}"}]
     if "enum" in out and "maxLength" not in out:
         out["maxLength"] = max(len(e) for e in out["enum"])  # bounds CEL cost estimates
     if not md.get("noDefault"):
@@ -282,13 +290,15 @@ def crd() -> dict:
 
 
 # --------------------------------------------------------------------------- the sweep
-def _without(schema: Any, keys: tuple[str, ...]) -> Any:
-    """A schema with ``keys`` removed at every level."""
-    if isinstance(schema, dict):
-        return {k: _without(v, keys) for k, v in schema.items() if k not in keys}
+def _template(schema: Any) -> Any:
+    """A spec schema without defaults and without the cross-field rules, which sit on
+    objects; a string's own rule (its pattern, in words) stays."""
     if isinstance(schema, list):
-        return [_without(v, keys) for v in schema]
-    return schema
+        return [_template(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    drop = {"default"} | ({"x-kubernetes-validations"} if schema.get("type") == "object" else set())
+    return {k: _template(v) for k, v in schema.items() if k not in drop}
 
 
 def sweep_spec_schema() -> dict:
@@ -296,7 +306,7 @@ def sweep_spec_schema() -> dict:
     without defaults (it stays as written; each child is defaulted when created) and
     without the cross-field rules (they judge a whole point: the operator checks
     every point's spec with the same rules and says which one breaks them)."""
-    template = _without(spec_schema(), ("default", "x-kubernetes-validations"))
+    template = _template(spec_schema())
     template["description"] = ("A MnistServing spec every point starts from; each axis "
                                "sets one of its fields.")
     return {

@@ -70,7 +70,7 @@ def render(text: str, namespace: str | None = None, defaults: dict | None = None
     every problem (``spec.a.b: message``, prefixed with the document's name
     when the file holds several)."""
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in S.load_yaml_documents(text) if d is not None]
     except yaml.YAMLError as exc:
         raise RenderError([f"not valid YAML: {str(exc).splitlines()[0]}"]) from None
     if not docs:
