@@ -132,8 +132,10 @@ STUCK_CONTAINER_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName
                            "CreateContainerConfigError", "CreateContainerError")
 
 
-#: A pod is only called Unschedulable after this long: the scheduler says so
-#: for a moment while a volume binds or a node frees up, which is no news.
+#: A pod that fits no node is only called Unschedulable (a Warning) after this long:
+#: the scheduler says so for a moment while a node comes up or a taint goes, which
+#: is no news. A pod that waits its turn (WaitingFor*) says so at once: that posts
+#: no Warning, and it is what a user watching a full cluster wants to read.
 UNSCHEDULABLE_GRACE_SECONDS = 60
 
 #: Why an unschedulable pod waits when it is expected queuing, not a fault: its
@@ -170,28 +172,57 @@ def unschedulable_reason(message: str) -> str:
     return WAITING_FOR_GPU if "Insufficient nvidia.com/gpu" in filters else WAITING_FOR_RESOURCES
 
 
+def _unschedulable(pod: dict) -> dict | None:
+    """The pod's PodScheduled condition when the scheduler reports it Unschedulable."""
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False" \
+                and c.get("reason") == "Unschedulable":
+            return c
+    return None
+
+
+def _grace_left(cond: dict, now: datetime | None) -> float:
+    """Seconds until an Unschedulable condition is news (0: it is; ``now`` None: always)."""
+    if now is None:
+        return 0.0
+    since = parse_timestamp(cond.get("lastTransitionTime"))
+    if since is None:
+        return float(UNSCHEDULABLE_GRACE_SECONDS)
+    return max(0.0, UNSCHEDULABLE_GRACE_SECONDS - (now - since).total_seconds())
+
+
+def _scheduler_says(cond: dict) -> tuple[str, str]:
+    message = cond.get("message") or "no node fits the pod"
+    return unschedulable_reason(message), one_line(message)
+
+
 def pod_blocker(pods: list[dict], now: datetime | None = None) -> tuple[str, str] | None:
     """Why a stage pod is not running yet, when it is stuck: (Reason, message)
-    for a pod unschedulable for UNSCHEDULABLE_GRACE_SECONDS (any time when
-    ``now`` is None; the reason from unschedulable_reason) or a container
-    that cannot start; None otherwise."""
+    for an unschedulable pod (the reason from unschedulable_reason: a queued one
+    at once, Unschedulable after UNSCHEDULABLE_GRACE_SECONDS, or at once when
+    ``now`` is None) or a container that cannot start; None otherwise."""
     for pod in pods:
+        cond = _unschedulable(pod)
+        if cond is not None:
+            reason, message = _scheduler_says(cond)
+            if reason in QUEUED_REASONS or _grace_left(cond, now) == 0:
+                return reason, message
         st = pod.get("status") or {}
-        for c in st.get("conditions") or []:
-            if c.get("type") == "PodScheduled" and c.get("status") == "False" \
-                    and c.get("reason") == "Unschedulable":
-                since = parse_timestamp(c.get("lastTransitionTime"))
-                if now is not None and (since is None or (now - since).total_seconds()
-                                        < UNSCHEDULABLE_GRACE_SECONDS):
-                    continue
-                message = c.get("message") or "no node fits the pod"
-                return unschedulable_reason(message), one_line(message)
         for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
             waiting = (cs.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in STUCK_CONTAINER_REASONS:
                 return waiting["reason"], one_line(
                     f"container {cs.get('name')}: {waiting.get('message') or waiting['reason']}")
     return None
+
+
+def unschedulable_news_in(pods: list[dict], now: datetime) -> float | None:
+    """Seconds until a pod that fits no node has waited out its grace: the pass
+    looks again then, not at the next event, which may be minutes away (the
+    scheduler rewrites nothing while nothing changes). None when no pod waits so."""
+    left = [_grace_left(c, now) for c in map(_unschedulable, pods)
+            if c is not None and _scheduler_says(c)[0] == "Unschedulable"]
+    return min((s for s in left if s > 0), default=None)
 
 
 def parse_result(message: str | None) -> dict | None:
@@ -309,4 +340,4 @@ def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
     return seen and updated and ready >= want and want > 0, ready, want
 
 
-__all__ = ["meta", "terminating", "COMPLETION_INDEX", "completion_index", "completions", "result_pods", "object_ref", "object_fingerprint", "pods_of_job", "triton_pods", "ran_on", "gpu_of", "terminated_states", "STUCK_CONTAINER_REASONS", "UNSCHEDULABLE_GRACE_SECONDS", "QUEUED_REASONS", "BLOCKED_REASONS", "unschedulable_reason", "pod_blocker", "parse_result", "JobOutcome", "pods_refused", "job_outcome", "replicas", "replica_failure", "deployment_readiness"]
+__all__ = ["meta", "terminating", "COMPLETION_INDEX", "completion_index", "completions", "result_pods", "object_ref", "object_fingerprint", "pods_of_job", "triton_pods", "ran_on", "gpu_of", "terminated_states", "STUCK_CONTAINER_REASONS", "UNSCHEDULABLE_GRACE_SECONDS", "QUEUED_REASONS", "BLOCKED_REASONS", "unschedulable_reason", "pod_blocker", "unschedulable_news_in", "parse_result", "JobOutcome", "pods_refused", "job_outcome", "replicas", "replica_failure", "deployment_readiness"]

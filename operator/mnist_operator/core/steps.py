@@ -16,7 +16,7 @@ from mnist_operator.core import builders, refusals
 from mnist_operator.core.children import (BLOCKED_REASONS, QUEUED_REASONS, deployment_readiness,
                                           job_outcome, meta, object_fingerprint, object_ref,
                                           pods_of_job, ran_on, replica_failure, replicas,
-                                          terminating, triton_pods)
+                                          terminating, triton_pods, unschedulable_news_in)
 from mnist_operator.core.decision import (DELETION_POLL_SECONDS, MAX_ATTEMPTS_SCANNED, PAUSED,
                                           SCALING_BACK, Acts, Pass, Serving, clean, event,
                                           held_back, look_again, trim_result)
@@ -377,12 +377,16 @@ def start_job(p: Pass, steps: list[Step], step: Step, cur: dict | None, attempt:
 def observe_job(p: Pass, steps: list[Step], step: Step, cur: dict | None, attempt: int, job: dict
                 ) -> tuple[dict, Acts]:
     name = meta(job).get("name")
-    out = job_outcome(job, pods_of_job(job, p.pods), p.now, p.job_events.get(name))
+    pods = pods_of_job(job, p.pods)
+    out = job_outcome(job, pods, p.now, p.job_events.get(name))
     # pods refused: stop the job controller trying; the retry is a new Job
     acts = Acts(delete=[object_ref(job)]) if out.pods_refused else Acts()
     common = dict(attempt=attempt, job=name,
                   startTime=out.start or (cur or {}).get("startTime") or timestamp(p.now))
     if out.state == RUNNING:
+        news_in = unschedulable_news_in(pods, p.now)
+        if news_in is not None:   # a pod fits no node: say so as its grace ends
+            acts += look_again(news_in)
         stuck = out.reason  # "" unless a pod cannot be scheduled or started
         if cur and cur.get("state") == RUNNING and cur.get("job") == name:
             was_stuck = cur.get("reason") in BLOCKED_REASONS
