@@ -125,17 +125,17 @@ class Images:
     """Container images. Stage code runs inside stock NGC images; the stages
     image (the operator image) only delivers the mnist_jobs package through an
     init container that copies it into an emptyDir on PYTHONPATH."""
-    pytorch: str = f("nvcr.io/nvidia/pytorch:26.04-py3", pattern=IMAGE_PATTERN, expect=IMAGE_WORDS, minLength=1,
-                     maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
+    pytorch: str = f("nvcr.io/nvidia/pytorch:26.04-py3", pattern=IMAGE_PATTERN, minLength=1,
+                     maxLength=IMAGE_MAX_LENGTH, expect=IMAGE_WORDS, operatorDefault=True,
                      desc="Image for train, export and engine (needs torch, onnx, TensorRT).")
-    triton: str = f("nvcr.io/nvidia/tritonserver:26.04-py3", pattern=IMAGE_PATTERN, expect=IMAGE_WORDS, minLength=1,
-                    maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
+    triton: str = f("nvcr.io/nvidia/tritonserver:26.04-py3", pattern=IMAGE_PATTERN, minLength=1,
+                    maxLength=IMAGE_MAX_LENGTH, expect=IMAGE_WORDS, operatorDefault=True,
                     desc="Triton Inference Server image for repo, serving and the analyze sidecar.")
-    sdk: str = f("nvcr.io/nvidia/tritonserver:26.04-py3-sdk", pattern=IMAGE_PATTERN, expect=IMAGE_WORDS, minLength=1,
-                 maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
+    sdk: str = f("nvcr.io/nvidia/tritonserver:26.04-py3-sdk", pattern=IMAGE_PATTERN, minLength=1,
+                 maxLength=IMAGE_MAX_LENGTH, expect=IMAGE_WORDS, operatorDefault=True,
                  desc="Triton SDK image (perf_analyzer, model-analyzer) for bench and analyze.")
-    stages: str = f("ghcr.io/mnist-serving/operator:0.1.0", pattern=IMAGE_PATTERN, expect=IMAGE_WORDS, minLength=1,
-                    maxLength=IMAGE_MAX_LENGTH, operatorDefault=True,
+    stages: str = f("ghcr.io/mnist-serving/operator:0.1.0", pattern=IMAGE_PATTERN, minLength=1,
+                    maxLength=IMAGE_MAX_LENGTH, expect=IMAGE_WORDS, operatorDefault=True,
                     desc="Image holding the mnist_jobs stage package (the operator image); "
                          "an init container copies it into each stage pod.")
     pull_policy: str = f("IfNotPresent", enum=["Always", "IfNotPresent", "Never"],
@@ -972,7 +972,7 @@ def to_dict(obj: Any) -> Any:
 # to PyYAML, so `storage.size: 1e3` passed render and was refused by the API server.
 # render and the local run read files with this loader, so they see what it sees.
 _PLAIN = "tag:mnist.serving.dev,2026:plain"
-_WORDS: dict[str, Any] = {
+_YAML11_WORDS: dict[str, Any] = {
     **dict.fromkeys("y Y yes Yes YES true True TRUE on On ON".split(), True),
     **dict.fromkeys("n N no No NO false False FALSE off Off OFF".split(), False),
     **dict.fromkeys(["", "~", "null", "Null", "NULL"]),
@@ -1001,8 +1001,8 @@ def _json_number(value: float) -> float | int:
 
 def _plain_scalar(text: str) -> Any:
     """An unquoted scalar as go-yaml v2 resolves it (a timestamp stays a string)."""
-    if text in _WORDS:
-        return _WORDS[text]
+    if text in _YAML11_WORDS:
+        return _YAML11_WORDS[text]
     if text[:1] == ".":
         return _json_number(float(text)) if _GO_FLOAT.fullmatch(text) else text
     if text[:1] not in "+-0123456789" or re.match(r"[0-9]{4}-", text):
@@ -1041,7 +1041,7 @@ _KubectlLoader.add_constructor(_PLAIN, lambda loader, node: _plain_scalar(node.v
 
 def load_yaml(text: str) -> Any:
     """The one document in ``text``, read as kubectl reads it; raises yaml.YAMLError."""
-    return yaml.load(text, Loader=_KubectlLoader)   # noqa: S506 (a SafeLoader)
+    return yaml.load(text, Loader=_KubectlLoader)   # a SafeLoader: builds no objects
 
 
 def load_yaml_documents(text: str) -> list[Any]:
