@@ -152,7 +152,8 @@ def main() -> int:
                           "--models", "mnist_onnx,mnist_bls", "--batch-size", "1",
                           "--concurrency", "1:64:63", "--measurement-mode", "time_windows",
                           "--measurement-interval-ms", str(a.interval_ms),
-                          "--stability-percentage", "20", "--out", str(work / "bench"))
+                          "--measurement-request-count", "50", "--stability-percentage", "20",
+                          "--repeats", "1", "--load-mode", "concurrency", "--out", str(work / "bench"))
         threads = os.cpu_count() or 1
         ort_ips = ort_throughput(art / "model.onnx", 64, a.ort_seconds, threads)
     finally:

@@ -1,11 +1,11 @@
 """Stage analyze: real ``model-analyzer profile`` and its best config per model.
 
     python -m mnist_jobs.analyze --model-repo runs/demo/model_repo --models mnist_onnx \
-        --out runs/demo/analyze --max-concurrency 16 --max-batch-size 64 --max-instances 2
+        --out runs/demo/analyze --max-concurrency 16 --max-batch-size 64 --max-instances 2 --search bounded
 
 Search modes (``--search``):
 
-* ``bounded`` (default, the demo): model-analyzer's automatic search is
+* ``bounded`` (the spec's default, the demo): model-analyzer's automatic search is
   disabled and it profiles a few named configs per model: instance counts
   1..--max-instances (kind --instance-kind), each with dynamic batching and
   max_batch_size --max-batch-size, plus the model's default config (which
@@ -489,12 +489,12 @@ def collect_results(out: Path, code: int) -> dict:
 def parser():
     p = stage_parser("analyze", "Profile served models with model-analyzer (bounded by default).")
     p.add_argument("--model-repo", type=Path, required=True)
-    p.add_argument("--models", default="mnist_onnx")
+    p.add_argument("--models", required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--max-concurrency", type=int, default=16)
-    p.add_argument("--max-batch-size", type=int, default=64)
-    p.add_argument("--max-instances", type=int, default=2)
-    p.add_argument("--search", choices=("bounded", "brute"), default="bounded",
+    p.add_argument("--max-concurrency", type=int, required=True)
+    p.add_argument("--max-batch-size", type=int, required=True)
+    p.add_argument("--max-instances", type=int, required=True)
+    p.add_argument("--search", choices=("bounded", "brute"), required=True,
                    help="bounded: a few named configs (the demo); brute: model-analyzer's search")
     p.add_argument("--concurrency", default="",
                    help="bounded search: concurrency points, e.g. 1,4,16 (default 1,MAX)")

@@ -2,7 +2,8 @@
 
     python -m mnist_jobs.bench --url localhost:8001 --protocol grpc --models mnist_onnx,mnist_bls \
         --batch-size 1 --concurrency 1:257:64 --measurement-mode time_windows \
-        --measurement-interval-ms 2000 --stability-percentage 20 --out runs/demo/bench
+        --measurement-interval-ms 2000 --measurement-request-count 50 --stability-percentage 20 \
+        --repeats 1 --load-mode concurrency --out runs/demo/bench
 
 One perf_analyzer process per (model, concurrency) point, so progress is one
 line per point as it finishes and a failing point does not lose the others.
@@ -648,21 +649,21 @@ def _measure_point(command_for: Callable[[Path, Path], list[str]], log_path: Pat
 def parser():
     p = stage_parser("bench", "Measure served models with perf_analyzer.")
     p.add_argument("--url", required=True, help="HOST:PORT of the protocol's endpoint")
-    p.add_argument("--protocol", default="grpc", help="grpc or http")
-    p.add_argument("--models", default="mnist_onnx,mnist_bls")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--concurrency", default="1:257:64", help="START:END:STEP, end inclusive")
-    p.add_argument("--measurement-mode", default="time_windows")
-    p.add_argument("--measurement-interval-ms", type=int, default=5000)
-    p.add_argument("--measurement-request-count", type=int, default=50,
+    p.add_argument("--protocol", required=True, help="grpc or http")
+    p.add_argument("--models", required=True, help="comma list of model names")
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--concurrency", required=True, help="START:END:STEP, end inclusive")
+    p.add_argument("--measurement-mode", required=True)
+    p.add_argument("--measurement-interval-ms", type=int, required=True)
+    p.add_argument("--measurement-request-count", type=int, required=True,
                    help="requests per window in count_windows mode")
-    p.add_argument("--stability-percentage", type=int, default=10)
+    p.add_argument("--stability-percentage", type=int, required=True)
     p.add_argument("--max-trials", type=int, default=None,
                    help="perf_analyzer --max-trials (its default is 10)")
-    p.add_argument("--repeats", type=int, default=1,
+    p.add_argument("--repeats", type=int, required=True,
                    help=f"measure every point this many times (1..{stats.MAX_REPEATS}): median "
                         "and a 95 %% interval")
-    p.add_argument("--load-mode", default="concurrency",
+    p.add_argument("--load-mode", required=True,
                    help="concurrency (closed loop) or requestRate (open loop, perf_analyzer "
                         "--request-rate-range)")
     p.add_argument("--request-rate", default=None,

@@ -91,9 +91,9 @@ def parser():
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     p.add_argument("--http-url", help="HOST:PORT of the HTTP endpoint (with --grpc-url: both)")
     p.add_argument("--grpc-url", help="HOST:PORT of the gRPC endpoint")
-    p.add_argument("--models", default="mnist_onnx,mnist_bls")
+    p.add_argument("--models", required=True, help="comma list of model names")
     p.add_argument("--samples", type=int, default=1000)
-    p.add_argument("--data-source", choices=("download", "idx", "offline"), default="offline")
+    p.add_argument("--data-source", choices=("download", "idx", "offline"), required=True)
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     return p
 

@@ -230,10 +230,10 @@ def parser():
     p.add_argument("--out", type=Path, required=True, help="the plan file to write")
     p.add_argument("--profile", type=Path, required=True,
                    help="trtexec's per-layer profile (JSON); the build settings otherwise")
-    p.add_argument("--precision", default="fp32", help="fp32 or fp16")
-    p.add_argument("--min-batch", type=int, default=1)
-    p.add_argument("--opt-batch", type=int, default=64)
-    p.add_argument("--max-batch", type=int, default=128)
+    p.add_argument("--precision", required=True, help="fp32 or fp16")
+    p.add_argument("--min-batch", type=int, required=True)
+    p.add_argument("--opt-batch", type=int, required=True)
+    p.add_argument("--max-batch", type=int, required=True)
     p.add_argument("--timeout-s", type=int, default=1800, help="limit for one trtexec run")
     return p
 

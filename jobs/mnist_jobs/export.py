@@ -130,10 +130,10 @@ def parser():
     p = stage_parser("export", "Export the trained network to a self-contained ONNX file.")
     p.add_argument("--checkpoint", type=Path, required=True, help="model.pt from the train stage")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, required=True)
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="largest allowed |ONNX Runtime - PyTorch| on any logit")
-    p.add_argument("--data-source", choices=data.SOURCES, default="download")
+    p.add_argument("--data-source", choices=data.SOURCES, required=True)
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     return p
 

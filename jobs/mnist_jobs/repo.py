@@ -341,14 +341,14 @@ def parser():
     p.add_argument("--artifacts", type=Path, required=True,
                    help="directory with model.onnx [model.plan] [model.ts]")
     p.add_argument("--out", type=Path, required=True, help="model repository to write")
-    p.add_argument("--models", default="onnx,tensorrt,bls",
+    p.add_argument("--models", required=True,
                    help="comma list of onnx,tensorrt,pytorch,bls")
-    p.add_argument("--max-batch-size", type=int, default=128)
-    p.add_argument("--instances", type=int, default=1, help="instances per model")
-    p.add_argument("--instance-kind", choices=sorted(KINDS), default="auto",
+    p.add_argument("--max-batch-size", type=int, required=True)
+    p.add_argument("--instances", type=int, required=True, help="instances per model")
+    p.add_argument("--instance-kind", choices=sorted(KINDS), required=True,
                    help="auto leaves the kind to Triton (GPU when there is one)")
-    p.add_argument("--preferred-batch-sizes", default="32,64")
-    p.add_argument("--max-queue-delay-us", type=int, default=100)
+    p.add_argument("--preferred-batch-sizes", required=True, help="comma list, e.g. 32,64")
+    p.add_argument("--max-queue-delay-us", type=int, required=True)
     p.add_argument("--cpu-only", action="store_true",
                    help="serve mnist_onnx (ONNX Runtime) and mnist_pt (torch) through the python "
                         "backend, for Triton builds without the onnxruntime and pytorch backends")

@@ -1,7 +1,7 @@
 """Stage train: the seed's LeNet on MNIST, on CPU or CUDA.
 
     python -m mnist_jobs.train --data-source offline --data-dir runs/demo/data \
-        --epochs 3 --batch-size 64 --learning-rate 0.01 --momentum 0.9 \
+        --epochs 3 --batch-size 64 --learning-rate 0.01 --momentum 0.9 --seed 1 --device auto \
         --out runs/demo/artifacts --result runs/demo/results/train.json
 
 Writes ``model.pt`` (state_dict) and ``model.json`` (hyperparameters and
@@ -116,7 +116,7 @@ def train(args) -> dict:
 
 def parser():
     p = stage_parser("train", "Train the seed's LeNet on MNIST and report held-out accuracy.")
-    p.add_argument("--data-source", choices=data.SOURCES, default="download")
+    p.add_argument("--data-source", choices=data.SOURCES, required=True)
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     # The hyperparameters have one home, the spec (spec.training): the CLI requires them.
     p.add_argument("--epochs", type=int, required=True)
@@ -124,7 +124,7 @@ def parser():
     p.add_argument("--learning-rate", type=float, required=True)
     p.add_argument("--momentum", type=float, required=True)
     p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), required=True)
     p.add_argument("--out", type=Path, required=True, help="directory for model.pt and model.json")
     return p
 

@@ -20,14 +20,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.harness.stage_flags import spec_flags
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = 500
 
 
 def run_cli(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """A stage with the flags the operator passes for a resource with every default, then
+    the test's own (the last of a repeated flag wins)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "jobs") + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", f"mnist_jobs.{module}", *args],
+    return subprocess.run([sys.executable, "-m", f"mnist_jobs.{module}", *spec_flags(module), *args],
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 

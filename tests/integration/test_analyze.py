@@ -8,6 +8,8 @@ import pytest
 
 from conftest import last_json, run_cli
 
+from tests.harness.stage_flags import spec_flags
+
 pytestmark = pytest.mark.integration
 
 
@@ -68,8 +70,8 @@ def test_analyze_bad_input(model_repo, tmp_path):
     repo, _ = model_repo
     res = run_cli("analyze", "--model-repo", str(repo), "--models", "mnist_vgg", "--out", str(tmp_path))
     assert res.returncode == 2 and res.stderr.strip().startswith("analyze: error: --models")
-    res = run_cli("analyze", "--model-repo", str(repo), "--out", str(tmp_path),
-                  "--triton-launch-mode", "remote")
+    res = run_cli("analyze", "--model-repo", str(repo), "--models", "mnist_onnx",
+                  "--out", str(tmp_path), "--triton-launch-mode", "remote")
     assert res.returncode == 2 and "--triton-http-endpoint" in res.stderr
 
 
@@ -113,9 +115,10 @@ def test_analyze_on_a_gpu_machine_without_dcgm_profiles_a_triton_beside_it(model
     monkeypatch.setattr(analyze, "needs_triton_beside", lambda mode: mode == "local")
     repo, _ = model_repo
     out = tmp_path / "analyze"
-    code = analyze.main(["--model-repo", str(repo), "--models", "mnist_onnx", "--out", str(out),
-                         "--max-concurrency", "8", "--max-instances", "1", "--instance-kind",
-                         "cpu", "--result", str(tmp_path / "analyze.json")])
+    code = analyze.main([*spec_flags("analyze"), "--model-repo", str(repo), "--models",
+                         "mnist_onnx", "--out", str(out), "--max-concurrency", "8",
+                         "--max-instances", "1", "--instance-kind", "cpu",
+                         "--result", str(tmp_path / "analyze.json")])
     result = json.loads((tmp_path / "analyze.json").read_text())
     assert code == 0, (result, capsys.readouterr().err[-3000:])
     assert result["launchMode"] == "remote" and "beside" in result["tritonBeside"]

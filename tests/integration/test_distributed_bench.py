@@ -13,6 +13,8 @@ import pytest
 
 from conftest import ROOT, last_json
 
+from tests.harness.stage_flags import spec_flags
+
 pytestmark = pytest.mark.integration
 
 
@@ -20,7 +22,8 @@ def _client(triton, out, index: int, result) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "jobs") + os.pathsep
            + os.environ.get("PYTHONPATH", ""), "JOB_COMPLETION_INDEX": str(index)}
     return subprocess.Popen(
-        [sys.executable, "-m", "mnist_jobs.bench", "--url", triton.grpc_url, "--protocol", "grpc",
+        [sys.executable, "-m", "mnist_jobs.bench", *spec_flags("bench"), "--url", triton.grpc_url,
+         "--protocol", "grpc",
          "--models", "mnist_onnx", "--batch-size", "1", "--concurrency", "1:3:2",
          "--measurement-mode", "time_windows", "--measurement-interval-ms", "500",
          "--stability-percentage", "100", "--clients", "2", "--clients-run", "run1",

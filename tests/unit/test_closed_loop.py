@@ -16,6 +16,7 @@ from mnist_jobs import analyze, repo
 from mnist_operator.core import pipeline, summary
 from mnist_operator.local import display
 from mnist_operator.api.spec import parse_spec
+from tests.harness.stage_flags import spec_flags
 
 from test_local_runner import example_doc, local_run, stages  # noqa: F401  (a fixture)
 from test_reconcile import World, assert_quiet, created, events, walk_numbers
@@ -158,7 +159,7 @@ def test_repo_override_values_are_checked_like_the_flags(artifacts, tmp_path):
 
 
 def test_repo_cli_with_override_writes_the_result(artifacts, tmp_path, capsys):
-    code = repo.main(["--artifacts", str(artifacts), "--out", str(tmp_path / "r"),
+    code = repo.main([*spec_flags("repo"), "--artifacts", str(artifacts), "--out", str(tmp_path / "r"),
                       "--models", "onnx", "--cpu-only", "--override",
                       "mnist_onnx:instances=2,max_batch_size=64", "--result",
                       str(tmp_path / "res.json")])

@@ -155,7 +155,7 @@ def test_the_spec_reaches_the_bench_command_line():
                           pipeline.Layout(PurePosixPath("/work")))
     args = next(s for s in steps if s.name == "bench-grpc").args
     assert args[args.index("--repeats") + 1] == "3"
-    assert bench.main(["--url", "h:1", "--repeats", "0", "--out", "/nonexistent"]) == 2
+    assert bench.main([*args, "--url", "h:1", "--repeats", "0", "--out", "/nonexistent"]) == 2
 
 
 def test_turning_apply_best_off_drops_the_verdict_and_nothing_to_apply_says_false():

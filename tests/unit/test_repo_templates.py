@@ -9,6 +9,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from mnist_jobs import repo
+from tests.harness.stage_flags import spec_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,7 +125,8 @@ def test_no_preferred_sizes(artifacts, tmp_path):
     (["--instance-kind", "tpu"], "arguments"),
 ])
 def test_bad_input_names_the_flag(artifacts, tmp_path, capsys, argv, flag):
-    code = repo.main(["--artifacts", str(artifacts), "--out", str(tmp_path / "r"), *argv])
+    code = repo.main([*spec_flags("repo"), "--artifacts", str(artifacts), "--out", str(tmp_path / "r"),
+                      *argv])
     captured = capsys.readouterr()
     assert code == 2
     assert captured.err.strip().startswith(f"repo: error: {flag}")
@@ -132,7 +134,7 @@ def test_bad_input_names_the_flag(artifacts, tmp_path, capsys, argv, flag):
 
 
 def test_missing_onnx_names_artifacts(tmp_path, capsys):
-    assert repo.main(["--artifacts", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert repo.main([*spec_flags("repo"), "--artifacts", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "repo: error: --artifacts" in capsys.readouterr().err
 
 

@@ -1,0 +1,33 @@
+"""A stage's flags as the operator passes them, for tests that run a stage by hand.
+
+The spec model is the one home of every default, and a stage CLI requires each flag
+the spec decides (tests/unit/test_contract.py). A test that runs a stage therefore
+starts from what the operator would pass for a resource with every default, minus
+where files and endpoints are, and adds its own flags after: argparse keeps the last
+value of a repeated flag, so a test's own choice wins.
+"""
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+from mnist_operator.api.spec import parse_spec
+from mnist_operator.core import pipeline
+
+#: Flags that say where files and endpoints are, not what to do: the builders choose
+#: them from the work directory's layout, and a test from its own temporary one.
+WHERE = {"--data-dir", "--http-port", "--grpc-port", "--metrics-port", "--host", "--http-url",
+         "--grpc-url", "--metrics-url", "--url", "--out", "--checkpoint", "--onnx", "--profile",
+         "--artifacts", "--model-repo"}
+
+
+def spec_flags(stage: str, spec: dict[str, Any] | None = None) -> list[str]:
+    """``stage``'s flags for a resource whose spec is ``spec`` (every default when None)."""
+    steps = pipeline.plan(parse_spec(spec or {}), pipeline.Layout(PurePosixPath("/work")))
+    argv = next(s for s in steps if s.stage == stage).params.argv()
+    out: list[str] = []
+    for i, word in enumerate(argv):
+        if word.startswith("--") and word not in WHERE:
+            value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
+            out += [word] if value is None else [word, value]
+    return out
