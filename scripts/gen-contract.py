@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""The stage command lines of docs/CONTRACT.md, generated from the stage CLIs.
+"""The stage command lines and results of docs/CONTRACT.md, generated from the stages.
 
 Each stage's own argparse parser (``mnist_jobs.<stage>.parser()``) is the truth
-for its flags; this prints one table per stage between the contract's
-``<!-- stage-cli:begin -->`` and ``<!-- stage-cli:end -->`` markers.
-tests/unit/test_contract.py fails when the page drifts, and checks that every
-flag the operator passes (the ``Params`` types of core/pipeline.py) is one the
-stage accepts.
+for its flags, and its ``RESULT_FIELDS`` for its result's fields; this prints
+two tables per stage between the contract's ``<!-- stage-cli:begin -->`` and
+``<!-- stage-cli:end -->`` markers. tests/unit/test_contract.py fails when the
+page drifts, and checks that every flag the operator passes (the ``Params``
+types of core/pipeline.py) is one the stage accepts; the tiers that run the
+stages check that no result carries a field the page does not name.
 
     python scripts/gen-contract.py            # print the section
     python scripts/gen-contract.py --write    # rewrite docs/CONTRACT.md
@@ -57,10 +58,18 @@ def flags_table(stage: str) -> list[str]:
     return rows + [""]
 
 
+def fields_table(heading: str, fields: dict[str, str]) -> list[str]:
+    return [f"| {heading} | meaning |", "|---|---|",
+            *(f"| `{name}` | {_cell(meaning)} |" for name, meaning in fields.items()), ""]
+
+
 def section() -> str:
-    lines = [BEGIN, ""]
+    from mnist_jobs.lib.stage_cli import COMMON_RESULT_FIELDS
+    lines = [BEGIN, "", "Every result:", "", *fields_table("field", COMMON_RESULT_FIELDS)]
     for stage in STAGES:
         lines += flags_table(stage.name)
+        own = importlib.import_module(f"mnist_jobs.{stage.name}").RESULT_FIELDS
+        lines += fields_table("result field", own)
     return "\n".join(lines + [END])
 
 

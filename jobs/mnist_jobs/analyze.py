@@ -486,6 +486,20 @@ def collect_results(out: Path, code: int) -> dict:
             "reports": reports[:6], "reportFormat": report_note}
 
 
+#: The fields of a Succeeded result (docs/CONTRACT.md is generated from these).
+RESULT_FIELDS = {
+    "models": "model -> its best config, its settings and the row it won with",
+    "reports": "model-analyzer's reports", "reportFormat": "HTML or PDF, and why",
+    "failedMeasurements": "configs perf_analyzer failed to measure",
+    "warning": "what those failures mean, in words",
+    "tritonBeside": "why a tritonserver ran beside model-analyzer",
+    "search": "bounded or brute", "launchMode": "local or remote",
+    "profileSeconds": "model-analyzer's run time",
+    "environment": "model-analyzer's and perf_analyzer's versions",
+    "out": "the directory with checkpoints, CSVs and reports",
+}
+
+
 def parser():
     p = stage_parser("analyze", "Profile served models with model-analyzer (bounded by default).")
     p.add_argument("--model-repo", type=Path, required=True)

@@ -646,6 +646,26 @@ def _measure_point(command_for: Callable[[Path, Path], list[str]], log_path: Pat
     return Measurement(code, output, text, records)
 
 
+#: The fields of a Succeeded result (docs/CONTRACT.md is generated from these).
+RESULT_FIELDS = {
+    "protocol": "grpc or http", "batchSize": "perf_analyzer -b",
+    "concurrency": "the START:END:STEP asked for", "repeats": "measurements per point",
+    "littleTolerance": "the Little's-law check's tolerance",
+    "loadMode": "requestRate, in request-rate mode", "requestRate": "its START:END:STEP",
+    "distribution": "constant or poisson", "slo": "the latency limits, when set",
+    "models": "model -> its rows and best point (docs/results.md reads them)",
+    "out": "the directory with perf_analyzer's CSVs and bench.json",
+    "widened": "points measured again with a wider window",
+    "reconnected": "points measured again after a lost connection",
+    "telemetry": "points without Triton metrics, in words",
+    "environment": "Triton, perf_analyzer and the served configs (provenance)",
+    "clients": "pods that sent load together (distributed)",
+    "client": "this pod's index (a distributed non-aggregating client)",
+    "aggregatedBy": "0 on clients that did not aggregate",
+    "aggregation": "how the clients' requests were combined",
+}
+
+
 def parser():
     p = stage_parser("bench", "Measure served models with perf_analyzer.")
     p.add_argument("--url", required=True, help="HOST:PORT of the protocol's endpoint")

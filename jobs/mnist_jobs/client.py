@@ -85,6 +85,15 @@ def load_test_digits(source: str, data_dir: Path, samples: int) -> tuple[np.ndar
     return images, labels
 
 
+#: The fields of a Succeeded result (docs/CONTRACT.md is generated from these).
+RESULT_FIELDS = {
+    "samples": "held-out digits sent to each model over each protocol",
+    "accuracy": "model -> protocol -> accuracy, a decimal string",
+    "agree": "every model and protocol predicted the same digits",
+    "disagreements": "digits on which they did not",
+}
+
+
 def parser():
     p = stage_parser("client", "Send held-out MNIST digits to served models; report accuracy.")
     p.add_argument("--url", help="HOST:PORT for --protocol")

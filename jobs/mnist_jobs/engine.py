@@ -224,6 +224,21 @@ def build(a) -> dict:
             "buildSeconds": fmt(time.time() - started, 1), **settings, **built}
 
 
+#: The fields of a Succeeded or Skipped result (docs/CONTRACT.md is generated from these).
+RESULT_FIELDS = {
+    "engine": "path of model.plan", "profile": "path of the trtexec profile",
+    "planBytes": "size of model.plan", "buildSeconds": "build time, a decimal string",
+    "precision": "fp32 or fp16", "minBatch": "the optimisation profile's minimum batch",
+    "optBatch": "its optimum batch", "maxBatch": "its maximum batch",
+    "gpu": "the GPU it was built on (a plan loads on that model only)",
+    "computeCapability": "that GPU's compute capability",
+    "builder": "trtexec or tensorrt-python", "tensorrtVersion": "TensorRT's version",
+    "timesFile": "trtexec's per-inference times", "log": "trtexec's log",
+    "throughputQps": "trtexec's own throughput figure",
+    "gpuComputeMeanMs": "trtexec's mean GPU compute time", "gpuComputeP99Ms": "its p99",
+}
+
+
 def parser():
     p = stage_parser("engine", "Build a TensorRT plan from the ONNX model (trtexec or Python API).")
     p.add_argument("--onnx", type=Path, required=True, help="model.onnx from the export stage")

@@ -126,6 +126,16 @@ def export(args) -> dict:
             "onnxBytes": onnx_path.stat().st_size}
 
 
+#: The fields of a Succeeded result (docs/CONTRACT.md is generated from these).
+RESULT_FIELDS = {
+    "onnx": "path of model.onnx", "opset": "the ONNX opset written",
+    "maxAbsDiff": "largest ONNX Runtime vs PyTorch output difference on real digits",
+    "checkedDigits": "digits that comparison ran on",
+    "torchscript": "path of model.ts, or why it was not written",
+    "onnxBytes": "size of model.onnx",
+}
+
+
 def parser():
     p = stage_parser("export", "Export the trained network to a self-contained ONNX file.")
     p.add_argument("--checkpoint", type=Path, required=True, help="model.pt from the train stage")

@@ -335,6 +335,20 @@ def describe_repository(cfg: RepoConfig, chosen: Selection,
     return result
 
 
+#: The fields of a Succeeded result (docs/CONTRACT.md is generated from these).
+RESULT_FIELDS = {
+    "modelRepo": "path of the repository", "models": "the models it serves, in order",
+    "maxBatchSize": "the shared max_batch_size", "instances": "the shared instance count",
+    "instanceKind": "auto, cpu or gpu", "preferredBatchSizes": "the shared preferred sizes",
+    "maxQueueDelayUs": "the shared dynamic-batching delay", "cpuOnly": "python-backend models",
+    "onnxBackend": "what serves mnist_onnx", "pytorchBackend": "what serves mnist_pt",
+    "blsDownstream": "the model mnist_bls forwards to",
+    "aliases": "other names a model is served under (the seed's mnist_custom)",
+    "overrides": "each --override as given", "configs": "each model's own settings, if not shared",
+    "leftOut": "models asked for and not served, with why", "notes": "adjustments made, in words",
+}
+
+
 def parser():
     p = stage_parser("repo", "Write a Triton model repository (mnist_onnx, mnist_trt, mnist_pt, "
                              "mnist_bls).")

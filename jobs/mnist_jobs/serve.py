@@ -27,6 +27,16 @@ def _models(index: list[dict]) -> dict[str, str]:
     return {m["name"]: m.get("state", "UNKNOWN") for m in index}
 
 
+#: The fields of a result (docs/CONTRACT.md is generated from these).
+RESULT_FIELDS = {
+    "server": "Ready, then Stopped", "endpoints": "http, grpc and metrics URLs",
+    "models": "each model's state in Triton's repository index",
+    "tritonserver": "which tritonserver binary ran", "readySeconds": "start to ready",
+    "log": "path of Triton's log", "stoppedBy": "the signal that stopped it",
+    "tritonExitCode": "tritonserver's exit code (-1: unknown)",
+}
+
+
 def parser():
     p = stage_parser("serve", "Serve a model repository with a local tritonserver until stopped.")
     p.add_argument("--model-repo", type=Path, required=True)

@@ -114,6 +114,17 @@ def train(args) -> dict:
     return {**summary, "checkpoint": str(args.out / "model.pt")}
 
 
+#: The fields of a Succeeded result (docs/CONTRACT.md is generated from these).
+RESULT_FIELDS = {
+    "accuracy": "held-out test accuracy, a decimal string",
+    "trainSeconds": "training time in seconds, a decimal string",
+    "trainSamples": "digits trained on", "testSamples": "held-out digits evaluated",
+    "device": "cpu or cuda", "gpu": "the GPU's name, when it trained on one",
+    "epochs": "epochs run", "dataSource": "download, idx or offline",
+    "checkpoint": "path of model.pt (the state_dict)",
+}
+
+
 def parser():
     p = stage_parser("train", "Train the seed's LeNet on MNIST and report held-out accuracy.")
     p.add_argument("--data-source", choices=data.SOURCES, required=True)

@@ -1,4 +1,5 @@
-"""A stage's flags as the operator passes them, for tests that run a stage by hand.
+"""A stage's flags as the operator passes them, for tests that run a stage by hand,
+and the check that its result carries only the fields docs/CONTRACT.md names.
 
 The spec model is the one home of every default, and a stage CLI requires each flag
 the spec decides (tests/unit/test_contract.py). A test that runs a stage therefore
@@ -8,9 +9,11 @@ value of a repeated flag, so a test's own choice wins.
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import PurePosixPath
 from typing import Any
 
+from mnist_jobs.lib.stage_cli import COMMON_RESULT_FIELDS
 from mnist_operator.api.spec import parse_spec
 from mnist_operator.core import pipeline
 
@@ -31,3 +34,14 @@ def spec_flags(stage: str, spec: dict[str, Any] | None = None) -> list[str]:
             value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
             out += [word] if value is None else [word, value]
     return out
+
+
+#: What a local run adds to a stage's result when it records it.
+RECORDED = {"fingerprint", "startTime", "completionTime"}
+
+
+def undocumented(result: dict[str, Any], stage: str | None = None) -> set[str]:
+    """The fields of a stage result (or of what its body returned, naming ``stage``)
+    that docs/CONTRACT.md does not name."""
+    own = importlib.import_module(f"mnist_jobs.{stage or result['stage']}").RESULT_FIELDS
+    return set(result) - set(COMMON_RESULT_FIELDS) - set(own) - RECORDED

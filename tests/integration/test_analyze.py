@@ -8,7 +8,7 @@ import pytest
 
 from conftest import last_json, run_cli
 
-from tests.harness.stage_flags import spec_flags
+from tests.harness.stage_flags import spec_flags, undocumented
 
 pytestmark = pytest.mark.integration
 
@@ -23,6 +23,7 @@ def test_analyze_bounded_local(model_repo, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     result = last_json(res.stdout)
     assert "failedMeasurements" not in result
+    assert undocumented(result) == set(), "fields docs/CONTRACT.md does not name"
     best = result["models"]["mnist_onnx"]
     # the best config is the highest-throughput row of model-analyzer's own CSV
     with open(out / "results" / "metrics-model-inference.csv") as f:

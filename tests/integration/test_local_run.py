@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.harness.stage_flags import undocumented
+
 ROOT = Path(__file__).resolve().parents[2]
 
 TINY = {
@@ -104,6 +106,7 @@ def test_run_status_rerun_reuse_and_interrupt(tmp_path):
     for step in stages:
         recorded = json.loads((work / "results" / f"{step}.json").read_text())
         assert recorded["fingerprint"] == stages[step]["fingerprint"]
+        assert undocumented(recorded) == set(), f"{step}: fields docs/CONTRACT.md does not name"
     assert processes_mentioning(str(work)) == []   # Triton stopped at the end
 
     second = mnist_serving(str(spec_file), "--workdir", str(work), timeout=120)

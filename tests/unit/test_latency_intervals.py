@@ -14,6 +14,7 @@ from scipy import stats as scipy_stats
 
 from mnist_jobs import bench
 from mnist_jobs.lib import latency
+from tests.harness.stage_flags import undocumented
 
 #: perf_analyzer's real CSV, its first point only (one point per run, as the bench runs it)
 CSV = "\n".join((Path(__file__).parent / "data" / "perf-mnist_onnx-grpc.csv")
@@ -68,6 +69,7 @@ def test_a_point_carries_its_percentiles_with_intervals_from_every_request(tmp_p
     result = run_bench(tmp_path)
     (cmd,) = commands
     assert "--profile-export-file" in cmd
+    assert undocumented(result, "bench") == set(), "fields docs/CONTRACT.md does not name"
     best = result["models"]["mnist_onnx"]["best"]
     found = best["latency"]
     assert found["requests"] == 5000                    # the 7 after the window left out

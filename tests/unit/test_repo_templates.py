@@ -9,7 +9,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from mnist_jobs import repo
-from tests.harness.stage_flags import spec_flags
+from tests.harness.stage_flags import spec_flags, undocumented
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,6 +35,7 @@ def check_io(cfg, max_batch):
 def test_native_repo_without_engine(artifacts, tmp_path):
     out = tmp_path / "repo"
     result = build(artifacts, out)
+    assert undocumented(result, "repo") == set(), "fields docs/CONTRACT.md does not name"
     assert result["models"] == ["mnist_onnx", "mnist_bls"]
     assert "mnist_trt" in result["leftOut"] and not (out / "mnist_trt").exists()
     onnx = parse(out / "mnist_onnx" / "config.pbtxt")

@@ -23,6 +23,13 @@ from typing import Any, Callable
 RESULT_LIMIT_BYTES = 4096  # size of a Kubernetes termination message
 
 SUCCEEDED, SKIPPED, FAILED = "Succeeded", "Skipped", "Failed"
+#: The fields every result has (reason and message: Skipped and Failed; the success
+#: message of a stage that has one) beside the stage's own RESULT_FIELDS.
+COMMON_RESULT_FIELDS = {
+    "stage": "the stage's name", "state": "Succeeded, Skipped or Failed",
+    "reason": "a CamelCase reason (Skipped, Failed)", "message": "one line, in words",
+    "durationSeconds": "the stage's run time",
+}
 
 
 class StageError(Exception):
