@@ -7,6 +7,7 @@ The chart and manifests/ share one source: ``mnist_operator.tools.crd`` (``crd()
     charts/mnist-serving/files/crd.yaml         the CRD, as crd() returns it
     charts/mnist-serving/files/crd-sweep.yaml   the sweep's CRD, as sweep_crd() returns it
     charts/mnist-serving/files/rbac-rules.yaml  {namespaced: [...], cluster: [...]}
+    charts/mnist-serving/files/sample-cpu.yaml  manifests/samples/mnistserving-cpu.yaml, for NOTES.txt
 
 which the chart's templates read with .Files.Get (adding Helm labels, the keep
 annotation, and Role vs ClusterRole by rbac.scope).
@@ -43,6 +44,8 @@ def generated() -> dict[Path, str]:
         FILES / "rbac-rules.yaml": _dump({"namespaced": source.NAMESPACED_RULES,
                                           "cluster": source.CLUSTER_ONLY_RULES},
                                          "NAMESPACED_RULES, CLUSTER_ONLY_RULES"),
+        # NOTES.txt prints it: a first try that needs neither a GPU nor the internet
+        FILES / "sample-cpu.yaml": (ROOT / "manifests" / "samples" / "mnistserving-cpu.yaml").read_text(),
     }
 
 
