@@ -206,6 +206,10 @@ class BenchConfig:
         for flag, ms in (("--slo-p99-ms", self.slo.p99_ms), ("--slo-p95-ms", self.slo.p95_ms)):
             if ms < 0:
                 raise InputError(flag, f"must be >= 0 (0 = no limit), got {ms}")
+        if self.slo.decide_within_s < 0:
+            raise InputError("--slo-decide-within-s",
+                             f"must be >= 0 (0 = never measure further), got "
+                             f"{self.slo.decide_within_s}")
         if self.metrics_url and not self.metrics_url.startswith(("http://", "https://")):
             raise InputError("--metrics-url",
                              f"must be http://HOST:PORT/metrics, got {self.metrics_url!r}")
@@ -235,7 +239,8 @@ class BenchConfig:
                    a.measurement_request_count, a.stability_percentage, a.out,
                    a.little_tolerance, a.max_trials, repeats=a.repeats, load_mode=a.load_mode,
                    request_rate=a.request_rate, distribution=a.request_distribution,
-                   slo=slo_search.Slo(a.slo_p99_ms, a.slo_p95_ms), metrics_url=a.metrics_url,
+                   slo=slo_search.Slo(a.slo_p99_ms, a.slo_p95_ms, a.slo_decide_within_s),
+                   metrics_url=a.metrics_url,
                    telemetry_interval_ms=a.telemetry_interval_ms,
                    clients=distributed.Clients.of(a.clients, a.client_index, a.clients_run,
                                                   a.out, a.barrier_timeout_s))
@@ -328,7 +333,10 @@ class ModelSweep:
         seen = sampled.summary()
         point = {**compact_row(runs), **telemetry.row_fields(seen, fmt)}
         if load in self.latencies:
-            point["latency"] = latency.summary(self.latencies.pop(load))
+            found = self.latencies.pop(load)
+            point["latency"] = latency.summary(found)
+            if cfg.slo.decide_within_s and cfg.slo.undecided(point):
+                self.decide(load, at, point, found)
         if load in self.unstable:
             point["unstable"] = True
         if seen:
@@ -344,6 +352,26 @@ class ModelSweep:
             say(f"{model} {cfg.protocol} {at}: {latency.describe(point['latency'])} "
                 f"(perf_analyzer's p99 {point['p99Us']} us)")
         return point
+
+    def decide(self, load: int, at: str, point: dict, found: list[int]) -> None:
+        """Measure an undecided point further, one perf_analyzer run at a time, its
+        requests added to the point's latency (its throughput stays the first runs'),
+        until the SLO decides it or the time bound is spent; the point says so."""
+        cfg, started, runs = self.cfg, time.monotonic(), 0
+        while cfg.slo.undecided(point) and time.monotonic() - started < cfg.slo.decide_within_s:
+            m = self.run_once(load, f"{self.model} {cfg.protocol} {at} further")
+            if m.code != 0 or m.records is None:
+                break
+            found = found + latency.latencies_us(m.records)
+            point["latency"] = latency.summary(found)
+            runs += 1
+        if runs:
+            decided = not cfg.slo.undecided(point)
+            point["measuredFurther"] = {"runs": runs, "seconds": round(time.monotonic() - started),
+                                        "decided": decided}
+            say(f"{self.model} {cfg.protocol} {at}: measured further ({runs} run(s)): "
+                f"{latency.describe(point['latency'])}, "
+                + ("decided" if decided else "still undecided"))
 
     def measure_runs(self, load: int, at: str) -> list[perf.Row]:
         """The ``repeats`` perf_analyzer runs of one point (fewer when one failed)."""
@@ -694,6 +722,9 @@ def parser():
                    help="SLO: p99 latency limit in ms (0 = none); the sweep is then refined "
                         "around the boundary by bisection")
     p.add_argument("--slo-p95-ms", type=int, default=0, help="SLO: p95 latency limit in ms")
+    p.add_argument("--slo-decide-within-s", type=int, default=0,
+                   help="SLO: how long a point whose verdict is undecided (its percentile's 95 %% "
+                        "interval holds the limit) is measured further; 0 = not at all")
     p.add_argument("--little-tolerance", type=float, default=perf.LITTLE_TOLERANCE,
                    help="allowed relative deviation from Little's law (0.2 = 20%%)")
     p.add_argument("--metrics-url", default="",

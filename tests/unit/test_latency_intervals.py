@@ -14,6 +14,7 @@ from scipy import stats as scipy_stats
 
 from mnist_jobs import bench
 from mnist_jobs.lib import latency
+from mnist_jobs.lib import slo as slo_search
 from tests.harness.stage_flags import undocumented
 
 #: perf_analyzer's real CSV, its first point only (one point per run, as the bench runs it)
@@ -122,3 +123,48 @@ def test_the_status_and_the_local_summary_carry_the_best_points_p99_interval(tmp
     assert line == (f"p99 from 4,000 requests: {found['p99'][0] / 1000:.2f} ms "
                     f"[{found['p99'][1] / 1000:.2f}, {found['p99'][2] / 1000:.2f}] (95 %)")
     assert line in "\n".join(display.perf_table({"phase": "Ready", **status}))
+
+
+#: 600 requests whose p99's 95 % interval holds a 5 ms limit: most at 1 ms, a tail to 8 ms
+STRADDLING = [1000] * 590 + [4000 + 400 * i for i in range(10)]
+#: 3,000 more at 1 ms: with them the p99 interval is far under 5 ms
+QUICK = [1000] * 3000
+
+
+def sweep_of(tmp_path: Path, decide_within_s: int) -> bench.ModelSweep:
+    cfg = bench.BenchConfig("127.0.0.1:8001", "grpc", ["mnist_onnx"], 1, "4:4:1", "time_windows",
+                            500, 50, 10, tmp_path / "bench",
+                            slo=slo_search.Slo(p99_ms=5, decide_within_s=decide_within_s))
+    cfg.out.mkdir(parents=True)
+    return bench.ModelSweep(cfg, "perf_analyzer", "mnist_onnx", None, bench.RunNotes())
+
+
+def test_an_undecided_point_is_measured_further_until_the_slo_decides_it(tmp_path, fake):
+    _, low, high = latency.summary(STRADDLING)["p99"]
+    assert low <= 5000 < high                       # the first run alone cannot decide
+    fake([STRADDLING, QUICK])
+    sweep = sweep_of(tmp_path, decide_within_s=60)
+    point = sweep.measure_point(4)
+    assert point["measuredFurther"]["runs"] == 1 and point["measuredFurther"]["decided"]
+    assert point["latency"]["requests"] == 3600
+    assert point["latency"]["p99"][2] <= 5000 and sweep.cfg.slo.meets(point)
+
+
+def test_without_time_to_decide_the_point_stays_undecided_and_does_not_meet(tmp_path, fake):
+    fake([STRADDLING])
+    sweep = sweep_of(tmp_path, decide_within_s=0)
+    point = sweep.measure_point(4)
+    assert "measuredFurther" not in point and not sweep.cfg.slo.meets(point)
+    assert sweep.cfg.slo.why_not(point)[0].startswith("p99 undecided: its 95 % interval")
+
+
+def test_measuring_further_stops_at_the_bound_and_says_still_undecided(tmp_path, fake,
+                                                                       monkeypatch):
+    fake([STRADDLING] * 4)
+    clock = iter(range(0, 1000, 25))              # each look at the clock: 25 s later
+    monkeypatch.setattr(bench.time, "monotonic", lambda: next(clock))
+    point = sweep_of(tmp_path, decide_within_s=60).measure_point(4)
+    # started at 0; runs begun at 25 and 50 s; at 75 s the bound is spent; the note,
+    # written at the next reading, says 100 s
+    assert point["measuredFurther"] == {"runs": 2, "seconds": 100, "decided": False}
+    assert point["latency"]["requests"] == 3 * 600

@@ -15,7 +15,9 @@ upper end of the distribution-free interval of its percentile, from every
 request of its windows (the row's ``latency``, lib/latency.py), is at or under
 the limit. It fails when the interval's lower end is over the limit, and is
 undecided in between, or when there were too few requests for an interval;
-an undecided point does not meet the SLO, and says why. A row without
+an undecided point is measured further (latency only: its throughput stays
+the first runs') until it is decided or ``decide_within_s`` is spent, and if
+still undecided does not meet the SLO, and says why. A row without
 request records (a distributed load's, or one written before) is judged on
 perf_analyzer's single figure, as it always was.
 
@@ -38,6 +40,7 @@ MAX_REFINE = 6
 class Slo:
     p99_ms: int = 0     # 0: no limit
     p95_ms: int = 0
+    decide_within_s: int = 0   # how long an undecided point is measured further (0: not)
 
     @property
     def active(self) -> bool:
@@ -62,23 +65,40 @@ class Slo:
         """A compact bench row within the limits, its client keeping up."""
         return not self.why_not(row)
 
+    def undecided(self, row: dict) -> bool:
+        """More requests could decide the row: a limit is undecided, none is clearly
+        over, and the client kept up (measuring longer cannot change those)."""
+        states = [_limit_state(row, name, ms * 1000)[0]
+                  for name, ms in (("p99", self.p99_ms), ("p95", self.p95_ms)) if ms]
+        return (UNDECIDED in states and OVER not in states
+                and row.get("keptUp", "ok") == "ok")
 
-def _limit_verdict(row: dict, name: str, limit_us: int) -> list[str]:
-    """Why one percentile does not meet its limit (empty when it does): over it, or
-    undecided (its interval straddles the limit, or too few requests for one)."""
+
+MEETS, OVER, UNDECIDED = "meets", "over", "undecided"
+
+
+def _limit_state(row: dict, name: str, limit_us: int) -> tuple[str, str]:
+    """One percentile against its limit: meets, over, or undecided (its interval
+    straddles the limit, or too few requests for one), and why, in words."""
     found = row.get("latency") or {}
     if name not in found:   # no request records: perf_analyzer's single figure
-        return [f"{name} over the limit"] if row[f"{name}Us"] > limit_us else []
+        return (OVER, f"{name} over the limit") if row[f"{name}Us"] > limit_us else (MEETS, "")
     _, low, high = found[name]
     if low is None:
-        return [f"{name} undecided: {found['requests']} requests are too few for a 95 % "
-                "interval"]
+        return UNDECIDED, (f"{name} undecided: {found['requests']} requests are too few for "
+                           "a 95 % interval")
     if low > limit_us:
-        return [f"{name} over the limit (95 % interval [{low}, {high}] us)"]
+        return OVER, f"{name} over the limit (95 % interval [{low}, {high}] us)"
     if high > limit_us:
-        return [f"{name} undecided: its 95 % interval [{low}, {high}] us holds the limit "
-                f"({limit_us} us)"]
-    return []
+        return UNDECIDED, (f"{name} undecided: its 95 % interval [{low}, {high}] us holds "
+                           f"the limit ({limit_us} us)")
+    return MEETS, ""
+
+
+def _limit_verdict(row: dict, name: str, limit_us: int) -> list[str]:
+    """Why one percentile does not meet its limit (empty when it does)."""
+    state, why = _limit_state(row, name, limit_us)
+    return [] if state == MEETS else [why]
 
 
 def close_enough(low: int, high: int, load_key: str) -> bool:
@@ -89,7 +109,7 @@ def close_enough(low: int, high: int, load_key: str) -> bool:
 def _brief(row: dict, load_key: str) -> dict:
     """A row's load, throughput (with its 95 % interval under repeats) and latencies."""
     return {k: row[k] for k in (load_key, "inferPerSec", "p99Us", "p95Us", "repeats", "low",
-                                "high", "latency") if k in row}
+                                "high", "latency", "measuredFurther") if k in row}
 
 
 def refine(sweep: list[dict], load_key: str, measure: Callable[[int], dict | None], slo: Slo,

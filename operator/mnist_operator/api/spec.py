@@ -336,6 +336,12 @@ class Slo:
                     desc="p99 latency limit in milliseconds; 0 = no SLO.")
     p95_ms: int = f(0, minimum=0, maximum=600000,
                     desc="p95 latency limit in milliseconds; 0 = none.")
+    decide_within_seconds: int = f(
+        60, minimum=0, maximum=3600,
+        desc="A point meets a limit when the upper end of its percentile's 95 % interval is "
+             "under it, and fails when the lower end is over; in between it is undecided and "
+             "measured further, for at most this many seconds, before it is reported "
+             "undecided. 0 = never measured further.")
 
     @property
     def active(self) -> bool:

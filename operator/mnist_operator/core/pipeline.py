@@ -198,6 +198,7 @@ class BenchParams(Params):
     request_distribution: str | None = None
     slo_p99_ms: int | None = None           # benchmark.slo, left out when 0
     slo_p95_ms: int | None = None
+    slo_decide_within_s: int | None = None  # with an SLO: how long an undecided point is measured
     # Triton's metrics, sampled during each point: where it listens, not what is
     # measured, so no fingerprint input (plan hashes inputs, never parameters)
     metrics_url: str = ""
@@ -408,6 +409,12 @@ def _slo_flags(spec: MnistServingSpec) -> dict[str, int | None]:
     return {"slo_p99_ms": slo.p99_ms or None, "slo_p95_ms": slo.p95_ms or None}
 
 
+def _bench_slo_flags(spec: MnistServingSpec) -> dict[str, int | None]:
+    slo = spec.benchmark.slo
+    return {**_slo_flags(spec),
+            "slo_decide_within_s": slo.decide_within_seconds if slo.active else None}
+
+
 def _slo_inputs(c: _Context) -> dict[str, Any]:
     return {"slo": c.given["benchmark"]["slo"]} if c.spec.benchmark.slo.active else {}
 
@@ -430,7 +437,7 @@ def _bench_steps(c: _Context) -> list[_Draft]:
             f"{conc.start}:{conc.end}:{conc.step}", pa.measurement_mode,
             pa.measurement_interval_ms, pa.measurement_request_count, pa.stability_percentage,
             str(c.lay.bench / protocol), repeats=pa.repeats, load_mode=load.mode, **open_loop,
-            **_slo_flags(c.spec), metrics_url=c.endpoints.metrics_url,
+            **_bench_slo_flags(c.spec), metrics_url=c.endpoints.metrics_url,
             clients=pa.clients if pa.clients > 1 else None)
         # each step measures one protocol: adding or removing the other
         # protocol must not re-run this one
