@@ -9,6 +9,8 @@ import pytest
 
 from conftest import last_json, run_cli
 
+from mnist_jobs.lib import stats
+
 pytestmark = pytest.mark.integration
 
 
@@ -156,6 +158,29 @@ def test_bench_slo_search_meets_the_slo_next_to_a_failing_neighbour(triton, tmp_
                    for l in res.stderr.splitlines())
     else:                     # a machine so busy that even c=1 misses 8 ms
         assert failing["c"] == 1 and found["none"].startswith("no point meets p99 <= 8 ms")
+
+
+def test_an_undecided_slo_point_is_measured_further_until_decided(triton, tmp_path):
+    """Windows of 10 ms give a point too few requests for a p99 interval: undecided on
+    its first measurement, decided (a 1 s limit is far above) after more requests."""
+    def bench(out, decide_s):
+        res = _bench(triton, out, "--measurement-interval-ms", "10", "--slo-p99-ms", "1000",
+                     "--slo-decide-within-s", str(decide_s), models="mnist_onnx",
+                     concurrency="1:1:1")
+        assert res.returncode == 0, res.stderr
+        return last_json(res.stdout)["models"]["mnist_onnx"]["slo"], res.stderr
+
+    found, _ = bench(tmp_path / "once", 0)
+    assert "atSlo" not in found and "undecided" in found["firstFailing"]["why"], found
+    first = found["firstFailing"]["latency"]["requests"]
+    assert first < stats.min_samples(0.99)
+
+    found, log = bench(tmp_path / "further", 120)
+    best = found["atSlo"]
+    assert best["measuredFurther"]["decided"] and best["measuredFurther"]["runs"] >= 1, best
+    assert best["latency"]["requests"] >= stats.min_samples(0.99)
+    assert best["latency"]["p99"][2] <= 1_000_000
+    assert "mnist_onnx grpc c=1: measured further" in log
 
 
 def _request_counts(log: str) -> list[int]:
