@@ -148,6 +148,10 @@ class Operator:
             if written is None:  # deleted during the pass; its DELETED event clears the cache
                 return None
             self.cache.put_resource(written)
+            # the watch event of this write is nothing new to the cache, so it asks for no
+            # pass: a sweep's point tells its sweep here (a phase, a result), or the sweep
+            # would see its last point Ready only at its resync
+            self._tell_sweep(written)
         metrics.observe_status(namespace, name, old, decision.status)  # phase gauge, finished steps
         podless = kube.podless_jobs(observed["jobs"], observed["pods"])
         if podless:  # its pods may be refused, which only its Events say: look again then
