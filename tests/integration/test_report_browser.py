@@ -111,14 +111,17 @@ def demo_results() -> dict[str, dict]:
 
 
 def scaled(results: dict[str, dict], factor: float) -> dict[str, dict]:
-    """Every throughput times ``factor``, each best point with a 3-repeat ±2 % interval."""
+    """Every throughput times ``factor``, each best point with a 3-repeat ±2 % interval
+    and its p99 from 40,000 requests (as the bench stage now writes it)."""
     out = copy.deepcopy(results)
     for step in ("bench-grpc", "bench-http"):
         for entry in out[step]["models"].values():
             for r in entry["rows"] + [entry["best"]]:
                 r["inferPerSec"] = f"{float(r['inferPerSec']) * factor:.1f}"
             b = float(entry["best"]["inferPerSec"])
-            entry["best"].update(repeats=3, low=f"{b * 0.98:.1f}", high=f"{b * 1.02:.1f}")
+            p99 = entry["best"]["p99Us"]
+            entry["best"].update(repeats=3, low=f"{b * 0.98:.1f}", high=f"{b * 1.02:.1f}",
+                                 latency={"requests": 40000, "p99": [p99, p99 - 40, p99 + 60]})
     return out
 
 
@@ -242,6 +245,12 @@ def test_the_rendered_tables_hold_the_figures_of_the_statuses(built, tmp_path):
                 assert cells["p99 ms at best"] == f"{point['p99UsAtBest'] / 1000:.2f}"
                 assert cells["95 % interval"] == f"[{point['lowAtBest']}, {point['highAtBest']}]"
                 assert cells["load at best"] == f"c={point['concurrencyAtBest']}"
+                # the p99 from every request with its 95 % interval and request count
+                assert cells["p99 ms, every request [95 % interval] (requests)"] == (
+                    f"{int(point['p99UsFromRequestsAtBest']) / 1000:.2f} "
+                    f"[{int(point['p99UsLowAtBest']) / 1000:.2f}, "
+                    f"{int(point['p99UsHighAtBest']) / 1000:.2f}] "
+                    f"({int(point['requestsAtBest']):,})")
     assert as_dicts(runs)[0]["source"] == "runs/b"          # the fastest first
     assert {r["environment"] for r in as_dicts(environments)} >= {
         p["environment"] for p in sweep["points"]}

@@ -235,7 +235,7 @@ def test_markdown_and_csv_hold_every_row_in_model_protocol_order(tmp_path, demo)
     assert md[0].startswith("| source | model | protocol | GPU / device | best infer/s |")
     assert set(md[1]) <= set("|-") and md[1].count("---") == len(compare.COLUMNS)
     assert len(md) == 2 + len(rows)
-    assert f"| ctx:ns/h100 | mnist_trt | grpc | {H100} | 24000.0 | 5.20 | 49 | - | 9.60 | 1/3 |" \
+    assert f"| ctx:ns/h100 | mnist_trt | grpc | {H100} | 24000.0 | 5.20 | - | 49 | - | 9.60 | 1/3 |" \
         in "\n".join(md)
     parsed = list(csv.DictReader(io.StringIO(compare.csv_text(rows))))
     assert len(parsed) == len(rows)
@@ -489,3 +489,19 @@ def test_main_refuses_a_baseline_that_is_no_source(tmp_path, demo, capsys):
         f"mnist-serving compare: error: --baseline runs/other is none of the sources "
         f"compared; available: {run}"]
     assert not out.exists()
+
+
+def test_rows_carry_the_best_points_p99_from_every_request_with_its_interval(demo):
+    demo["bench-grpc"]["models"]["mnist_onnx"]["best"]["latency"] = {
+        "requests": 52340, "p50": [9800, 9790, 9811], "p95": [14020, 13990, 14050],
+        "p99": [15512, 15470, 15561]}
+    demo["bench-grpc"]["models"]["mnist_bls"]["best"]["latency"] = {
+        "requests": 120, "p50": [9800, 9700, 9900], "p95": [14020, None, None],
+        "p99": [15512, None, None]}
+    rows = by_key(compare.rows_of("s", local_status(demo)))
+    assert rows[("s", "mnist_onnx", "grpc")].p99_interval_at_best == "15.51 [15.47, 15.56] (52,340)"
+    assert rows[("s", "mnist_bls", "grpc")].p99_interval_at_best == \
+        "15.51 [too few requests] (120)"
+    assert rows[("s", "mnist_onnx", "http")].p99_interval_at_best == "-"   # no request records
+    header = dict(compare.COLUMNS)["p99_interval_at_best"]
+    assert header == "p99 ms from every request [95 % interval] (requests)"

@@ -106,6 +106,8 @@ class Row:
     repeats: str = "-"
     low_at_best: str = "-"
     high_at_best: str = "-"
+    #: the best point's p99 from every request, its 95 % interval and the request count
+    p99_interval_at_best: str = "-"
     #: --baseline: the ratio to the baseline source's row and its verdict
     vs_baseline: str = "-"
     verdict: str = "-"
@@ -118,6 +120,7 @@ COLUMNS = (
     ("device", "GPU / device"),
     ("best_infer_per_sec", "best infer/s"),
     ("p99_ms_at_best", "p99 ms at best"),
+    ("p99_interval_at_best", "p99 ms from every request [95 % interval] (requests)"),
     ("concurrency_at_best", "concurrency at best"),
     ("request_rate_at_best", "request rate at best (achieved), req/s"),
     ("batching_gain", "batching gain (best / lowest c)"),
@@ -209,6 +212,18 @@ def _ms(us: Any) -> str:
     return f"{value / 1000:.2f}" if value is not None else "-"
 
 
+def p99_interval_cell(point: dict) -> str:
+    """The best point's p99 from every request with its distribution-free 95 % interval
+    and how many requests it rests on ("-" without request records)."""
+    if "p99UsFromRequestsAtBest" not in point:
+        return "-"
+    interval = (f" [{_ms(point['p99UsLowAtBest'])}, {_ms(point['p99UsHighAtBest'])}]"
+                if "p99UsLowAtBest" in point else " [too few requests]")
+    requests = _number(point.get("requestsAtBest"))
+    return (_ms(point["p99UsFromRequestsAtBest"]) + interval
+            + (f" ({int(requests):,})" if requests is not None else ""))
+
+
 def _gain(point: dict) -> str:
     gain = point.get("batchingGain")
     if _number(gain) is None or _number(gain) == 0:
@@ -298,6 +313,7 @@ def rows_of(source: str, status: dict, sweeps: dict[tuple[str, str], list[Point]
                 source=source, model=model, protocol=protocol, device=device,
                 best_infer_per_sec=str(point.get("bestInferPerSec", "-")),
                 p99_ms_at_best=_ms(point.get("p99UsAtBest")),
+                p99_interval_at_best=p99_interval_cell(point),
                 concurrency_at_best="-" if open_loop else best.load,
                 request_rate_at_best=f"{best.load} ({point.get('achievedAtBest', '-')})"
                 if open_loop else "-",
