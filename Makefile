@@ -97,6 +97,10 @@ bench-sweep: setup ## A local CPU sweep (examples/sweep-local.yaml, repeats 3); 
 bench-cache: setup ## The operator cache's memory and read at 1,000 Ready resources; writes docs/BENCHMARKS.md
 	$(PY) benchmarks/cache.py
 
+.PHONY: bench-sweep-kwok
+bench-sweep-kwok: setup k8s ## A 16-point sweep on KWOK against four points by hand, and report --cluster; writes docs/BENCHMARKS.md
+	$(PY) benchmarks/sweep_kwok.py
+
 .PHONY: docker-build
 docker-build: ## Build the operator image (needs a Docker engine; no torch inside)
 	docker build -t $(IMG) .
