@@ -315,6 +315,8 @@ class ModelSweep:
         self.csv_lines: list[str] = []
         #: load -> every request's latency (µs) of its runs' windows, from the profile export
         self.latencies: dict[int, list[int]] = {}
+        #: load -> the most a request was sent after it was due (constant request rate), µs
+        self.sent_late: dict[int, int] = {}
         #: loads measured only within any spread (perf_analyzer never called them stable)
         self.unstable: set[int] = set()
         self.log_path = cfg.out / f"{model}-{cfg.protocol}.log"
@@ -334,7 +336,7 @@ class ModelSweep:
         point = {**compact_row(runs), **telemetry.row_fields(seen, fmt)}
         if load in self.latencies:
             found = self.latencies.pop(load)
-            point["latency"] = latency.summary(found)
+            point["latency"] = self.latency_of(load, found, point)
             if cfg.slo.decide_within_s and cfg.slo.undecided(point):
                 self.decide(load, at, point, found)
         if load in self.unstable:
@@ -353,6 +355,28 @@ class ModelSweep:
                 f"(perf_analyzer's p99 {point['p99Us']} us)")
         return point
 
+    def request_latencies(self, load: int, records: aggregate.ClientRecords) -> list[int]:
+        """Every request's latency in µs; under a constant request rate counted from when
+        it was due, so a request sent late counts its wait (lib/latency.py)."""
+        if self.cfg.rate_mode and self.cfg.distribution == "constant":
+            found, late = latency.from_due_us(records, load)
+            self.sent_late[load] = max(self.sent_late.get(load, 0), late)
+            return found
+        return latency.latencies_us(records)
+
+    def latency_of(self, load: int, found: list[int], point: dict) -> dict:
+        """The point's percentiles with their intervals and, under a request rate, what
+        the latencies count from: when due (constant), or when sent, a lower bound
+        when the client fell behind (Poisson: the export has no due times)."""
+        out = latency.summary(found)
+        if self.cfg.rate_mode and load in self.sent_late:
+            out.update({"from": "due", "sentLateUs": self.sent_late[load]})
+        elif self.cfg.rate_mode:
+            out["from"] = "sent"
+            if point.get("keptUp", "ok") != "ok":
+                out["lowerBound"] = True
+        return out
+
     def decide(self, load: int, at: str, point: dict, found: list[int]) -> None:
         """Measure an undecided point further, one perf_analyzer run at a time, its
         requests added to the point's latency (its throughput stays the first runs'),
@@ -362,8 +386,8 @@ class ModelSweep:
             m = self.run_once(load, f"{self.model} {cfg.protocol} {at} further")
             if m.code != 0 or m.records is None:
                 break
-            found = found + latency.latencies_us(m.records)
-            point["latency"] = latency.summary(found)
+            found = found + self.request_latencies(load, m.records)
+            point["latency"] = self.latency_of(load, found, point)
             runs += 1
         if runs:
             decided = not cfg.slo.undecided(point)
@@ -390,7 +414,7 @@ class ModelSweep:
             self.header = self.header or lines[0]
             self.csv_lines.extend(lines[1:])
             if m.records is not None:
-                self.latencies.setdefault(load, []).extend(latency.latencies_us(m.records))
+                self.latencies.setdefault(load, []).extend(self.request_latencies(load, m.records))
             for r in perf.parse_csv(text, cfg.batch, cfg.tolerance):
                 r.extra["repeat"] = run
                 if cfg.rate_mode:

@@ -117,6 +117,9 @@ def test_bench_request_rate_poisson_reports_achieved_against_requested(triton, t
     assert "c" not in low and "little" not in low
     assert float(high["achieved"]) < 0.9 * 20000 and high["keptUp"].startswith("BEHIND(")
     assert "% late" in high["keptUp"]           # perf_analyzer's own warning, parsed
+    # a Poisson schedule's due times are not in the export: a lower bound, said so
+    assert high["latency"]["from"] == "sent" and high["latency"]["lowerBound"] is True
+    assert low["latency"]["from"] == "sent" and "lowerBound" not in low["latency"]
     progress = [l for l in res.stderr.splitlines() if l.startswith("bench: ")]
     assert any("rate=20000/s" in l and "of 20000/s, BEHIND" in l for l in progress)
     runs = json.loads((tmp_path / "bench.json").read_text())["rows"]["mnist_onnx"]
@@ -125,6 +128,20 @@ def test_bench_request_rate_poisson_reports_achieved_against_requested(triton, t
     assert runs[1]["extra"]["send_rate"] > 0 and runs[1]["delayed_percent"] > 0
     with open(tmp_path / "mnist_onnx-grpc.csv") as f:
         assert [float(r["Request Rate"]) for r in csv.DictReader(f)] == [50.0, 20000.0]
+
+
+def test_a_constant_rate_the_client_falls_behind_counts_latency_from_when_due(triton, tmp_path):
+    """20000/s is far beyond this machine: requests go out late, and their latency counts
+    from when the schedule had them due, not from when they were sent."""
+    res = _bench(triton, tmp_path, "--load-mode", "requestRate", "--request-rate",
+                 "20000:20000:1", "--request-distribution", "constant", models="mnist_onnx")
+    assert res.returncode == 0, res.stderr
+    (row,) = last_json(res.stdout)["models"]["mnist_onnx"]["rows"]
+    assert row["keptUp"].startswith("BEHIND(")
+    found = row["latency"]
+    assert found["from"] == "due" and found["sentLateUs"] > 100_000, found
+    # perf_analyzer's p99 counts from the send: the wait before it is missing there
+    assert found["p99"][0] > 10 * row["p99Us"], (found, row["p99Us"])
 
 
 def test_bench_request_rate_needs_a_range(triton, tmp_path):

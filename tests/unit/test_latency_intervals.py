@@ -13,7 +13,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from mnist_jobs import bench
-from mnist_jobs.lib import latency
+from mnist_jobs.lib import aggregate, latency
 from mnist_jobs.lib import slo as slo_search
 from tests.harness.stage_flags import undocumented
 
@@ -168,3 +168,44 @@ def test_measuring_further_stops_at_the_bound_and_says_still_undecided(tmp_path,
     # written at the next reading, says 100 s
     assert point["measuredFurther"] == {"runs": 2, "seconds": 100, "decided": False}
     assert point["latency"]["requests"] == 3 * 600
+
+
+def test_latency_counts_from_when_a_constant_rate_had_the_request_due():
+    """1,000 requests/s, each served in 1 ms: the first 100 sent on time, the rest every
+    2 ms (the client fell behind). Counted from the send every latency is 1 ms; from
+    when due, the n-th late request waited (n * 1 ms) more."""
+    start, step = 10**12, 10**6
+    sends = [start + i * step for i in range(100)] + \
+            [start + 100 * step + i * 2 * step for i in range(100)]
+    records = aggregate.ClientRecords(start, sends[-1] + 2 * step,
+                                      tuple((s, s + 10**6) for s in sends))
+    assert set(latency.latencies_us(records)) == {1000}
+    found, late = latency.from_due_us(records, 1000)
+    assert found == [1000] * 100 + [1000 + i * 1000 for i in range(100)]
+    assert late == 99 * 1000
+
+
+def test_the_schedule_starts_as_late_as_lets_no_request_be_early():
+    """The export begins at the first window, 5 ms after the schedule's own start: the
+    schedule is placed where no request is early, so on-time requests count 1 ms and
+    the one sent 0.5 ms late counts 1.5 ms."""
+    start, step = 10**12 + 5 * 10**6, 10**6
+    sends = [start + i * step + (500_000 if i == 10 else 0) for i in range(50)]
+    records = aggregate.ClientRecords(start, start + 60 * step,
+                                      tuple((s, s + 10**6) for s in sends))
+    found, late = latency.from_due_us(records, 1000)
+    assert late == 500 and found == [1500 if i == 10 else 1000 for i in range(50)]
+
+
+def test_the_status_says_what_a_request_rate_points_latency_counts_from():
+    from mnist_operator.core import summary
+    due = summary.latency_part({"latency": {"requests": 900, "p99": [250000, 240000, 260000],
+                                            "from": "due", "sentLateUs": 1121468}})
+    assert due["latencyFromAtBest"] == ("when due (constant rate): requests were sent up to "
+                                        "1121.5 ms late")
+    sent = summary.latency_part({"latency": {"requests": 900, "p99": [1500, 1400, 1600],
+                                             "from": "sent", "lowerBound": True}})
+    assert sent["latencyFromAtBest"].startswith("when sent, a lower bound")
+    kept_up = summary.latency_part({"latency": {"requests": 900, "p99": [1500, 1400, 1600],
+                                                "from": "sent"}})
+    assert "latencyFromAtBest" not in kept_up

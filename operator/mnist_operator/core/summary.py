@@ -159,6 +159,12 @@ def latency_part(best: dict) -> dict[str, int | str]:
                    p99UsFromRequestsAtBest=_scalar(estimate))
         if low is not None:
             out.update(p99UsLowAtBest=_scalar(low), p99UsHighAtBest=_scalar(high))
+    if found.get("from") == "due":
+        out["latencyFromAtBest"] = (f"when due (constant rate): requests were sent up to "
+                                    f"{int(found.get('sentLateUs', 0)) / 1000:.1f} ms late")
+    elif found.get("lowerBound"):
+        out["latencyFromAtBest"] = ("when sent, a lower bound: the client fell behind and a "
+                                    "Poisson schedule's due times are not recorded")
     if best.get("unstable"):
         out["unstableAtBest"] = "measured in fixed windows: perf_analyzer never called it stable"
     return out
