@@ -93,6 +93,10 @@ bench: setup ## Serving benchmark on this machine; writes docs/BENCHMARKS.md
 bench-sweep: setup ## A local CPU sweep (examples/sweep-local.yaml, repeats 3); writes docs/BENCHMARKS.md
 	$(PY) benchmarks/sweep.py run examples/sweep-local.yaml --write
 
+.PHONY: bench-slo
+bench-slo: setup ## A local CPU SLO search (examples/slo-local.yaml); writes docs/BENCHMARKS.md
+	$(PY) benchmarks/slo.py --write
+
 .PHONY: bench-cache
 bench-cache: setup ## The operator cache's memory and read at 1,000 Ready resources; writes docs/BENCHMARKS.md
 	$(PY) benchmarks/cache.py
