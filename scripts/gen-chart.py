@@ -2,11 +2,11 @@
 """Generate the Helm chart's CRD and RBAC rules from the operator's Python source.
 
 The chart and manifests/ share one source: ``mnist_operator.tools.crd`` (``crd()``,
-``NAMESPACED_RULES``, ``CLUSTER_ONLY_RULES``). This writes
+``NAMESPACED_RULES``, ``CLUSTER_ONLY_RULES``, ``LEADER_RULES``). This writes
 
     charts/mnist-serving/files/crd.yaml         the CRD, as crd() returns it
     charts/mnist-serving/files/crd-sweep.yaml   the sweep's CRD, as sweep_crd() returns it
-    charts/mnist-serving/files/rbac-rules.yaml  {namespaced: [...], cluster: [...]}
+    charts/mnist-serving/files/rbac-rules.yaml  {namespaced: [...], cluster: [...], leader: [...]}
     charts/mnist-serving/files/sample-cpu.yaml  manifests/samples/mnistserving-cpu.yaml, for NOTES.txt
 
 which the chart's templates read with .Files.Get (adding Helm labels, the keep
@@ -42,8 +42,9 @@ def generated() -> dict[Path, str]:
         FILES / "crd.yaml": _dump(source.crd(), "crd()"),
         FILES / "crd-sweep.yaml": _dump(source.sweep_crd(), "sweep_crd()"),
         FILES / "rbac-rules.yaml": _dump({"namespaced": source.NAMESPACED_RULES,
-                                          "cluster": source.CLUSTER_ONLY_RULES},
-                                         "NAMESPACED_RULES, CLUSTER_ONLY_RULES"),
+                                          "cluster": source.CLUSTER_ONLY_RULES,
+                                          "leader": source.LEADER_RULES},
+                                         "NAMESPACED_RULES, CLUSTER_ONLY_RULES, LEADER_RULES"),
         # NOTES.txt prints it: a first try that needs neither a GPU nor the internet
         FILES / "sample-cpu.yaml": (ROOT / "manifests" / "samples" / "mnistserving-cpu.yaml").read_text(),
     }

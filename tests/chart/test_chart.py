@@ -20,6 +20,8 @@ from mnist_operator.tools import crd as source  # noqa: E402  the one source of 
 
 KUBE_VERSION = "1.36.0"
 RELEASE, NAMESPACE = "demo", "mnist-system"
+#: the leader Lease, its Role and RoleBinding: <fullname>-leader
+LEADER = "demo-mnist-serving-leader"
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,8 @@ def test_helm_lint_strict_passes(helm):
     ["--set", "rbac.scope=namespace", "--set", "rbac.namespaces={team-a,team-b}"],
     ["--set", "crds.install=false", "--set", "serviceAccount.name=op"],
     ["--set", "metrics.enabled=true", "--set", "operator.logLevel=verbose"],
-], ids=["defaults", "namespace-scope", "namespace-scope-two", "minimal", "metrics"])
+    ["--set", "replicas=2"],
+], ids=["defaults", "namespace-scope", "namespace-scope-two", "minimal", "metrics", "standby"])
 def test_rendered_objects_are_valid_kubernetes_1_36(helm, values):
     objs = objects(helm, *values)
     assert objs
@@ -107,17 +110,20 @@ def test_cluster_scope_grants_every_operator_rule_cluster_wide(helm):
     binding = one(objs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo-mnist-serving", "namespace": NAMESPACE}]
-    assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")]
+    # the one Role: the leader Lease's, in the release namespace
+    assert [(o["kind"], o["metadata"]["name"], o["metadata"]["namespace"]) for o in objs
+            if o["kind"] in ("Role", "RoleBinding")] == [("Role", LEADER, NAMESPACE),
+                                                         ("RoleBinding", LEADER, NAMESPACE)]
     args = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--all-namespaces" in args and not [a for a in args if a.startswith("--namespace")]
 
 
 def test_namespace_scope_grants_roles_only_in_watched_namespaces(helm):
     objs = objects(helm, "--set", "rbac.scope=namespace", "--set", "rbac.namespaces={team-a,team-b}")
-    roles = [o for o in objs if o["kind"] == "Role"]
+    roles = [o for o in objs if o["kind"] == "Role" and o["metadata"]["name"] != LEADER]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert all(r["rules"] == source.NAMESPACED_RULES for r in roles)
-    bindings = [o for o in objs if o["kind"] == "RoleBinding"]
+    bindings = [o for o in objs if o["kind"] == "RoleBinding" and o["metadata"]["name"] != LEADER]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     assert all(b["subjects"][0]["namespace"] == NAMESPACE for b in bindings)
     # Only the cluster-level rules (CRD watch) stay cluster-wide.
@@ -131,7 +137,28 @@ def test_namespace_scope_grants_roles_only_in_watched_namespaces(helm):
 
 def test_namespace_scope_defaults_to_the_release_namespace(helm):
     objs = objects(helm, "--set", "rbac.scope=namespace")
-    assert [r["metadata"]["namespace"] for r in objs if r["kind"] == "Role"] == [NAMESPACE]
+    assert [r["metadata"]["namespace"] for r in objs
+            if r["kind"] == "Role" and r["metadata"]["name"] != LEADER] == [NAMESPACE]
+
+
+@pytest.mark.parametrize("values", [[], ["--set", "rbac.scope=namespace", "--set", "rbac.namespaces={a,b}"]],
+                         ids=["cluster", "namespace"])
+def test_the_leader_lease_is_granted_in_the_release_namespace_only(helm, values):
+    """get/create/update on Leases, by a Role of its own in the release namespace, in both
+    scopes: never in the watched namespaces, never cluster-wide."""
+    objs = objects(helm, *values)
+    role = one(objs, "Role", LEADER)
+    assert role["metadata"]["namespace"] == NAMESPACE and role["rules"] == source.LEADER_RULES
+    assert source.LEADER_RULES == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                    "verbs": ["get", "create", "update"]}]
+    binding = one(objs, "RoleBinding", LEADER)
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LEADER}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo-mnist-serving",
+                                    "namespace": NAMESPACE}]
+    leases = [r for o in objs if o["kind"] in ("Role", "ClusterRole") and o["metadata"]["name"] != LEADER
+              for r in o["rules"] if "leases" in r["resources"]]
+    assert not leases
 
 
 # ------------------------------------------------------------------ the operator Deployment
@@ -141,6 +168,7 @@ def test_operator_deployment_shape(helm):
     dep = one(objs, "Deployment")
     spec = dep["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert not [o for o in objs if o["kind"] == "PodDisruptionBudget"]  # it would block a drain
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == one(objs, "ServiceAccount")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -151,9 +179,21 @@ def test_operator_deployment_shape(helm):
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"health": 8080, "metrics": 8081}
     assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"] and "--metrics-port=8081" in c["args"]
+    assert f"--leader-lease={LEADER}" in c["args"]
+    downward = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"] if "valueFrom" in e}
+    assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     svc = one(objs, "Service")
     assert svc["spec"]["selector"] == spec["selector"]["matchLabels"]
     assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def test_two_replicas_a_leader_and_a_standby_with_a_disruption_budget(helm):
+    objs = objects(helm, "--set", "replicas=2")
+    dep = one(objs, "Deployment")
+    assert dep["spec"]["replicas"] == 2
+    pdb = one(objs, "PodDisruptionBudget")
+    assert pdb["spec"] == {"minAvailable": 1, "selector": dep["spec"]["selector"]}
+    assert pdb["metadata"]["namespace"] == NAMESPACE
 
 
 def test_stage_defaults_reach_the_operator_as_env(helm):
@@ -311,6 +351,7 @@ def test_operator_accepts_the_rendered_arguments(helm, values):
     assert args.all_namespaces == ("rbac.scope=namespace" not in values)
     assert args.namespace == (["a", "b"] if "rbac.scope=namespace" in values else [])
     assert args.verbose == ("operator.logLevel=verbose" in values)
+    assert args.leader_lease == LEADER and args.leader_namespace is None  # POD_NAMESPACE says
 
 
 # ------------------------------------------------------------------ bad values
@@ -321,12 +362,13 @@ def test_operator_accepts_the_rendered_arguments(helm, values):
     ("image:\n  tag: 5\n", "/image/tag"),
     ("stageDefaults:\n  gpus:\n    serving: two\n", "/stageDefaults/gpus/serving"),
     ("metrics:\n  port: 70000\n", "/metrics/port"),
-    ("replicas: 2\n", "replicas"),
+    ("replica: 2\n", "replica"),
+    ("replicas: 0\n", "/replicas"),
     ("stageDefaults:\n  images:\n    tritn: x\n", "tritn"),
     ("stageDefaults:\n  resources:\n    trian:\n      limits: {memory: 1Gi}\n", "trian"),
     ("stageDefaults:\n  resources:\n    train:\n      limits: {memory: lots}\n",
      "/stageDefaults/resources/train/limits/memory"),
-], ids=["bad-enum", "bad-log-level", "wrong-type", "string-for-int", "out-of-range", "unknown-key",
+], ids=["bad-enum", "bad-log-level", "wrong-type", "string-for-int", "out-of-range", "unknown-key", "no-replica",
         "typo-in-nested-key", "unknown-container", "not-a-quantity"])
 def test_bad_values_fail_naming_the_key(helm, tmp_path, values, key):
     bad = tmp_path / "values.yaml"

@@ -1,22 +1,31 @@
 """``mnist-serving operator [--namespace NS ...|--all-namespaces] [--liveness URL]
-[--metrics-port N]``: run the operator (kopf) against the current cluster.
+[--metrics-port N] [--leader-lease NAME [--leader-namespace NS]]``: run the operator
+(kopf) against the current cluster.
 
 Environment (the Helm chart sets it; see api/site_defaults.py): the operator-wide
 defaults ``MNIST_SERVING_DEFAULT_*`` fill the fields a resource leaves out, and
 ``MNIST_SERVING_WATCH_NAMESPACES`` ("a,b") picks the namespaces when neither
-``--namespace`` nor ``--all-namespaces`` is given.
+``--namespace`` nor ``--all-namespaces`` is given. With a leader Lease
+(``--leader-lease`` or ``MNIST_SERVING_LEADER_LEASE``) the process first stands by
+until it holds that Lease (leader.py): ``POD_NAME`` is its identity there and
+``POD_NAMESPACE`` the Lease's namespace (the downward API, in the chart).
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 import kopf
 
 from mnist_operator.api import site_defaults
-from mnist_operator.cluster import metrics
+from mnist_operator.cluster import kube, leader, metrics
 from mnist_operator.cluster.handlers import OPERATOR
+
+
+#: environment default of --leader-lease
+LEADER_LEASE = "MNIST_SERVING_LEADER_LEASE"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,6 +43,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=metrics.DEFAULT_PORT, metavar="PORT",
                    help="serve Prometheus metrics at http://0.0.0.0:PORT/metrics "
                         f"(default {metrics.DEFAULT_PORT}; 0 turns them off)")
+    p.add_argument("--leader-lease", metavar="NAME", default=os.environ.get(LEADER_LEASE) or None,
+                   help="act only while holding this coordination.k8s.io Lease (a second "
+                        "replica stands by and takes over when it expires); default "
+                        f"${LEADER_LEASE}, else no election (one replica only)")
+    p.add_argument("--leader-namespace", metavar="NS", default=None,
+                   help=f"the Lease's namespace (default ${leader.POD_NAMESPACE}, else the "
+                        "service account's namespace)")
     p.add_argument("--verbose", action="store_true", help="log debug messages")
     return p
 
@@ -64,9 +80,33 @@ def main(argv: list[str] | None = None, operator=OPERATOR) -> int:
     operator.namespaces = namespaces
     operator.static_namespaces = bool(namespaces) and not any(
         ch in ns for ns in namespaces for ch in "*?[!")
-    # One replica with a Recreate strategy: no peering needed.
-    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
-             liveness_endpoint=args.liveness)
+    elector = None
+    if args.leader_lease:
+        lease_ns = args.leader_namespace or leader.lease_namespace()
+        if not lease_ns:
+            print("mnist-serving operator: error: --leader-lease needs --leader-namespace or "
+                  f"${leader.POD_NAMESPACE}", file=sys.stderr)
+            return 2
+        metrics.set_leader(False)
+        logging.getLogger("mnist_operator").info(
+            "leader election on Lease %s/%s as %s", lease_ns, args.leader_lease, leader.identity())
+        elector = leader.Elector(kube.api_client(connections=2), lease_ns, args.leader_lease,
+                                 leader.identity())
+        probe = leader.StandbyProbe(args.liveness)  # the kubelet's probe passes while standing by
+        try:
+            elector.wait_until_leading()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            probe.close()
+        elector.keep_renewing()
+    # standalone: no kopf peering; with a Lease, only its holder gets this far
+    try:
+        kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
+                 liveness_endpoint=args.liveness)
+    finally:
+        if elector is not None:
+            elector.release()
     return 0
 
 

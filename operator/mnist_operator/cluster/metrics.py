@@ -51,6 +51,8 @@ STAGE_SECONDS = Histogram(PREFIX + "stage_duration_seconds", "startTime to compl
 API_REQUESTS = Counter(PREFIX + "api_requests", "Kubernetes API requests the operator made, by verb, "
                        "resource (plural[/subresource]) and HTTP status code.",
                        ["verb", "resource", "code"], registry=REGISTRY)
+LEADER = Gauge(PREFIX + "leader", "1 while this replica acts (holds the leader Lease, or runs without "
+               "--leader-lease), 0 while it stands by.", registry=REGISTRY)
 
 _lock = threading.Lock()
 #: (namespace, name) -> status.phase of every resource seen alive: what RESOURCES counts.
@@ -158,6 +160,10 @@ def api_request(method: str, path: str, status: int) -> None:
     API_REQUESTS.labels(verb=method, resource=resource_of(path), code=str(status)).inc()
 
 
+def set_leader(leading: bool) -> None:
+    LEADER.set(1 if leading else 0)
+
+
 # --------------------------------------------------------------------------- serving
 def serve(port: int, addr: str = "0.0.0.0") -> bool:
     """Serve REGISTRY at http://addr:port/metrics in a daemon thread, once per
@@ -172,6 +178,7 @@ def serve(port: int, addr: str = "0.0.0.0") -> bool:
 
 
 _set_phases()  # every phase exported from the start, at 0
+LEADER.set(1)  # a replica acts unless main() stands it by for the leader Lease
 
 
 def _reset() -> None:
@@ -182,4 +189,4 @@ def _reset() -> None:
 
 
 __all__ = ["REGISTRY", "DEFAULT_PORT", "reconcile_pass", "observe_status", "forget", "api_request",
-           "serve", "stage_transitions", "phase_counts", "resource_of", "error_reason"]
+           "serve", "set_leader", "stage_transitions", "phase_counts", "resource_of", "error_reason"]
