@@ -282,11 +282,10 @@ class BenchConfig:
                 composing: list[str] | None, profile_export: Path | None = None) -> list[str]:
         """perf_analyzer's command line for one load of one model."""
         at = f"{load}:{load}:1"
-        return perf.command(pa, model, self.url, self.protocol, self.batch, at, self.mode,
-                            self.interval_ms, self.count, within, csv_path, composing,
-                            self.max_trials, request_rate=at if self.rate_mode else None,
-                            distribution=self.distribution,
-                            **({"profile_export": profile_export} if profile_export else {}))
+        sent = perf.Load(at, at if self.rate_mode else None, self.distribution)
+        window = perf.Window(self.mode, self.interval_ms, self.count, within, self.max_trials)
+        return perf.command(pa, model, self.url, self.protocol, self.batch, sent, window,
+                            csv_path, composing, profile_export)
 
 
 def say(text: str) -> None:

@@ -97,8 +97,8 @@ def test_bad_concurrency_ranges(text, message):
 
 
 def test_command_line():
-    cmd = perf.command("pa", "mnist_bls", "h:1", "grpc", 1, "1:9:8", "count_windows", 500, 40, 20,
-                       Path("o.csv"), ["mnist_onnx"])
+    cmd = perf.command("pa", "mnist_bls", "h:1", "grpc", 1, perf.Load("1:9:8"),
+                       perf.Window("count_windows", 500, 40, 20), Path("o.csv"), ["mnist_onnx"])
     assert cmd[:3] == ["pa", "-m", "mnist_bls"]
     for pair in (["-i", "grpc"], ["-u", "h:1"], ["-b", "1"], ["--concurrency-range", "1:9:8"],
                  ["--measurement-mode", "count_windows"], ["--measurement-request-count", "40"],
@@ -107,7 +107,8 @@ def test_command_line():
         i = cmd.index(pair[0])
         assert cmd[i:i + 2] == pair
     assert "--measurement-interval" not in cmd
-    cmd = perf.command("pa", "m", "h:1", "http", 1, "1", "time_windows", 500, 40, 20, Path("o"))
+    cmd = perf.command("pa", "m", "h:1", "http", 1, perf.Load("1"),
+                       perf.Window("time_windows", 500, 40, 20), Path("o"))
     assert cmd[cmd.index("--measurement-interval") + 1] == "500"
     assert "--bls-composing-models" not in cmd
 
@@ -171,8 +172,8 @@ BUSY_200 = ("    Avg send request rate: 204.15 infer/sec\n    [WARNING] Perf Ana
 
 
 def test_request_rate_command_replaces_the_concurrency_range():
-    cmd = perf.command("pa", "m", "h:1", "grpc", 1, "1", "time_windows", 500, 40, 20, Path("o"),
-                       request_rate="300:300:1", distribution="poisson")
+    cmd = perf.command("pa", "m", "h:1", "grpc", 1, perf.Load("1", "300:300:1", "poisson"),
+                       perf.Window("time_windows", 500, 40, 20), Path("o"))
     assert "--concurrency-range" not in cmd
     i = cmd.index("--request-rate-range")
     assert cmd[i:i + 4] == ["--request-rate-range", "300:300:1", "--request-distribution",

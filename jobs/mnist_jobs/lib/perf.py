@@ -189,24 +189,45 @@ def mark_keep_up(row: Row, output: str) -> Row:
     return row
 
 
-def command(perf_analyzer: str, model: str, url: str, protocol: str, batch: int,
-            concurrency: str, mode: str, interval_ms: int, count: int, stability: int,
-            csv_path: Path, composing: list[str] | None = None,
-            max_trials: int | None = None, request_rate: str | None = None,
-            distribution: str = "constant", profile_export: Path | None = None) -> list[str]:
-    """``request_rate`` (START:END:STEP) replaces ``concurrency`` with an open loop;
-    ``profile_export`` has perf_analyzer write every request's timestamps there."""
-    load = ["--request-rate-range", request_rate, "--request-distribution", distribution] \
-        if request_rate else ["--concurrency-range", concurrency]
-    cmd = [perf_analyzer, "-m", model, "-i", protocol, "-u", url, "-b", str(batch), *load,
-           "--measurement-mode", mode,
-           "-s", str(stability), "--shape", "input:1,28,28", "-f", str(csv_path)]
-    if mode == "count_windows":
-        cmd += ["--measurement-request-count", str(count)]
-    else:
-        cmd += ["--measurement-interval", str(interval_ms)]
-    if max_trials:
-        cmd += ["--max-trials", str(max_trials)]
+@dataclass(frozen=True)
+class Load:
+    """What perf_analyzer sends: a concurrency range (closed loop) or, with
+    ``request_rate``, a request-rate range (open loop) with its distribution."""
+    concurrency: str = "1"                 # START:END:STEP
+    request_rate: str | None = None        # START:END:STEP, replacing the concurrency
+    distribution: str = "constant"
+
+    def flags(self) -> list[str]:
+        if self.request_rate:
+            return ["--request-rate-range", self.request_rate,
+                    "--request-distribution", self.distribution]
+        return ["--concurrency-range", self.concurrency]
+
+
+@dataclass(frozen=True)
+class Window:
+    """How perf_analyzer measures: its windows (time or request count) and how
+    stable they must be."""
+    mode: str                              # time_windows or count_windows
+    interval_ms: int
+    count: int                             # requests per window in count_windows
+    stability: int                         # -s, in percent
+    max_trials: int | None = None
+
+    def flags(self) -> list[str]:
+        out = ["--measurement-mode", self.mode, "-s", str(self.stability)]
+        out += (["--measurement-request-count", str(self.count)] if self.mode == "count_windows"
+                else ["--measurement-interval", str(self.interval_ms)])
+        return out + (["--max-trials", str(self.max_trials)] if self.max_trials else [])
+
+
+def command(perf_analyzer: str, model: str, url: str, protocol: str, batch: int, load: Load,
+            window: Window, csv_path: Path, composing: list[str] | None = None,
+            profile_export: Path | None = None) -> list[str]:
+    """perf_analyzer's command line for one model; ``profile_export`` has it write
+    every request's timestamps there."""
+    cmd = [perf_analyzer, "-m", model, "-i", protocol, "-u", url, "-b", str(batch),
+           *load.flags(), *window.flags(), "--shape", "input:1,28,28", "-f", str(csv_path)]
     if composing:
         cmd += ["--bls-composing-models", ",".join(composing)]
     if profile_export:
