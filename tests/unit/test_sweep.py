@@ -333,3 +333,22 @@ def test_the_sample_sweep_parses_and_its_points_render():
     assert len(W.points(spec)) == 4 and spec.objective == "costPerMillion"
     for child in World(doc["spec"]).step().create:
         assert render.check_resource(child, "") == []
+
+
+def test_a_point_that_applied_its_best_config_is_ranked_on_what_it_serves_now():
+    """applyBest: the point serves model-analyzer's best config, so its row holds the
+    tuned bench's figures (closedLoop.perfAnalyzer), not the ones measured before."""
+    status = {"phase": "Ready", "benchmark": {
+        "throughputOf": "tuned",
+        "perfAnalyzer": {"mnist_onnx": {"grpc": {"bestInferPerSec": "11329.6",
+                                                 "p99UsAtBest": 900}}},
+        "closedLoop": {"perfAnalyzer": {"mnist_onnx": {"grpc": {"bestInferPerSec": "40858.5",
+                                                                "p99UsAtBest": 1400}}}}}}
+    spec = W.parse_sweep(SPEC)
+    point = W.points(spec)[0]
+    row = C.point_row(spec, point, "p", {"spec": {}, "status": status})
+    assert (row["inferPerSec"], row["p99Us"], row["config"]) == ("40858.5", 1400, "tuned")
+    before = dict(status, benchmark={k: v for k, v in status["benchmark"].items()
+                                     if k != "throughputOf"})
+    row = C.point_row(spec, point, "p", {"spec": {}, "status": before})
+    assert (row["inferPerSec"], row["p99Us"]) == ("11329.6", 900) and "config" not in row

@@ -548,6 +548,8 @@ def summarize(results: dict[str, dict], *, apply_best: bool = False,
         benchmark["modelAnalyzer"] = analyzer
     if loop:
         benchmark["closedLoop"] = loop
+        if benchmark.get("throughputOf") == TUNED:   # what is served now, point by point
+            loop["perfAnalyzer"] = perf_part(results, tuned=True)
     out: dict[str, Any] = {"model": model_part(results), "benchmark": benchmark}
     client = client_part(results, accuracy_verdict)
     if client:

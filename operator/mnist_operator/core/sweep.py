@@ -32,6 +32,7 @@ from mnist_operator.core.builders import MANAGED_BY, instance_label
 from mnist_operator.core.decision import Event
 from mnist_operator.core.provenance import device_of, environment_id, environment_of
 from mnist_operator.core.status import one_line, set_condition
+from mnist_operator.core.summary import TUNED
 
 #: The child's label naming its sweep, the annotation holding its point, and the one
 #: holding the hash of the spec the sweep gave it (the API server defaults the live
@@ -139,9 +140,19 @@ def _number(text: Any) -> float | None:
         return None
 
 
+def served_perf(status: dict) -> dict:
+    """The bench points of the configuration a point serves now: the closed loop's
+    tuned bench once it applied model-analyzer's best config, else the bench's."""
+    benchmark = status.get("benchmark") or {}
+    if benchmark.get("throughputOf") == TUNED:
+        return (benchmark.get("closedLoop") or {}).get("perfAnalyzer") or {}
+    return benchmark.get("perfAnalyzer") or {}
+
+
 def best_entry(status: dict) -> tuple[str, str, dict] | None:
-    """The point's headline: the (model, protocol) with the highest best throughput."""
-    perf = ((status.get("benchmark") or {}).get("perfAnalyzer") or {})
+    """The point's headline: the (model, protocol) with the highest best throughput of
+    the configuration it serves."""
+    perf = served_perf(status)
     entries = [(m, p, e) for m, per in perf.items() if isinstance(per, dict)
                for p, e in per.items() if isinstance(e, dict)]
     if not entries:
@@ -170,6 +181,8 @@ def point_row(spec: W.SweepSpec, point: W.Point, name: str, child: dict | None) 
     model, protocol, e = found
     row.update(model=model, protocol=protocol, inferPerSec=str(e.get("bestInferPerSec", "0")),
                p99Us=int(_number(e.get("p99UsAtBest")) or 0))
+    if (status.get("benchmark") or {}).get("throughputOf") == TUNED:
+        row["config"] = "tuned"   # model-analyzer's best, applied by the closed loop
     if "lowAtBest" in e:
         row.update(low=str(e["lowAtBest"]), high=str(e["highAtBest"]),
                    repeats=int(_number(e.get("repeats")) or 0))
