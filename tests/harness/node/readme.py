@@ -47,11 +47,12 @@ NOT_HERE = {
     "kubectl describe pod mnist-client": "for a client pod that never finishes; the block's run deletes it",
     "kubectl logs mnist-client": "for a client pod that never finishes; the block runs it",
     f"kubectl --context {KIND_CONTEXT} -n gpu-operator get pods": "no GPU Operator on this node (no GPU)",
-    "kubectl get mnistsweep": "no sweep runs on this tier yet (tests/cluster/test_sweep_e2e.py "
-                              "runs one on KWOK and checks this command's columns)",
+    "kubectl get mnistsweep": "the pages' sweep needs GPUs; this tier's CPU sweep "
+                              "(tests/node/test_node_sweep.py) and tests/cluster/test_sweep_e2e.py "
+                              "check this command's columns for their own sweeps",
     "kubectl get mnist -l mnist.serving.dev/sweep=which-gpu":
-        "no sweep runs on this tier yet (tests/cluster/test_sweep_e2e.py lists a sweep's "
-        "points by this label)",
+        "the pages' sweep needs GPUs; tests/node/test_node_sweep.py and "
+        "tests/cluster/test_sweep_e2e.py list their own sweeps' points by this label",
 }
 
 
