@@ -158,24 +158,28 @@ def test_a_volume_refused_as_invalid_is_the_resources_news_with_its_422(pipeline
     wait_ready_at(kit, ns, name, cr["metadata"]["generation"])
 
 
-def test_pods_refused_by_admission_fail_the_stage_within_a_minute_and_retry(
+def test_pods_refused_by_a_quota_with_no_room_at_all_fail_at_once_and_the_retry_resumes(
         pipeline_ns, operator, kit, kubectl):
     from mnist_operator.core import refusals
 
     ns, name = pipeline_ns, "podless"
     kubectl("create", "quota", "no-pods", "-n", ns, "--hard=pods=0")
     cr = kit.apply_cr(ns, name, {"retries": {"backoffSeconds": 2}})
-    train = wait_for("train failed for its refused pods", lambda: (
-        lambda rec: rec if rec.get("reason") == "QuotaExceeded" and rec.get("state") == "BackingOff"
-        else None)(kit.status(ns, name).get("stages", {}).get("train", {})), 60)
-    assert "the API server refused its pod" in train["message"] and "exceeded quota" in train["message"]
+    # a pod can never fit a quota of 0 pods: no waiting and no retries (issue 27)
+    st = kit.wait_phase(ns, name, "Failed", 60)
+    train = st["stages"]["train"]
+    assert (train["reason"], train["attempt"]) == ("ExceedsQuota", 0), train
+    assert "ResourceQuota no-pods" in train["message"] and "pods=1 (the quota allows 0)" \
+        in train["message"], train
     assert warnings(kit, ns, name, "StageFailed")
     wait_for("the refused Job deleted", lambda: train["job"] not in
              [j["metadata"]["name"] for j in kit.jobs_for(ns, name)
               if not j["metadata"].get("deletionTimestamp")], 30)
     kubectl("delete", "quota", "no-pods", "-n", ns)
+    kubectl("annotate", "mnist", name, "-n", ns, "mnist.serving.dev/retry=1")
+    wait_for("the retry taken", lambda: kit.status(ns, name).get("phase") != "Failed", 30)
     st = wait_ready_at(kit, ns, name, cr["metadata"]["generation"])
-    assert st["stages"]["train"]["attempt"] >= 1
+    assert st["stages"]["train"]["attempt"] == 0
     # Pod Security's own refusal text, as this API server words it, is told apart too
     restrict(kubectl, ns)
     bare = kubectl.run("run", "bare", "-n", ns, "--image=busybox", "--restart=Never")

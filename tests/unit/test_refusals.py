@@ -162,8 +162,8 @@ def test_pods_refused_by_admission_fail_the_attempt_at_once_and_the_job_goes():
 
 def test_job_outcome_needs_no_pods_and_a_failed_create_to_call_it_refused():
     job = {"metadata": {"name": "j"}, "status": {"startTime": "2025-03-01T12:00:00Z"}}
-    ev = [{"message": "exceeded quota: pods", "lastTimestamp": "2025-03-01T12:00:01Z"}]
-    assert job_outcome(job, [], None, ev).reason == "QuotaExceeded"
+    ev = [{"message": "violates PodSecurity", "lastTimestamp": "2025-03-01T12:00:01Z"}]
+    assert job_outcome(job, [], None, ev).reason == "PodSecurity"
     assert job_outcome(job, [], None, None).state == "Running"
     pod = {"metadata": {"name": "p"}, "status": {}}
     assert job_outcome(job, [pod], None, ev).state == "Running"   # it has a pod after all

@@ -9,8 +9,8 @@ or no owner at all, like a kept claim), as the listing did. Entries go on
 DELETED, and a resource's bucket goes with the resource.
 
 Slim copies keep every field reconcile, refusals and results read (metadata,
-the Job's and the Deployment's status, the pod template's metadata, replicas and
-completions,
+the Job's and the Deployment's status, the pod template's metadata, replicas,
+completions and a Job's deadline,
 container states and image digests, pod conditions and nodes); pod specs and managed fields, most of a
 body's bytes, are dropped.
 
@@ -54,8 +54,10 @@ def slim(kind: str, body: dict) -> dict:
         if spec.get("nodeName"):   # where it ran: the environment of its result
             out["spec"] = {"nodeName": spec["nodeName"]}
         return out
-    # replicas (a Deployment's), completions (an Indexed Job's: how many must succeed)
-    slim_spec = {k: spec[k] for k in ("replicas", "completions") if k in spec}
+    # replicas (a Deployment's), completions (an Indexed Job's: how many must succeed),
+    # activeDeadlineSeconds (a Job's: moved out while its pod waits for a quota)
+    slim_spec = {k: spec[k] for k in ("replicas", "completions", "activeDeadlineSeconds")
+                 if k in spec}
     if isinstance(spec.get("template"), dict) and "metadata" in spec["template"]:
         slim_spec["template"] = {"metadata": _slim_meta(spec["template"]["metadata"] or {})}
     out["spec"] = slim_spec

@@ -5,10 +5,12 @@ decides from them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mnist_operator.api.spec import parse_quantity
 from mnist_operator.api.vocabulary import (FAILED, LABEL_COMPONENT, LABEL_FINGERPRINT, RUNNING,
                                            SKIPPED, SUCCEEDED)
 from mnist_operator.core import refusals
@@ -144,8 +146,13 @@ UNSCHEDULABLE_GRACE_SECONDS = 60
 WAITING_FOR_VOLUME, WAITING_FOR_GPU, WAITING_FOR_RESOURCES = \
     "WaitingForVolume", "WaitingForGPU", "WaitingForResources"
 QUEUED_REASONS = (WAITING_FOR_VOLUME, WAITING_FOR_GPU, WAITING_FOR_RESOURCES)
-#: Every reason pod_blocker gives.
-BLOCKED_REASONS = ("Unschedulable", *QUEUED_REASONS, *STUCK_CONTAINER_REASONS)
+#: A Job whose pod a ResourceQuota refuses for now (the namespace's quota is full): the
+#: job controller keeps trying on its own, so the step waits (one Normal event).
+WAITING_FOR_QUOTA = "WaitingForQuota"
+#: A pod that asks for more than the quota's hard limit: it can never be created.
+EXCEEDS_QUOTA = "ExceedsQuota"
+#: Every reason pod_blocker gives, and the quota's wait.
+BLOCKED_REASONS = ("Unschedulable", *QUEUED_REASONS, *STUCK_CONTAINER_REASONS, WAITING_FOR_QUOTA)
 
 # kube-scheduler's words (pkg/scheduler: volumebinding, preemption); its message reads
 # "0/N nodes are available: <filter reasons>. preemption: 0/N nodes are available: <...>."
@@ -245,23 +252,87 @@ class JobOutcome:
     start: str | None = None
     finish: str | None = None
     pods_refused: bool = False      # the API server refused every pod the Job tried
+    retry: bool = True              # False: another attempt would be refused the same way
+
+
+# The ResourceQuota admission plugin's words (k8s.io/apiserver, plugin/resourcequota):
+# "exceeded quota: <quota>, requested: <list>, used: <list>, limited: <list>", each list
+# "<resource>=<quantity>" items sorted by resource and joined by "," (no spaces), naming
+# only the resources that would go over.
+_QUOTA_REFUSAL = re.compile(r"exceeded quota: (?P<quota>[^,\s]+), requested: (?P<requested>\S+), "
+                            r"used: (?P<used>\S+), limited: (?P<limited>\S+)")
+
+
+@dataclass(frozen=True)
+class QuotaRefusal:
+    """A pod the ResourceQuota admission plugin refused: the quota and, per resource
+    that would go over, what the pod requests, what is used and the hard limit."""
+    quota: str
+    requested: dict[str, str]
+    used: dict[str, str]
+    limited: dict[str, str]
+
+    def beyond_hard(self) -> list[str]:
+        """The resources the pod alone asks more of than the quota allows in all: no
+        amount of waiting frees that much ("r=4 > hard 2" for each)."""
+        out = []
+        for name, asked in self.requested.items():
+            want, hard = parse_quantity(asked), parse_quantity(self.limited.get(name, ""))
+            if want is not None and hard is not None and want > hard:
+                out.append(f"{name}={asked} (the quota allows {self.limited[name]})")
+        return out
+
+
+def _resource_list(text: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in text.rstrip(".").split(",") if "=" in item)
+
+
+def quota_refusal(message: str) -> QuotaRefusal | None:
+    """The quota refusal in an API message (a FailedCreate event's, a create's), if it is one."""
+    m = _QUOTA_REFUSAL.search(message or "")
+    if m is None:
+        return None
+    return QuotaRefusal(m["quota"], _resource_list(m["requested"]), _resource_list(m["used"]),
+                        _resource_list(m["limited"]))
 
 
 def pods_refused(job: dict, pods: list[dict], failed_creates: list[dict] | None
                  ) -> JobOutcome | None:
-    """A Job that has no pod because the API server refuses them (Pod Security, a
-    quota, a missing ServiceAccount): the job controller's FailedCreate event says
-    why. It would only retry until its deadline, hours away: a failed attempt now,
-    ended when the operator ends it (no finish time of its own: the retry backoff
-    counts from this pass, not from a refusal seen seconds later)."""
+    """A Job that has no pod because the API server refuses them: the job controller's
+    FailedCreate events say why (the newest counts).
+
+    * A quota that is full for now: the step waits (Running, WaitingForQuota, the
+      quota's message). The job controller retries the pod by itself, with a backoff
+      of at most a minute, so the pod comes once the quota frees; no attempt is spent.
+    * A pod that asks for more than the quota's hard limit can never be created:
+      a failure at once, not retried (ExceedsQuota, naming the quota and the request).
+    * Anything else (Pod Security, a missing ServiceAccount): it would only retry until
+      its deadline, hours away: a failed attempt now, ended when the operator ends it
+      (no finish time of its own: the retry backoff counts from this pass, not from a
+      refusal seen seconds later)."""
     if pods or not failed_creates:
         return None
     newest = max(failed_creates, key=lambda e: e.get("lastTimestamp") or "")
     text = newest.get("message") or "the job controller could not create its pod"
+    start = (job.get("status") or {}).get("startTime")
+    quota = quota_refusal(text)
+    if quota is None and "exceeded quota" in text:   # words this version cannot read: waiting
+        quota = QuotaRefusal("", {}, {}, {})
+    if quota is not None:
+        beyond = quota.beyond_hard()
+        if beyond:
+            return JobOutcome(FAILED, EXCEEDS_QUOTA, one_line(
+                f"its pod asks for more than ResourceQuota {quota.quota} allows in all: "
+                f"{', '.join(beyond)}; lower the request or raise the quota's hard limit, then "
+                f"retry (the API server said: {text})"),
+                start=start, pods_refused=True, retry=False)
+        which = f"ResourceQuota {quota.quota}" if quota.quota else "a ResourceQuota"
+        return JobOutcome(RUNNING, WAITING_FOR_QUOTA, one_line(
+            f"its pod waits for room in {which} (the job controller retries by itself): "
+            f"{text}"), start=start)
     reason = refusals.classify(403, "FailedCreate", text)
     return JobOutcome(FAILED, reason, one_line(f"the API server refused its pod: {text}"),
-                      start=(job.get("status") or {}).get("startTime"),
-                      pods_refused=True)
+                      start=start, pods_refused=True)
 
 
 def job_outcome(job: dict, pods: list[dict], now: datetime | None = None,
@@ -340,4 +411,4 @@ def deployment_readiness(dep: dict) -> tuple[bool, int, int]:
     return seen and updated and ready >= want and want > 0, ready, want
 
 
-__all__ = ["meta", "terminating", "COMPLETION_INDEX", "completion_index", "completions", "result_pods", "object_ref", "object_fingerprint", "pods_of_job", "triton_pods", "ran_on", "gpu_of", "terminated_states", "STUCK_CONTAINER_REASONS", "UNSCHEDULABLE_GRACE_SECONDS", "QUEUED_REASONS", "BLOCKED_REASONS", "unschedulable_reason", "pod_blocker", "unschedulable_news_in", "parse_result", "JobOutcome", "pods_refused", "job_outcome", "replicas", "replica_failure", "deployment_readiness"]
+__all__ = ["meta", "terminating", "COMPLETION_INDEX", "completion_index", "completions", "result_pods", "object_ref", "object_fingerprint", "pods_of_job", "triton_pods", "ran_on", "gpu_of", "terminated_states", "STUCK_CONTAINER_REASONS", "UNSCHEDULABLE_GRACE_SECONDS", "QUEUED_REASONS", "BLOCKED_REASONS", "unschedulable_reason", "pod_blocker", "unschedulable_news_in", "parse_result", "JobOutcome", "QuotaRefusal", "quota_refusal", "WAITING_FOR_QUOTA", "EXCEEDS_QUOTA", "pods_refused", "job_outcome", "replicas", "replica_failure", "deployment_readiness"]

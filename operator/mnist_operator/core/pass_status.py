@@ -13,7 +13,7 @@ from mnist_operator.core import accuracy, refusals, summary
 from mnist_operator.core.decision import PAUSED, Acts, Pass, Serving, clean, event
 from mnist_operator.core.pipeline import Step
 from mnist_operator.core.status import get_condition, ordered, set_condition, stage_condition
-from mnist_operator.core.steps import scaling_back
+from mnist_operator.core.steps import VOLUME_LOST, scaling_back
 
 
 def status_patch(old: dict | None, new: dict) -> dict:
@@ -84,7 +84,7 @@ def build_status(p: Pass, steps: list[Step], stages: dict[str, dict], active: St
             st, reason, msg = serving_condition(p, serving, stages[serving_step])
         else:
             st, reason, msg = stage_condition(by_stage[facts.name], facts.name)
-            if all(r.get("state") == PENDING and r.get("reason") != "Resumed"
+            if all(r.get("state") == PENDING and r.get("reason") not in ("Resumed", VOLUME_LOST)
                    for r in by_stage[facts.name]):
                 st = UNKNOWN
         conditions = set_condition(conditions, facts.condition, st, reason, msg, gen, now)
@@ -103,7 +103,9 @@ def build_status(p: Pass, steps: list[Step], stages: dict[str, dict], active: St
     else:
         phase = active.facts.phase
         rec = stages[active.name]
-        if stages[serving_step].get("state") == SUCCEEDED and not available and not paused:
+        if rec.get("state") == PENDING and rec.get("reason") == VOLUME_LOST:
+            ready = (FALSE, VOLUME_LOST, rec.get("message", ""))
+        elif stages[serving_step].get("state") == SUCCEEDED and not available and not paused:
             ready = scaling_back(p.spec) if resuming else unavailable(serving, p.spec)
         else:
             ready = (FALSE, "Progressing", f"{active.name}: {rec.get('message')}")

@@ -40,6 +40,12 @@ Rules, in the order ``pipeline.plan`` lists the steps:
   serving holds, and a volume that is ReadWriteOnce keeps both on one node, so
   on a one-GPU node, or a cluster whose every GPU serves, it would never
   start. It scales back once analyze has finished (or failed for good).
+* The claim's uid is recorded in ``status.storage`` once it is Bound. A claim
+  that is Terminating, gone or replaced (another uid) lost every step's output:
+  each step that ran is recorded Pending (VolumeLost), its Jobs are deleted, one
+  Warning says so, and the pipeline runs again from train once a new claim exists.
+* A stage pod that a full ResourceQuota refuses waits (WaitingForQuota) and spends
+  no attempt; one that asks for more than the quota's hard limit fails at once.
 """
 from __future__ import annotations
 
@@ -49,14 +55,14 @@ from datetime import datetime
 from mnist_operator.api.spec import SpecError, parse_spec
 from mnist_operator.api.vocabulary import FALSE, READY, RETRY_ANNOTATION
 from mnist_operator.core.children import job_outcome, meta, replica_failure
-from mnist_operator.core.decision import (Decision, Event, Pass, Substrate, clean,
+from mnist_operator.core.decision import (Acts, Decision, Event, Pass, Substrate, clean,
                                           cluster_substrate, name_conflict, plan_of)
 from mnist_operator.core.pass_status import build_status, status_patch
 from mnist_operator.core.status import get_condition, one_line, ordered, set_condition
 from mnist_operator.core.steps import (advance_steps, before_serve, delete_stale_jobs,
                                        deployment_acts, drop_deployment, ensure_account,
-                                       ensure_volume, paused_record, pauses_serving,
-                                       withhold_refused)
+                                       ensure_volume, lose_volume, paused_record,
+                                       pauses_serving, volume_news, withhold_refused)
 
 
 def reconcile(cr: dict, observed: dict, now: datetime,
@@ -91,10 +97,15 @@ def _invalid_spec(cr: dict, err: SpecError, now: datetime) -> Decision:
 
 
 def _run(p: Pass) -> Decision:
-    """One pass, top to bottom: volume, the pods' ServiceAccount, stale Jobs,
-    every step in order, the Deployment once, refused creates held back, status."""
+    """One pass, top to bottom: the volume (lost: every step runs again), the pods'
+    ServiceAccount, stale Jobs, every step in order, the Deployment once, refused creates
+    held back, status."""
+    storage, lost = volume_news(p)
+    acts = Acts()
+    if lost is not None:
+        p, acts = lose_volume(p, lost)
     steps = p.plan(p.old_stages.get("analyze"))
-    acts = ensure_volume(p) + ensure_account(p) + delete_stale_jobs(p, steps)
+    acts += ensure_volume(p) + ensure_account(p) + delete_stale_jobs(p, steps)
     stages, active, serving, steps, step_acts = advance_steps(p, steps)
     acts += step_acts
     if active is not None and before_serve(steps, active):
@@ -107,6 +118,8 @@ def _run(p: Pass) -> Decision:
         acts += deployment_acts(p, serving)
     acts, kept = withhold_refused(p, acts)
     status, status_acts = build_status(p, steps, stages, active, serving, kept)
+    if storage:
+        status["storage"] = storage
     acts += status_acts
     return Decision(create=acts.create, update=acts.update, delete=acts.delete, status=status,
                     events=acts.events, requeue_after=acts.requeue)

@@ -4,8 +4,9 @@ each step keeps in ``status.stages`` and the Events that announce its changes.
 Pure: a Pass in, records and Acts out."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from mnist_operator.api.spec import MnistServingSpec
@@ -13,10 +14,11 @@ from mnist_operator.api.vocabulary import (BACKING_OFF, FAILED, FALSE, FINISHED,
                                            LABEL_FINGERPRINT, LABEL_STEP, PENDING, RUNNING, SKIPPED,
                                            SUCCEEDED)
 from mnist_operator.core import builders, refusals
-from mnist_operator.core.children import (BLOCKED_REASONS, QUEUED_REASONS, deployment_readiness,
-                                          job_outcome, meta, object_fingerprint, object_ref,
-                                          pods_of_job, ran_on, replica_failure, replicas,
-                                          terminating, triton_pods, unschedulable_news_in)
+from mnist_operator.core.children import (BLOCKED_REASONS, QUEUED_REASONS, WAITING_FOR_QUOTA,
+                                          deployment_readiness, job_outcome, meta,
+                                          object_fingerprint, object_ref, pods_of_job, ran_on,
+                                          replica_failure, replicas, terminating, triton_pods,
+                                          unschedulable_news_in)
 from mnist_operator.core.decision import (DELETION_POLL_SECONDS, MAX_ATTEMPTS_SCANNED, PAUSED,
                                           SCALING_BACK, Acts, Pass, Serving, clean, event,
                                           held_back, look_again, trim_result)
@@ -92,6 +94,79 @@ def before_serve(steps: list[Step], step: Step) -> bool:
     order = [s.name for s in steps]
     first_serve = next(i for i, s in enumerate(steps) if s.long_running)
     return order.index(step.name) < first_serve
+
+
+#: The claim that held the steps' output was deleted or replaced: every step that ran
+#: runs again from train (its record's reason, the Ready condition's, the Warning event's).
+VOLUME_LOST = "VolumeLost"
+
+
+def claim_live(p: Pass) -> bool:
+    """The operator's claim is there and not being deleted (always, with storage.existingClaim:
+    a claim the user owns is the user's business)."""
+    if builders.build_pvc(p.cr, p.spec) is None:
+        return True
+    return p.pvc is not None and not terminating(p.pvc)
+
+
+def volume_news(p: Pass) -> tuple[dict, str | None]:
+    """``status.storage`` for this pass, and what happened to the claim when the one
+    recorded is gone (None while it is there). The claim's uid is recorded once it is
+    Bound; a claim that is Terminating, missing or another object (another uid) is
+    that volume lost. After a loss the old uid is kept as ``lostClaimUid`` until a new
+    claim is bound, so the old claim, still Terminating, is never recorded again."""
+    want = builders.build_pvc(p.cr, p.spec)
+    if want is None:
+        return {}, None
+    name = meta(want).get("name")
+    old = p.old.get("storage") or {}
+    pvc = p.pvc
+    uid = meta(pvc).get("uid") if pvc is not None else None
+    recorded = old.get("claimUid")
+    if recorded:
+        if pvc is None:
+            what = f"claim {name} (uid {recorded}) was deleted"
+        elif uid != recorded:
+            what = f"claim {name} was replaced (uid {recorded}, now {uid})"
+        elif terminating(pvc):
+            what = (f"claim {name} (uid {recorded}) is being deleted (Terminating until no "
+                    f"pod mounts it)")
+        else:
+            return {"claim": name, "claimUid": recorded}, None
+        return {"claim": name, "lostClaimUid": recorded, "lostTime": timestamp(p.now),
+                "message": f"model volume lost: {what}"}, what
+    bound = ((pvc or {}).get("status") or {}).get("phase") == "Bound"
+    if pvc is not None and bound and not terminating(pvc) and uid \
+            and uid != old.get("lostClaimUid"):
+        return {"claim": name, "claimUid": uid}, None
+    return dict(old), None
+
+
+def lose_volume(p: Pass, what: str) -> tuple[Pass, Acts]:
+    """The volume is gone: nothing recorded as done is on it any more. Every step that
+    ran (a Job or the Deployment) is recorded Pending (VolumeLost, attempt 0, its
+    fingerprint kept) and every Job is deleted, so no finished Job is read as done
+    again and each attempt 0 gets its name back; one Warning says so. Returns the pass
+    as the steps must see it (those Jobs as being deleted) and what to do."""
+    ran = [n for n, rec in p.old_stages.items()
+           if not (rec.get("state") == SKIPPED and not rec.get("job"))]
+    message = one_line(f"model volume lost: {what}; every step runs again from train once a "
+                       f"new claim exists")
+    stages = {n: (base_record(rec, state=PENDING, reason=VOLUME_LOST, message=message, attempt=0)
+                  if n in ran else rec) for n, rec in p.old_stages.items()}
+    going = [j for j in p.jobs if not terminating(j)]
+    marked = [j if terminating(j) else {**j, "metadata": {**meta(j),
+                                                          "deletionTimestamp": timestamp(p.now)}}
+              for j in p.jobs]
+    acts = Acts(delete=[object_ref(j) for j in going]) + event(
+        "Warning", VOLUME_LOST, f"model volume lost: {what}; the output of "
+                               f"{', '.join(ran) or 'no step'} was on it: running every step "
+                               f"again from train")
+    return replace(p, old={**p.old, "stages": stages}, jobs=marked), acts
+
+
+def base_record(rec: dict, **fields: Any) -> dict:
+    return clean({"fingerprint": rec.get("fingerprint"), **fields})
 
 
 def ensure_volume(p: Pass) -> Acts:
@@ -171,8 +246,9 @@ def base(step: Step, **fields: Any) -> dict:
 def pending(step: Step, rec: dict | None, reason: str = "Waiting", message: str = "") -> dict:
     waiting_for = message or f"{step.name} waits for the steps before it"
     if rec and rec.get("fingerprint") == step.fingerprint and rec.get("state") == PENDING \
-            and rec.get("reason") == reason:
-        return rec
+            and (rec.get("reason") == reason
+                 or (reason == "Waiting" and rec.get("reason") == VOLUME_LOST)):
+        return rec   # a lost volume keeps saying why the step runs again until it does
     return base(step, state=PENDING, reason=reason, message=waiting_for, attempt=0)
 
 
@@ -325,6 +401,9 @@ def advance_job(p: Pass, steps: list[Step], step: Step, rec: dict | None, servin
         new, started = start_job(p, steps, step, cur, 0, serving_up)
         return new, acts + started
 
+    if cur and cur.get("state") == PENDING and cur.get("reason") == VOLUME_LOST \
+            and not claim_live(p):
+        return cur, acts + look_again(DELETION_POLL_SECONDS)   # no new Job on a going claim
     attempt = int((cur or {}).get("attempt") or 0)
     if live and max(live) > attempt or (cur is None and live):
         # A Job status does not know about: adopt it, never duplicate it.
@@ -387,9 +466,13 @@ def observe_job(p: Pass, steps: list[Step], step: Step, cur: dict | None, attemp
         news_in = unschedulable_news_in(pods, p.now)
         if news_in is not None:   # a pod fits no node: say so as its grace ends
             acts += look_again(news_in)
-        stuck = out.reason  # "" unless a pod cannot be scheduled or started
+        stuck = out.reason  # "" unless a pod cannot be created, scheduled or started
+        acts += quota_deadline(step, job, pods, cur, stuck, p.now)
         if cur and cur.get("state") == RUNNING and cur.get("job") == name:
             was_stuck = cur.get("reason") in BLOCKED_REASONS
+            if stuck == WAITING_FOR_QUOTA == cur.get("reason"):   # the quota's numbers move
+                waiting = one_line(f"Job {name} waiting: {out.message}")
+                return {**cur, "message": waiting}, acts
             if (not stuck and not was_stuck) or (stuck and cur.get("reason") == stuck):
                 return cur, acts
         if stuck:
@@ -397,6 +480,8 @@ def observe_job(p: Pass, steps: list[Step], step: Step, cur: dict | None, attemp
                        message=one_line(f"Job {name} waiting: {out.message}"), **common)
             if stuck in QUEUED_REASONS:   # queuing for a claim or a free GPU: no fault
                 return rec, acts
+            if stuck == WAITING_FOR_QUOTA:   # queuing for room in a quota: said once
+                return rec, acts + event("Normal", stuck, f"{step.name}: {out.message}")
             return rec, acts + event("Warning", stuck, f"{step.name}: {out.message}")
         return base(step, state=RUNNING, reason="JobRunning",
                     message=f"Job {name} running (attempt {attempt})", **common), acts
@@ -410,6 +495,8 @@ def observe_job(p: Pass, steps: list[Step], step: Step, cur: dict | None, attemp
     limit, backoff = p.spec.retries.limit, p.spec.retries.backoff_seconds
     failed = dict(reason=out.reason, completionTime=finished,
                   result=trim_result(out.result), **common)
+    if not out.retry:   # another attempt would be refused the same way: say so at once
+        return base(step, state=FAILED, message=out.message, **failed), acts
     if attempt < limit:
         delay = backoff * 2 ** attempt
         retry_at = (parse_timestamp(finished) or p.now) + timedelta(seconds=delay)
@@ -421,6 +508,40 @@ def observe_job(p: Pass, steps: list[Step], step: Step, cur: dict | None, attemp
     return base(step, state=FAILED,
                 message=one_line(f"failed after {attempt + 1} attempt(s): {out.message}"),
                 **failed), acts
+
+
+def quota_deadline(step: Step, job: dict, pods: list[dict], cur: dict | None, stuck: str,
+                   now: datetime) -> Acts:
+    """The Job's activeDeadlineSeconds, kept from running out while its pod waits for
+    room in a quota. The job controller counts the deadline from the Job's startTime,
+    which it sets before any pod exists, so a wait would eat the stage's own time and
+    a long one would fail the attempt. While the pod waits, the deadline moves to the
+    time waited plus the stage's deadline whenever less than half of that is left; the
+    pass after the pod is created sets it to exactly that (the time the Job waited for
+    its first pod, plus the stage's deadline). One update, with no other field."""
+    own = step.facts.deadline_seconds
+    start = parse_timestamp((job.get("status") or {}).get("startTime"))
+    if not own or start is None:
+        return Acts()
+    have = int((job.get("spec") or {}).get("activeDeadlineSeconds") or own)
+    if stuck == WAITING_FOR_QUOTA:
+        waited = (now - start).total_seconds()
+        if have - waited >= own / 2:
+            return Acts()
+    elif (cur or {}).get("reason") == WAITING_FOR_QUOTA \
+            and (cur or {}).get("job") == meta(job).get("name"):   # its pod came just now
+        made = (parse_timestamp(meta(pod).get("creationTimestamp")) for pod in pods)
+        first = min((t for t in made if t is not None), default=now)
+        waited = (first - start).total_seconds()
+    else:
+        return Acts()
+    want = int(math.ceil(max(0.0, waited))) + own
+    if want <= have:
+        return Acts()
+    m = meta(job)
+    return Acts(update=[{"apiVersion": job.get("apiVersion") or "batch/v1", "kind": "Job",
+                         "metadata": {"name": m.get("name"), "namespace": m.get("namespace")},
+                         "spec": {"activeDeadlineSeconds": want}}])
 
 
 def environment_of(p: Pass, steps: list[Step], step: Step, job: dict) -> dict:
