@@ -50,7 +50,7 @@ def test_a_sweep_of_two_gpu_products_runs_two_at_a_time_and_ranks_them(
     def complete():
         nonlocal most_running
         running = [p for p in points_of(kubectl, ns, "which-gpu")
-                   if (p.get("status") or {}).get("phase") not in ("Ready", "Failed")]
+                   if (p.get("status") or {}).get("phase") not in ("Ready", "Measured", "Failed")]
         most_running = max(most_running, len(running))
         st = sweep_status(kubectl, ns, "which-gpu")
         return st if st.get("phase") == "Complete" else None
@@ -60,7 +60,12 @@ def test_a_sweep_of_two_gpu_products_runs_two_at_a_time_and_ranks_them(
     assert st["progress"] == {"total": 4, "ready": 4, "failed": 0, "running": 0, "waiting": 0}
     children = points_of(kubectl, ns, "which-gpu")
     assert sorted(c["metadata"]["name"] for c in children) == sorted(r["name"] for r in st["points"])
-    assert all(c["status"]["phase"] == "Ready" for c in children)
+    # every point measured, then stopped serving: its GPU went to the next point
+    assert all(c["status"]["phase"] == "Measured" for c in children)
+    for child in children:
+        (dep,) = kubectl.json("get", "deployments", "-n", ns, "-l",
+                              f"app.kubernetes.io/instance={child['metadata']['name']}")["items"]
+        assert dep["spec"]["replicas"] == 0
     for child in children:                          # each point pinned its own GPU product
         owner = child["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"]) == (W.KIND, "which-gpu")

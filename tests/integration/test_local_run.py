@@ -155,9 +155,9 @@ def test_a_local_sweep_runs_its_points_for_real_and_ranks_them(tmp_path):
     status = json.loads((work / "status.json").read_text())
     assert status["phase"] == "Complete" and status["readyPoints"] == "2/2"
     for row in status["points"]:
-        assert row["phase"] == "Ready" and float(row["inferPerSec"]) > 0 and row["p99Us"] > 0
+        assert row["phase"] == "Measured" and float(row["inferPerSec"]) > 0 and row["p99Us"] > 0
         point = json.loads((work / row["name"] / "status.json").read_text())
-        assert point["phase"] == "Ready" and "mnist_onnx" in point["model"]["served"]
+        assert point["phase"] == "Measured" and "mnist_onnx" in point["model"]["served"]
     assert status["best"]["point"] in {r["name"] for r in status["points"]}
     (verdict,) = status["verdicts"]
     assert verdict["verdict"] == "no interval"          # one repeat: never a guess

@@ -59,9 +59,10 @@ def _epoch(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def _ready_since(status: dict) -> float:
+def _measured_since(status: dict) -> float:
+    """When a point was measured and stopped serving (a sweep's points stop once measured)."""
     (ready,) = [c for c in status["conditions"] if c["type"] == "Ready"]
-    assert ready["status"] == "True", ready
+    assert (ready["status"], ready["reason"]) == ("False", "StoppedAfterBenchmark"), ready
     return _epoch(ready["lastTransitionTime"])
 
 
@@ -126,9 +127,9 @@ def test_a_two_point_cpu_sweep_runs_in_real_pods_one_point_at_a_time(sweep, node
     assert sorted(children) == sorted(r["name"] for r in st["points"])
     for row in st["points"]:
         child = children[row["name"]]
-        assert child["status"]["phase"] == "Ready", child["status"].get("message")
+        assert child["status"]["phase"] == "Measured", child["status"].get("message")
         assert child["spec"]["serving"]["instances"] == row["values"]["serving.instances"]
-        assert row["phase"] == "Ready" and float(row["inferPerSec"]) > 0 and row["p99Us"] > 0, row
+        assert row["phase"] == "Measured" and float(row["inferPerSec"]) > 0 and row["p99Us"] > 0, row
         assert row["repeats"] == 2 and float(row["low"]) <= float(row["high"]), row
         # every stage of the point ran in a real container of its stand-in image, exit 0
         pods = {p["metadata"]["labels"][builders.LABEL_STEP]: p for p in kit.pods_for(NS, row["name"])
@@ -139,13 +140,15 @@ def test_a_two_point_cpu_sweep_runs_in_real_pods_one_point_at_a_time(sweep, node
             main = pod["status"]["containerStatuses"][0]
             assert main["state"]["terminated"]["exitCode"] == 0, (row["name"], step, main)
             assert main["image"] == images[POINT_STEPS[step]].ref, (row["name"], step, main)
-        triton = [p for p in kit.pods_for(NS, row["name"])
-                  if p["metadata"]["labels"].get(builders.LABEL_COMPONENT) == "triton"]
-        assert [p["status"]["containerStatuses"][0]["image"] for p in triton] == \
-            [images["triton"].ref], row["name"]
-    # maxParallel 1: the second point was created once the first was Ready
+        # Triton served from its own image (the bench measured it), then scaled to 0 once
+        # the point was measured: the next point got the node's cores
+        (dep,) = kubectl.json("get", "deployments", "-n", NS, "-l",
+                              f"app.kubernetes.io/instance={row['name']}")["items"]
+        assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == images["triton"].ref
+        assert dep["spec"]["replicas"] == 0, row["name"]
+    # maxParallel 1: the second point was created once the first was measured
     first, second = (children[r["name"]] for r in st["points"])
-    assert _epoch(second["metadata"]["creationTimestamp"]) >= _ready_since(first["status"]) - 1
+    assert _epoch(second["metadata"]["creationTimestamp"]) >= _measured_since(first["status"]) - 1
     best = st["best"]["point"]
     assert {v["point"] for v in st["verdicts"]} == {r["name"] for r in st["points"]} - {best}
     row = kubectl("get", "mnistsweep", NAME, "-n", NS, "--no-headers").split()
@@ -174,7 +177,7 @@ def test_report_from_the_cluster_renders_both_points_as_in_status(sweep, node_cl
     for point in st["points"]:
         cells = rows[point["name"]]
         assert cells["serving.instances"] == str(point["values"]["serving.instances"])
-        assert cells["phase"] == "Ready"
+        assert cells["phase"] == "Measured"
         assert cells["infer/s"] == point["inferPerSec"]
         assert cells["p99 ms"] == f"{point['p99Us'] / 1000:.2f}"
         assert cells["95 % interval"] == f"[{point['low']}, {point['high']}]"

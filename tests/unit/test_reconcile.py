@@ -829,3 +829,48 @@ def test_a_moment_of_unschedulable_is_no_news():
     assert not d.events and w.stage("train")["reason"] != "Unschedulable"
     d = w.step(61)   # still unschedulable a minute later: now it is news
     assert [(e.type, e.reason) for e in d.events] == [("Warning", "Unschedulable")]
+
+
+def test_stop_after_benchmark_scales_triton_to_zero_once_every_stage_finished():
+    """serving.stopAfterBenchmark (what a sweep sets on its points): measured, then the
+    GPUs are handed back; every figure stays; turning it off serves again."""
+    w = World({"serving": {"stopAfterBenchmark": True}})
+    w.step()
+    w.run_through(*ALL_STEPS[:-1])
+    assert w.status["phase"] == "Analyzing" and replicas(w) == 0   # paused for analyze
+    before = w.status["benchmark"]
+    w.finish("analyze")
+    d = w.step(1)
+    assert [(o["kind"], o["spec"]["replicas"]) for o in d.update] == []   # stays at 0
+    assert w.status["phase"] == "Measured"
+    serving, ready = w.cond("Serving"), w.cond("Ready")
+    assert (serving["status"], serving["reason"]) == ("False", "StoppedAfterBenchmark")
+    assert (ready["status"], ready["reason"]) == ("False", "StoppedAfterBenchmark")
+    assert "its GPUs are free" in ready["message"]
+    assert w.status["benchmark"] == before                 # the figures stay
+    assert not [e for e in d.events if e.type == "Warning"]
+    assert_quiet(w)
+
+    w.edit_spec(serving__stopAfterBenchmark=False)
+    d = w.step(1)
+    assert [(o["kind"], o["spec"]["replicas"]) for o in d.update] == [("Deployment", 1)]
+    assert not created(d)                                  # nothing re-runs
+    w.set_serving(True)
+    w.step(1)
+    assert w.status["phase"] == "Ready" and w.cond("Serving")["reason"] == "Available"
+
+
+def test_stop_after_benchmark_scales_a_serving_triton_down_once_with_an_event():
+    w = World({"serving": {"stopAfterBenchmark": True, "gpus": 0}})   # analyze does not pause it
+    w.step()
+    w.run_through(*ALL_STEPS[:-1])
+    assert replicas(w) == 1
+    w.finish("analyze")
+    d = w.step(1)
+    assert [(o["kind"], o["spec"]["replicas"]) for o in d.update] == [("Deployment", 0)]
+    assert ("Normal", "ServingStopped") in events(d)
+    assert w.status["phase"] == "Measured"
+    w.set_serving(False)
+    d = w.step(1)
+    assert not (d.create or d.update or d.delete or d.events)
+    assert_quiet(w)

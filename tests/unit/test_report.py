@@ -105,7 +105,7 @@ def test_a_sweep_without_a_best_point_says_how_far_it_is():
     status = {"progress": {"total": 4, "ready": 0, "failed": 0, "running": 2, "waiting": 2},
               "points": [], "objective": "throughput"}
     assert report.sweep_answer(status) == (
-        "No best point yet: 0/4 points Ready, 0 failed, 2 running, 2 waiting.")
+        "No best point yet: 0/4 points measured, 0 failed, 2 running, 2 waiting.")
     one = sweep_status()
     one["verdicts"] = []
     assert report.sweep_answer(one).endswith("; no other point to compare it with.")

@@ -44,9 +44,13 @@ def test_the_product_of_the_axes_is_the_points_in_their_order():
         f'scheduling.gpuProduct="{A100}", serving.instances=1',
         f'scheduling.gpuProduct="{A100}", serving.instances=2']
     point = W.points(spec)[3]
+    # a point stops serving once measured: its GPU goes to the next point
     assert W.point_spec(spec.template, point) == {
-        "serving": {"models": ["onnx"], "instances": 2}, "scheduling": {"gpuProduct": A100}}
+        "serving": {"models": ["onnx"], "stopAfterBenchmark": True, "instances": 2},
+        "scheduling": {"gpuProduct": A100}}
     assert spec.template == {"serving": {"models": ["onnx"]}}          # the template is untouched
+    keep = {"serving": {"models": ["onnx"], "stopAfterBenchmark": False}}
+    assert W.point_spec(keep, point)["serving"]["stopAfterBenchmark"] is False
 
 
 def test_a_point_keeps_its_name_when_values_are_added_or_axes_reordered():
@@ -245,7 +249,7 @@ def test_a_failed_point_is_a_row_with_its_reason_not_a_failed_sweep():
     assert [r["reason"] for r in failed] == ["train: Job failed 3 times: OOMKilled"]
     warnings = [e for d in decisions for e in d.events if e.type == "Warning"]
     assert [e.reason for e in warnings] == ["PointFailed"]
-    assert status["message"].startswith("3/4 points Ready, 1 Failed; best ")
+    assert status["message"].startswith("3/4 points measured, 1 Failed; best ")
 
 
 def test_a_changed_axis_adds_and_removes_points_and_keeps_finished_ones():

@@ -222,6 +222,10 @@ class Serving:
     gpus: int = f(1, minimum=0, maximum=8, operatorDefault=True,
                   desc="nvidia.com/gpu per Triton pod; with cpuOnly: true it must be 0 and "
                        "defaults to 0.")
+    stop_after_benchmark: bool = f(
+        False, desc="Scale Triton to 0 once every stage has finished (phase Measured): its "
+                    "GPUs are freed and every figure stays in status. A sweep sets it on its "
+                    "points, so that finished points hand their GPUs to the next.")
     cpu_only: bool = f(False, desc="Serve ONNX (ONNX Runtime) and TorchScript (torch, on the "
                                   "instance's GPU where Triton gives it one) through the python "
                                   "backend, for Triton builds without the onnxruntime and pytorch "

@@ -118,7 +118,12 @@ def with_value(template: dict, path: str, value: Any) -> dict:
 
 
 def point_spec(template: dict, point: Point) -> dict:
+    """The template with the point's values; a point stops serving once measured
+    (serving.stopAfterBenchmark), handing its GPUs to the next, unless the template
+    says otherwise."""
     spec = template
+    if "stopAfterBenchmark" not in (template.get("serving") or {}):
+        spec = with_value(spec, "serving.stopAfterBenchmark", True)
     for path, value in point.values:
         spec = with_value(spec, path, value)
     return spec

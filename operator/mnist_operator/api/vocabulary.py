@@ -41,3 +41,6 @@ IMPROVED_CONDITION = "Improved"
 
 #: status.phase values beside the per-stage ones of stages.STAGES.
 PENDING_PHASE, READY_PHASE, FAILED_PHASE = "Pending", "Ready", "Failed"
+#: Every stage done and Triton scaled to 0 after its benchmark (serving.stopAfterBenchmark,
+#: which a sweep sets on its points): measured, its GPUs free, not serving.
+MEASURED_PHASE = "Measured"

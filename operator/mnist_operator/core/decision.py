@@ -17,6 +17,8 @@ from mnist_operator.core.status import one_line, parse_timestamp
 
 #: serve's record while analyze holds the GPU, and while Triton comes back after it
 PAUSED, SCALING_BACK = "PausedForAnalysis", "ScalingBack"
+#: serving.stopAfterBenchmark: Triton scaled to 0 once every stage finished
+STOPPED = "StoppedAfterBenchmark"
 
 #: Look again this soon while waiting for a deleted child to go away.
 DELETION_POLL_SECONDS = 2
@@ -191,5 +193,6 @@ class Serving:
     counts: tuple[int, int]     # (ready, wanted) replicas
     resuming: bool = False      # scaling back after a pause for analyze
     paused: bool = False        # scaled to 0 while analyze runs its own Triton
+    stopped: bool = False       # scaled to 0 after every stage (serving.stopAfterBenchmark)
 
 

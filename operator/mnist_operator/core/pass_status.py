@@ -8,12 +8,13 @@ from typing import Any
 from mnist_operator.api.spec import MnistServingSpec
 from mnist_operator.api.stage_table import STAGES
 from mnist_operator.api.vocabulary import (ACCURACY, FAILED, FALSE, FINISHED, IMPROVED_CONDITION,
-                                           PENDING, READY, RUNNING, SUCCEEDED, TRUE, UNKNOWN)
+                                           MEASURED_PHASE, PENDING, READY, RUNNING, SUCCEEDED, TRUE,
+                                           UNKNOWN)
 from mnist_operator.core import accuracy, refusals, summary
-from mnist_operator.core.decision import PAUSED, Acts, Pass, Serving, clean, event
+from mnist_operator.core.decision import PAUSED, STOPPED, Acts, Pass, Serving, clean, event
 from mnist_operator.core.pipeline import Step
 from mnist_operator.core.status import get_condition, ordered, set_condition, stage_condition
-from mnist_operator.core.steps import VOLUME_LOST, scaling_back
+from mnist_operator.core.steps import STOPPED_MESSAGE, VOLUME_LOST, scaling_back
 
 
 def status_patch(old: dict | None, new: dict) -> dict:
@@ -41,6 +42,8 @@ def unavailable(serving: Serving | None, spec: MnistServingSpec) -> tuple[str, s
 def serving_condition(p: Pass, serving: Serving | None, rec: dict) -> tuple[str, str, str]:
     if serving is not None and serving.paused:
         return FALSE, PAUSED, rec.get("message", "")
+    if serving is not None and serving.stopped:
+        return FALSE, STOPPED, STOPPED_MESSAGE
     if serving is not None and serving.resuming:
         return FALSE, "RollingOut", scaling_back(p.spec)[2]
     if serving is not None and serving.available:
@@ -93,6 +96,8 @@ def build_status(p: Pass, steps: list[Step], stages: dict[str, dict], active: St
     if failed is not None:
         rec = stages[failed.name]
         phase, ready = "Failed", (FALSE, "StageFailed", f"{failed.name}: {rec.get('message')}")
+    elif active is None and serving is not None and serving.stopped:
+        phase, ready = MEASURED_PHASE, (FALSE, STOPPED, STOPPED_MESSAGE)
     elif active is None and available:
         phase, ready = "Ready", (TRUE, "Ready", "every stage done; Triton is serving "
                                  + ", ".join(p.spec.served_triton_models()))

@@ -384,9 +384,10 @@ def _serving_steps(c: _Context) -> list[_Draft]:
                       sv.max_batch_size, sv.instances, sv.instance_kind,
                       tuple(db.preferred_batch_sizes), db.max_queue_delay_microseconds,
                       cpu_only=sv.cpu_only)
-    # the accuracy tolerance judges results and changes nothing a step makes
+    # the accuracy tolerance judges results and changes nothing a step makes; whether
+    # Triton stops after the benchmark changes only the Deployment's replica count
     serving = {k: v for k, v in c.given["serving"].items()
-               if k not in ("replicas", "gpus", "accuracyTolerance")}
+               if k not in ("replicas", "gpus", "accuracyTolerance", "stopAfterBenchmark")}
     serve = ServeParams(str(c.lay.model_repo), ep.http_port, ep.grpc_port, ep.metrics_port,
                         ep.host)
     served = c.spec.served_triton_models()

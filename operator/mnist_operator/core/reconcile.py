@@ -62,7 +62,8 @@ from mnist_operator.core.status import get_condition, one_line, ordered, set_con
 from mnist_operator.core.steps import (advance_steps, before_serve, delete_stale_jobs,
                                        deployment_acts, drop_deployment, ensure_account,
                                        ensure_volume, lose_volume, paused_record,
-                                       pauses_serving, volume_news, withhold_refused)
+                                       pauses_serving, stopped_record, stops_serving,
+                                       volume_news, withhold_refused)
 
 
 def reconcile(cr: dict, observed: dict, now: datetime,
@@ -114,6 +115,9 @@ def _run(p: Pass) -> Decision:
             and pauses_serving(p, active, stages[active.name]):
         serving = replace(serving, paused=True, resuming=False)
         stages[serving.step] = paused_record(p, stages[serving.step])
+    elif active is None and serving is not None and stops_serving(p, steps, stages):
+        serving = replace(serving, stopped=True, resuming=False)
+        stages[serving.step] = stopped_record(stages[serving.step])
     if serving is not None:
         acts += deployment_acts(p, serving)
     acts, kept = withhold_refused(p, acts)

@@ -20,8 +20,8 @@ from mnist_operator.core.children import (BLOCKED_REASONS, QUEUED_REASONS, WAITI
                                           replica_failure, replicas, terminating, triton_pods,
                                           unschedulable_news_in)
 from mnist_operator.core.decision import (DELETION_POLL_SECONDS, MAX_ATTEMPTS_SCANNED, PAUSED,
-                                          SCALING_BACK, Acts, Pass, Serving, clean, event,
-                                          held_back, look_again, trim_result)
+                                          SCALING_BACK, STOPPED, Acts, Pass, Serving, clean,
+                                          event, held_back, look_again, trim_result)
 from mnist_operator.core.pipeline import Step, is_done
 from mnist_operator.core.status import one_line, parse_timestamp, timestamp
 
@@ -215,11 +215,26 @@ def paused_record(p: Pass, rec: dict) -> dict:
             "message": f"Triton scaled to 0 while model-analyzer uses the {shared_resource(p)}"}
 
 
+def stops_serving(p: Pass, steps: list[Step], stages: dict[str, dict]) -> bool:
+    """serving.stopAfterBenchmark and every step finished without a failure."""
+    return p.spec.serving.stop_after_benchmark and all(
+        stages[s.name].get("state") in (SUCCEEDED, SKIPPED) for s in steps)
+
+
+STOPPED_MESSAGE = ("every stage done; Triton scaled to 0 after its benchmark "
+                   "(serving.stopAfterBenchmark): its GPUs are free and every figure stays "
+                   "in status")
+
+
+def stopped_record(rec: dict) -> dict:
+    return {**rec, "reason": STOPPED, "readyReplicas": 0, "message": STOPPED_MESSAGE}
+
+
 def deployment_acts(p: Pass, serving: Serving) -> Acts:
     """The Deployment the pass wants, decided once: created, updated to a new
-    repository or replica count (0 while paused), or left as it is."""
+    repository or replica count (0 while paused or stopped), or left as it is."""
     want = serving.want
-    if serving.paused:
+    if serving.paused or serving.stopped:
         want = {**want, "spec": {**want["spec"], "replicas": 0}}
     dep = p.deployment
     if dep is None:
@@ -229,6 +244,8 @@ def deployment_acts(p: Pass, serving: Serving) -> Acts:
     if object_fingerprint(dep) == object_fingerprint(want) and replicas(dep) == replicas(want):
         return Acts()
     acts = Acts(update=[want])
+    if serving.stopped and replicas(dep) != 0:
+        acts += event("Normal", "ServingStopped", f"Triton scaled to 0 replicas: {STOPPED_MESSAGE}")
     if serving.paused and replicas(dep) != 0:
         acts += event("Normal", "ServingPaused",
                       f"Triton scaled to 0 replicas while model-analyzer uses the "
@@ -310,7 +327,7 @@ def advance_serve(p: Pass, steps: list[Step], step: Step, rec: dict | None
     if available:
         if same and same.get("state") == SUCCEEDED:
             back = {"reason": "Available", "message": serving_message(p.spec)} \
-                if same.get("reason") in (PAUSED, SCALING_BACK) else {}
+                if same.get("reason") in (PAUSED, SCALING_BACK, STOPPED) else {}
             return {**same, "readyReplicas": ready, "replicas": wanted, **back}, serving, acts
         return base(step, state=SUCCEEDED, reason="Available", message=serving_message(p.spec),
                     deployment=name, attempt=0, startTime=started,
@@ -319,7 +336,7 @@ def advance_serve(p: Pass, steps: list[Step], step: Step, rec: dict | None
     if same and same.get("state") == SUCCEEDED:
         # Served before with this fingerprint: nothing re-runs; Ready turns False.
         out = {**same, "readyReplicas": ready, "replicas": wanted or same.get("replicas", 0)}
-        if same.get("reason") in (PAUSED, SCALING_BACK):   # a pause turns it back to PAUSED
+        if same.get("reason") in (PAUSED, SCALING_BACK, STOPPED):   # the pass may pause again
             serving = replace(serving, resuming=True)
             out.update(reason=SCALING_BACK, message=scaling_back(p.spec)[2])
         return out, serving, acts

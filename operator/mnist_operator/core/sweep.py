@@ -26,7 +26,7 @@ from typing import Any
 from mnist_operator.api import spec as S
 from mnist_operator.api import sweep as W
 from mnist_operator.api.vocabulary import (FAILED_PHASE, FALSE, GROUP, LABEL_MANAGED_BY,
-                                           READY_PHASE, TRUE)
+                                           MEASURED_PHASE, READY_PHASE, TRUE)
 from mnist_operator.core import verdicts
 from mnist_operator.core.builders import MANAGED_BY, instance_label
 from mnist_operator.core.decision import Event
@@ -40,8 +40,11 @@ from mnist_operator.core.summary import TUNED
 LABEL_SWEEP = f"{GROUP}/sweep"
 ANNOTATION_POINT = f"{GROUP}/point"
 ANNOTATION_SPEC_HASH = f"{GROUP}/sweep-spec"
+#: A child's phases with its figures: Ready, or Measured once it stopped serving
+#: (serving.stopAfterBenchmark, which points get unless the template says otherwise).
+DONE_PHASES = (READY_PHASE, MEASURED_PHASE)
 #: A child's phases that end a point (it no longer counts against maxParallel).
-FINISHED_PHASES = (READY_PHASE, FAILED_PHASE)
+FINISHED_PHASES = (*DONE_PHASES, FAILED_PHASE)
 #: The sweep's own phases and conditions.
 RUNNING, COMPLETE, FAILED = "Running", "Complete", "Failed"
 COMPLETE_CONDITION = "Complete"
@@ -204,7 +207,7 @@ def point_row(spec: W.SweepSpec, point: W.Point, name: str, child: dict | None) 
 def objective_value(row: dict, objective: str) -> float | None:
     key = {"throughput": "inferPerSec", "throughputAtSlo": "inferPerSecAtSlo",
            "inferencesPerJoule": "inferPerJoule", "costPerMillion": "costPerMillion"}[objective]
-    return _number(row.get(key)) if row.get("phase") == READY_PHASE else None
+    return _number(row.get(key)) if row.get("phase") in DONE_PHASES else None
 
 
 def best_row(rows: list[dict], objective: str) -> dict | None:
@@ -218,7 +221,7 @@ def best_row(rows: list[dict], objective: str) -> dict | None:
 
 def pareto_front(rows: list[dict]) -> list[str]:
     """The Ready points no other beats on both throughput (higher) and p99 (lower)."""
-    done = [r for r in rows if r.get("phase") == READY_PHASE and "inferPerSec" in r]
+    done = [r for r in rows if r.get("phase") in DONE_PHASES and "inferPerSec" in r]
 
     def beaten(r: dict) -> bool:
         t, p = float(r["inferPerSec"]), r["p99Us"]
@@ -235,7 +238,7 @@ def verdict_rows(best: dict | None, rows: list[dict]) -> list[dict]:
         return []
     out = []
     for r in rows:
-        if r is best or r.get("phase") != READY_PHASE or "inferPerSec" not in r:
+        if r is best or r.get("phase") not in DONE_PHASES or "inferPerSec" not in r:
             continue
         out.append({"point": r["name"], **verdicts.compare(best, r).as_status()})
     return out
@@ -271,14 +274,15 @@ def reconcile_sweep(sweep: dict, children: list[dict], now: datetime) -> SweepDe
 
 def sweep_status(spec: W.SweepSpec, rows: list[dict], conditions: list[dict], old: dict,
                  gen: int, now: datetime) -> dict:
-    count = {phase: sum(r["phase"] == phase for r in rows) for phase in (READY_PHASE, FAILED_PHASE,
-                                                                        "Waiting")}
-    running = len(rows) - sum(count.values())
-    progress = {"total": len(rows), "ready": count[READY_PHASE], "failed": count[FAILED_PHASE],
+    done = sum(r["phase"] in DONE_PHASES for r in rows)
+    count = {phase: sum(r["phase"] == phase for r in rows) for phase in (FAILED_PHASE, "Waiting")}
+    running = len(rows) - done - sum(count.values())
+    # ready: points with their figures, serving (Ready) or stopped once measured (Measured)
+    progress = {"total": len(rows), "ready": done, "failed": count[FAILED_PHASE],
                 "running": running, "waiting": count["Waiting"]}
     best = best_row(rows, spec.objective)
     complete = running == 0 and count["Waiting"] == 0
-    summary = (f"{progress['ready']}/{progress['total']} points Ready"
+    summary = (f"{progress['ready']}/{progress['total']} points measured"
                + (f", {progress['failed']} Failed" if progress["failed"] else "")
                + (f"; best {best['name']} ({spec.objective} "
                   f"{best_value(best, spec.objective)})" if best else ""))

@@ -352,15 +352,16 @@ def sweep_spec_schema() -> dict:
 def sweep_status_schema() -> dict:
     return _open(
         "Observed state, written by the operator only.",
-        phase=_str("Running, Complete (every point Ready or Failed) or Failed (the sweep's "
-                   "spec was refused)."),
-        message=_str("One line: points Ready and the best point."),
+        phase=_str("Running, Complete (every point Ready, Measured or Failed) or Failed (the "
+                   "sweep's spec was refused)."),
+        message=_str("One line: points measured (Ready, or Measured once they stopped "
+                     "serving) and the best point."),
         observedGeneration={"type": "integer", "format": "int64", "minimum": 0,
                             "description": "The metadata.generation the status reflects."},
         conditions={"type": "array", "maxItems": 32, "items": condition_schema(),
                     "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
                     "description": "Complete, per the API conventions."},
-        readyPoints=_str("Points Ready / all points."),
+        readyPoints=_str("Points measured (Ready or Measured) / all points."),
         objective=_str("The objective the best point is chosen by."),
         best=_open("The best point for the objective.", point=_str("Its child's name."),
                    value=_str("Its objective value, a decimal string.")),
@@ -370,7 +371,7 @@ def sweep_status_schema() -> dict:
 SWEEP_PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Ready", "type": "string", "jsonPath": ".status.readyPoints",
-     "description": "Points Ready / all points"},
+     "description": "Points measured (Ready or Measured) / all points"},
     {"name": "Best", "type": "string", "jsonPath": ".status.best.point"},
     {"name": "Objective", "type": "string", "jsonPath": ".status.objective"},
     {"name": "Value", "type": "string", "jsonPath": ".status.best.value"},

@@ -38,7 +38,7 @@ from mnist_operator.api import sweep as W
 from mnist_operator.api.spec import GROUP, VERSION
 from mnist_operator.core.verdicts import ratio_text as text_of_ratio
 from mnist_operator.core.provenance import ENVIRONMENT
-from mnist_operator.core.sweep import pareto_front
+from mnist_operator.core.sweep import DONE_PHASES, pareto_front
 from mnist_operator.tools import compare
 from mnist_operator.tools.compare import (STATUS_FILE, Row, Unusable, baseline_source,
                                           cluster_source, list_cluster, load_local, ordered,
@@ -116,7 +116,7 @@ def ranking(status: dict) -> list[dict]:
     points = [p for p in status.get("points") or [] if isinstance(p, dict)]
 
     def value(p: dict) -> float | None:
-        return _number(p.get(key)) if p.get("phase") == "Ready" else None
+        return _number(p.get(key)) if p.get("phase") in DONE_PHASES else None
     ranked = sorted((p for p in points if value(p) is not None),
                     key=lambda p: (sign * value(p), str(p.get("name"))))
     return ranked + [p for p in points if value(p) is None]
@@ -129,7 +129,7 @@ def sweep_answer(status: dict) -> str:
     progress = status.get("progress") or {}
     if not best.get("point"):
         return (f"No best point yet: {progress.get('ready', 0)}/{progress.get('total', 0)} "
-                f"points Ready, {progress.get('failed', 0)} failed, "
+                f"points measured, {progress.get('failed', 0)} failed, "
                 f"{progress.get('running', 0)} running, {progress.get('waiting', 0)} waiting.")
     objective = objective_of(status)
     row = next((p for p in status.get("points") or [] if p.get("name") == best["point"]), {})
@@ -245,7 +245,7 @@ def ranking_count(status: dict) -> int:
     """How many points have a value for the objective (the ranked ones)."""
     key = OBJECTIVE_KEYS[objective_of(status)]
     return sum(1 for p in status.get("points") or []
-               if p.get("phase") == "Ready" and _number(p.get(key)) is not None)
+               if p.get("phase") in DONE_PHASES and _number(p.get(key)) is not None)
 
 
 RUN_COLUMNS = (
@@ -512,7 +512,7 @@ def sweep_section(index: int, sweep: Sweep) -> str:
     rows = [r for rs in sweep.points.values() for r in rs]
     meta = (f"objective {objective} ({W.OBJECTIVES[objective]} is better) · phase "
             f"{s.get('phase', '-')} · {progress.get('ready', 0)}/{progress.get('total', 0)} "
-            f"points Ready, {progress.get('failed', 0)} failed, {progress.get('running', 0)} "
+            f"points measured, {progress.get('failed', 0)} failed, {progress.get('running', 0)} "
             f"running, {progress.get('waiting', 0)} waiting")
     return (f'<section id="sweep-{index + 1}"><h2>Sweep {e(sweep.name)}'
             f"<small>{e(sweep.source)}</small></h2>"
