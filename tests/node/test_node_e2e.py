@@ -429,6 +429,34 @@ def test_readme_kubectl_commands_show_what_the_readme_says(demo, kit, node_clust
         (result,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         assert result["state"] == "Succeeded" and set(result["accuracy"]) == {"mnist_onnx", "mnist_bls"}
 
+    operator_pods = [p["metadata"]["name"] for p in node_cluster.kubectl.json(
+        "get", "pods", "-n", RELEASE_NS, "-l", "app.kubernetes.io/component=operator")["items"]
+        if p["status"].get("phase") == "Running"]
+
+    def lease_holder(out: str) -> None:
+        # one replica holds the chart's leader Lease: the running operator pod
+        rows = [line.split() for line in out.strip().splitlines()[1:]]
+        assert [r[:2] for r in rows if r[0].endswith("-leader")] == \
+            [[f"{RELEASE}-leader", operator_pods[0]]], (out, operator_pods)
+
+    def lease_columns(out: str) -> None:
+        header, *rows = out.strip().splitlines()
+        assert header.split() == ["NAME", "HOLDER", "RENEWED", "TRANSITIONS"], out
+        (row,) = [r.split() for r in rows if r.split()[0] == f"{RELEASE}-leader"]
+        assert row[1] in operator_pods and row[2].endswith("Z"), row
+
+    def operator_up(out: str) -> None:
+        assert re.search(r"deployment\.apps/\S+\s+1/1", out), out
+        assert re.search(r"pod/\S+\s+1/1\s+Running", out), out
+
+    def generations(out: str) -> None:
+        generation, observed = out.split()
+        assert generation == observed and int(generation) >= 1, out
+
+    def children(out: str) -> None:
+        jobs_and_pods(out)
+        assert f"deployment.apps/{name}-triton " in out, out
+
     def gpu_column(out: str) -> None:
         header, *rows = out.strip().splitlines()
         assert header.split() == ["NAME", "GPU"] and len(rows) == 1, out
@@ -451,6 +479,15 @@ def test_readme_kubectl_commands_show_what_the_readme_says(demo, kit, node_clust
         "kubectl get nodes -o custom-columns="
         "'NAME:.metadata.name,GPU:.status.allocatable.nvidia\\.com/gpu'": gpu_column,
         "mnist-serving compare --cluster -A": compared,
+        "kubectl -n OPERATOR_NAMESPACE get lease": lease_holder,
+        "kubectl -n OPERATOR_NAMESPACE get lease -o custom-columns=NAME:.metadata.name,"
+        "HOLDER:.spec.holderIdentity,RENEWED:.spec.renewTime,TRANSITIONS:.spec.leaseTransitions":
+            lease_columns,
+        "kubectl -n OPERATOR_NAMESPACE get deploy,pods -l app.kubernetes.io/component=operator":
+            operator_up,
+        "kubectl get mnist NAME -o jsonpath='{.metadata.generation} "
+        "{.status.observedGeneration}{\"\\n\"}'": generations,
+        "kubectl -n NAMESPACE get jobs,pods,deploy -l app.kubernetes.io/instance=NAME": children,
     }
     found = [c for c in readme.commands() if not readme.changes_the_cluster(c)]
     unplaced = [c for c in found if c not in checks and c not in readme.NOT_HERE]
@@ -461,6 +498,9 @@ def test_readme_kubectl_commands_show_what_the_readme_says(demo, kit, node_clust
         line = readme.for_this_node(command, name=name)
         # the troubleshooting placeholder: the Job a step recorded, here the client's
         line = line.replace("<status.stages.<step>.job>", st["stages"]["client"]["job"])
+        # troubleshooting's placeholders: the chart's namespace, the resource's own
+        line = line.replace("OPERATOR_NAMESPACE", RELEASE_NS).replace("-n NAMESPACE", f"-n {ns}")
+        line = line.replace("instance=NAME", f"instance={name}")
         watch = " -w" in f"{line} "
         # `exec`: a watch never ends on its own; its first rows are what the pages show
         r = shell(f"exec {line}", timeout=5 if watch else 120)

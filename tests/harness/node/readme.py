@@ -47,6 +47,8 @@ NOT_HERE = {
     "kubectl describe pod mnist-client": "for a client pod that never finishes; the block's run deletes it",
     "kubectl logs mnist-client": "for a client pod that never finishes; the block runs it",
     f"kubectl --context {KIND_CONTEXT} -n gpu-operator get pods": "no GPU Operator on this node (no GPU)",
+    "kubectl get lease": "a word in prose (architecture.md); troubleshooting's command with "
+                         "the operator's namespace is checked",
     "kubectl get mnistsweep": "the pages' sweep needs GPUs; this tier's CPU sweep "
                               "(tests/node/test_node_sweep.py) and tests/cluster/test_sweep_e2e.py "
                               "check this command's columns for their own sweeps",
