@@ -100,7 +100,8 @@ class Stamps:
                     name = md["name"]
                     if plural == PLURAL:
                         self.created.setdefault(name, now)
-                        if status.get("phase") == "Ready":
+                        # a sweep's point ends Measured (it stops serving once measured)
+                        if status.get("phase") in ("Ready", "Measured"):
                             self.ready.setdefault(name, now)
                     elif status:
                         self.sweep_status = status
