@@ -61,7 +61,6 @@ AXES = [{"field": "serving.instances", "values": [1, 2, 3, 4]},
         {"field": "serving.maxBatchSize", "values": [64, 80, 96, 128]}]
 MAX_PARALLEL = 4
 SWEEP_NAME = "kwok-sweep"
-API_REQUESTS = "mnist_serving_api_requests_total"
 
 
 class Stamps:
@@ -145,15 +144,6 @@ def volumes(kubectl: Kubectl, namespace: str, names: list[str]) -> None:
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": pvs}))
 
 
-def operator_requests(op: OperatorProcess) -> dict[tuple[str, str], float]:
-    out: dict[tuple[str, str], float] = {}
-    for s in op.metrics():
-        if s.name == API_REQUESTS:
-            key = (s.labels["verb"], s.labels["resource"])
-            out[key] = out.get(key, 0.0) + s.value
-    return out
-
-
 def per_point(before: dict, after: dict, points: int) -> dict[tuple[str, str], float]:
     return {k: (v - before.get(k, 0.0)) / points for k, v in after.items()
             if v > before.get(k, 0.0)}
@@ -165,7 +155,7 @@ def run_by_hand(kubectl: Kubectl, plane: ControlPlane, op: OperatorProcess, name
     specs = point_specs(count)
     volumes(kubectl, namespace, [n for n, _ in specs])
     stamps = Stamps(plane, namespace)
-    before = operator_requests(op)
+    before = op.api_requests()
     docs = [{"apiVersion": API_VERSION, "kind": "MnistServing",
              "metadata": {"name": n, "namespace": namespace}, "spec": s} for n, s in specs]
     try:
@@ -177,7 +167,7 @@ def run_by_hand(kubectl: Kubectl, plane: ControlPlane, op: OperatorProcess, name
         wall = max(stamps.ready.values()) - t0
     finally:
         stamps.close()
-    requests = per_point(before, operator_requests(op), count)
+    requests = per_point(before, op.api_requests(), count)
     per = sorted(stamps.ready[n] - stamps.created[n] for n, _ in specs)
     return {"wall": wall, "per_point": per, "requests": requests}
 
@@ -188,7 +178,7 @@ def run_sweep(kubectl: Kubectl, plane: ControlPlane, op: OperatorProcess, namesp
     children = [p.child_name(SWEEP_NAME) for p in W.points(W.parse_sweep(spec))]
     volumes(kubectl, namespace, children)
     stamps = Stamps(plane, namespace)
-    before = operator_requests(op)
+    before = op.api_requests()
     doc = {"apiVersion": f"{GROUP}/{VERSION}", "kind": W.KIND,
            "metadata": {"name": SWEEP_NAME, "namespace": namespace}, "spec": spec}
     running_most = 0
@@ -206,7 +196,7 @@ def run_sweep(kubectl: Kubectl, plane: ControlPlane, op: OperatorProcess, namesp
         all_ready = max(stamps.ready.values()) - t0
     finally:
         stamps.close()
-    requests = per_point(before, operator_requests(op), len(children))
+    requests = per_point(before, op.api_requests(), len(children))
     status = stamps.sweep_status
     assert status.get("progress", {}).get("ready") == len(children), status.get("progress")
     # the slot hand-over: each point after the first wave was created this long after

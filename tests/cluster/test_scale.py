@@ -142,15 +142,6 @@ def nodes_marked_not_ready(kubectl) -> list[str]:
                    for e in events})
 
 
-def operator_requests(op) -> dict[tuple[str, str], float]:
-    out: dict[tuple[str, str], float] = {}
-    for sample in op.metrics():
-        if sample.name == API_REQUESTS:
-            key = (sample.labels["verb"], sample.labels["resource"])
-            out[key] = out.get(key, 0) + sample.value
-    return out
-
-
 @pytest.mark.timeout(8000)  # past the suite-wide 900 s: 500 and 1,000 resources take long
 @pytest.mark.parametrize("n", [100, 500, 1000])
 def test_many_resources_reach_ready(n, cluster, mnist_crd, pod_namespace, gpu_nodes, kubectl,
@@ -193,9 +184,9 @@ def test_many_resources_reach_ready(n, cluster, mnist_crd, pod_namespace, gpu_no
     items = wait_for(f"{n} resources Ready", progress, TIMEOUT[n], interval=2 if n <= 100 else 10)
     wall = time.monotonic() - t0
     requests = request_total(cluster) - requests_before
-    before = operator_requests(op)
+    before = op.api_requests()
     time.sleep(window)
-    after = operator_requests(op)
+    after = op.api_requests()
     steady = {k: (after[k] - before.get(k, 0)) / n / (window / 60) for k in after
               if after[k] > before.get(k, 0)}
     still = [i["metadata"]["name"] for i in kubectl.json("get", "mnistservings", "-n", ns,

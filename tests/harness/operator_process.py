@@ -237,6 +237,15 @@ class OperatorProcess:
             text = r.read().decode()
         return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
+    def api_requests(self) -> dict[tuple[str, str], float]:
+        """The Kubernetes API requests the operator made so far, by (verb, resource)."""
+        out: dict[tuple[str, str], float] = {}
+        for s in self.metrics():
+            if s.name == "mnist_serving_api_requests_total":
+                key = (s.labels["verb"], s.labels["resource"])
+                out[key] = out.get(key, 0.0) + s.value
+        return out
+
     def metric(self, name: str, **labels: str) -> float:
         """The sum of the samples ``name`` whose labels include ``labels`` (0 if none)."""
         return sum(s.value for s in self.metrics()
