@@ -44,3 +44,5 @@ PENDING_PHASE, READY_PHASE, FAILED_PHASE = "Pending", "Ready", "Failed"
 #: Every stage done and Triton scaled to 0 after its benchmark (serving.stopAfterBenchmark,
 #: which a sweep sets on its points): measured, its GPUs free, not serving.
 MEASURED_PHASE = "Measured"
+#: The phases of a resource whose every stage is done, its figures in status.
+DONE_PHASES = (READY_PHASE, MEASURED_PHASE)

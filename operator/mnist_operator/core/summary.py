@@ -502,7 +502,7 @@ def headline(perf: dict) -> dict[str, str]:
 TUNED, PENDING, UNMEASURED = "tuned", "pending", "unmeasured"
 
 
-def served_headline(results: dict[str, dict], perf: dict, apply_best: bool,
+def served_headline(results: dict[str, dict], perf: dict, tuned: dict, apply_best: bool,
                     loop: dict) -> dict[str, str]:
     """The headline figures of what is served now. Without a config to apply they
     are the bench's. Once the closed loop applies model-analyzer's best config
@@ -510,11 +510,11 @@ def served_headline(results: dict[str, dict], perf: dict, apply_best: bool,
     under closedLoop), and until every model and protocol of the tuned bench
     succeeded there are none: ``throughput`` says ``pending`` (or ``unmeasured``
     when a closed-loop step failed) and ``throughputNote`` why, rather than the
-    figures of a config no longer served (they stay under perfAnalyzer)."""
+    figures of a config no longer served (they stay under perfAnalyzer). ``tuned``:
+    the tuned bench's points (perf_part with tuned)."""
     analyzed = results.get("analyze")
     if not (apply_best and _ok(analyzed) and best_overrides(analyzed)):
         return headline(perf)
-    tuned = perf_part(results, tuned=True)
     pairs = lambda p: {(m, proto) for m, per in p.items() for proto in per}  # noqa: E731
     if tuned and pairs(tuned) >= pairs(perf):
         return {**headline(tuned), "throughputOf": TUNED}
@@ -538,18 +538,18 @@ def summarize(results: dict[str, dict], *, apply_best: bool = False,
     the bench ran with one, else the best, of the config served now
     (served_headline: the tuned bench's with the closed loop)."""
     benchmark: dict[str, Any] = {}
-    perf = perf_part(results)
+    perf, tuned = perf_part(results), perf_part(results, tuned=True)
     loop = closed_loop_part(results, apply_best)
     if perf:
         benchmark["perfAnalyzer"] = perf
-        benchmark.update(served_headline(results, perf, apply_best, loop))
+        benchmark.update(served_headline(results, perf, tuned, apply_best, loop))
     analyzer = analyzer_part(results.get("analyze"))
     if analyzer:
         benchmark["modelAnalyzer"] = analyzer
     if loop:
         benchmark["closedLoop"] = loop
         if benchmark.get("throughputOf") == TUNED:   # what is served now, point by point
-            loop["perfAnalyzer"] = perf_part(results, tuned=True)
+            loop["perfAnalyzer"] = tuned
     out: dict[str, Any] = {"model": model_part(results), "benchmark": benchmark}
     client = client_part(results, accuracy_verdict)
     if client:

@@ -25,8 +25,8 @@ from typing import Any
 
 from mnist_operator.api import spec as S
 from mnist_operator.api import sweep as W
-from mnist_operator.api.vocabulary import (FAILED_PHASE, FALSE, GROUP, LABEL_MANAGED_BY,
-                                           MEASURED_PHASE, READY_PHASE, TRUE)
+from mnist_operator.api.vocabulary import (DONE_PHASES, FAILED_PHASE, FALSE, GROUP,
+                                           LABEL_MANAGED_BY, TRUE)
 from mnist_operator.core import verdicts
 from mnist_operator.core.builders import MANAGED_BY, instance_label
 from mnist_operator.core.decision import Event
@@ -40,9 +40,6 @@ from mnist_operator.core.summary import TUNED
 LABEL_SWEEP = f"{GROUP}/sweep"
 ANNOTATION_POINT = f"{GROUP}/point"
 ANNOTATION_SPEC_HASH = f"{GROUP}/sweep-spec"
-#: A child's phases with its figures: Ready, or Measured once it stopped serving
-#: (serving.stopAfterBenchmark, which points get unless the template says otherwise).
-DONE_PHASES = (READY_PHASE, MEASURED_PHASE)
 #: A child's phases that end a point (it no longer counts against maxParallel).
 FINISHED_PHASES = (*DONE_PHASES, FAILED_PHASE)
 #: The sweep's own phases and conditions.

@@ -34,7 +34,7 @@ from typing import Callable
 from mnist_jobs.lib import triton  # the serve stage's own port checks: the runner agrees with it
 from mnist_operator.api.spec import (GROUP, KIND, VERSION, MnistServingSpec, SpecError,
                                      load_yaml, parse_spec)
-from mnist_operator.api.vocabulary import FAILED, FAILED_PHASE, MEASURED_PHASE, READY_PHASE, SKIPPED
+from mnist_operator.api.vocabulary import DONE_PHASES, FAILED, FAILED_PHASE, SKIPPED
 from mnist_operator.core import pipeline
 from mnist_operator.core.pipeline import Endpoints, Layout
 from mnist_operator.core.reconcile import Substrate, reconcile
@@ -155,7 +155,7 @@ def drive(cr: dict, machine: Machine, sleep: Callable[[float], None] = time.slee
             return decision.status
         if changed or decision.create or decision.update or decision.delete:
             continue
-        if decision.status.get("phase") in (READY_PHASE, MEASURED_PHASE, FAILED_PHASE) \
+        if decision.status.get("phase") in (*DONE_PHASES, FAILED_PHASE) \
                 or decision.requeue_after is None:
             return decision.status
         sleep(decision.requeue_after)
@@ -319,7 +319,7 @@ def run_one(name: str, spec: MnistServingSpec, workdir: Path, args: argparse.Nam
     out.flush()
     if interrupted:
         return 130, status
-    return (0 if status.get("phase") in (READY_PHASE, MEASURED_PHASE) else 1), status
+    return (0 if status.get("phase") in DONE_PHASES else 1), status
 
 
 if __name__ == "__main__":

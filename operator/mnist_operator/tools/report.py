@@ -36,9 +36,10 @@ from typing import Any, Iterable
 
 from mnist_operator.api import sweep as W
 from mnist_operator.api.spec import GROUP, VERSION
+from mnist_operator.api.vocabulary import DONE_PHASES
 from mnist_operator.core.verdicts import ratio_text as text_of_ratio
 from mnist_operator.core.provenance import ENVIRONMENT
-from mnist_operator.core.sweep import DONE_PHASES, pareto_front
+from mnist_operator.core.sweep import pareto_front
 from mnist_operator.tools import compare
 from mnist_operator.tools.compare import (STATUS_FILE, Row, Unusable, baseline_source,
                                           cluster_source, list_cluster, load_local, ordered,
