@@ -276,6 +276,41 @@ def parse_inference_csv(text: str) -> dict[str, dict]:
     return out
 
 
+def parse_gpu_csv(text: str) -> dict[tuple[str, str, int, int], float]:
+    """metrics-model-gpu.csv -> (model, config, batch, concurrency) -> GPU power in W,
+    summed over the GPUs of the measurement (what the server drew). model-analyzer
+    reads it from Triton's ``nv_gpu_power_usage`` while perf_analyzer measures; it
+    writes no row for a measurement without a GPU, so a CPU run gives nothing."""
+    reader = csv.DictReader(io.StringIO(text))
+    fields = reader.fieldnames or []
+    power_col = next((c for c in fields if c.endswith("GPU Power Usage (W)")), None)
+    config_col = next((c for c in ("Model Config Path", "Model Config") if c in fields), None)
+    if power_col is None or config_col is None or "Model" not in fields:
+        return {}
+    out: dict[tuple[str, str, int, int], float] = {}
+    for rec in reader:
+        watts = _num(rec.get(power_col) or "")
+        if not rec.get("Model") or watts != watts:   # NaN: an empty cell
+            continue
+        key = (rec["Model"], rec.get(config_col) or "", int(_num(rec.get("Batch") or "1")),
+               int(_num(rec.get("Concurrency") or "0")))
+        out[key] = out.get(key, 0.0) + watts
+    return out
+
+
+def add_power(parsed: dict[str, dict], power: dict[tuple[str, str, int, int], float]) -> None:
+    """Give each row measured with a GPU its power and inferences per joule (its
+    throughput over its power), and each model ``perJoule``: the row with the most
+    inferences per joule among those meeting the constraints (the SLO), or None."""
+    for model, entry in parsed.items():
+        for row in entry["rows"]:
+            watts = power.get((model, row["config"], row["batch"], row["concurrency"]))
+            if watts:
+                row.update(powerW=watts, inferPerJoule=row["throughput"] / watts)
+        eligible = [r for r in entry["rows"] if r["satisfies"] != "No" and "inferPerJoule" in r]
+        entry["perJoule"] = max(eligible, key=lambda r: r["inferPerJoule"]) if eligible else None
+
+
 def config_settings(pbtxt: str) -> dict:
     """What a profiled config.pbtxt sets that the repo stage can apply: instance
     count and kind, max_batch_size, dynamic batching (ints and strings)."""
@@ -313,10 +348,35 @@ def csv_settings(row: dict) -> dict:
     return out
 
 
+def _settings(row: dict, configs: Path | None) -> dict:
+    """The settings the closed loop writes into the repository for one row's config
+    (read from ``configs/<config>/config.pbtxt`` when model-analyzer left it)."""
+    pbtxt = configs / row["config"] / "config.pbtxt" if configs and row["config"] else None
+    return config_settings(pbtxt.read_text()) if pbtxt and pbtxt.is_file() else csv_settings(row)
+
+
+#: Why a model has no best config by inferences per joule.
+NO_POWER = ("model-analyzer measured no GPU power (no GPU, or Triton reports no "
+            "nv_gpu_power_usage): nothing to rank by inferences per joule")
+
+
+def per_joule_part(entry: dict, configs: Path | None) -> dict:
+    """A model's best config by inferences per joule, with what it won with."""
+    b = entry.get("perJoule")
+    if b is None:
+        return {"perJouleNote": NO_POWER if not any("powerW" in r for r in entry["rows"])
+                else "no config measured with GPU power meets the SLO"}
+    return {"perJoule": {"bestConfig": b["config"], "concurrency": b["concurrency"],
+                         "throughput": fmt(b["throughput"], 1), "p99Ms": fmt(b["p99Ms"], 2),
+                         "powerW": fmt(b["powerW"], 1), "inferPerJoule": fmt(b["inferPerJoule"], 2),
+                         "apply": _settings(b, configs)}}
+
+
 def summarize(parsed: dict[str, dict], configs: Path | None = None) -> dict:
-    """Per model: the best config, its throughput against the default config's,
-    and under ``apply`` the settings the closed loop writes into the repository
-    (read from ``configs/<bestConfig>/config.pbtxt`` when model-analyzer left it)."""
+    """Per model: the best config (the most throughput), its throughput against the
+    default config's, under ``apply`` the settings the closed loop writes into the
+    repository, and under ``perJoule`` the best config by inferences per joule
+    (``perJouleNote`` when there is none: no GPU power measured)."""
     result = {}
     for model, entry in parsed.items():
         b, d = entry["best"], entry["default"]
@@ -335,10 +395,10 @@ def summarize(parsed: dict[str, dict], configs: Path | None = None) -> dict:
         if d is not None:
             s["defaultThroughput"] = fmt(d["throughput"], 1)
             s["bestOverDefault"] = fmt(b["throughput"] / d["throughput"], 2) if d["throughput"] else "0"
-        pbtxt = configs / b["config"] / "config.pbtxt" if configs and b["config"] else None
-        s["apply"] = config_settings(pbtxt.read_text()) if pbtxt and pbtxt.is_file() \
-            else csv_settings(b)
-        result[model] = s
+        if "powerW" in b:
+            s.update(powerW=fmt(b["powerW"], 1), inferPerJoule=fmt(b["inferPerJoule"], 2))
+        s["apply"] = _settings(b, configs)
+        result[model] = {**s, **per_joule_part(entry, configs)}
     return result
 
 
@@ -467,6 +527,8 @@ def collect_results(out: Path, code: int) -> dict:
         parsed = parse_inference_csv(csv_path.read_text())
     except ValueError as exc:
         raise StageError(str(exc), reason="BadResults") from None
+    gpu_csv = out / "results" / "metrics-model-gpu.csv"
+    add_power(parsed, parse_gpu_csv(gpu_csv.read_text()) if gpu_csv.is_file() else {})
     reports = sorted(str(p.relative_to(out)) for p in (out / "reports").rglob("*")
                      if p.suffix in (".html", ".pdf"))
     log_text = log_path.read_text(errors="replace")
@@ -488,7 +550,8 @@ def collect_results(out: Path, code: int) -> dict:
 
 #: The fields of a Succeeded result (docs/CONTRACT.md is generated from these).
 RESULT_FIELDS = {
-    "models": "model -> its best config, its settings and the row it won with",
+    "models": "model -> its best config, its settings and the row it won with; under "
+              "perJoule the same for the most inferences per joule (perJouleNote: why none)",
     "reports": "model-analyzer's reports", "reportFormat": "HTML or PDF, and why",
     "failedMeasurements": "configs perf_analyzer failed to measure",
     "warning": "what those failures mean, in words",

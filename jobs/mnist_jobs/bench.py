@@ -111,6 +111,16 @@ def compact_row(runs: list[perf.Row]) -> dict:
     return row
 
 
+def per_joule_interval(runs: list[dict]) -> dict:
+    """With two runs or more, each with its inferences per joule (Triton's energy
+    counter over that run), the 95 % interval of their mean, as the throughput's."""
+    values = [r["inferPerJoule"] for r in runs if "inferPerJoule" in r]
+    if len(values) < 2 or len(values) < len(runs):
+        return {}
+    s = stats.spread(values)
+    return {"inferPerJouleLow": fmt(s.low, 1), "inferPerJouleHigh": fmt(s.high, 1)}
+
+
 def verdict_of(row: dict) -> str:
     """A compact row's check: Little's law (concurrency) or keeping up (request rate)."""
     return row.get("little", row.get("keptUp", "ok"))
@@ -126,7 +136,7 @@ def model_summary(points_of: list[dict], rate_mode: bool) -> dict:
         "rows": points_of,
         "best": {k: best[k] for k in ("c", "rate", "achieved", "inferPerSec", "p99Us",
                                       "repeats", "low", "high", "latency", "unstable",
-                                      *telemetry.ROW_KEYS)
+                                      "inferPerJouleLow", "inferPerJouleHigh", *telemetry.ROW_KEYS)
                  if k in best},
     }
     if rate_mode:   # a higher rate asked for is no batching gain
@@ -328,11 +338,12 @@ class ModelSweep:
         cfg, model = self.cfg, self.model
         at = f"rate={load}/s" if cfg.rate_mode else f"c={load}"
         with telemetry.sampler(cfg.metrics_url, model, cfg.telemetry_interval_ms) as sampled:
-            runs = self.measure_runs(load, at)
+            runs = self.measure_runs(load, at, sampled.mark)
         if len(runs) < cfg.repeats:
             return None
         seen = sampled.summary()
-        point = {**compact_row(runs), **telemetry.row_fields(seen, fmt)}
+        point = {**compact_row(runs), **telemetry.row_fields(seen, fmt),
+                 **per_joule_interval(sampled.per_run())}
         if load in self.latencies:
             found = self.latencies.pop(load)
             point["latency"] = self.latency_of(load, found, point)
@@ -396,8 +407,9 @@ class ModelSweep:
                 f"{latency.describe(point['latency'])}, "
                 + ("decided" if decided else "still undecided"))
 
-    def measure_runs(self, load: int, at: str) -> list[perf.Row]:
-        """The ``repeats`` perf_analyzer runs of one point (fewer when one failed)."""
+    def measure_runs(self, load: int, at: str, ran: Callable[[], None]) -> list[perf.Row]:
+        """The ``repeats`` perf_analyzer runs of one point (fewer when one failed);
+        ``ran`` is called after each (the telemetry's mark)."""
         cfg, runs = self.cfg, []
         for run in range(1, cfg.repeats + 1):
             tag = (f"{self.model} {cfg.protocol} {at}"
@@ -421,6 +433,7 @@ class ModelSweep:
                 runs.append(r)
                 say(f"{tag}: {r.throughput:.1f} infer/s, p99 {r.p99_us} us, "
                     f"avg {r.avg_latency_us} us, {_check(r, load, cfg.rate_mode)}")
+            ran()
         return runs
 
     def run_once(self, load: int, tag: str) -> Measurement:

@@ -86,15 +86,18 @@ def bench_result(protocol: str, infer: str, low: str | None = None,
                                       "batchingGain": "2.0", "littleFailures": 0}}}
 
 
-def closed_loop_world(before: dict, after: dict, repeats: int = 3) -> World:
-    """The operator through the closed loop on gRPC, each sweep returning the given best."""
+def closed_loop_world(before: dict, after: dict, repeats: int = 3, analysis: dict = ANALYZE_RESULT,
+                      **benchmark) -> World:
+    """The operator through the closed loop on gRPC, each sweep returning the given best
+    and analyze ``analysis`` (``benchmark``: more benchmark fields, as the spec says them)."""
     w = World({"benchmark": {"modelAnalyzer": {"applyBest": True},
-                             "perfAnalyzer": {"protocols": ["grpc"], "repeats": repeats}}})
+                             "perfAnalyzer": {"protocols": ["grpc"], "repeats": repeats},
+                             **benchmark}})
     w.step()
     w.run_through("train", "export", "engine", "repo", "serve", "client")
     w.finish("bench-grpc", result=before)
     w.step(1)
-    w.finish("analyze", result=ANALYZE_RESULT)
+    w.finish("analyze", result=analysis)
     w.step(1)
     w.finish("repo-tuned", result={})
     w.step(1)
@@ -188,7 +191,7 @@ def test_with_an_slo_the_verdict_is_on_the_throughput_at_the_slo():
     # saturation, slower within p99 <= 10 ms
     before = with_slo(bench_result("grpc", "2847.5", "2561.7", "3277.3"), "1938.6", "1800.0", "2050.0")
     after = with_slo(bench_result("grpc", "2827.2", "2421.7", "3441.0"), "1136.0", "1050.0", "1200.0")
-    w = closed_loop_world(before, after)
+    w = closed_loop_world(before, after, slo={"p99Ms": 10})
     cond = w.cond("Improved")
     assert (cond["status"], cond["reason"]) == ("False", "Regressed")
     assert cond["message"].startswith("throughput at the SLO p99 <= 10 ms: a tuned interval lies "
@@ -201,7 +204,7 @@ def test_none_meeting_the_slo_on_one_side_gives_no_verdict():
     # measured here: the tuned mnist_bls met p99 <= 10 ms nowhere on a busy machine
     before = with_slo(bench_result("grpc", "2572.8", "1718.9", "3111.0"), "667.1", "571.0", "792.4")
     after = with_slo(bench_result("grpc", "1563.5", "348.1", "2700.0"), None)
-    w = closed_loop_world(before, after)
+    w = closed_loop_world(before, after, slo={"p99Ms": 10})
     cond = w.cond("Improved")
     assert (cond["status"], cond["reason"]) == ("False", "NoInterval")
     assert "mnist_onnx/grpc 667.1 -> 0 infer/s (NoInterval)" in cond["message"]

@@ -255,17 +255,31 @@ class Sampler:
         self._fetch, self._clock = fetch, clock
         self.scrapes: list[Scrape] = []
         self.errors: list[str] = []
+        self.marks: list[int] = []     # the scrape that ends each run (mark)
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # a mark's scrape and the timer's stay in time order
         self._thread: threading.Thread | None = None
 
     def scrape(self) -> None:
-        try:
-            at = self._clock()
-            self.scrapes.append(Scrape(at, parse(self._fetch(self.url))))
-        except MetricsFormatError as exc:
-            self.errors.append(f"{self.url} is not Prometheus text: {exc}")
-        except Exception as exc:   # refused, timed out, HTTP error, DNS: a warning
-            self.errors.append(f"{self.url}: {_why(exc)}")
+        with self._lock:
+            try:
+                at = self._clock()
+                self.scrapes.append(Scrape(at, parse(self._fetch(self.url))))
+            except MetricsFormatError as exc:
+                self.errors.append(f"{self.url} is not Prometheus text: {exc}")
+            except Exception as exc:   # refused, timed out, HTTP error, DNS: a warning
+                self.errors.append(f"{self.url}: {_why(exc)}")
+
+    def mark(self) -> None:
+        """One run of a repeated measurement ended: scrape now, so that each run
+        has its own span (per_run)."""
+        self.scrape()
+        self.marks.append(len(self.scrapes) - 1)
+
+    def per_run(self) -> list[dict]:
+        """A summary of each run marked, over the scrapes from its start to its end."""
+        bounds = [0, *self.marks]
+        return [summarize(self.scrapes[a:b + 1], self.model) for a, b in zip(bounds, bounds[1:])]
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -295,6 +309,12 @@ class Off:
 
     def __exit__(self, *exc_info) -> None:
         return None
+
+    def mark(self) -> None:
+        return None
+
+    def per_run(self) -> list[dict]:
+        return []
 
     def summary(self) -> dict:
         return {}

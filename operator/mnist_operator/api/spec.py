@@ -54,6 +54,8 @@ TRITON_MODEL = {"onnx": "mnist_onnx", "tensorrt": "mnist_trt", "pytorch": "mnist
 #: The models mnist_bls can forward to (it takes the first served of trt, pt, onnx).
 BLS_DOWNSTREAMS = ("onnx", "tensorrt", "pytorch")
 PROTOCOLS = ("grpc", "http")
+#: What the closed loop may maximize (benchmark.objective); a sweep ranks by these too.
+CLOSED_LOOP_OBJECTIVES = ("throughput", "throughputAtSlo", "inferencesPerJoule")
 
 DECIMAL_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$"
 # [registry[:port]/]path[:tag][@sha256:digest]
@@ -363,6 +365,18 @@ class Benchmark:
     model_analyzer: ModelAnalyzer = f(factory=ModelAnalyzer, desc="model-analyzer profile.")
     slo: Slo = f(factory=Slo, desc="Latency SLO: throughput at the SLO in status, compare and the "
                                    "Throughput column; model-analyzer's constraints.")
+    objective: str = f("", enum=["", *CLOSED_LOOP_OBJECTIVES], noDefault=True,
+                       desc="What the closed loop (modelAnalyzer.applyBest) maximizes, among "
+                            "the configs meeting benchmark.slo: throughput (the best infer/s), "
+                            "throughputAtSlo (infer/s at the SLO; needs benchmark.slo) or "
+                            "inferencesPerJoule (model-analyzer's infer/s over the GPU power "
+                            "Triton reported; the bench measures it from Triton's energy "
+                            "counter). Its Improved condition is judged on the same figure. "
+                            "Empty: throughputAtSlo with benchmark.slo, else throughput.")
+
+    @property
+    def closed_loop_objective(self) -> str:
+        return self.objective or ("throughputAtSlo" if self.slo.active else "throughput")
 
 
 @dataclass
@@ -689,6 +703,12 @@ CROSS_FIELD_RULES: list[Rule] = [
          "|| (self.benchmark.slo.p99Ms == 0 && self.benchmark.slo.p95Ms == 0)",
          "must be 1 with a benchmark.slo (several clients do not search an SLO)",
          lambda s: s.benchmark.perf_analyzer.clients == 1 or not s.benchmark.slo.active),
+    Rule("benchmark", "objective",
+         "!has(self.objective) || self.objective != 'throughputAtSlo' "
+         "|| self.slo.p99Ms > 0 || self.slo.p95Ms > 0",
+         "throughputAtSlo needs benchmark.slo.p99Ms or p95Ms (there is no throughput at an "
+         "SLO without one)",
+         lambda s: s.benchmark.objective != "throughputAtSlo" or s.benchmark.slo.active),
     Rule("", "benchmark.perfAnalyzer.models",
          "!has(self.benchmark.perfAnalyzer.models) || "
          "self.benchmark.perfAnalyzer.models.all(m, m in self.serving.models)",

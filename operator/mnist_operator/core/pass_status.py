@@ -131,7 +131,7 @@ def build_status(p: Pass, steps: list[Step], stages: dict[str, dict], active: St
         for s in steps if stages[s.name].get("state") in FINISHED}
     summarized = summary.summarize(
         summary_input, apply_best=p.spec.benchmark.model_analyzer.apply_best,
-        accuracy_verdict=verdict) or {}
+        objective=p.spec.benchmark.closed_loop_objective, accuracy_verdict=verdict) or {}
     improved = summary.improved_condition(summarized.get("benchmark", {}).get("closedLoop"))
     if improved:
         conditions = set_condition(conditions, IMPROVED_CONDITION, *improved, gen, now)

@@ -267,15 +267,24 @@ def analyze_models_of(recorded: dict | None) -> dict[str, dict]:
     return models if isinstance(models, dict) else {}
 
 
-def best_overrides(recorded: dict | None) -> dict[str, dict[str, Any]]:
-    """model -> the repo stage's --override values for its best config.
+def best_of(entry: dict, objective: str = "throughput") -> dict:
+    """One model's analyze entry as the closed loop ranks it for ``objective``
+    (benchmark.objective): the config with the most throughput (at the SLO, as
+    model-analyzer's constraints already hold it), or with inferencesPerJoule the
+    one with the most inferences per joule (``{}`` where no GPU power was measured)."""
+    return (entry.get("perJoule") or {}) if objective == "inferencesPerJoule" else entry
+
+
+def best_overrides(recorded: dict | None, objective: str = "throughput") -> dict[str, dict[str, Any]]:
+    """model -> the repo stage's --override values for its best config for ``objective``.
 
     Models whose best config is their own (``*_config_default``) are left
     out: they already serve the best one. Dynamic batching is always on in
     our repository; a best config without it keeps ours (and says so in
     the analyze result)."""
     out: dict[str, dict[str, Any]] = {}
-    for model, entry in sorted(analyze_models_of(recorded).items()):
+    for model, found_entry in sorted(analyze_models_of(recorded).items()):
+        entry = best_of(found_entry, objective)
         best = str(entry.get("bestConfig", ""))
         found = entry.get("apply") or {}
         if not best or best.endswith("_config_default") or not found:
@@ -471,7 +480,8 @@ def _configs_to_apply(spec: MnistServingSpec, analyze: Step, analyzed: dict | No
     ma = spec.benchmark.model_analyzer
     # only a current analysis counts: while analyze re-runs there is nothing
     # to apply yet; both runners plan again once it has finished
-    best = best_overrides(analyzed) if ma.apply_best and ma.enabled and \
+    best = best_overrides(analyzed, spec.benchmark.closed_loop_objective) \
+        if ma.apply_best and ma.enabled and \
         is_done(analyze, analyzed) and analyzed.get("state") == "Succeeded" else {}
     # the accuracy guard: a model below tolerance never gets a tuned config
     return {m: v for m, v in best.items() if m not in below_tolerance}

@@ -17,7 +17,7 @@ from typing import Any
 from mnist_operator.api.vocabulary import FALSE, TRUE, UNKNOWN
 from mnist_operator.core import accuracy
 from mnist_operator.core.pipeline import (BENCH_TUNED, REPO_TUNED, SERVE_TUNED, analyze_models_of,
-                                          best_overrides)
+                                          best_of, best_overrides)
 
 SUCCEEDED, SKIPPED = "Succeeded", "Skipped"
 
@@ -180,7 +180,8 @@ def telemetry_part(best: dict, warning: str | None) -> dict[str, int | str]:
     endpoint could not be read); ``telemetryWarning`` when some point had none.
     Nothing when the bench ran without telemetry."""
     out: dict[str, int | str] = {f"{k}AtBest": _scalar(best[k])
-                                 for k in ("gpuUtil", "powerW", "inferPerJoule") if k in best}
+                                 for k in ("gpuUtil", "powerW", "inferPerJoule", "inferPerJouleLow",
+                                           "inferPerJouleHigh") if k in best}
     if best.get("gpu") == NO_GPU_MARK:
         out["telemetryAtBest"] = "no GPU"
     elif "telemetry" in best:
@@ -299,29 +300,48 @@ def analyzer_part(result: dict | None) -> dict[str, Any]:
             "bestConfig": "bestConfig", "throughput": "throughput", "p99Ms": "p99Ms",
             "concurrency": "concurrency", "instances": "instances", "maxBatchSize": "maxBatchSize",
             "defaultThroughput": "defaultThroughput", "bestOverDefault": "bestOverDefault",
-            "configsMeasured": "configsMeasured", "meetsSlo": "meetsSlo", "note": "note"})
+            "configsMeasured": "configsMeasured", "meetsSlo": "meetsSlo", "note": "note",
+            "powerW": "powerW", "inferPerJoule": "inferPerJoule", "perJouleNote": "perJouleNote"})
         out[model] = _against_default(out[model])
+        if entry.get("perJoule"):   # the best by inferences per joule, with what it won with
+            out[model]["perJoule"] = _pick(entry["perJoule"], {
+                k: k for k in ("bestConfig", "concurrency", "throughput", "p99Ms", "powerW",
+                               "inferPerJoule")})
     if result.get("failedMeasurements"):
         out["failedMeasurements"] = _scalar(result["failedMeasurements"])
     return out
 
 
-def _compared_point(entry: dict, at_slo: bool) -> dict:
-    """The point the closed loop compares: the best one, or with an SLO the best one
-    meeting it. None meeting it is throughput 0 WITHOUT an interval: whether a point
-    meets the SLO is decided on its median p99, which has none, so no verdict."""
-    point = ((entry.get("slo") or {}).get("atSlo") or {"inferPerSec": "0"}) if at_slo \
-        else entry.get("best", {})
-    return {k: str(v) for k, v in point.items() if k in ("inferPerSec", "low", "high")}
+#: What the closed loop compares for each objective (benchmark.objective): the point
+#: of a bench entry, its figure, and the figure's 95 % interval ends.
+COMPARED = {"throughput": ("best", "inferPerSec", "low", "high"),
+            "throughputAtSlo": ("atSlo", "inferPerSec", "low", "high"),
+            "inferencesPerJoule": ("best", "inferPerJoule", "inferPerJouleLow", "inferPerJouleHigh")}
+#: The compared figure in words and its unit.
+BASIS = {"throughput": ("best throughput", "infer/s"),
+         "throughputAtSlo": ("throughput at the SLO {slo}", "infer/s"),
+         "inferencesPerJoule": ("inferences per joule at the best point", "infer/J")}
 
 
-def _best_per_point(result: dict | None, protocol: str, at_slo: bool = False) -> dict[str, dict]:
-    """``model/protocol`` -> the compared point of one bench result (inferPerSec and,
-    with repeats, the low and high ends of its 95 % interval)."""
+def _compared_point(entry: dict, objective: str) -> dict:
+    """The point the closed loop compares for ``objective``: ``value`` and, with
+    repeats, ``low`` and ``high``. At the SLO, none meeting it is 0 WITHOUT an
+    interval (no verdict); a point without the figure (no GPU: no inferences per
+    joule) gives nothing to compare."""
+    where, value, low, high = COMPARED[objective]
+    point = ((entry.get("slo") or {}).get("atSlo") or {"inferPerSec": "0"}) \
+        if where == "atSlo" else entry.get("best", {})
+    return {name: str(point[k]) for name, k in (("value", value), ("low", low), ("high", high))
+            if k in point}
+
+
+def _best_per_point(result: dict | None, protocol: str, objective: str) -> dict[str, dict]:
+    """``model/protocol`` -> the compared point of one bench result."""
     if not _ok(result):
         return {}
-    return {f"{model}/{protocol}": _compared_point(entry, at_slo)
-            for model, entry in sorted(result.get("models", {}).items())}
+    points = {f"{model}/{protocol}": _compared_point(entry, objective)
+              for model, entry in sorted(result.get("models", {}).items())}
+    return {k: p for k, p in points.items() if "value" in p}
 
 
 #: Improved's reasons: the intervals apart upwards, overlapping, apart downwards, none.
@@ -358,51 +378,59 @@ def _ratio(after: float, before: float) -> str:
     return f"{after / before:.2f}" if before > 0 else "0"
 
 
-def closed_loop_part(results: dict[str, dict], apply_best: bool = False) -> dict[str, Any]:
-    """applyBest: the config applied per model, best infer/s before (bench-*)
-    and after (bench-tuned-*) per model/protocol, and the gain (sum of the
-    after points over the sum of the same before points). With benchmark.slo
-    the compared points are the throughputs at the SLO (``basis`` says which):
-    a config faster at saturation can be slower within a latency limit."""
+def _nothing_to_apply(analyzed: dict, objective: str) -> dict[str, str]:
+    """Why the closed loop applies nothing: per model, the best config found for
+    the objective is the served one, or there is none (and why)."""
+    found = []
+    for m, e in sorted(analyze_models_of(analyzed).items()):
+        best = best_of(e, objective).get("bestConfig")
+        found.append(f"{m} {best}" if best else f"{m}: {e.get('perJouleNote') or e.get('note')}")
+    return {"state": "NothingToApply",
+            "message": f"the served config is already the best one found for {objective} "
+                       f"({'; '.join(found)})"}
+
+
+def closed_loop_part(results: dict[str, dict], apply_best: bool = False,
+                     objective: str = "throughput") -> dict[str, Any]:
+    """applyBest: the config applied per model (model-analyzer's best for the
+    objective), the compared figure before (bench-*) and after (bench-tuned-*) per
+    model/protocol, and the gain (sum of the after figures over the sum of the same
+    before figures). ``basis`` says which figure (COMPARED): the best throughput,
+    the throughput at the SLO (a config faster at saturation can be slower within
+    a latency limit) or the inferences per joule at the best point."""
     tuned = {n.removeprefix(BENCH_TUNED): r for n, r in sorted(results.items())
              if n.startswith(BENCH_TUNED)}
     repo = results.get(REPO_TUNED)
     analyzed = results.get("analyze")
     if apply_best and not repo and not tuned and _ok(analyzed) \
-            and not best_overrides(analyzed):
-        best = ", ".join(f"{m} {e.get('bestConfig')}"
-                         for m, e in sorted(analyze_models_of(analyzed).items()))
-        return {"state": "NothingToApply",
-                "message": f"the served config is already the best one found ({best})"}
+            and not best_overrides(analyzed, objective):
+        return _nothing_to_apply(analyzed, objective)
     if not repo and not tuned:
         return {}
     found = analyze_models_of(results.get("analyze"))
-    out: dict[str, Any] = {"applied": {
-        model: {"config": _scalar(found.get(model, {}).get("bestConfig", "")),
-                **{k: _scalar(v) for k, v in sorted(found.get(model, {}).get("apply", {}).items())
-                   if v != ""}}
-        for model in best_overrides(results.get("analyze"))}}
+    out: dict[str, Any] = {"objective": objective, "applied": {
+        model: {"config": _scalar(best_of(found.get(model, {}), objective).get("bestConfig", "")),
+                **{k: _scalar(v) for k, v in sorted(
+                    best_of(found.get(model, {}), objective).get("apply", {}).items()) if v != ""}}
+        for model in best_overrides(results.get("analyze"), objective)}}
     unfinished = [(n, r) for n, r in ((REPO_TUNED, repo), (SERVE_TUNED, results.get(SERVE_TUNED)),
                                       *((BENCH_TUNED + p, r) for p, r in tuned.items()))
                   if r is not None and not _ok(r)]
     before: dict[str, dict] = {}
     after: dict[str, dict] = {}
-    # with an SLO both sweeps searched, the operating point that matters is the SLO's
-    slos = {r.get("slo") for p, t in tuned.items() for r in (t, results.get(f"bench-{p}") or {})}
-    at_slo = len(slos) == 1 and None not in slos
     for protocol, result in tuned.items():
-        after.update(_best_per_point(result, protocol, at_slo))
-        before.update(_best_per_point(results.get(f"bench-{protocol}"), protocol, at_slo))
+        after.update(_best_per_point(result, protocol, objective))
+        before.update(_best_per_point(results.get(f"bench-{protocol}"), protocol, objective))
     common = sorted(set(before) & set(after))
     if common:
-        out["basis"] = f"throughput at the SLO {next(iter(slos))}" if at_slo \
-            else "best throughput"
-        speed = {k: (float(after[k]["inferPerSec"]), float(before[k]["inferPerSec"]))
-                 for k in common}
-        out["before"] = {k: before[k]["inferPerSec"] for k in common}
-        out["after"] = {k: after[k]["inferPerSec"] for k in common}
-        out["gains"] = {k: _ratio(*speed[k]) for k in common}
-        out["gain"] = _ratio(sum(a for a, _ in speed.values()), sum(b for _, b in speed.values()))
+        slo = next((str(r["slo"]) for r in tuned.values() if r.get("slo")), "")
+        words, unit = BASIS[objective]
+        out.update(basis=words.format(slo=slo), unit=unit)
+        figures = {k: (float(after[k]["value"]), float(before[k]["value"])) for k in common}
+        out["before"] = {k: before[k]["value"] for k in common}
+        out["after"] = {k: after[k]["value"] for k in common}
+        out["gains"] = {k: _ratio(*figures[k]) for k in common}
+        out["gain"] = _ratio(sum(a for a, _ in figures.values()), sum(b for _, b in figures.values()))
         out["verdicts"] = {k: verdict(before[k], after[k]) for k in common}
         out["verdict"] = overall_verdict(out["verdicts"])
         with_interval = [k for k in common if out["verdicts"][k] != NO_INTERVAL]
@@ -412,6 +440,9 @@ def closed_loop_part(results: dict[str, dict], apply_best: bool = False) -> dict
     if unfinished:
         name, result = unfinished[0]
         out["state"] = f"{name} {_stage_line(result)}"
+    elif tuned and not common and objective == "inferencesPerJoule":
+        out["state"] = "Unmeasured"
+        out["message"] = "the bench measured no inferences per joule (no GPU telemetry)"
     else:
         out["state"] = "Measured" if common else "Applied"
     return out
@@ -424,10 +455,12 @@ def improved_condition(loop: dict) -> tuple[str, str, str] | None:
         return None
     if loop.get("state") == "NothingToApply":
         return FALSE, "NothingToApply", loop.get("message", "")
+    if loop.get("state") == "Unmeasured":
+        return UNKNOWN, "Unmeasured", f"closed loop: {loop.get('message', '')}"
     if "verdict" not in loop:
         return UNKNOWN, "Measuring", f"closed loop: {loop.get('state', 'Applied')}"
     word = loop["verdict"]
-    pairs = "; ".join(f"{k} {loop['before'][k]} -> {loop['after'][k]} infer/s "
+    pairs = "; ".join(f"{k} {loop['before'][k]} -> {loop['after'][k]} {loop.get('unit', 'infer/s')} "
                       f"({loop['verdicts'][k]}"
                       + (f", 95 % intervals {loop['intervals'][k]})" if k in loop.get(
                           "intervals", {}) else ")") for k in loop["verdicts"])
@@ -503,7 +536,7 @@ TUNED, PENDING, UNMEASURED = "tuned", "pending", "unmeasured"
 
 
 def served_headline(results: dict[str, dict], perf: dict, tuned: dict, apply_best: bool,
-                    loop: dict) -> dict[str, str]:
+                    loop: dict, objective: str = "throughput") -> dict[str, str]:
     """The headline figures of what is served now. Without a config to apply they
     are the bench's. Once the closed loop applies model-analyzer's best config
     they are the tuned bench's (``throughputOf: tuned``; before and after stay
@@ -513,7 +546,7 @@ def served_headline(results: dict[str, dict], perf: dict, tuned: dict, apply_bes
     figures of a config no longer served (they stay under perfAnalyzer). ``tuned``:
     the tuned bench's points (perf_part with tuned)."""
     analyzed = results.get("analyze")
-    if not (apply_best and _ok(analyzed) and best_overrides(analyzed)):
+    if not (apply_best and _ok(analyzed) and best_overrides(analyzed, objective)):
         return headline(perf)
     pairs = lambda p: {(m, proto) for m, per in p.items() for proto in per}  # noqa: E731
     if tuned and pairs(tuned) >= pairs(perf):
@@ -529,20 +562,21 @@ def served_headline(results: dict[str, dict], perf: dict, tuned: dict, apply_bes
                               + f" ({where}); the figures before tuning are under perfAnalyzer"}
 
 
-def summarize(results: dict[str, dict], *, apply_best: bool = False,
+def summarize(results: dict[str, dict], *, apply_best: bool = False, objective: str = "throughput",
               accuracy_verdict: accuracy.Judgement | None = None) -> dict:
     """The ``model``, ``benchmark`` and ``clientAccuracy`` parts of the status
-    (``apply_best``: the spec asks for the closed loop; ``accuracy_verdict``:
+    (``apply_best``: the spec asks for the closed loop, maximizing ``objective``,
+    benchmark.objective as the spec means it; ``accuracy_verdict``:
     the accuracy guard's, shown in clientAccuracy). ``benchmark.throughput``
     is what the Throughput printer column shows: the throughput at the SLO when
     the bench ran with one, else the best, of the config served now
     (served_headline: the tuned bench's with the closed loop)."""
     benchmark: dict[str, Any] = {}
     perf, tuned = perf_part(results), perf_part(results, tuned=True)
-    loop = closed_loop_part(results, apply_best)
+    loop = closed_loop_part(results, apply_best, objective)
     if perf:
         benchmark["perfAnalyzer"] = perf
-        benchmark.update(served_headline(results, perf, tuned, apply_best, loop))
+        benchmark.update(served_headline(results, perf, tuned, apply_best, loop, objective))
     analyzer = analyzer_part(results.get("analyze"))
     if analyzer:
         benchmark["modelAnalyzer"] = analyzer

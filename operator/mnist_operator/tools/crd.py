@@ -229,7 +229,17 @@ def status_schema() -> dict:
                                           "figures above are the tuned bench's, else pending "
                                           "or unmeasured (as throughput)."),
                         throughputNote=_str("Why throughput is pending or unmeasured; the "
-                                            "figures before tuning stay under perfAnalyzer.")),
+                                            "figures before tuning stay under perfAnalyzer."),
+                        closedLoop=_open(
+                            "modelAnalyzer.applyBest: the config applied per model and the "
+                            "figure the objective names, before and after, per model/protocol.",
+                            objective=_str("The benchmark.objective in force (empty in the "
+                                           "spec: throughputAtSlo with an SLO, else "
+                                           "throughput)."),
+                            basis=_str("The compared figure in words."),
+                            unit=_str("Its unit: infer/s or infer/J."),
+                            verdict=_str("Improved (every tuned 95 % interval above the one "
+                                         "before), NoChange, Regressed or NoInterval."))),
     )
 
 
