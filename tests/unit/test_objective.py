@@ -15,6 +15,7 @@ from mnist_jobs import analyze, bench
 from mnist_jobs.lib import stats, telemetry
 from mnist_operator.api.spec import SpecError, parse_spec
 from mnist_operator.core import summary
+from mnist_operator.local import display
 
 from test_repeats import bench_result, closed_loop_world
 from test_telemetry import GPU_END, GPU_START
@@ -61,6 +62,14 @@ def test_the_most_inferences_per_joule_can_be_another_config_than_the_fastest():
                    "mnist_pt_config_default": 120, "mnist_pt_config_1": 110,
                    "mnist_pt_config_2": 400}[r["Model Config Path"]])
     assert best["Model Config Path"] == per["bestConfig"]
+
+
+def test_the_local_summary_names_the_best_per_joule_beside_the_fastest():
+    status = summary.summarize({"analyze": {"stage": "analyze", "state": "Succeeded",
+                                            "models": analyzed()}})
+    text = "\n".join(display.analyzer_table(status))
+    assert "most inferences per joule: mnist_pt_config_1 192.73 infer/J (21200.0 infer/s at " \
+           "110.0 W, concurrency 512)" in text
 
 
 def test_a_cpu_run_has_no_best_by_energy_and_says_why():
@@ -115,6 +124,9 @@ def test_the_energy_objective_applies_the_best_per_joule_and_judges_on_it():
     assert (cond["status"], cond["reason"]) == ("False", "NoChange")
     assert "mnist_onnx/grpc 150.0 -> 155.0 infer/J (NoChange, 95 % intervals 140.0..160.0 -> " \
            "145.0..165.0)" in cond["message"]
+    text = "\n".join(display.closed_loop_table(w.status))
+    assert "compared (inferencesPerJoule): inferences per joule at the best point" in text
+    assert "before infer/J" in text and "NoChange (95 % 140.0..160.0 -> 145.0..165.0)" in text
     repo_args = " ".join(w.job("repo-tuned")["spec"]["template"]["spec"]["containers"][0]["command"])
     assert "--override mnist_onnx:instance_kind=gpu,instances=2,max_batch_size=64" in repo_args
 

@@ -170,6 +170,11 @@ def analyzer_table(status: dict) -> list[str]:
                      f"{m.get('bestOverDefault', '-'):>12}")
         if m.get("defaultNote"):
             lines.append(f"  {'':<12} {m['defaultNote']}")
+        per = m.get("perJoule")
+        if per:
+            lines.append(f"  {'':<12} most inferences per joule: {per.get('bestConfig')} "
+                         f"{per.get('inferPerJoule')} infer/J ({per.get('throughput')} infer/s at "
+                         f"{per.get('powerW')} W, concurrency {per.get('concurrency')})")
     return lines
 
 
@@ -182,8 +187,10 @@ def closed_loop_table(status: dict) -> list[str]:
     lines = [f"  {model:<12} {', '.join(f'{k} {v}' for k, v in cfg.items())}"
              for model, cfg in loop.get("applied", {}).items()]
     if loop.get("before"):
-        lines.append(f"  compared: {loop.get('basis', 'best throughput')}")
-        lines.append(f"  {'model/protocol':<20} {'before infer/s':>14} {'after infer/s':>13} "
+        unit = loop.get("unit", "infer/s")
+        lines.append(f"  compared ({loop.get('objective', 'throughput')}): "
+                     f"{loop.get('basis', 'best throughput')}")
+        lines.append(f"  {'model/protocol':<20} {'before ' + unit:>14} {'after ' + unit:>13} "
                      f"{'gain':>6}")
         lines += [f"  {key:<20} {loop['before'][key]:>14} {loop['after'][key]:>13} "
                   f"{loop['gains'][key]:>6}  {loop.get('verdicts', {}).get(key, '')}"
