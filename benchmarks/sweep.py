@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT / "jobs"))
 
 from mnist_operator.local.sweep import against_best  # noqa: E402
-from mnist_operator.tools.compare import replace_section  # noqa: E402
+from mnist_operator.tools.compare import p99_interval_cell, replace_section  # noqa: E402
 
 BENCHMARKS = ROOT / "docs" / "BENCHMARKS.md"
 
@@ -36,15 +36,13 @@ def rows(status: dict, sweep_dir: Path) -> list[str]:
     verdicts = {v["point"]: v for v in status.get("verdicts") or []}
     best = (status.get("best") or {}).get("point")
     out = ["| point | values | phase | infer/s (median) | 95 % interval of the mean | "
-           "p99 ms (perf_analyzer) | p99 ms from requests [95 %] | best / this | device |",
+           "p99 ms (perf_analyzer) | p99 ms from requests [95 %] (requests) | best / this | device |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in status.get("points") or []:
         point = _point_status(sweep_dir, r["name"])
         per = ((point.get("benchmark") or {}).get("perfAnalyzer") or {}).get(r.get("model", ""), {})
         at = per.get(r.get("protocol", ""), {})
-        requests = (f"{int(at['p99UsFromRequestsAtBest']) / 1000:.2f} "
-                    f"[{int(at['p99UsLowAtBest']) / 1000:.2f}, {int(at['p99UsHighAtBest']) / 1000:.2f}] "
-                    f"over {int(at['requestsAtBest']):,}" if "p99UsLowAtBest" in at else "-")
+        requests = p99_interval_cell(at)
         against = against_best(r, verdicts, best)
         values = ", ".join(f"{k}={json.dumps(x)}" for k, x in r["values"].items())
         interval = f"[{r['low']}, {r['high']}] ({r['repeats']} runs)" if "low" in r else "-"

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from conftest import last_json, run_cli
+from mnist_jobs import analyze
 
 from tests.harness.stage_flags import spec_flags, undocumented
 
@@ -35,6 +36,10 @@ def test_analyze_bounded_local(model_repo, tmp_path):
     assert {r["Model Config Path"] for r in rows} == {
         "mnist_onnx_config_default", "mnist_onnx_config_0", "mnist_onnx_config_1"}
     assert float(best["bestOverDefault"]) >= 1.0
+    # no GPU here: model-analyzer measured no GPU power, so there is no best by energy
+    gpu_csv = out / "results" / "metrics-model-gpu.csv"
+    assert analyze.parse_gpu_csv(gpu_csv.read_text() if gpu_csv.is_file() else "") == {}
+    assert "perJoule" not in best and best["perJouleNote"] == analyze.NO_POWER
     assert (out / "config.yaml").is_file() and (out / "checkpoints").is_dir()
     assert any(r.endswith("result_summary.html") for r in result["reports"])
     cfg = json.loads((out / "config.yaml").read_text().split("\n", 1)[1])
