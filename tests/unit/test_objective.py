@@ -173,3 +173,19 @@ def test_each_repeat_gets_its_own_energy_span_and_the_point_an_interval():
     # a run without the figure (no GPU) gives no interval
     assert bench.per_joule_interval([{"inferPerJoule": 100.0}, {}]) == {}
     assert bench.per_joule_interval([{"inferPerJoule": 100.0}]) == {}
+
+
+def test_a_sweep_by_energy_judges_its_best_on_inferences_per_joule():
+    from mnist_operator.core import sweep as C
+    done = {"phase": "Measured", "repeats": 3}
+    best = {**done, "name": "a", "inferPerSec": "5000.0", "low": "4900.0", "high": "5100.0",
+            "inferPerJoule": "200.0", "inferPerJouleLow": "190.0", "inferPerJouleHigh": "210.0"}
+    other = {**done, "name": "b", "inferPerSec": "5050.0", "low": "4950.0", "high": "5150.0",
+             "inferPerJoule": "150.0", "inferPerJouleLow": "145.0", "inferPerJouleHigh": "155.0"}
+    unmeasured = {**done, "name": "c", "inferPerSec": "100.0"}   # no GPU: no figure to judge
+    by_energy = C.verdict_rows(best, [best, other, unmeasured], "inferencesPerJoule")
+    assert [(v["point"], v["verdict"]) for v in by_energy] == [("b", "better")]
+    assert by_energy[0]["ratio"] == "1.33"
+    # the same points by throughput: no difference (their intervals overlap)
+    by_speed = C.verdict_rows(best, [best, other], "throughput")
+    assert [(v["point"], v["verdict"]) for v in by_speed] == [("b", "no difference")]

@@ -190,6 +190,9 @@ def point_row(spec: W.SweepSpec, point: W.Point, name: str, child: dict | None) 
         row["inferPerSecAtSlo"] = str(e["inferPerSecAtSlo"])
     if "inferPerJouleAtBest" in e:
         row["inferPerJoule"] = str(e["inferPerJouleAtBest"])
+    if "inferPerJouleLowAtBest" in e:
+        row.update(inferPerJouleLow=str(e["inferPerJouleLowAtBest"]),
+                   inferPerJouleHigh=str(e["inferPerJouleHighAtBest"]))
     child_spec = S.parse_spec((child or {}).get("spec") or {})
     product = child_spec.scheduling.gpu_product or device_of(status)
     row["device"] = product
@@ -228,16 +231,33 @@ def pareto_front(rows: list[dict]) -> list[str]:
             if not beaten(r)]
 
 
-def verdict_rows(best: dict | None, rows: list[dict]) -> list[dict]:
-    """The best point against each other Ready one: their throughput ratio with its
-    95 % interval and what it says ("no interval" with one repeat, never a guess)."""
-    if best is None:
+def judged_figure(row: dict, objective: str) -> dict | None:
+    """The figure a verdict compares, as a bench row (``inferPerSec``, ``low``,
+    ``high``, ``repeats``): inferences per joule for that objective (each repeat has
+    its own energy span), else the throughput; None when the row lacks it."""
+    if objective != "inferencesPerJoule":
+        return row if "inferPerSec" in row else None
+    if "inferPerJoule" not in row:
+        return None
+    out = {"inferPerSec": row["inferPerJoule"], "repeats": row.get("repeats", 1)}
+    if "inferPerJouleLow" in row:
+        out.update(low=row["inferPerJouleLow"], high=row["inferPerJouleHigh"])
+    return out
+
+
+def verdict_rows(best: dict | None, rows: list[dict], objective: str = "throughput") -> list[dict]:
+    """The best point against each other measured one: the ratio of their figures
+    (judged_figure: inferences per joule for that objective, else throughput) with
+    its 95 % interval and what it says ("no interval" with one repeat, never a guess)."""
+    mine = judged_figure(best, objective) if best is not None else None
+    if mine is None:
         return []
     out = []
     for r in rows:
-        if r is best or r.get("phase") not in DONE_PHASES or "inferPerSec" not in r:
+        theirs = judged_figure(r, objective)
+        if r is best or r.get("phase") not in DONE_PHASES or theirs is None:
             continue
-        out.append({"point": r["name"], **verdicts.compare(best, r).as_status()})
+        out.append({"point": r["name"], **verdicts.compare(mine, theirs).as_status()})
     return out
 
 
@@ -290,7 +310,7 @@ def sweep_status(spec: W.SweepSpec, rows: list[dict], conditions: list[dict], ol
         "observedGeneration": gen, "phase": COMPLETE if complete else RUNNING,
         "message": summary, "conditions": conditions, "progress": progress,
         "readyPoints": f"{progress['ready']}/{progress['total']}", "objective": spec.objective,
-        "points": rows, "pareto": pareto_front(rows), "verdicts": verdict_rows(best, rows)}
+        "points": rows, "pareto": pareto_front(rows), "verdicts": verdict_rows(best, rows, spec.objective)}
     if best is not None:
         status["best"] = {"point": best["name"], "values": best["values"],
                           "value": best_value(best, spec.objective)}
@@ -318,4 +338,4 @@ def transition_events(old: dict, new: dict, created: list[str]) -> list[Event]:
 
 
 __all__ = ["SweepDecision", "reconcile_sweep", "child_of", "point_row", "pareto_front",
-           "best_row", "verdict_rows", "cost_per_million", "LABEL_SWEEP", "ANNOTATION_POINT"]
+           "best_row", "verdict_rows", "judged_figure", "cost_per_million", "LABEL_SWEEP", "ANNOTATION_POINT"]

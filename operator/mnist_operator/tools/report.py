@@ -144,7 +144,8 @@ def sweep_answer(status: dict) -> str:
     if runner_up is None:
         return head + "; no other point to compare it with."
     v = verdicts[runner_up["name"]]
-    subject = "" if objective == "throughput" else "throughput "
+    subject = {"throughput": "", "inferencesPerJoule": "inferences per joule "}.get(
+        objective, "throughput ")
     return (f"{head}, {subject}{ratio_text(v.get('ratio', '-'), v.get('low'), v.get('high'))} "
             f"the next best, {runner_up['name']} ({v.get('verdict', '-')}).")
 
