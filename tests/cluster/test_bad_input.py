@@ -135,6 +135,9 @@ CASES = [
      "spec.serving.gpus"),
     ("cpu-only-with-tensorrt", spec(serving={"cpuOnly": True, "gpus": 0}), "spec.serving.models"),
     ("replicas-on-rwo", spec(serving={"replicas": 2}), "spec.serving.replicas"),
+    ("objective-unknown", spec(benchmark={"objective": "joules"}), "spec.benchmark.objective"),
+    ("objective-at-slo-without-slo", spec(benchmark={"objective": "throughputAtSlo"}),
+     "spec.benchmark.objective"),
 ]
 IDS = [c[0] for c in CASES]
 
