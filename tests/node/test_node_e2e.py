@@ -606,7 +606,9 @@ def test_deleting_the_resource_removes_every_child_and_releases_the_volume(demo,
 def test_write_real_node_figures(node_cluster):
     """Prints the figures (and with MNIST_SERVING_WRITE_BENCHMARKS=1 rewrites the
     "Real node" section of docs/BENCHMARKS.md). Runs last in this module."""
-    section = real_node_section(node_cluster.timings, FIGURES)
+    # test_node_admin.py's figures (it runs before this module): tests/harness/node/figures.py
+    from tests.harness.node import figures
+    section = real_node_section(node_cluster.timings, FIGURES, figures.ADMIN)
     print(section)
     (node_cluster.plane.log_dir / "real-node.md").write_text(section)
     if os.environ.get("MNIST_SERVING_WRITE_BENCHMARKS") == "1":
@@ -619,7 +621,7 @@ def test_write_real_node_figures(node_cluster):
         BENCHMARKS.write_text(text)
 
 
-def real_node_section(bringup: dict, figures: dict) -> str:
+def real_node_section(bringup: dict, figures: dict, admin: dict | None = None) -> str:
     lines = ["Measured by `make bench-node` (tests/node, one real kubelet + containerd node on this "
              "2-core VM, no GPU, stand-in images for NGC's; "
              f"{time.strftime('%Y-%m-%d')}).", "",
@@ -630,6 +632,12 @@ def real_node_section(bringup: dict, figures: dict) -> str:
                 "Triton pod deleted -> Ready again"):
         if key in figures:
             lines.append(f"| {key} | {figures[key]:.1f} |")
+    if admin:
+        lines += ["", "What an administrator does to a running pipeline (tests/node/test_node_admin.py: "
+                  "the chart with `replicas: 2`, a short CPU resource; the takeover from a SIGKILL "
+                  "waits out the Lease's 15 s on the standby's clock, so 10 to 17 s):", "",
+                  "| admin scenario | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in admin.items()]
     if figures.get("stage durations"):
         lines += ["", "| stage (its container, start to exit) | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in figures["stage durations"].items()]
