@@ -309,3 +309,35 @@ def test_the_lease_name_defaults_from_the_environment(monkeypatch):
     assert operator_main.parser().parse_args([]).leader_lease == "from-env"
     monkeypatch.delenv(operator_main.LEADER_LEASE)
     assert operator_main.parser().parse_args([]).leader_lease is None
+
+
+def test_a_standby_stops_on_sigterm_and_gives_the_handler_back(monkeypatch):
+    """In a container the operator is PID 1, which the kernel sends no signal it has no
+    handler for: a standby must handle SIGTERM itself (kopf, which would, has not started)."""
+    import os
+    import signal
+    import time
+    import types
+
+    from mnist_operator.cluster import main as M
+
+    class Standby:
+        def __init__(self, *args):
+            pass
+
+        def wait_until_leading(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            raise AssertionError("SIGTERM did not stop the standby")
+
+    monkeypatch.setattr(M.leader, "Elector", Standby)
+    monkeypatch.setattr(M.leader, "StandbyProbe", lambda *a: types.SimpleNamespace(close=lambda: None))
+    monkeypatch.setattr(M.kube, "api_client", lambda **kw: None)
+    monkeypatch.setattr(M.metrics, "serve", lambda port: None)
+    monkeypatch.setattr(M.metrics, "set_leader", lambda leading: None)
+    before = signal.getsignal(signal.SIGTERM)
+    operator = types.SimpleNamespace(defaults=lambda: None)
+    started = time.monotonic()
+    assert M.main(["--leader-lease", "op-leader", "--leader-namespace", "sys"], operator=operator) == 0
+    assert time.monotonic() - started < 4
+    assert signal.getsignal(signal.SIGTERM) is before
