@@ -58,11 +58,24 @@ def row(status: dict) -> str:
             f"{'; '.join(after) or '-'} | {verdict} |")
 
 
-def section(statuses: list[dict], command: str) -> str:
-    lines = [HEADING, "", f"Written by `{command}`.", "",
+def applied(status: dict) -> dict:
+    loop = (status.get("benchmark") or {}).get("closedLoop") or {}
+    return {m: c.get("config") for m, c in (loop.get("applied") or {}).items()}
+
+
+def section(statuses: list[dict], command: str, where: str) -> str:
+    same = all(applied(s) == applied(statuses[0]) for s in statuses)
+    lines = [HEADING, "", f"Written by `{command}` ({where}).", "",
              "| objective | config applied | model-analyzer's figures for it | tuned bench: "
              "infer/s [95 %], infer/J [95 %], power | Improved |", "|---|---|---|---|---|"]
     lines += [row(s) for s in statuses]
+    lines += ["", ("The objectives applied the same config: judged on each, the verdict is "
+                   "read from that objective's figure." if same else
+                   "The objectives applied different configs."),
+              "model-analyzer's infer/J is perf_analyzer's throughput over the GPU's mean power "
+              "in that measurement; the bench's is Triton's inference count over the energy "
+              "counter's increase across each repeat's whole span (warm-up and gaps included), "
+              "so the two differ; each is compared only with its own kind."]
     return "\n".join(lines) + "\n"
 
 
@@ -70,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("statuses", type=Path, nargs="+")
     p.add_argument("--command", required=True, help="the commands that produced the statuses")
+    p.add_argument("--where", required=True, help="the machine and date, in words")
     p.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
     a = p.parse_args(argv)
-    text = section([json.loads(s.read_text()) for s in a.statuses], a.command)
+    text = section([json.loads(s.read_text()) for s in a.statuses], a.command, a.where)
     print(text)
     if a.write:
         BENCHMARKS.write_text(replace_section(BENCHMARKS.read_text(), text, HEADING))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +41,31 @@ def analyzed(gpu_csv: str | None = GPU_CSV) -> dict:
     parsed = analyze.parse_inference_csv(INFERENCE_CSV)
     analyze.add_power(parsed, analyze.parse_gpu_csv(gpu_csv) if gpu_csv else {})
     return analyze.summarize(parsed)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_real_h100_csvs_rank_by_energy_as_the_run_did():
+    """metrics-model-{inference,gpu}-h100.csv: model-analyzer 1.58 in remote mode on a
+    lent H100 (examples/gpu-energy.yaml; docs/measured/h100-energy/). Power barely
+    moved (126 to 130 W), so the most inferences per joule is the fastest config."""
+    parsed = analyze.parse_inference_csv((DATA / "metrics-model-inference-h100.csv").read_text())
+    power = analyze.parse_gpu_csv((DATA / "metrics-model-gpu-h100.csv").read_text())
+    assert len(power) == len(parsed["mnist_pt"]["rows"]) == 10
+    analyze.add_power(parsed, power)
+    m = analyze.summarize(parsed)["mnist_pt"]
+    assert (m["perJoule"]["bestConfig"], m["perJoule"]["powerW"], m["perJoule"]["inferPerJoule"]) \
+        == ("mnist_pt_config_3", "130.3", "212.35")
+    status = json.loads((Path(__file__).parents[2] / "docs" / "measured" / "h100-energy"
+                         / "by-energy.status.json").read_text())
+    assert status["benchmark"]["modelAnalyzer"]["mnist_pt"]["perJoule"]["inferPerJoule"] == "212.35"
+    rows = list(csv.DictReader(io.StringIO((DATA / "metrics-model-gpu-h100.csv").read_text())))
+    watts = {(r["Model Config Path"], r["Concurrency"]): float(r["GPU Power Usage (W)"]) for r in rows}
+    by_hand = max((float(r["Throughput (infer/sec)"]) / watts[(r["Model Config Path"], r["Concurrency"])],
+                   r["Model Config Path"]) for r in csv.DictReader(io.StringIO(
+                       (DATA / "metrics-model-inference-h100.csv").read_text())))
+    assert by_hand[1] == m["perJoule"]["bestConfig"]
 
 
 def test_power_is_summed_over_the_gpus_of_one_measurement():
