@@ -407,12 +407,12 @@ def closed_loop_part(results: dict[str, dict], apply_best: bool = False,
         return _nothing_to_apply(analyzed, objective)
     if not repo and not tuned:
         return {}
-    found = analyze_models_of(results.get("analyze"))
+    found = analyze_models_of(analyzed)
+    chosen = {m: best_of(found.get(m, {}), objective) for m in best_overrides(analyzed, objective)}
     out: dict[str, Any] = {"objective": objective, "applied": {
-        model: {"config": _scalar(best_of(found.get(model, {}), objective).get("bestConfig", "")),
-                **{k: _scalar(v) for k, v in sorted(
-                    best_of(found.get(model, {}), objective).get("apply", {}).items()) if v != ""}}
-        for model in best_overrides(results.get("analyze"), objective)}}
+        model: {"config": _scalar(best.get("bestConfig", "")),
+                **{k: _scalar(v) for k, v in sorted(best.get("apply", {}).items()) if v != ""}}
+        for model, best in chosen.items()}}
     unfinished = [(n, r) for n, r in ((REPO_TUNED, repo), (SERVE_TUNED, results.get(SERVE_TUNED)),
                                       *((BENCH_TUNED + p, r) for p, r in tuned.items()))
                   if r is not None and not _ok(r)]
