@@ -86,6 +86,12 @@ def bench_result(protocol: str, infer: str, low: str | None = None,
                                       "batchingGain": "2.0", "littleFailures": 0}}}
 
 
+#: confirm's result when every candidate meets the SLO.
+CONFIRMED = {"slo": "p99 <= 10 ms", "confirmed": ["mnist_onnx"], "models": {"mnist_onnx": {
+    "c": 64, "verdict": "meets", "meetsSlo": True, "inferPerSec": "5000.0",
+    "latency": {"requests": 9000, "p99": [8000, 7900, 8100]}}}}
+
+
 def closed_loop_world(before: dict, after: dict, repeats: int = 3, analysis: dict = ANALYZE_RESULT,
                       **benchmark) -> World:
     """The operator through the closed loop on gRPC, each sweep returning the given best
@@ -99,6 +105,11 @@ def closed_loop_world(before: dict, after: dict, repeats: int = 3, analysis: dic
     w.step(1)
     w.finish("analyze", result=analysis)
     w.step(1)
+    if benchmark.get("slo"):   # the candidates are held to the SLO first: here they meet it
+        w.finish("repo-candidates", result={})
+        w.step(1)
+        w.finish("confirm-candidates", result=CONFIRMED)
+        w.step(1)
     w.finish("repo-tuned", result={})
     w.step(1)
     assert w.cond("Improved")["status"] == "Unknown"     # the tuned sweep has not run

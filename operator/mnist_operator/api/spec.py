@@ -329,7 +329,10 @@ class ModelAnalyzer:
     max_instances: int = f(2, minimum=1, maximum=16, desc="Search limit: instances per model.")
     search: str = f("bounded", enum=["bounded", "brute"],
                     desc="bounded: a few named configs; brute: model-analyzer's own search.")
-    apply_best: bool = f(False, desc="Closed loop: serve the best config found and re-benchmark.")
+    apply_best: bool = f(False, desc="Closed loop: serve the best config found and re-benchmark. "
+                                     "With benchmark.slo each candidate is measured again "
+                                     "first (the confirm-candidates step) and applied only "
+                                     "when it meets the SLO by the bench stage's rule.")
 
 
 @dataclass
@@ -364,7 +367,9 @@ class Benchmark:
     perf_analyzer: PerfAnalyzer = f(factory=PerfAnalyzer, desc="perf_analyzer sweep.")
     model_analyzer: ModelAnalyzer = f(factory=ModelAnalyzer, desc="model-analyzer profile.")
     slo: Slo = f(factory=Slo, desc="Latency SLO: throughput at the SLO in status, compare and the "
-                                   "Throughput column; model-analyzer's constraints.")
+                                   "Throughput column; model-analyzer's constraints; with "
+                                   "applyBest, what each candidate config must meet, measured "
+                                   "again, before it is served.")
     objective: str = f("", enum=["", *CLOSED_LOOP_OBJECTIVES], noDefault=True,
                        desc="What the closed loop (modelAnalyzer.applyBest) maximizes, among "
                             "the configs meeting benchmark.slo: throughput (the best infer/s), "
@@ -471,10 +476,10 @@ class Resources:
     engine: ContainerResources = _resources_field("engine", "the TensorRT engine Job")
     repo: ContainerResources = _resources_field("repo", "the repo Jobs")
     client: ContainerResources = _resources_field("client", "the client Job")
-    bench: ContainerResources = _resources_field("bench", "each perf_analyzer Job")
+    bench: ContainerResources = _resources_field("bench", "each perf_analyzer Job (bench, confirm)")
     analyze: ContainerResources = _resources_field("analyze", "model-analyzer in the analyze Job")
     triton: ContainerResources = _resources_field(
-        "triton", "each Triton pod and the analyze Job's Triton sidecar")
+        "triton", "each Triton pod and the analyze and confirm Jobs' Triton sidecars")
 
     def of(self, container: str) -> dict[str, dict[str, str]]:
         """The effective requirements: what the spec sets, else the built-in default."""

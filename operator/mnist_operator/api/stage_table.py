@@ -17,8 +17,14 @@ class Stage:
     deadline_seconds: int          # its Job's activeDeadlineSeconds (a hung stage fails)
     long_running: bool = False     # serves until stopped: the Triton Deployment, not a Job
     runs_own_triton: bool = False  # a Triton sidecar in its pod takes the GPU serving would hold
+    #                                (the repository it serves is its params' model_repo)
     pins_gpu_product: bool = False  # reads or writes a TensorRT plan, which loads on one GPU model
     replans: bool = False          # its result decides which steps follow (the closed loop)
+    resources: str = ""            # its container's spec.resources field, when not its name
+
+    @property
+    def resources_of(self) -> str:
+        return self.resources or self.name
 
 
 #: Pipeline order; the serve stage is the Deployment, so it has no deadline.
@@ -33,6 +39,9 @@ STAGES = (
     Stage("bench", "sdk", "Benchmarked", "Benchmarking", 4 * 3600),
     Stage("analyze", "sdk", "Analyzed", "Analyzing", 4 * 3600, runs_own_triton=True,
           pins_gpu_product=True, replans=True),
+    # the closed loop's candidates held to the SLO before any is served (with an SLO)
+    Stage("confirm", "sdk", "CandidatesConfirmed", "Confirming", 4 * 3600,
+          runs_own_triton=True, pins_gpu_product=True, replans=True, resources="bench"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 

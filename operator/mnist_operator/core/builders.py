@@ -386,21 +386,23 @@ def _stages_init_container(spec: S.MnistServingSpec) -> dict:
                       mounts=[{"name": "stages", "mountPath": STAGES_DIR}])
 
 
-def _analyze_sidecar(spec: S.MnistServingSpec, gpus: int) -> dict:
-    """Triton in the analyze pod (a native sidecar: an init container with
-    restartPolicy Always, stopped when model-analyzer exits). model-analyzer's
-    remote mode loads each config through the model-control API, so explicit
-    mode; it must run on the same machine and GPUs as the analyzer."""
+def _triton_sidecar(spec: S.MnistServingSpec, step: P.Step) -> dict:
+    """Triton in the analyze or confirm pod, on its step's repository (a native
+    sidecar: an init container with restartPolicy Always, stopped when the stage
+    exits). model-analyzer's remote mode and the confirm stage load models through
+    the model-control API, so explicit mode; it must run on the same machine and
+    GPUs as the stage that measures it."""
     return _container("triton", spec.images.triton, spec,
-                      command=_tritonserver_command("--model-control-mode=explicit"),
-                      resources=_resources(spec, "triton", gpus),
+                      command=_tritonserver_command("--model-control-mode=explicit",
+                                                    repository=step.params.model_repo),
+                      resources=_resources(spec, "triton", step.gpus),
                       mounts=[{"name": "work", "mountPath": str(WORK_DIR)}, _shm_mount()],
                       restartPolicy="Always", ports=_triton_ports(),
                       startupProbe=_http_probe("/v2/health/ready", "http", periodSeconds=5,
                                                failureThreshold=120))
 
 
-ANALYZE_REMOTE_ARGS = (
+SIDECAR_ARGS = (
     "--triton-launch-mode", "remote",
     "--triton-http-endpoint", f"localhost:{P.HTTP_PORT}",
     "--triton-grpc-endpoint", f"localhost:{P.GRPC_PORT}",
@@ -409,8 +411,9 @@ ANALYZE_REMOTE_ARGS = (
 
 
 def step_command(step: P.Step) -> list[str]:
-    # the pod's own Triton sidecar, not one the stage would launch
-    remote = ANALYZE_REMOTE_ARGS if step.facts.runs_own_triton else ()
+    # the pod's own Triton sidecar, not one the stage would launch (analyze and confirm
+    # take the same flags for it)
+    remote = SIDECAR_ARGS if step.facts.runs_own_triton else ()
     return ["python3", "-m", f"mnist_jobs.{step.stage}", *step.args, *remote,
             "--result", TERMINATION_LOG]
 
@@ -422,14 +425,15 @@ def build_step_job(cr: dict, spec: S.MnistServingSpec, step: P.Step, attempt: in
         raise ValueError(f"step {step.name!r} is the Triton Deployment, not a Job")
     name = job_name(cr["metadata"]["name"], step, attempt)
     sidecar = step.facts.runs_own_triton
-    # In the analyze pod the GPU belongs to the Triton sidecar, which runs the models.
+    # In the analyze and confirm pods the GPU belongs to the Triton sidecar, which runs
+    # the models.
     main_gpus = 0 if sidecar else step.gpus
     main = _container(step.stage, getattr(spec.images, step.image_kind), spec,
                       command=step_command(step),
                       env=[{"name": "PYTHONPATH", "value": STAGES_DIR},
                            {"name": "PYTHONUNBUFFERED", "value": "1"},
                            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
-                      resources=_resources(spec, step.stage, main_gpus),
+                      resources=_resources(spec, step.facts.resources_of, main_gpus),
                       mounts=[{"name": "work", "mountPath": str(WORK_DIR)},
                               {"name": "stages", "mountPath": STAGES_DIR, "readOnly": True}],
                       terminationMessagePath=TERMINATION_LOG,
@@ -440,10 +444,11 @@ def build_step_job(cr: dict, spec: S.MnistServingSpec, step: P.Step, attempt: in
     init = [_stages_init_container(spec)]
     volumes = [_work_volume(cr, spec), {"name": "stages", "emptyDir": {}}]
     if sidecar:
-        init.append(_analyze_sidecar(spec, step.gpus))
+        init.append(_triton_sidecar(spec, step))
         volumes.append(_shm_volume())
     # TensorRT plans only load on the GPU model they were built on: the engine
-    # build, and the analyze pod that serves the plan, go to scheduling.gpuProduct.
+    # build, and the analyze and confirm pods that serve the plan, go to
+    # scheduling.gpuProduct.
     pin = step.gpus > 0 and step.facts.pins_gpu_product
     pod_labels = {**labels(cr, step.name, step), LABEL_ATTEMPT: str(attempt)}
     md = _metadata(cr, name, step.name, step)

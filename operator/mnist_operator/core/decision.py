@@ -12,7 +12,7 @@ from mnist_operator.api.spec import MnistServingSpec
 from mnist_operator.api.vocabulary import LABEL_INSTANCE, RETRY_ANNOTATION, WORK_DIR
 from mnist_operator.core import accuracy, builders, refusals
 from mnist_operator.core.children import meta
-from mnist_operator.core.pipeline import Endpoints, Layout, Step, plan
+from mnist_operator.core.pipeline import CONFIRM, Endpoints, Layout, Step, plan
 from mnist_operator.core.status import one_line, parse_timestamp
 
 #: serve's record while analyze holds the GPU, and while Triton comes back after it
@@ -137,15 +137,18 @@ class Pass:
     def old_stages(self) -> dict[str, dict]:
         return self.old.get("stages") or {}
 
-    def plan(self, analyzed: dict | None) -> list[Step]:
-        return plan_of(self.spec, self.substrate, {**self.old_stages, "analyze": analyzed})
+    def plan(self, updated: dict[str, dict] | None = None) -> list[Step]:
+        """The plan given the recorded stages, or these with the ``updated`` records
+        of steps whose stage replans (analyze, confirm)."""
+        return plan_of(self.spec, self.substrate, {**self.old_stages, **(updated or {})})
 
 
 def plan_of(spec: MnistServingSpec, substrate: Substrate, stages: dict[str, dict]) -> list[Step]:
     """The steps for ``spec`` on ``substrate`` given the recorded ``stages``: the closed
-    loop's follow a finished analyze, less the models the accuracy guard flags."""
+    loop's follow a finished analyze (and, with an SLO, the candidates' confirmation),
+    less the models the accuracy guard flags."""
     return plan(spec, substrate.layout, substrate.endpoints, device=substrate.device,
-                analyzed=stages.get("analyze"),
+                analyzed=stages.get("analyze"), confirmed=stages.get(CONFIRM),
                 below_tolerance=accuracy.below_tolerance(stages, spec.accuracy_tolerance))
 
 
@@ -192,7 +195,11 @@ class Serving:
     available: bool
     counts: tuple[int, int]     # (ready, wanted) replicas
     resuming: bool = False      # scaling back after a pause for analyze
-    paused: bool = False        # scaled to 0 while analyze runs its own Triton
+    paused_by: str = ""         # scaled to 0 while this stage (analyze, confirm) runs its own Triton
     stopped: bool = False       # scaled to 0 after every stage (serving.stopAfterBenchmark)
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.paused_by)
 
 

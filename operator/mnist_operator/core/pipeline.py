@@ -57,6 +57,10 @@ class Layout:
     @property
     def results(self) -> PurePosixPath: return self.root / "results"
     @property
+    def candidate_repo(self) -> PurePosixPath: return self.root / "model_repo_candidates"
+    @property
+    def confirm(self) -> PurePosixPath: return self.root / "confirm"
+    @property
     def tuned_repo(self) -> PurePosixPath: return self.root / "model_repo_tuned"
     @property
     def tuned_bench(self) -> PurePosixPath: return self.root / "bench_tuned"
@@ -218,6 +222,23 @@ class AnalyzeParams(Params):
     slo_p95_ms: int | None = None
 
 
+@dataclass(frozen=True)
+class ConfirmParams(Params):
+    model_repo: str
+    candidates: tuple[str, ...]             # model:concurrency (model-analyzer's)
+    protocol: str
+    batch_size: int
+    measurement_mode: str
+    measurement_interval_ms: int
+    measurement_request_count: int
+    stability_percentage: int
+    repeats: int
+    slo_p99_ms: int
+    slo_p95_ms: int
+    slo_decide_within_s: int
+    out: str
+
+
 # --------------------------------------------------------------------------- steps
 @dataclass(frozen=True)
 class Step:
@@ -256,6 +277,8 @@ class Step:
 
 #: The closed loop's steps (bench-tuned-<protocol> besides these two).
 REPO_TUNED, SERVE_TUNED, BENCH_TUNED = "repo-tuned", "serve-tuned", "bench-tuned-"
+#: With an SLO, the steps that hold the candidates to it before the tuned ones.
+REPO_CANDIDATES, CONFIRM = "repo-candidates", "confirm-candidates"
 
 
 def analyze_models_of(recorded: dict | None) -> dict[str, dict]:
@@ -302,6 +325,15 @@ def best_overrides(recorded: dict | None, objective: str = "throughput") -> dict
         if values:
             out[model] = values
     return out
+
+
+def confirmed_of(recorded: dict | None) -> list[str] | None:
+    """The models a confirm record (the stage result or its status record) found
+    meeting the SLO; None when it holds no such list."""
+    if not recorded:
+        return None
+    found = recorded.get("confirmed", (recorded.get("result") or {}).get("confirmed"))
+    return list(found) if isinstance(found, list) else None
 
 
 def override_arg(model: str, values: dict[str, Any]) -> str:
@@ -510,8 +542,38 @@ def _tuned_steps(steps: list[Step], lay: Layout, best: dict[str, dict[str, Any]]
     return drafts
 
 
+def _confirm_steps(c: _Context, steps: list[Step], best: dict[str, dict[str, Any]],
+                   analyzed: dict) -> list[_Draft]:
+    """repo-candidates and confirm-candidates: every candidate config in a repository
+    of its own, each candidate model measured there at model-analyzer's concurrency
+    and judged by the bench stage's SLO rule before anything is served."""
+    repo = next(s for s in steps if s.name == "repo")
+    pa, slo = c.spec.benchmark.perf_analyzer, c.spec.benchmark.slo
+    objective, found = c.spec.benchmark.closed_loop_objective, analyze_models_of(analyzed)
+    loads = {m: max(1, int(best_of(found.get(m, {}), objective).get("concurrency") or 1))
+             for m in best}
+    params = ConfirmParams(
+        str(c.lay.candidate_repo), tuple(f"{m}:{loads[m]}" for m in best), pa.protocols[0],
+        pa.batch_size, pa.measurement_mode, pa.measurement_interval_ms,
+        pa.measurement_request_count, pa.stability_percentage, pa.repeats, slo.p99_ms,
+        slo.p95_ms, slo.decide_within_seconds, str(c.lay.confirm))
+    measured = {k: c.given["benchmark"]["perfAnalyzer"][k]
+                for k in ("batchSize", "measurementMode", "measurementIntervalMs",
+                          "measurementRequestCount", "stabilityPercentage", "repeats")}
+    return [
+        _Draft(REPO_CANDIDATES, "repo",
+               replace(repo.params, out=str(c.lay.candidate_repo),
+                       override=tuple(override_arg(m, v) for m, v in best.items())),
+               {"serving": repo.inputs["serving"], "apply": best}, ("export", "engine")),
+        _Draft(CONFIRM, "confirm", params,
+               {"loads": loads, "perfAnalyzer": measured, "protocol": pa.protocols[0],
+                **_slo_inputs(c)},
+               (REPO_CANDIDATES,), gpus=c.spec.serving.gpus),
+    ]
+
+
 def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints(),
-         *, device: str = "auto", analyzed: dict | None = None,
+         *, device: str = "auto", analyzed: dict | None = None, confirmed: dict | None = None,
          below_tolerance: frozenset[str] = frozenset()) -> list[Step]:
     """Every step of the pipeline for ``spec``, in the order they run.
 
@@ -521,6 +583,9 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
     analyze of the current fingerprint whose best config differs from the
     served one, the closed loop's steps follow ``analyze``; models in
     ``below_tolerance`` (the accuracy guard's) keep their served config.
+    With an SLO, ``repo-candidates`` and ``confirm-candidates`` come first, and
+    ``confirmed`` (their recorded result) decides which candidates are applied:
+    only those whose re-measured point meets the SLO by the bench stage's rule.
 
     A fingerprint hashes the spec inputs each step names, never its
     parameters: paths and endpoints differ between a local run and a
@@ -530,6 +595,12 @@ def plan(spec: MnistServingSpec, lay: Layout, endpoints: Endpoints = Endpoints()
     steps = _fingerprinted(_model_steps(c, device) + _serving_steps(c) + _bench_steps(c)
                            + [_analyze_step(c)])
     best = _configs_to_apply(spec, steps[-1], analyzed, below_tolerance)
+    if best and spec.benchmark.slo.active:
+        checks = _fingerprinted(_confirm_steps(c, steps, best, analyzed), before=steps)
+        steps += checks
+        met = confirmed_of(confirmed) if is_done(checks[-1], confirmed) \
+            and confirmed.get("state") == "Succeeded" else None
+        best = {m: v for m, v in best.items() if m in (met or ())}
     if not best:
         return steps
     return steps + _fingerprinted(_tuned_steps(steps, lay, best), before=steps)
@@ -554,6 +625,7 @@ def stale_after(steps: list[Step], changed: str) -> list[str]:
 
 __all__ = ["Layout", "Endpoints", "Step", "Params", "TrainParams", "ExportParams",
            "EngineParams", "RepoParams", "ServeParams", "ClientParams", "BenchParams",
-           "AnalyzeParams", "plan", "fingerprint", "is_done", "best_overrides",
-           "analyze_models_of", "override_arg", "REPO_TUNED", "SERVE_TUNED", "BENCH_TUNED",
+           "AnalyzeParams", "ConfirmParams", "plan", "fingerprint", "is_done",
+           "best_overrides", "analyze_models_of", "confirmed_of", "override_arg",
+           "REPO_TUNED", "SERVE_TUNED", "BENCH_TUNED", "REPO_CANDIDATES", "CONFIRM",
            "stale_after", "TRITON_MODEL", "HTTP_PORT", "GRPC_PORT", "METRICS_PORT"]

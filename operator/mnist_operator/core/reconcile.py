@@ -105,7 +105,7 @@ def _run(p: Pass) -> Decision:
     acts = Acts()
     if lost is not None:
         p, acts = lose_volume(p, lost)
-    steps = p.plan(p.old_stages.get("analyze"))
+    steps = p.plan()
     acts += ensure_volume(p) + ensure_account(p) + delete_stale_jobs(p, steps)
     stages, active, serving, steps, step_acts = advance_steps(p, steps)
     acts += step_acts
@@ -113,8 +113,8 @@ def _run(p: Pass) -> Decision:
         acts += drop_deployment(p)
     elif active is not None and serving is not None \
             and pauses_serving(p, active, stages[active.name]):
-        serving = replace(serving, paused=True, resuming=False)
-        stages[serving.step] = paused_record(p, stages[serving.step])
+        serving = replace(serving, paused_by=active.stage, resuming=False)
+        stages[serving.step] = paused_record(p, stages[serving.step], active.stage)
     elif active is None and serving is not None and stops_serving(p, steps, stages):
         serving = replace(serving, stopped=True, resuming=False)
         stages[serving.step] = stopped_record(stages[serving.step])

@@ -56,8 +56,9 @@ def advance_steps(p: Pass, steps: list[Step]
         stages[step.name] = new
         acts += announce(step, rec, new)
         if step.facts.replans and new != rec:
-            # what follows analyze depends on its result (applyBest); the steps up to it stay
-            steps = p.plan(new)
+            # what follows analyze (and confirm) depends on its result (applyBest); the
+            # steps up to it stay
+            steps = p.plan({step.name: new})
         if new.get("state") not in FINISHED:
             active = step
     return stages, active, serving, steps, acts
@@ -201,18 +202,23 @@ def shared_resource(p: Pass) -> str:
     return "machine's cores" if p.substrate.one_machine else "GPU"
 
 
+#: Who holds the serving GPU while serving pauses, by the stage that runs its own Triton.
+PAUSED_FOR = {"analyze": "model-analyzer", "confirm": "the confirm stage"}
+
+
 def pauses_serving(p: Pass, step: Step, rec: dict) -> bool:
-    """analyze's own Triton takes the GPU that serving would hold (or, on one
-    machine, its cores)."""
+    """analyze's or confirm's own Triton takes the GPU that serving would hold (or,
+    on one machine, its cores)."""
     shared = p.substrate.one_machine or (step.gpus > 0 and p.spec.serving.gpus > 0)
     return step.facts.runs_own_triton and shared and rec.get("state") != FAILED
 
 
-def paused_record(p: Pass, rec: dict) -> dict:
+def paused_record(p: Pass, rec: dict, stage: str) -> dict:
     if rec.get("state") != SUCCEEDED:
         return rec
     return {**rec, "reason": PAUSED, "readyReplicas": 0,
-            "message": f"Triton scaled to 0 while model-analyzer uses the {shared_resource(p)}"}
+            "message": f"Triton scaled to 0 while {PAUSED_FOR[stage]} uses the "
+                       f"{shared_resource(p)}"}
 
 
 def stops_serving(p: Pass, steps: list[Step], stages: dict[str, dict]) -> bool:
@@ -248,10 +254,10 @@ def deployment_acts(p: Pass, serving: Serving) -> Acts:
         acts += event("Normal", "ServingStopped", f"Triton scaled to 0 replicas: {STOPPED_MESSAGE}")
     if serving.paused and replicas(dep) != 0:
         acts += event("Normal", "ServingPaused",
-                      f"Triton scaled to 0 replicas while model-analyzer uses the "
-                      f"{shared_resource(p)}"
+                      f"Triton scaled to 0 replicas while {PAUSED_FOR[serving.paused_by]} "
+                      f"uses the {shared_resource(p)}"
                       + ("" if p.substrate.one_machine else f" ({p.spec.serving.gpus} per pod)")
-                      + "; it returns when analyze ends")
+                      + f"; it returns when {serving.paused_by} ends")
     return acts
 
 

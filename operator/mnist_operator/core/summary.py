@@ -16,8 +16,9 @@ from typing import Any
 
 from mnist_operator.api.vocabulary import FALSE, TRUE, UNKNOWN
 from mnist_operator.core import accuracy
-from mnist_operator.core.pipeline import (BENCH_TUNED, REPO_TUNED, SERVE_TUNED, analyze_models_of,
-                                          best_of, best_overrides)
+from mnist_operator.core.pipeline import (BENCH_TUNED, CONFIRM, REPO_TUNED, SERVE_TUNED,
+                                          analyze_models_of, best_of, best_overrides,
+                                          confirmed_of)
 
 SUCCEEDED, SKIPPED = "Succeeded", "Skipped"
 
@@ -390,6 +391,31 @@ def _nothing_to_apply(analyzed: dict, objective: str) -> dict[str, str]:
                        f"({'; '.join(found)})"}
 
 
+def confirmation_line(entry: dict) -> str:
+    """One candidate's re-measured point in words: ``meets p99 <= 10 ms at c=64: p99
+    8000 us [7900, 8100] over 9,000 requests``."""
+    found = (entry.get("latency") or {})
+    p99 = found.get("p99") or [entry.get("p99Us"), None, None]
+    interval = f" [{p99[1]}, {p99[2]}]" if p99[1] is not None else " (no interval)"
+    return (f"{entry.get('verdict', '?')} at c={entry.get('c')}: {entry.get('inferPerSec')} "
+            f"infer/s, p99 {p99[0]} us{interval} over {found.get('requests', 0):,} requests"
+            + (f" ({entry['why']})" if entry.get("why") else ""))
+
+
+def confirmation_part(confirm: dict | None) -> dict[str, str]:
+    """With an SLO: each candidate re-measured by the confirm stage, model -> its line."""
+    models = (confirm or {}).get("models") or (confirm or {}).get("result", {}).get("models")
+    return {m: confirmation_line(e) for m, e in sorted((models or {}).items())}
+
+
+def _none_confirmed(confirm: dict, lines: dict[str, str]) -> dict[str, Any]:
+    slo = confirm.get("slo") or (confirm.get("result") or {}).get("slo", "the SLO")
+    return {"state": "NothingToApply", "confirmation": lines,
+            "message": f"no candidate config met {slo} when the confirm stage measured it "
+                       "again; every model keeps its served config ("
+                       + "; ".join(f"{m} {line}" for m, line in lines.items()) + ")"}
+
+
 def closed_loop_part(results: dict[str, dict], apply_best: bool = False,
                      objective: str = "throughput") -> dict[str, Any]:
     """applyBest: the config applied per model (model-analyzer's best for the
@@ -401,15 +427,23 @@ def closed_loop_part(results: dict[str, dict], apply_best: bool = False,
     tuned = {n.removeprefix(BENCH_TUNED): r for n, r in sorted(results.items())
              if n.startswith(BENCH_TUNED)}
     repo = results.get(REPO_TUNED)
-    analyzed = results.get("analyze")
-    if apply_best and not repo and not tuned and _ok(analyzed) \
-            and not best_overrides(analyzed, objective):
-        return _nothing_to_apply(analyzed, objective)
-    if not repo and not tuned:
+    analyzed, confirm = results.get("analyze"), results.get(CONFIRM)
+    candidates = best_overrides(analyzed, objective)
+    # with an SLO only the candidates the confirm stage found meeting it are applied
+    met = confirmed_of(confirm) if _ok(confirm) else None
+    lines = confirmation_part(confirm) if _ok(confirm) else {}
+    if apply_best and not repo and not tuned and _ok(analyzed):
+        if not candidates:
+            return _nothing_to_apply(analyzed, objective)
+        if met is not None and not set(met) & set(candidates):
+            return _none_confirmed(confirm, lines)
+    if not repo and not tuned and not lines:
         return {}
     found = analyze_models_of(analyzed)
-    chosen = {m: best_of(found.get(m, {}), objective) for m in best_overrides(analyzed, objective)}
-    out: dict[str, Any] = {"objective": objective, "applied": {
+    chosen = {m: best_of(found.get(m, {}), objective) for m in candidates
+              if met is None or m in met}
+    out: dict[str, Any] = {"objective": objective, **({"confirmation": lines} if lines else {}),
+                           "applied": {
         model: {"config": _scalar(best.get("bestConfig", "")),
                 **{k: _scalar(v) for k, v in sorted(best.get("apply", {}).items()) if v != ""}}
         for model, best in chosen.items()}}
@@ -437,7 +471,9 @@ def closed_loop_part(results: dict[str, dict], apply_best: bool = False,
         if with_interval:
             out["intervals"] = {k: f"{_interval(before[k])} -> {_interval(after[k])}"
                                 for k in with_interval}
-    if unfinished:
+    if not repo and not tuned:   # confirmed; the tuned repository is next
+        out["state"] = "Confirmed"
+    elif unfinished:
         name, result = unfinished[0]
         out["state"] = f"{name} {_stage_line(result)}"
     elif tuned and not common and objective == "inferencesPerJoule":

@@ -38,6 +38,8 @@ _HEADLINES = {
     "analyze": lambda r: "; ".join(f"{m} best {e['bestConfig']} {e.get('throughput')} infer/s"
                                    if e.get("bestConfig") else f"{m}: {e.get('note')}"
                                    for m, e in r.get("models", {}).items()),
+    "confirm": lambda r: "; ".join(f"{m} {e.get('verdict')} {r.get('slo')} at c={e.get('c')}"
+                                   for m, e in r.get("models", {}).items()),
 }
 
 
@@ -182,10 +184,12 @@ def closed_loop_table(status: dict) -> list[str]:
     loop = status.get("benchmark", {}).get("closedLoop", {})
     if not loop:
         return []
+    confirmed = [f"  confirmed {model:<12} {line}"
+                 for model, line in loop.get("confirmation", {}).items()]
     if "applied" not in loop:
-        return [f"  {loop.get('state')}: {loop.get('message', '')}"]
-    lines = [f"  {model:<12} {', '.join(f'{k} {v}' for k, v in cfg.items())}"
-             for model, cfg in loop.get("applied", {}).items()]
+        return confirmed + [f"  {loop.get('state')}: {loop.get('message', '')}"]
+    lines = confirmed + [f"  {model:<12} {', '.join(f'{k} {v}' for k, v in cfg.items())}"
+                         for model, cfg in loop.get("applied", {}).items()]
     if loop.get("before"):
         unit = loop.get("unit", "infer/s")
         lines.append(f"  compared ({loop.get('objective', 'throughput')}): "
@@ -223,9 +227,10 @@ def environment_lines(status: dict) -> list[str]:
 
 def summary_lines(status: dict, status_path: Path) -> list[str]:
     out = [f"{status['name']}: {status['phase']}  (work dir {status['workdir']})", "", "stages"]
+    width = max([11, *map(len, status["stages"])])   # the closed loop's names are longer
     for name, st in status["stages"].items():
         extra = st.get("message", "") if st["state"] != "Succeeded" else ""
-        out.append(f"  {name:<11} {st['state']:<10} {st.get('durationSeconds', 0):>5} s  "
+        out.append(f"  {name:<{width}} {st['state']:<10} {st.get('durationSeconds', 0):>5} s  "
                    f"{st.get('run', ''):<9} {st['fingerprint']}  {extra}".rstrip())
     model = status.get("model", {})
     if model:

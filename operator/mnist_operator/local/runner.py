@@ -267,7 +267,8 @@ def run_one(name: str, spec: MnistServingSpec, workdir: Path, args: argparse.Nam
         device = args.device or ("cpu" if spec.training.gpus == 0 else "auto")
         substrate = Substrate(lay, endpoints, device, one_machine=True)
         steps = pipeline.plan(spec, lay, endpoints, device=device,
-                              analyzed=processes.read_result(Path(lay.result("analyze"))))
+                              analyzed=processes.read_result(Path(lay.result("analyze"))),
+                              confirmed=processes.read_result(Path(lay.result(pipeline.CONFIRM))))
         names = [s.name for s in steps]
         force = names[:1] if "all" in args.force else args.force
         for f in force:

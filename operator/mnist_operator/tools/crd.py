@@ -238,6 +238,12 @@ def status_schema() -> dict:
                                            "throughput)."),
                             basis=_str("The compared figure in words."),
                             unit=_str("Its unit: infer/s or infer/J."),
+                            confirmation=_open(
+                                "With benchmark.slo: each candidate config measured again by "
+                                "the confirm stage before it is applied, model -> its verdict "
+                                "(meets, misses or undecided), concurrency, throughput and p99 "
+                                "with its 95 % interval and request count; only those that "
+                                "meet the SLO are applied."),
                             verdict=_str("Improved (every tuned 95 % interval above the one "
                                          "before), NoChange, Regressed or NoInterval."))),
     )
