@@ -6,8 +6,9 @@ Each STATUS is the status.json a local run of the same spec left, with
 benchmark.objective throughput and inferencesPerJoule (the second run reuses
 every step up to analyze: only the tuned steps follow the objective). The table
 says, per objective, the config applied, what model-analyzer measured for it,
-what the tuned bench measured (infer/s and infer/J with their 95 % intervals)
-and the Improved condition judged on the objective.
+the confirm stage's verdict on it (with an SLO: re-measured by the bench stage's
+rule before it was applied), what the tuned bench measured (infer/s and infer/J
+with their 95 % intervals) and the Improved condition judged on the objective.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def row(status: dict) -> str:
         found.append(f"{model}: {chosen.get('throughput', '-')} infer/s, "
                      f"{chosen.get('powerW', '-')} W, {chosen.get('inferPerJoule', '-')} infer/J "
                      f"at c={chosen.get('concurrency', '-')}")
+    confirmed = "; ".join(f"{m}: {line}" for m, line in (loop.get("confirmation") or {}).items())
     tuned = loop.get("perfAnalyzer") or {}
     after = [f"{model}/{proto}: {_interval(p, 'bestInferPerSec', 'lowAtBest', 'highAtBest')} "
              f"infer/s, {_interval(p, 'inferPerJouleAtBest', 'inferPerJouleLowAtBest', 'inferPerJouleHighAtBest')} "
@@ -54,7 +56,7 @@ def row(status: dict) -> str:
     improved = next((c for c in status.get("conditions") or [] if c.get("type") == "Improved"), {})
     verdict = f"{improved.get('status', '-')} ({improved.get('reason', '-')}): " \
               f"{improved.get('message', '-')}"
-    return (f"| {objective} | {applied} | {'; '.join(found) or '-'} | "
+    return (f"| {objective} | {applied} | {'; '.join(found) or '-'} | {confirmed or '-'} | "
             f"{'; '.join(after) or '-'} | {verdict} |")
 
 
@@ -66,8 +68,9 @@ def applied(status: dict) -> dict:
 def section(statuses: list[dict], command: str, where: str) -> str:
     same = all(applied(s) == applied(statuses[0]) for s in statuses)
     lines = [HEADING, "", f"Written by `{command}` ({where}).", "",
-             "| objective | config applied | model-analyzer's figures for it | tuned bench: "
-             "infer/s [95 %], infer/J [95 %], power | Improved |", "|---|---|---|---|---|"]
+             "| objective | config applied | model-analyzer's figures for it | confirmed before "
+             "it was applied | tuned bench: infer/s [95 %], infer/J [95 %], power | Improved |",
+             "|---|---|---|---|---|---|"]
     lines += [row(s) for s in statuses]
     lines += ["", ("The objectives applied the same config: judged on each, the verdict is "
                    "read from that objective's figure." if same else
