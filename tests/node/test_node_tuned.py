@@ -2,7 +2,7 @@
 in a real pod (the confirm stage beside its own Triton sidecar, on the candidate
 repository) before the Deployment rolls to it.
 
-The resource is the local integration test's (tests/integration/test_confirm.py): its
+The resource is the local integration test's (tests/integration/test_confirm_candidates.py): its
 served config waits 200 ms for a batch that never fills, so model-analyzer's configs
 are far faster on any machine and its best is a real candidate. It shares the
 session's node and the chart release with test_node_e2e.py (installed here only when
@@ -22,7 +22,7 @@ from mnist_operator.core import builders
 from tests.harness.namespaces import restrict
 from tests.harness.operator_process import MnistKit, status_summary, wait_for
 from tests.harness.node.node import REPO
-from tests.integration.test_confirm import SLOW_SERVED
+from tests.integration.test_confirm_candidates import SLOW_SERVED
 from tests.node.test_node_e2e import RELEASE, RELEASE_NS, condition, helm_values
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(1500)]
