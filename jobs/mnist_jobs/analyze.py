@@ -49,8 +49,9 @@ from pathlib import Path
 
 from mnist_jobs.lib import perf, provenance
 from mnist_jobs.lib.stage_cli import InputError, StageError, fmt, run_stage, stage_parser
-from mnist_jobs.lib.triton import (TritonServer, backend_directory, find_tritonserver, free_ports,
-                                   server_env)
+from mnist_jobs.lib.triton import (TritonServer, add_launch_flags, backend_directory,
+                                   check_launch_flags, find_tritonserver, free_ports, server_env,
+                                   start_explicit)
 
 THROUGHPUT = "Throughput (infer/sec)"
 P99 = "p99 Latency (ms)"
@@ -127,10 +128,7 @@ class AnalyzeArgs:
         for flag, v in (("--slo-p99-ms", a.slo_p99_ms), ("--slo-p95-ms", a.slo_p95_ms)):
             if v < 0:
                 raise InputError(flag, f"must be >= 0 (0 = no limit), got {v}")
-        if a.triton_launch_mode == "remote" and not (a.triton_http_endpoint
-                                                     and a.triton_grpc_endpoint):
-            raise InputError("--triton-http-endpoint", "remote launch mode needs "
-                             "--triton-http-endpoint and --triton-grpc-endpoint")
+        check_launch_flags(a)
         concurrency = tuple(_int_list("--concurrency", a.concurrency)) if a.concurrency else None
         return cls(repo, models, a.out, a.max_concurrency, a.max_batch_size, a.max_instances,
                    a.search, concurrency, a.instance_kind, a.measurement_interval_ms,
@@ -421,15 +419,10 @@ def needs_triton_beside(launch_mode: str) -> bool:
 def start_triton_beside(repo: Path, out: Path) -> TritonServer:
     """A tritonserver in explicit model-control mode for model-analyzer's remote
     mode: the operator's analyze pod runs the same beside it as a sidecar."""
-    h, g, m = free_ports(3)
-    server = TritonServer(repo, h, g, m, log_path=out / "triton.log",
-                          extra_args=["--model-control-mode=explicit"])
     print("analyze: no DCGM for model-analyzer's local mode on this GPU machine: profiling "
           "a tritonserver started beside it (explicit model control, remote mode)",
           file=sys.stderr, flush=True)
-    server.start()
-    server.wait_ready(300)
-    return server
+    return start_explicit(repo, out)
 
 
 def run_analyze(a) -> dict:
@@ -584,11 +577,7 @@ def parser():
     p.add_argument("--slo-p95-ms", type=int, default=0,
                    help="model-analyzer constraint perf_latency_p95 max (ms; 0 = none)")
     p.add_argument("--timeout-s", type=int, default=1800)
-    p.add_argument("--triton-launch-mode", choices=("local", "remote"), default="local")
-    p.add_argument("--triton-http-endpoint", help="remote mode: HOST:PORT")
-    p.add_argument("--triton-grpc-endpoint", help="remote mode: HOST:PORT")
-    p.add_argument("--triton-metrics-url",
-                   help="remote mode: http://HOST:PORT/metrics (default: the HTTP host, port 8002)")
+    add_launch_flags(p, "default: the HTTP host, port 8002")
     return p
 
 

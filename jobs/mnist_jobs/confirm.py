@@ -37,12 +37,13 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mnist_jobs.bench import PROTOCOLS, BenchConfig, ModelSweep, RunNotes, bls_downstream
+from mnist_jobs.bench import BenchConfig, ModelSweep, RunNotes, bls_downstream
 from mnist_jobs.lib import latency, perf, provenance
 from mnist_jobs.lib import slo as slo_search
 from mnist_jobs.lib.stage_cli import InputError, StageError, run_stage, stage_parser
-from mnist_jobs.lib.triton import (TritonServer, client_for, free_ports, http_json, is_ready,
-                                   repository_index, served_config, served_models)
+from mnist_jobs.lib.triton import (add_launch_flags, check_launch_flags, client_for, http_json,
+                                   is_ready, repository_index, served_config, served_models,
+                                   start_explicit)
 
 MEETS, MISSES, UNDECIDED = "meets", "misses", "undecided"
 #: How long a model may take to load (a TensorRT plan on a cold GPU is the slow one).
@@ -91,19 +92,14 @@ class ConfirmArgs:
         candidates = parse_candidates(a.candidates)
         if not a.model_repo.is_dir():
             raise InputError("--model-repo", f"{a.model_repo} is not a directory")
-        if a.protocol not in PROTOCOLS:
-            raise InputError("--protocol", f"unknown protocol {a.protocol!r}; choose grpc or http")
         slo = slo_search.Slo(a.slo_p99_ms, a.slo_p95_ms, a.slo_decide_within_s)
         if not slo.active:
             raise InputError("--slo-p99-ms", "confirm judges candidates against an SLO: give "
                                              "--slo-p99-ms or --slo-p95-ms")
-        if a.triton_launch_mode == "remote" and not (a.triton_http_endpoint
-                                                     and a.triton_grpc_endpoint):
-            raise InputError("--triton-http-endpoint", "remote launch mode needs "
-                                                       "--triton-http-endpoint and "
-                                                       "--triton-grpc-endpoint")
+        check_launch_flags(a)
         first = next(iter(candidates.values()))
-        # the URL and metrics follow the Triton the stage starts or is given
+        # the URL and metrics follow the Triton the stage starts or is given; BenchConfig
+        # checks the measurement flags (--protocol among them) as for bench
         measure = BenchConfig("", a.protocol, tuple(candidates), a.batch_size,
                               f"{first}:{first}:1", a.measurement_mode,
                               a.measurement_interval_ms, a.measurement_request_count,
@@ -113,22 +109,11 @@ class ConfirmArgs:
                    a.triton_metrics_url or "")
 
 
-def start_triton(repo: Path, out: Path) -> TritonServer:
-    h, g, m = free_ports(3)
-    server = TritonServer(repo, h, g, m, log_path=out / "triton.log",
-                          extra_args=["--model-control-mode=explicit"])
-    say(f"starting tritonserver on {repo} (explicit model control)")
-    server.start()
-    server.wait_ready(300)
-    return server
-
-
-def load_repository(http_url: str) -> list[str]:
-    """Load every model of the repository (as the tuned Triton will serve them all):
-    their names. A model that does not load fails the stage with Triton's reason."""
+def load_repository(http_url: str) -> None:
+    """Load every model of the repository (as the tuned Triton will serve them all).
+    A model that does not load fails the stage with Triton's reason."""
     base = f"http://{http_url}"
-    names = [m["name"] for m in repository_index(http_url)]
-    for name in names:
+    for name in (m["name"] for m in repository_index(http_url)):
         say(f"loading {name}")
         status, body = http_json(f"{base}/v2/repository/models/{name}/load", "POST", {},
                                  timeout=LOAD_TIMEOUT_S)
@@ -136,7 +121,6 @@ def load_repository(http_url: str) -> list[str]:
             error = body.get("error") if isinstance(body, dict) else body
             raise StageError(f"{name} did not load from the candidate repository: {error}",
                              reason="ModelLoadFailed")
-    return names
 
 
 def confirm_one(cfg: BenchConfig, pa: str, model: str, load: int,
@@ -172,10 +156,14 @@ def run_confirm(a) -> dict:
         raise StageError(str(exc), reason="PerfAnalyzerNotFound") from None
     out = args.measure.out
     out.mkdir(parents=True, exist_ok=True)
-    server = start_triton(args.model_repo, out) if args.launch_mode == "local" else None
-    http, grpc, metrics = (server.http_url, server.grpc_url,
-                           f"http://{server.metrics_url}/metrics") if server else \
-        (args.http_endpoint, args.grpc_endpoint, args.metrics_url)
+    server = None
+    if args.launch_mode == "local":
+        say(f"starting tritonserver on {args.model_repo} (explicit model control)")
+        server = start_explicit(args.model_repo, out)
+        http, grpc, metrics = (server.http_url, server.grpc_url,
+                               f"http://{server.metrics_url}/metrics")
+    else:
+        http, grpc, metrics = args.http_endpoint, args.grpc_endpoint, args.metrics_url
     started = time.monotonic()
     try:
         if server is None:
@@ -250,10 +238,7 @@ def parser():
     p.add_argument("--slo-decide-within-s", type=int, required=True,
                    help="how long an undecided candidate is measured further (0 = not)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--triton-launch-mode", choices=("local", "remote"), default="local")
-    p.add_argument("--triton-http-endpoint", help="remote mode: HOST:PORT")
-    p.add_argument("--triton-grpc-endpoint", help="remote mode: HOST:PORT")
-    p.add_argument("--triton-metrics-url", help="remote mode: http://HOST:PORT/metrics")
+    add_launch_flags(p, "left out: no telemetry")
     return p
 
 

@@ -12,43 +12,22 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 import time
-from datetime import datetime
 
 import pytest
 
 from mnist_operator.core import builders
 from tests.harness.namespaces import restrict
 from tests.harness.operator_process import MnistKit, status_summary, wait_for
-from tests.harness.node.node import REPO
 from tests.integration.test_confirm_candidates import SLOW_SERVED
-from tests.node.test_node_e2e import RELEASE, RELEASE_NS, condition, helm_values
+from tests.node.test_node_e2e import _epoch, condition
+# the chart's release the earlier node modules installed, or installed here
+from tests.node.test_node_sweep import release  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(1500)]
 
 NS, NAME = "node-tuned", "confirm"
 READY_TIMEOUT = 1200
-
-
-def _epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
-@pytest.fixture(scope="module")
-def release(node_cluster, tmp_path_factory):
-    """The chart's release the earlier node tests installed, or the same install here."""
-    plane = node_cluster.plane
-    helm = [str(plane.binaries["helm"]), f"--kubeconfig={plane.kubeconfig}"]
-    if subprocess.run([*helm, "status", RELEASE, "-n", RELEASE_NS],
-                      capture_output=True, text=True, timeout=60).returncode == 0:
-        return
-    values = tmp_path_factory.mktemp("helm") / "values.json"
-    values.write_text(json.dumps(helm_values(node_cluster.images)))
-    p = subprocess.run([*helm, "install", RELEASE, str(REPO / "charts" / "mnist-serving"),
-                        "-n", RELEASE_NS, "--create-namespace", "-f", str(values), "--wait",
-                        "--timeout=5m"], capture_output=True, text=True, timeout=400)
-    assert p.returncode == 0, f"helm install failed:\n{p.stderr}{p.stdout}"
 
 
 @pytest.fixture(scope="module")

@@ -410,3 +410,31 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def start_explicit(repo: Path, out: Path) -> TritonServer:
+    """A tritonserver on ``repo`` in explicit model-control mode, on free ports, ready:
+    the one analyze (remote mode) and confirm measure when no sidecar runs it."""
+    h, g, m = free_ports(3)
+    server = TritonServer(repo, h, g, m, log_path=out / "triton.log",
+                          extra_args=["--model-control-mode=explicit"])
+    server.start()
+    server.wait_ready(300)
+    return server
+
+
+def add_launch_flags(p, metrics_when_left_out: str) -> None:
+    """The flags of a stage that measures its own Triton: started by the stage
+    (local), or the pod's sidecar (remote, the operator's SIDECAR_ARGS)."""
+    p.add_argument("--triton-launch-mode", choices=("local", "remote"), default="local")
+    p.add_argument("--triton-http-endpoint", help="remote mode: HOST:PORT")
+    p.add_argument("--triton-grpc-endpoint", help="remote mode: HOST:PORT")
+    p.add_argument("--triton-metrics-url",
+                   help=f"remote mode: http://HOST:PORT/metrics ({metrics_when_left_out})")
+
+
+def check_launch_flags(a) -> None:
+    if a.triton_launch_mode == "remote" and not (a.triton_http_endpoint
+                                                 and a.triton_grpc_endpoint):
+        raise InputError("--triton-http-endpoint", "remote launch mode needs "
+                         "--triton-http-endpoint and --triton-grpc-endpoint")

@@ -402,14 +402,13 @@ def confirmation_line(entry: dict) -> str:
             + (f" ({entry['why']})" if entry.get("why") else ""))
 
 
-def confirmation_part(confirm: dict | None) -> dict[str, str]:
+def confirmation_part(confirm: dict) -> dict[str, str]:
     """With an SLO: each candidate re-measured by the confirm stage, model -> its line."""
-    models = (confirm or {}).get("models") or (confirm or {}).get("result", {}).get("models")
-    return {m: confirmation_line(e) for m, e in sorted((models or {}).items())}
+    return {m: confirmation_line(e) for m, e in sorted((confirm.get("models") or {}).items())}
 
 
 def _none_confirmed(confirm: dict, lines: dict[str, str]) -> dict[str, Any]:
-    slo = confirm.get("slo") or (confirm.get("result") or {}).get("slo", "the SLO")
+    slo = confirm.get("slo", "the SLO")
     return {"state": "NothingToApply", "confirmation": lines,
             "message": f"no candidate config met {slo} when the confirm stage measured it "
                        "again; every model keeps its served config ("
